@@ -1,0 +1,172 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A failover cluster: the nodes that may host instances, how their health is judged, the
+/// quorum guard and how a failed node is fenced.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kube-failover.io",
+    version = "v1alpha1",
+    kind = "FailoverCluster",
+    shortname = "fc",
+    status = "FailoverClusterStatus",
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.quorum.total"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"integer","jsonPath":".status.quorum.healthy"}"#,
+    printcolumn = r#"{"name":"Quorum","type":"string","jsonPath":".status.conditions[?(@.type==\"Quorum\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverClusterSpec {
+    /// Labels that select the member nodes. Empty selects every node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// When a member node counts as down.
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    /// The guard against failing over from the wrong side of a partition.
+    #[serde(default)]
+    pub quorum: Quorum,
+    /// How a failed owner is fenced before its storage moves.
+    #[serde(default)]
+    pub fencing: Fencing,
+}
+
+/// Heartbeat thresholds. A member is down when its Lease in `kube-node-lease` has not been
+/// renewed for `leaseStaleSeconds`, or its Ready condition has been False or Unknown for
+/// `notReadySeconds`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Seconds without a Lease renewal before the node is down. A kubelet renews every
+    /// 10 s by default, so the default of 20 s tolerates one missed renewal. Minimum 1.
+    #[serde(default = "default_lease_stale")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub lease_stale_seconds: u32,
+    /// Seconds the Ready condition must stay False or Unknown before the node is down.
+    /// Default 10. Minimum 1.
+    #[serde(default = "default_not_ready")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub not_ready_seconds: u32,
+}
+
+fn default_lease_stale() -> u32 {
+    20
+}
+fn default_not_ready() -> u32 {
+    10
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            lease_stale_seconds: default_lease_stale(),
+            not_ready_seconds: default_not_ready(),
+        }
+    }
+}
+
+/// The quorum guard.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Quorum {
+    /// How many member nodes must be up for automatic failover: a count (`2`) or a
+    /// percentage of the members (`"51%"`, the default). Below it the controller fails
+    /// nothing over, since it may itself be the one cut off.
+    #[serde(default = "default_min_healthy")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$') && int(self.replace('%', '')) <= 100").message("minHealthy must be a count >= 0 or a percentage from 0% to 100%, like 51%"))]
+    pub min_healthy: IntOrString,
+}
+
+fn default_min_healthy() -> IntOrString {
+    IntOrString::String("51%".into())
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Self {
+            min_healthy: default_min_healthy(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fencing {
+    /// `OutOfServiceTaint` (default): the controller taints the failed node with
+    /// `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`, after which Kubernetes
+    /// force-deletes its pods and detaches its volumes. `External`: wait until another
+    /// fencer has tainted or deleted the node. `None`: do not fence; only for storage
+    /// that is safe to attach twice.
+    #[serde(default)]
+    pub mode: FencingMode,
+    /// Seconds to wait after a node is declared down before fencing it. Default 0.
+    #[serde(default)]
+    #[schemars(range(max = 3600))]
+    pub delay_seconds: u32,
+}
+
+impl Default for Fencing {
+    fn default() -> Self {
+        Self {
+            mode: FencingMode::OutOfServiceTaint,
+            delay_seconds: 0,
+        }
+    }
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum FencingMode {
+    #[default]
+    OutOfServiceTaint,
+    External,
+    None,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Member nodes and their state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub state: MemberState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
+    /// Why the node is in this state, when it is not Up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    Up,
+    Down,
+    Paused,
+    Fenced,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumStatus {
+    pub total: u32,
+    pub healthy: u32,
+    /// Healthy members needed for automatic failover.
+    pub required: u32,
+}

@@ -1,0 +1,358 @@
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A failover cluster instance: a network name, virtual IPs, storage claims and a workload
+/// that run together on exactly one node of a failover cluster and move together when it
+/// fails.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kube-failover.io",
+    version = "v1alpha1",
+    kind = "FailoverClusterInstance",
+    namespaced,
+    shortname = "fci",
+    status = "FailoverClusterInstanceStatus",
+    printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".status.ownerNode"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"VIP","type":"string","jsonPath":".status.served.virtualIPs[0]"}"#,
+    printcolumn = r#"{"name":"Failovers","type":"integer","jsonPath":".status.failoverCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.clusterRef == oldSelf.clusterRef").message("clusterRef is immutable: delete and recreate the instance to move it to another cluster"))]
+#[x_kube(validation = Rule::new("self.networkName.name == oldSelf.networkName.name").message("networkName.name is immutable: clients know the instance by it; create a new instance instead"))]
+#[x_kube(validation = Rule::new("!has(self.owners) || !has(self.owners.possible) || size(self.owners.possible) == 0 || !has(self.owners.preferred) || self.owners.preferred.all(n, n in self.owners.possible)").message("every owners.preferred node must also be listed in owners.possible when owners.possible is set"))]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverClusterInstanceSpec {
+    /// Name of the FailoverCluster whose nodes host this instance. Immutable.
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster_ref: String,
+    /// The name clients use: a Service of that name, without selector, whose
+    /// EndpointSlice lists only the active pod.
+    pub network_name: NetworkName,
+    /// Virtual IP addresses (IPv4 or IPv6) served on the network name's Service as
+    /// external IPs, announced from the owner node (`externalTrafficPolicy: Local`).
+    #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(ip, isIP(ip))").message("each virtualIPs entry must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub virtual_ips: Vec<String>,
+    /// Storage that moves with the instance.
+    #[serde(default)]
+    pub storage: Storage,
+    /// The workload, run as exactly one pod pinned to the owner node. Its readiness probe
+    /// is the health check. Each storage claim is added as a volume named after the claim;
+    /// mount it with a volumeMount of that name.
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub template: PodTemplateSpec,
+    /// Which nodes may own the instance, and in what order.
+    #[serde(default)]
+    pub owners: Owners,
+    /// How many failovers are allowed within a period before the instance is left Failed.
+    #[serde(default)]
+    pub failover: FailoverPolicy,
+    /// How many times the workload is restarted in place before the instance fails over.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Whether and when the instance moves back to a more preferred owner that recovers.
+    #[serde(default)]
+    pub failback: Failback,
+    /// The order in which instances come online when many move at once.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// The schema of the pod template is the API server's own PodTemplateSpec; embedding its
+/// full OpenAPI here would make the CRD huge for no gain, since the API server validates
+/// the pod that the controller creates from it.
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkName {
+    /// A DNS label (RFC 1123): lower-case letters, digits and '-', at most 63 characters,
+    /// starting with a letter. Also the name of the Service. Immutable.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Ports served on the network name.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub ports: Vec<NetworkPort>,
+    /// Optional external DNS hostname, published as the `external-dns.alpha.kubernetes.io/hostname`
+    /// annotation on the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub external_hostname: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPort {
+    /// A DNS label naming the port.
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Port on the pod; defaults to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: Option<u16>,
+    /// TCP (default), UDP or SCTP.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum Protocol {
+    #[default]
+    TCP,
+    UDP,
+    SCTP,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Names of existing PersistentVolumeClaims in the instance's namespace. The controller
+    /// mounts them and never deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub claims: Vec<String>,
+    /// Claims the controller creates (named `<instance>-<name>`), keeps while the instance
+    /// exists and deletes with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub claim_templates: Vec<ClaimTemplate>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimTemplate {
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub spec: PersistentVolumeClaimSpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Owners {
+    /// Preferred owner nodes, most preferred first. The instance starts on the first
+    /// healthy one and fails over down the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub preferred: Vec<String>,
+    /// Nodes allowed to own the instance. Empty means every member of the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub possible: Vec<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverPolicy {
+    /// Failovers allowed within `periodSeconds`. Unset means member nodes − 1, as in
+    /// WSFC. Past it the instance stays Failed until a person acts. Minimum 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub threshold: Option<u32>,
+    /// Default 21600 (6 h).
+    #[serde(default = "default_failover_period")]
+    #[schemars(range(min = 1))]
+    pub period_seconds: u32,
+}
+
+fn default_failover_period() -> u32 {
+    6 * 3600
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: None,
+            period_seconds: default_failover_period(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPolicy {
+    /// Restarts in place allowed within `periodSeconds` before failing over. Default 3.
+    /// Minimum 1.
+    #[serde(default = "default_restart_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub threshold: u32,
+    /// Default 900 (15 min).
+    #[serde(default = "default_restart_period")]
+    #[schemars(range(min = 1))]
+    pub period_seconds: u32,
+}
+
+fn default_restart_threshold() -> u32 {
+    3
+}
+fn default_restart_period() -> u32 {
+    900
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: default_restart_threshold(),
+            period_seconds: default_restart_period(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'Window' ? (has(self.windowStartHour) && has(self.windowEndHour)) : (!has(self.windowStartHour) && !has(self.windowEndHour))").message("failback.windowStartHour and windowEndHour are required with mode Window and not allowed otherwise"))]
+pub struct Failback {
+    /// `Never` (default), `Immediate`, or `Window`: only between the hours below (UTC).
+    #[serde(default)]
+    pub mode: FailbackMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 23))]
+    pub window_start_hour: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 23))]
+    pub window_end_hour: Option<u8>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum FailbackMode {
+    #[default]
+    Never,
+    Immediate,
+    Window,
+}
+
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+)]
+pub enum Priority {
+    High,
+    #[default]
+    Medium,
+    Low,
+    /// Never brought online automatically.
+    NoAutoStart,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Online,
+    Moving,
+    Offline,
+    Failed,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverClusterInstanceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    /// The node that owns the instance (its pod runs there), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<Served>,
+    /// The move in progress: recorded before the first step so that any replica can carry
+    /// it on from the first step not yet done.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "move")]
+    pub current_move: Option<Move>,
+    /// The last failovers, newest last (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Move>,
+    /// Number of the latest move; the instance's pod of move N is named `<instance>-N`.
+    #[serde(default)]
+    pub move_seq: u64,
+    /// Failovers counted against `failover.threshold` (within the period).
+    #[serde(default)]
+    pub failover_count: u32,
+    /// Restarts in place (within `restart.periodSeconds`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Time>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Served {
+    /// The in-cluster DNS name of the network name.
+    pub dns_name: String,
+    #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<String>,
+    /// Address of the active pod in the EndpointSlice, if published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// One move of the instance, with the time each step was done.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Move {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub reason: String,
+    pub planned: bool,
+    pub started: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_withdrawn: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_pod_gone: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_detached: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_created: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<Time>,
+}

@@ -1,0 +1,216 @@
+//! Node health and quorum, as pure functions of what the API server says and the clock.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::{Heartbeat, MemberState};
+
+/// What the controller needs to know of a node, read from its Node object and its Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub name: String,
+    /// Last renewal of the node's Lease in `kube-node-lease`, if it has one.
+    pub lease_renewed: Option<Timestamp>,
+    /// The Ready condition: `Some(true)` for True, `Some(false)` for False or Unknown,
+    /// with the time of its last transition.
+    pub ready: Option<(bool, Timestamp)>,
+    /// `spec.unschedulable`: a cordoned node keeps what it hosts but takes nothing new.
+    pub unschedulable: bool,
+    /// Carries the `node.kubernetes.io/out-of-service` taint.
+    pub out_of_service: bool,
+}
+
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+/// The verdict on one node at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub state: MemberState,
+    /// When the node became Down (for `Down` and `Fenced`).
+    pub down_since: Option<Timestamp>,
+    pub reason: Option<String>,
+    /// When the verdict would change without any new event (a Lease going stale, a
+    /// NotReady condition reaching its threshold): the time to look again.
+    pub recheck_at: Option<Timestamp>,
+}
+
+impl NodeHealth {
+    /// Up and not cordoned: may take new instances.
+    pub fn eligible(&self) -> bool {
+        self.state == MemberState::Up
+    }
+
+    /// Down or fenced: what it hosts must move.
+    pub fn failed(&self) -> bool {
+        matches!(self.state, MemberState::Down | MemberState::Fenced)
+    }
+}
+
+fn secs(s: u32) -> SignedDuration {
+    SignedDuration::from_secs(i64::from(s))
+}
+
+/// Judges a node. A node is Down when its Lease has not been renewed for
+/// `leaseStaleSeconds`, or its Ready condition has been False/Unknown for
+/// `notReadySeconds`, whichever comes first. A node with neither a Lease nor a Ready
+/// condition has never reported and is not Up either.
+pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHealth {
+    let lease_deadline = facts
+        .lease_renewed
+        .map(|t| t + secs(hb.lease_stale_seconds));
+    let not_ready_deadline = match facts.ready {
+        Some((false, since)) => Some(since + secs(hb.not_ready_seconds)),
+        _ => None,
+    };
+    let mut down: Option<(Timestamp, &str)> = None;
+    for (deadline, reason) in [
+        (lease_deadline, "LeaseStale"),
+        (not_ready_deadline, "NotReady"),
+    ] {
+        if let Some(d) = deadline
+            && d <= now
+            && down.is_none_or(|(t, _)| d < t)
+        {
+            down = Some((d, reason));
+        }
+    }
+    if facts.lease_renewed.is_none() && facts.ready.is_none() {
+        return NodeHealth {
+            state: MemberState::Down,
+            down_since: None,
+            reason: Some("NeverReported".into()),
+            recheck_at: None,
+        };
+    }
+    if let Some((since, reason)) = down {
+        let state = if facts.out_of_service {
+            MemberState::Fenced
+        } else {
+            MemberState::Down
+        };
+        return NodeHealth {
+            state,
+            down_since: Some(since),
+            reason: Some(reason.into()),
+            recheck_at: None,
+        };
+    }
+    let recheck_at = [lease_deadline, not_ready_deadline]
+        .into_iter()
+        .flatten()
+        .filter(|d| *d > now)
+        .min();
+    let (state, reason) = if facts.out_of_service {
+        // Fenced by someone while it still heartbeats: it must not host anything.
+        (MemberState::Fenced, Some("OutOfServiceTaint".into()))
+    } else if facts.unschedulable {
+        (MemberState::Paused, Some("Unschedulable".into()))
+    } else {
+        (MemberState::Up, None)
+    };
+    NodeHealth {
+        state,
+        down_since: None,
+        reason,
+        recheck_at,
+    }
+}
+
+/// Quorum: how many members must be Up (a count, or a percentage rounded up).
+pub fn required_healthy(
+    min_healthy: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    total: u32,
+) -> u32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match min_healthy {
+        IntOrString::Int(n) => u32::try_from(*n).unwrap_or(0),
+        IntOrString::String(s) => {
+            let pct: u32 = s.trim_end_matches('%').parse().unwrap_or(100);
+            (total * pct.min(100)).div_ceil(100)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn facts(lease: Option<i64>, ready: Option<(bool, i64)>) -> NodeFacts {
+        NodeFacts {
+            name: "n".into(),
+            lease_renewed: lease.map(t),
+            ready: ready.map(|(r, s)| (r, t(s))),
+            unschedulable: false,
+            out_of_service: false,
+        }
+    }
+
+    #[test]
+    fn fresh_lease_is_up_and_rechecks_when_it_would_go_stale() {
+        let h = node_health(
+            &facts(Some(0), Some((true, -100))),
+            &Heartbeat::default(),
+            t(5),
+        );
+        assert_eq!(h.state, MemberState::Up);
+        assert_eq!(h.recheck_at, Some(t(20)));
+    }
+
+    #[test]
+    fn stale_lease_is_down_from_the_threshold() {
+        let h = node_health(
+            &facts(Some(0), Some((true, -100))),
+            &Heartbeat::default(),
+            t(20),
+        );
+        assert_eq!(h.state, MemberState::Down);
+        assert_eq!(h.down_since, Some(t(20)));
+        assert_eq!(h.reason.as_deref(), Some("LeaseStale"));
+    }
+
+    #[test]
+    fn not_ready_long_enough_is_down_even_with_a_fresh_lease() {
+        let h = node_health(
+            &facts(Some(9), Some((false, 0))),
+            &Heartbeat::default(),
+            t(10),
+        );
+        assert_eq!(h.state, MemberState::Down);
+        assert_eq!(h.reason.as_deref(), Some("NotReady"));
+        let h = node_health(
+            &facts(Some(9), Some((false, 0))),
+            &Heartbeat::default(),
+            t(9),
+        );
+        assert_eq!(h.state, MemberState::Up);
+        assert_eq!(h.recheck_at, Some(t(10)));
+    }
+
+    #[test]
+    fn fenced_and_paused() {
+        let mut f = facts(Some(0), Some((true, 0)));
+        f.out_of_service = true;
+        assert_eq!(
+            node_health(&f, &Heartbeat::default(), t(30)).state,
+            MemberState::Fenced
+        );
+        f.out_of_service = false;
+        f.unschedulable = true;
+        assert_eq!(
+            node_health(&f, &Heartbeat::default(), t(1)).state,
+            MemberState::Paused
+        );
+    }
+
+    #[test]
+    fn quorum_rounds_percentages_up() {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        assert_eq!(required_healthy(&IntOrString::String("51%".into()), 3), 2);
+        assert_eq!(required_healthy(&IntOrString::String("51%".into()), 10), 6);
+        assert_eq!(required_healthy(&IntOrString::String("100%".into()), 7), 7);
+        assert_eq!(required_healthy(&IntOrString::Int(2), 10), 2);
+    }
+}

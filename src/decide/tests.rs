@@ -1,0 +1,333 @@
+use super::*;
+use crate::api::{FailoverClusterInstanceSpec, MemberState};
+use proptest::prelude::*;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).unwrap()
+}
+
+fn spec(preferred: &[&str]) -> FailoverClusterInstanceSpec {
+    serde_json::from_value(serde_json::json!({
+        "clusterRef": "c",
+        "networkName": {"name": "db", "ports": [{"name": "sql", "port": 5432}]},
+        "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+        "owners": {"preferred": preferred},
+    }))
+    .unwrap()
+}
+
+fn up() -> NodeHealth {
+    NodeHealth {
+        state: MemberState::Up,
+        down_since: None,
+        reason: None,
+        recheck_at: None,
+    }
+}
+
+fn down(since: i64) -> NodeHealth {
+    NodeHealth {
+        state: MemberState::Down,
+        down_since: Some(t(since)),
+        reason: Some("LeaseStale".into()),
+        recheck_at: None,
+    }
+}
+
+fn fenced() -> NodeHealth {
+    NodeHealth {
+        state: MemberState::Fenced,
+        down_since: Some(t(0)),
+        reason: Some("LeaseStale".into()),
+        recheck_at: None,
+    }
+}
+
+fn observed(members: &[(&str, NodeHealth)]) -> Observed {
+    Observed {
+        now: t(100),
+        cluster_found: true,
+        members: members
+            .iter()
+            .map(|(n, h)| (n.to_string(), h.clone()))
+            .collect(),
+        quorum_required: (members.len() as u32 * 51).div_ceil(100),
+        fencing: Fencing::default(),
+        pods: Vec::new(),
+        attachments: Vec::new(),
+        pinned_claims: BTreeMap::new(),
+        missing_claims: Vec::new(),
+        endpoints: Vec::new(),
+        service_current: true,
+        dns_name: "db.ns.svc".into(),
+    }
+}
+
+fn pod(name: &str, node: &str, ready: bool) -> PodFacts {
+    PodFacts {
+        name: name.into(),
+        node: Some(node.into()),
+        ready,
+        ip: Some(format!("10.0.0.{}", name.len())),
+        terminating: false,
+        failed: false,
+    }
+}
+
+/// Runs rounds, feeding back each decision's status and simulating what the API server and
+/// Kubernetes' controllers would do with each action, until nothing is left to do.
+fn settle(
+    spec: &FailoverClusterInstanceSpec,
+    status: &mut FailoverClusterInstanceStatus,
+    obs: &mut Observed,
+) -> Vec<Action> {
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let d = decide("db", Some(1), spec, Some(status), obs);
+        let changed = d.status != *status;
+        *status = d.status;
+        let acts: Vec<Action> = d
+            .actions
+            .into_iter()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    Action::Event(_) | Action::EnsureService | Action::EnsureClaims
+                )
+            })
+            .collect();
+        if acts.is_empty() && !changed {
+            break;
+        }
+        for a in &acts {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e.clone(),
+                Action::Fence { node } => obs
+                    .members
+                    .insert(node.clone(), fenced())
+                    .map(|_| ())
+                    .unwrap_or(()),
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| &p.name != name),
+                Action::DeleteAttachment { name } => obs.attachments.retain(|a| &a.name != name),
+                Action::CreatePod { node, seq } => {
+                    obs.pods.push(pod(&pod_name("db", *seq), node, true))
+                }
+                _ => {}
+            }
+        }
+        all.extend(acts);
+    }
+    all
+}
+
+#[test]
+fn places_on_first_healthy_preferred_owner() {
+    let s = spec(&["b", "a"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(acts.contains(&Action::CreatePod {
+        node: "b".into(),
+        seq: 1
+    }));
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(obs.endpoints.len(), 1);
+    assert_eq!(st.history.len(), 1);
+    assert_eq!(st.failover_count, 0, "placement is not a failover");
+}
+
+#[test]
+fn fails_over_in_order_fence_delete_detach_create_publish() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    obs.attachments.push(AttachmentFacts {
+        name: "va-1".into(),
+        node: "a".into(),
+    });
+    let acts = settle(&s, &mut st, &mut obs);
+    let pos = |f: &dyn Fn(&Action) -> bool| acts.iter().position(f).expect("action present");
+    let withdraw = pos(&|a| a == &Action::SetEndpoints(vec![]));
+    let fence = pos(&|a| matches!(a, Action::Fence { node } if node == "a"));
+    let delete = pos(&|a| matches!(a, Action::DeletePod { force: true, .. }));
+    let detach = pos(&|a| matches!(a, Action::DeleteAttachment { .. }));
+    let create = pos(&|a| matches!(a, Action::CreatePod { node, seq: 2 } if node == "b"));
+    assert!(
+        withdraw < fence && fence < delete && delete < detach && detach < create,
+        "{acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert_eq!(st.phase, Phase::Online);
+    let m = st.history.last().unwrap();
+    assert!(!m.planned);
+    for step in [
+        &m.endpoint_withdrawn,
+        &m.fenced,
+        &m.old_pod_gone,
+        &m.volumes_detached,
+        &m.pod_created,
+        &m.online,
+    ] {
+        assert!(step.is_some(), "every step timed: {m:?}");
+    }
+    assert_eq!(st.failover_count, 1);
+}
+
+#[test]
+fn no_failover_without_quorum() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    obs.members.insert("b".into(), down(90));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        !acts.iter().any(|a| matches!(
+            a,
+            Action::CreatePod { .. } | Action::Fence { .. } | Action::DeletePod { .. }
+        )),
+        "{acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    assert_eq!(st.phase, Phase::Offline);
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Online" && c.reason == "QuorumLost")
+    );
+}
+
+#[test]
+fn failover_threshold_leaves_the_instance_failed() {
+    let mut s = spec(&["a", "b", "c"]);
+    s.failover.threshold = Some(1);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    obs.members.insert("b".into(), down(95));
+    obs.members.insert("d".into(), up());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Failed);
+    assert!(!acts.iter().any(|a| matches!(a, Action::CreatePod { .. })));
+}
+
+#[test]
+fn pinned_volume_stays_down() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    obs.pinned_claims.insert("data".into(), "a".into());
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    obs.members.insert("a".into(), down(90));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(!acts.iter().any(|a| matches!(a, Action::CreatePod { .. })));
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.reason == "VolumePinnedToNode")
+    );
+}
+
+#[test]
+fn external_fencing_waits_for_the_fencer() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    obs.fencing.mode = FencingMode::External;
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::Fence { .. } | Action::CreatePod { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(st.phase, Phase::Moving);
+    obs.members.insert("a".into(), fenced());
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+}
+
+#[test]
+fn invalid_reference_disturbs_nothing() {
+    let s = spec(&["a"]);
+    let mut obs = observed(&[("a", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.cluster_found = false;
+    let d = decide("db", Some(2), &s, Some(&st), &obs);
+    assert!(
+        d.actions.iter().all(|a| matches!(a, Action::Event(_))),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.owner_node.as_deref(), Some("a"));
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Kill(usize),
+    Revive(usize),
+    Round,
+}
+
+proptest! {
+    /// For any sequence of node failures and recoveries: never two pods, never a pod
+    /// created while another exists, never a failover without quorum, never more
+    /// failovers in the period than the threshold.
+    #[test]
+    fn safety_under_any_failure_sequence(steps in proptest::collection::vec(
+        prop_oneof![ (0usize..5).prop_map(Step::Kill), (0usize..5).prop_map(Step::Revive), Just(Step::Round) ], 1..60)) {
+        let names = ["n0", "n1", "n2", "n3", "n4"];
+        let s = spec(&names);
+        let mut obs = observed(&names.iter().map(|n| (*n, up())).collect::<Vec<_>>());
+        let mut st = FailoverClusterInstanceStatus::default();
+        let threshold = failover_threshold(&s, names.len());
+        for (i, step) in steps.into_iter().enumerate() {
+            obs.now = t(100 + i as i64);
+            match step {
+                Step::Kill(n) => { obs.members.insert(names[n].into(), down(100 + i as i64)); }
+                Step::Revive(n) => {
+                    // A fenced node stays fenced until a person removes the taint.
+                    if obs.members[names[n]].state == MemberState::Down { obs.members.insert(names[n].into(), up()); }
+                }
+                Step::Round => {}
+            }
+            let d = decide("db", Some(1), &s, Some(&st), &obs);
+            for a in &d.actions {
+                match a {
+                    Action::CreatePod { node, seq } => {
+                        let name = pod_name("db", *seq);
+                        let others = obs.pods.iter().filter(|p| p.name != name).count();
+                        prop_assert_eq!(others, 0, "pod created while another exists");
+                        prop_assert!(obs.members[node].eligible(), "pod created on a node that is not up");
+                        if !obs.pods.iter().any(|p| p.name == name) { obs.pods.push(pod(&name, node, true)); }
+                    }
+                    Action::Fence { node } => {
+                        prop_assert!(obs.has_quorum(), "fenced without quorum");
+                        obs.members.insert(node.clone(), fenced());
+                    }
+                    Action::SetEndpoints(e) => obs.endpoints = e.clone(),
+                    Action::DeletePod { name, .. } => obs.pods.retain(|p| &p.name != name),
+                    _ => {}
+                }
+            }
+            let was_moving_from = st.current_move.as_ref().and_then(|m| m.from.clone());
+            let starts_failover = d.status.current_move.as_ref().is_some_and(|m| !m.planned && m.from.is_some()) && was_moving_from.is_none();
+            if starts_failover { prop_assert!(obs.has_quorum(), "failover started without quorum"); }
+            st = d.status;
+            prop_assert!(obs.pods.len() <= 1, "two pods: {:?}", obs.pods);
+            prop_assert!(obs.endpoints.len() <= 1);
+            prop_assert!(failovers_in_period(&s, &st, obs.now) <= threshold);
+        }
+    }
+}

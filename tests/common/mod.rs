@@ -1,0 +1,150 @@
+//! Shared by the integration tests: one real control plane per test binary, one namespace
+//! per test, and a dump of that namespace when a test fails.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::{Discovery, Scope};
+use kube_failover::controlplane::{ControlPlane, ControlPlaneConfig};
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use. It runs on a runtime of
+/// its own thread because each `#[tokio::test]` has a runtime that ends with the test.
+/// Its processes end with the test binary, whatever way that exits (see the watchdog in
+/// `kube_failover::controlplane`).
+pub fn control_plane() -> &'static ControlPlane {
+    let result = CONTROL_PLANE.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let config = ControlPlaneConfig {
+                    work_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("controlplane"),
+                    ..Default::default()
+                };
+                let cp = ControlPlane::start(config).await?;
+                let client = cp.client()?;
+                cp.install_crds(
+                    &client,
+                    &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"),
+                )
+                .await?;
+                eprintln!(
+                    "control plane ready in {:.1} s; logs in {}",
+                    cp.startup.as_secs_f64(),
+                    cp.logs_dir().display()
+                );
+                anyhow::Ok(cp)
+            })
+            .map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the control plane thread panicked".into()))
+    });
+    match result {
+        Ok(cp) => cp,
+        Err(e) => panic!("control plane failed to start: {e}"),
+    }
+}
+
+/// A namespace of one test. When the test panics, everything in it is written to the logs
+/// directory of the control plane and the path is printed.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(test: &str) -> Self {
+        let cp = control_plane();
+        let client = cp.client().expect("admin client");
+        let name = format!("{test}-{:x}", std::process::id() & 0xffff);
+        cp.create_namespace(&client, &name)
+            .await
+            .expect("create test namespace");
+        Self { name, client }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let cp = control_plane();
+        let out = cp.logs_dir().join(format!("{}.dump.yaml", self.name));
+        let name = self.name.clone();
+        let config = cp.config().clone();
+        // The test's runtime is unwinding; dump on a runtime of our own.
+        let dumped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(dump_namespace(Client::try_from(config)?, &name))
+        })
+        .join();
+        match dumped {
+            Ok(Ok(text)) => {
+                let _ = std::fs::write(&out, text);
+                eprintln!(
+                    "namespace {} dumped to {}; server logs in {}",
+                    self.name,
+                    out.display(),
+                    cp.logs_dir().display()
+                );
+            }
+            _ => eprintln!("could not dump namespace {}", self.name),
+        }
+    }
+}
+
+async fn dump_namespace(client: Client, namespace: &str) -> anyhow::Result<String> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut out = String::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(kube::discovery::verbs::LIST) {
+                continue;
+            }
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &ar),
+                Scope::Cluster if ar.kind == "Node" => Api::all_with(client.clone(), &ar),
+                Scope::Cluster => continue,
+            };
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for mut obj in list.items {
+                    obj.metadata.managed_fields = None;
+                    out.push_str(&format!("--- # {}\n", ar.kind));
+                    out.push_str(&serde_yaml::to_string(&obj).unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Awaits `cond` on the object `name` through a watch, failing after `timeout` with `what`.
+pub async fn wait_for<K, C>(api: Api<K>, name: &str, timeout: Duration, what: &str, cond: C) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    C: kube::runtime::wait::Condition<K>,
+{
+    match tokio::time::timeout(
+        timeout,
+        kube::runtime::wait::await_condition(api, name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{what}: {name} does not exist"),
+        Ok(Err(e)) => panic!("{what}: watch failed: {e}"),
+        Err(_) => panic!("{what}: not within {timeout:?}"),
+    }
+}
