@@ -5,6 +5,8 @@
 //! order, when that node fails.
 
 pub mod api;
+pub mod controller;
 pub mod controlplane;
 pub mod crd;
 pub mod decide;
+pub mod demo;

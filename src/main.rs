@@ -1,4 +1,8 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use kube_failover::controller::{self, LeaderConfig, RunOptions};
 
 /// Failover cluster instances for Kubernetes.
 #[derive(Parser)]
@@ -16,15 +20,89 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// Run the controller against the cluster of the current kubeconfig or service account.
+    Run(RunArgs),
+    /// Start a local control plane with three simulated nodes, bring a sample instance
+    /// online, kill its node and print the failover timeline.
+    Demo,
     /// Print the version.
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "KUBE_FAILOVER_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Elect a leader on a Lease (off only for a single replica).
+    #[arg(long, env = "KUBE_FAILOVER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease; defaults to the pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-failover")]
+    leader_namespace: String,
+    #[arg(
+        long,
+        env = "KUBE_FAILOVER_LEASE_NAME",
+        default_value = "kube-failover-leader"
+    )]
+    lease_name: String,
+    /// Seconds a leader's Lease is valid without renewal. Short: instances on the node of a
+    /// dead leader wait for it as well.
+    #[arg(long, env = "KUBE_FAILOVER_LEASE_SECONDS", default_value_t = 6)]
+    lease_seconds: u64,
+    /// This replica's identity; defaults to the pod name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "KUBE_FAILOVER_LOG_JSON", default_value_t = false)]
+    log_json: bool,
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd { out_dir: None } => print!("{}", kube_failover::crd::render()?),
         Command::Crd { out_dir: Some(dir) } => kube_failover::crd::write_dir(&dir)?,
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
+        Command::Run(args) => {
+            init_tracing(args.log_json);
+            let client = kube::Client::try_default().await?;
+            let identity = args
+                .identity
+                .unwrap_or_else(|| format!("kube-failover-{}", std::process::id()));
+            let leader = args.leader_elect.then(|| LeaderConfig {
+                namespace: args.leader_namespace.clone(),
+                lease_name: args.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
+                renew_every: Duration::from_secs(args.lease_seconds.max(2)) / 3,
+            });
+            controller::run(
+                client,
+                RunOptions {
+                    leader,
+                    metrics_addr: Some(args.metrics_addr),
+                    identity,
+                },
+            )
+            .await?;
+        }
+        Command::Demo => kube_failover::demo::run().await?,
     }
     Ok(())
 }

@@ -76,7 +76,11 @@ pub struct Quorum {
     /// How many member nodes must be up for automatic failover: a count (`2`) or a
     /// percentage of the members (`"51%"`, the default). Below it the controller fails
     /// nothing over, since it may itself be the one cut off.
+    // Explicitly not nullable: kube marks every optional int-or-string field nullable,
+    // which would let `minHealthy: null` be stored, and an `IntOrString` cannot be read
+    // from null. Not nullable, the API server prunes a null and applies the default.
     #[serde(default = "default_min_healthy")]
+    #[schemars(extend("nullable" = false))]
     #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$') && int(self.replace('%', '')) <= 100").message("minHealthy must be a count >= 0 or a percentage from 0% to 100%, like 51%"))]
     pub min_healthy: IntOrString,
 }

@@ -1,5 +1,5 @@
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -332,7 +332,7 @@ pub struct Served {
     pub endpoint: Option<String>,
 }
 
-/// One move of the instance, with the time each step was done.
+/// One move of the instance, with the time each step was done (microsecond precision).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Move {
@@ -342,17 +342,17 @@ pub struct Move {
     pub to: Option<String>,
     pub reason: String,
     pub planned: bool,
-    pub started: Time,
+    pub started: MicroTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_withdrawn: Option<Time>,
+    pub endpoint_withdrawn: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fenced: Option<Time>,
+    pub fenced: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_pod_gone: Option<Time>,
+    pub old_pod_gone: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes_detached: Option<Time>,
+    pub volumes_detached: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_created: Option<Time>,
+    pub pod_created: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub online: Option<Time>,
+    pub online: Option<MicroTime>,
 }

@@ -9,6 +9,7 @@
 //! signal, even SIGKILL), the pipe closes, the watchdog reads end-of-file and kills the whole
 //! group, then removes the data directory. Logs are kept.
 
+mod attacher;
 mod nodes;
 mod process;
 
@@ -23,6 +24,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub use attacher::play_csi_attacher;
 pub use nodes::{NODE_ALIVE_LABEL, SimulatedNodes};
 use process::ProcessGroup;
 
@@ -385,13 +387,12 @@ impl ControlPlane {
 
     /// Applies every CRD in `dir` (YAML files) and waits until each is Established.
     pub async fn install_crds(&self, client: &Client, dir: &Path) -> Result<Vec<String>> {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let mut names = Vec::new();
         let mut files: Vec<_> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
             .collect();
         files.sort();
+        let mut crds = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file)?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -399,18 +400,33 @@ impl ControlPlane {
                 if value.is_null() {
                     continue;
                 }
-                let crd: CustomResourceDefinition = serde_yaml::from_value(value)
-                    .with_context(|| format!("parsing {}", file.display()))?;
-                let name = crd.metadata.name.clone().context("CRD without a name")?;
-                api.patch(
-                    &name,
-                    &PatchParams::apply("kube-failover-tests").force(),
-                    &Patch::Apply(&crd),
-                )
-                .await
-                .with_context(|| format!("applying CRD {name}"))?;
-                names.push(name);
+                crds.push(
+                    serde_yaml::from_value::<CustomResourceDefinition>(value)
+                        .with_context(|| format!("parsing {}", file.display()))?,
+                );
             }
+        }
+        self.install_crd_objects(client, crds).await
+    }
+
+    /// Applies the CRDs and waits until each is Established.
+    pub async fn install_crd_objects(
+        &self,
+        client: &Client,
+        crds: Vec<CustomResourceDefinition>,
+    ) -> Result<Vec<String>> {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut names = Vec::new();
+        for crd in crds {
+            let name = crd.metadata.name.clone().context("CRD without a name")?;
+            api.patch(
+                &name,
+                &PatchParams::apply("kube-failover-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+            names.push(name);
         }
         for name in &names {
             tokio::time::timeout(

@@ -53,7 +53,12 @@ impl SimulatedNodes {
                 "metadata": {
                     "name": name,
                     "labels": all,
-                    "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"}
+                    "annotations": {
+                        "node.alpha.kubernetes.io/ttl": "0",
+                        "kwok.x-k8s.io/node": "fake",
+                        // As a kubelet would: the attach/detach controller attaches its volumes.
+                        "volumes.kubernetes.io/controller-managed-attach-detach": "true"
+                    }
                 },
                 "spec": {}
             }))?;

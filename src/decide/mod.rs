@@ -12,7 +12,7 @@ pub mod health;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
 use crate::api::{
     FailbackMode, FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, Fencing, FencingMode,
@@ -133,6 +133,10 @@ pub fn pod_name(instance: &str, seq: u64) -> String {
 
 fn time(t: Timestamp) -> Time {
     Time(t)
+}
+
+fn micro(t: Timestamp) -> MicroTime {
+    MicroTime(t)
 }
 
 fn cond(
@@ -674,7 +678,7 @@ fn start_move(
         to,
         reason: reason.into(),
         planned,
-        started: time(now),
+        started: micro(now),
         endpoint_withdrawn: None,
         fenced: None,
         old_pod_gone: None,
@@ -723,7 +727,7 @@ fn step_move(
             d.status.current_move = Some(m);
             return;
         }
-        m.endpoint_withdrawn = Some(time(now));
+        m.endpoint_withdrawn = Some(micro(now));
     }
 
     // 2. Fence the old owner (unplanned moves only).
@@ -745,7 +749,7 @@ fn step_move(
             return;
         }
         if fenced {
-            m.fenced = Some(time(now));
+            m.fenced = Some(micro(now));
             d.actions
                 .push(event(false, "Fenced", format!("{node} is fenced")));
         } else if obs.fencing.mode == FencingMode::External {
@@ -793,7 +797,7 @@ fn step_move(
             d.status.current_move = Some(m);
             return;
         }
-        m.old_pod_gone = Some(time(now));
+        m.old_pod_gone = Some(micro(now));
     }
 
     // 4. No volume of the instance may still be attached anywhere.
@@ -819,7 +823,7 @@ fn step_move(
             d.status.current_move = Some(m);
             return;
         }
-        m.volumes_detached = Some(time(now));
+        m.volumes_detached = Some(micro(now));
     }
 
     // 5. Choose the new owner (again, if the chosen one failed meanwhile).
@@ -857,7 +861,7 @@ fn step_move(
             d.status.current_move = Some(m);
             return;
         }
-        m.pod_created = Some(time(now));
+        m.pod_created = Some(micro(now));
         d.status.owner_node = Some(to.clone());
     }
 
@@ -867,7 +871,7 @@ fn step_move(
         .and_then(|p| p.ip.clone());
     match ip {
         Some(ip) if obs.endpoints == [ip.clone()] => {
-            m.online = Some(time(now));
+            m.online = Some(micro(now));
             d.status.owner_node = Some(to.clone());
             d.status.phase = Phase::Online;
             set_condition(

@@ -1,0 +1,208 @@
+//! `build`: the desired objects of an instance, as pure functions of its spec.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Service, ServicePort,
+    ServiceSpec, Volume,
+};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{FailoverClusterInstance, INSTANCE_LABEL};
+
+pub const SPEC_HASH_ANNOTATION: &str = "kube-failover.io/spec-hash";
+pub const EXTERNAL_DNS_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
+pub const MANAGED_BY: &str = "kube-failover.io";
+
+fn owner_ref(fci: &FailoverClusterInstance) -> Vec<OwnerReference> {
+    fci.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(
+    fci: &FailoverClusterInstance,
+    name: String,
+    extra: BTreeMap<String, String>,
+) -> ObjectMeta {
+    let mut labels = extra;
+    labels.insert(INSTANCE_LABEL.into(), fci.name_any());
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    ObjectMeta {
+        name: Some(name),
+        namespace: fci.namespace(),
+        labels: Some(labels),
+        owner_references: Some(owner_ref(fci)),
+        ..Default::default()
+    }
+}
+
+fn service_ports(fci: &FailoverClusterInstance) -> Vec<ServicePort> {
+    fci.spec
+        .network_name
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: Some(p.name.clone()),
+            port: i32::from(p.port),
+            target_port: Some(IntOrString::Int(i32::from(p.target_port.unwrap_or(p.port)))),
+            protocol: Some(format!("{:?}", p.protocol)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A stable hash of what the Service is made from, so that `observe` can tell from the store
+/// whether it needs applying.
+pub fn service_hash(fci: &FailoverClusterInstance) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&(&fci.spec.network_name, &fci.spec.virtual_ips))
+        .unwrap_or_default()
+        .hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The Service of the network name: no selector (the controller owns its EndpointSlice),
+/// the virtual IPs as external IPs, traffic kept on the owner node.
+pub fn service(fci: &FailoverClusterInstance) -> Service {
+    let mut m = meta(fci, fci.spec.network_name.name.clone(), BTreeMap::new());
+    let mut annotations = BTreeMap::from([(SPEC_HASH_ANNOTATION.to_string(), service_hash(fci))]);
+    if let Some(host) = &fci.spec.network_name.external_hostname {
+        annotations.insert(EXTERNAL_DNS_ANNOTATION.into(), host.clone());
+    }
+    m.annotations = Some(annotations);
+    let vips = &fci.spec.virtual_ips;
+    Service {
+        metadata: m,
+        spec: Some(ServiceSpec {
+            ports: Some(service_ports(fci)),
+            external_ips: (!vips.is_empty()).then(|| vips.clone()),
+            external_traffic_policy: (!vips.is_empty()).then(|| "Local".into()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The EndpointSlice of the network name, listing exactly `addresses`.
+pub fn endpoint_slice(
+    fci: &FailoverClusterInstance,
+    addresses: &[String],
+    pod: Option<&Pod>,
+) -> EndpointSlice {
+    let net = fci.spec.network_name.name.clone();
+    let labels = BTreeMap::from([
+        ("kubernetes.io/service-name".to_string(), net.clone()),
+        (
+            "endpointslice.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+    ]);
+    let family = if addresses.iter().any(|a| a.contains(':')) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    EndpointSlice {
+        metadata: meta(fci, net, labels),
+        address_type: family.into(),
+        endpoints: Some(
+            addresses
+                .iter()
+                .map(|a| Endpoint {
+                    addresses: vec![a.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    node_name: pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
+                    target_ref: pod.map(|p| ObjectReference {
+                        kind: Some("Pod".into()),
+                        name: p.metadata.name.clone(),
+                        namespace: p.metadata.namespace.clone(),
+                        uid: p.metadata.uid.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ports: Some(
+            fci.spec
+                .network_name
+                .ports
+                .iter()
+                .map(|p| EndpointPort {
+                    name: Some(p.name.clone()),
+                    port: Some(i32::from(p.target_port.unwrap_or(p.port))),
+                    protocol: Some(format!("{:?}", p.protocol)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The workload pod of move `seq`, pinned to `node`, with every claim as a volume named after
+/// the claim (unless the template already defines a volume of that name).
+pub fn pod(fci: &FailoverClusterInstance, node: &str, seq: u64) -> Pod {
+    let template = &fci.spec.template;
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert("kube-failover.io/move".into(), seq.to_string());
+    let mut m = meta(fci, crate::decide::pod_name(&fci.name_any(), seq), labels);
+    m.annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone());
+    let mut spec = template.spec.clone().unwrap_or_default();
+    spec.node_name = Some(node.to_string());
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    for claim in super::observe::claim_names(fci) {
+        let volume_name = claim
+            .strip_prefix(&format!("{}-", fci.name_any()))
+            .filter(|_| !fci.spec.storage.claims.contains(&claim));
+        let volume_name = volume_name.unwrap_or(&claim).to_string();
+        if volumes.iter().any(|v| v.name == volume_name) {
+            continue;
+        }
+        volumes.push(Volume {
+            name: volume_name,
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
+    Pod {
+        metadata: m,
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// Claims made from the instance's templates.
+pub fn claims(fci: &FailoverClusterInstance) -> Vec<PersistentVolumeClaim> {
+    fci.spec
+        .storage
+        .claim_templates
+        .iter()
+        .map(|t| PersistentVolumeClaim {
+            metadata: meta(
+                fci,
+                format!("{}-{}", fci.name_any(), t.name),
+                BTreeMap::new(),
+            ),
+            spec: Some(t.spec.clone()),
+            status: None,
+        })
+        .collect()
+}
