@@ -183,6 +183,8 @@ pub async fn run() -> Result<()> {
         let (controller, ctx) = controller::build_controller(
             ctrl_client,
             &RunOptions {
+                namespace: Some("demo".into()),
+                handle_signals: false,
                 leader: None,
                 metrics_addr: None,
                 identity: "demo".into(),

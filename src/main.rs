@@ -57,6 +57,9 @@ struct RunArgs {
     /// This replica's identity; defaults to the pod name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Watch and act in this namespace only (all namespaces when unset).
+    #[arg(long, env = "KUBE_FAILOVER_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "KUBE_FAILOVER_LOG_JSON", default_value_t = false)]
     log_json: bool,
@@ -95,6 +98,8 @@ async fn main() -> anyhow::Result<()> {
             controller::run(
                 client,
                 RunOptions {
+                    namespace: args.watch_namespace,
+                    handle_signals: true,
                     leader,
                     metrics_addr: Some(args.metrics_addr),
                     identity,

@@ -88,6 +88,10 @@ impl Context {
 /// Options of `kube-failover run`.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Watch and act in this namespace only; all namespaces when unset.
+    pub namespace: Option<String>,
+    /// Stop on SIGTERM / Ctrl-C (the binary); tests stop replicas by dropping them.
+    pub handle_signals: bool,
     pub leader: Option<LeaderConfig>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub identity: String,
@@ -158,8 +162,12 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         synced.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!("caches synced");
     });
+    let controller = if opts.handle_signals {
+        controller.shutdown_on_signal()
+    } else {
+        controller
+    };
     controller
-        .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -193,6 +201,16 @@ pub fn build_controller(
     metrics: Arc<Metrics>,
 ) -> (Controller<FailoverClusterInstance>, Arc<Context>) {
     let labelled = watcher::Config::default().labels(INSTANCE_LABEL);
+    fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = &opts.namespace;
     let (nodes, node_stream) =
         reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     let node_stream = node_stream.map(|r| {
@@ -208,7 +226,7 @@ pub fn build_controller(
         Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         watcher::Config::default(),
     );
-    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()), labelled.clone());
+    let (pods, pod_stream) = reflect(scoped::<Pod>(&client, ns), labelled.clone());
     let (claims, claim_stream) = reflect(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
@@ -221,15 +239,15 @@ pub fn build_controller(
         Api::<VolumeAttachment>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (services, service_stream) = reflect(Api::<Service>::all(client.clone()), labelled.clone());
-    let (slices, slice_stream) = reflect(Api::<EndpointSlice>::all(client.clone()), labelled);
+    let (services, service_stream) = reflect(scoped::<Service>(&client, ns), labelled.clone());
+    let (slices, slice_stream) = reflect(scoped::<EndpointSlice>(&client, ns), labelled);
     let (clusters, cluster_stream) = reflect(
         Api::<FailoverCluster>::all(client.clone()),
         watcher::Config::default(),
     );
 
     let controller = Controller::new(
-        Api::<FailoverClusterInstance>::all(client.clone()),
+        scoped::<FailoverClusterInstance>(&client, ns),
         watcher::Config::default(),
     );
     let instances = controller.store();

@@ -87,7 +87,7 @@ impl Drop for TestNamespace {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(dump_namespace(Client::try_from(config)?, &name))
+            rt.block_on(async { dump_namespace(Client::try_from(config)?, &name).await })
         })
         .join();
         match dumped {
@@ -130,6 +130,24 @@ async fn dump_namespace(client: Client, namespace: &str) -> anyhow::Result<Strin
     Ok(out)
 }
 
+/// Awaits, through a watch, until the object `name` no longer exists.
+pub async fn wait_gone<K>(api: Api<K>, name: &str, timeout: Duration, what: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let gone = |o: Option<&K>| o.is_none();
+    match tokio::time::timeout(
+        timeout,
+        kube::runtime::wait::await_condition(api, name, gone),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("{what}: watch failed: {e}"),
+        Err(_) => panic!("{what}: not within {timeout:?}"),
+    }
+}
+
 /// Awaits `cond` on the object `name` through a watch, failing after `timeout` with `what`.
 pub async fn wait_for<K, C>(api: Api<K>, name: &str, timeout: Duration, what: &str, cond: C) -> K
 where
@@ -147,4 +165,119 @@ where
         Ok(Err(e)) => panic!("{what}: watch failed: {e}"),
         Err(_) => panic!("{what}: not within {timeout:?}"),
     }
+}
+
+/// One replica of the controller, on a runtime of its own: killing it ends every task it
+/// has (watches, leader renewals) at once, as when its process dies.
+pub struct Replica {
+    rt: Option<tokio::runtime::Runtime>,
+    pub identity: String,
+}
+
+impl Replica {
+    /// Starts a replica that watches only `namespace`. With `elect`, it takes part in
+    /// leader election on a Lease in that namespace (3 s lease).
+    pub fn start(namespace: &str, identity: &str, elect: bool) -> Self {
+        use kube_failover::controller::{LeaderConfig, RunOptions};
+        let config = control_plane().config().clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("replica runtime");
+        let opts = RunOptions {
+            namespace: Some(namespace.to_string()),
+            handle_signals: false,
+            leader: elect.then(|| LeaderConfig {
+                namespace: namespace.to_string(),
+                lease_name: "kube-failover-leader".into(),
+                identity: identity.to_string(),
+                lease_duration: Duration::from_secs(3),
+                renew_every: Duration::from_secs(1),
+            }),
+            metrics_addr: None,
+            identity: identity.to_string(),
+        };
+        rt.spawn(async move {
+            let client = Client::try_from(config).expect("client");
+            if let Err(e) = kube_failover::controller::run(client, opts).await {
+                eprintln!("replica stopped: {e:#}");
+            }
+        });
+        Self {
+            rt: Some(rt),
+            identity: identity.to_string(),
+        }
+    }
+
+    pub fn kill(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Simulated nodes of one test: `{prefix}-0…`, labelled `{prefix}.test/member=true`, and a
+/// FailoverCluster named `prefix` over them.
+pub async fn nodes_and_cluster(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    cluster_spec: serde_json::Value,
+) -> Vec<String> {
+    use kube::api::PostParams;
+    use kube_failover::api::FailoverCluster;
+    let label = format!("{prefix}.test/member");
+    let nodes = control_plane()
+        .nodes
+        .create(
+            prefix,
+            n,
+            &std::collections::BTreeMap::from([(label.clone(), "true".to_string())]),
+        )
+        .await
+        .expect("create nodes");
+    let mut spec = serde_json::json!({
+        "nodeSelector": {label: "true"},
+        "heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 3},
+    });
+    if let (Some(base), Some(extra)) = (spec.as_object_mut(), cluster_spec.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let cluster: FailoverCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-failover.io/v1alpha1",
+        "kind": "FailoverCluster",
+        "metadata": {"name": prefix},
+        "spec": spec,
+    }))
+    .expect("cluster");
+    Api::<FailoverCluster>::all(client.clone())
+        .create(&PostParams::default(), &cluster)
+        .await
+        .expect("create cluster");
+    let node_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for node in &nodes {
+        wait_for(
+            node_api.clone(),
+            node,
+            Duration::from_secs(60),
+            "node Ready",
+            |n: Option<&k8s_openapi::api::core::v1::Node>| {
+                n.and_then(|n| n.status.as_ref()?.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            },
+        )
+        .await;
+    }
+    nodes
 }

@@ -1,0 +1,758 @@
+//! Failover cluster instances end to end, on the real control plane with simulated nodes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for, wait_gone};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use kube_failover::api::{FailoverClusterInstance, Move, Phase};
+use kube_failover::controlplane::play_csi_attacher;
+use kube_failover::demo::{SIM_CSI_DRIVER, csi_claim, instance};
+
+const T: Duration = Duration::from_secs(90);
+
+fn status(i: &FailoverClusterInstance) -> kube_failover::api::FailoverClusterInstanceStatus {
+    i.status.clone().unwrap_or_default()
+}
+
+fn is_online(i: Option<&FailoverClusterInstance>) -> bool {
+    i.map(status).is_some_and(|s| {
+        s.phase == Phase::Online
+            && s.current_move.is_none()
+            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
+    })
+}
+
+fn failovers(i: &FailoverClusterInstance) -> Vec<Move> {
+    status(i)
+        .history
+        .into_iter()
+        .filter(|m| m.from.is_some())
+        .collect()
+}
+
+fn online_reason(i: Option<&FailoverClusterInstance>) -> Option<String> {
+    i.map(status)?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Online")
+        .map(|c| c.reason.clone())
+}
+
+fn has_oos_taint(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == "node.kubernetes.io/out-of-service")
+        })
+}
+
+async fn pods_of(client: &Client, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("kube-failover.io/instance=db"))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Watches pods, the EndpointSlice and VolumeAttachments and records, at every event, the
+/// worst it has seen: Ready pods of the instance, addresses in the slice, nodes a volume is
+/// attached to.
+#[derive(Default, Debug)]
+struct Worst {
+    ready_pods: usize,
+    endpoints: usize,
+    nodes_per_volume: usize,
+    events: usize,
+}
+
+fn sample_invariants(client: Client, ns: String, pv: String) -> Arc<Mutex<Worst>> {
+    let worst = Arc::new(Mutex::new(Worst::default()));
+    let w = worst.clone();
+    tokio::spawn(async move {
+        let (pod_store, pod_writer) = kube::runtime::reflector::store::<Pod>();
+        let (slice_store, slice_writer) = kube::runtime::reflector::store::<EndpointSlice>();
+        let (va_store, va_writer) = kube::runtime::reflector::store::<VolumeAttachment>();
+        let pods = watcher(
+            Api::<Pod>::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels("kube-failover.io/instance=db"),
+        )
+        .default_backoff()
+        .reflect(pod_writer)
+        .map(|_| ());
+        let slices = watcher(
+            Api::<EndpointSlice>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(slice_writer)
+        .map(|_| ());
+        let vas = watcher(
+            Api::<VolumeAttachment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(va_writer)
+        .map(|_| ());
+        let mut all = futures::stream::select(futures::stream::select(pods, slices), vas).boxed();
+        while all.next().await.is_some() {
+            let ready = pod_store
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .count();
+            let endpoints = slice_store
+                .state()
+                .iter()
+                .map(|s| {
+                    s.endpoints
+                        .iter()
+                        .flatten()
+                        .map(|e| e.addresses.len())
+                        .sum::<usize>()
+                })
+                .max()
+                .unwrap_or(0);
+            let nodes: BTreeSet<String> = va_store
+                .state()
+                .iter()
+                .filter(|v| v.spec.source.persistent_volume_name.as_deref() == Some(pv.as_str()))
+                .map(|v| v.spec.node_name.clone())
+                .collect();
+            let mut w = w.lock().unwrap();
+            w.ready_pods = w.ready_pods.max(ready);
+            w.endpoints = w.endpoints.max(endpoints);
+            w.nodes_per_volume = w.nodes_per_volume.max(nodes.len());
+            w.events += 1;
+        }
+    });
+    worst
+}
+
+async fn create_instance_in(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    preferred: &[String],
+    claim: Option<&str>,
+) {
+    let mut fci = instance("db", cluster, preferred, claim).unwrap();
+    fci.spec.cluster_ref = cluster.to_string();
+    Api::<FailoverClusterInstance>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &fci)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn online_then_fails_over_to_next_preferred_node() {
+    let ns = TestNamespace::new("failover").await;
+    let client = ns.client.clone();
+    let cluster = format!("fo{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    csi_claim(&client, &ns.name, "data").await.unwrap();
+    let pv = format!("{}-data", ns.name);
+    let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
+    let _replica = Replica::start(&ns.name, "r1", false);
+    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+
+    // 1. Online on the first preferred node.
+    let online = wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+    let st = status(&online);
+    assert_eq!(st.owner_node.as_deref(), Some(nodes[0].as_str()));
+    let pods = pods_of(&client, &ns.name).await;
+    assert_eq!(pods.len(), 1);
+    let pod = &pods[0];
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(nodes[0].as_str())
+    );
+    assert!(
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v
+                .persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == "data")),
+        "the claim is mounted"
+    );
+    let pod_ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let svc = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("db")
+        .await
+        .unwrap();
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.external_ips, Some(vec!["192.0.2.10".to_string()]));
+    assert!(spec.selector.is_none(), "the Service has no selector");
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+    let slice = Api::<EndpointSlice>::namespaced(client.clone(), &ns.name)
+        .get("db")
+        .await
+        .unwrap();
+    let addresses: Vec<String> = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(
+        addresses,
+        vec![pod_ip.clone()],
+        "exactly the Ready pod's address"
+    );
+    assert_eq!(
+        st.served.as_ref().unwrap().virtual_ips,
+        vec!["192.0.2.10".to_string()]
+    );
+    assert_eq!(
+        st.served.as_ref().unwrap().endpoint.as_deref(),
+        Some(pod_ip.as_str())
+    );
+
+    // Printer columns, through the real kubectl.
+    let cp = control_plane();
+    let out = std::process::Command::new(cp.tools_bin().join("kubectl"))
+        .args([
+            "--kubeconfig",
+            cp.kubeconfig().to_str().unwrap(),
+            "get",
+            "fci",
+            "db",
+            "-n",
+            &ns.name,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "OWNER", "PHASE", "VIP", "FAILOVERS", "AGE"],
+        "{text}"
+    );
+    assert_eq!(
+        &row[..5],
+        ["db", nodes[0].as_str(), "Online", "192.0.2.10", "0"],
+        "{text}"
+    );
+
+    // The attach/detach controller attached the volume to the owner.
+    let vas: Api<VolumeAttachment> = Api::all(client.clone());
+    let pv_for_wait = pv.clone();
+    let owner = nodes[0].clone();
+    tokio::time::timeout(T, async {
+        loop {
+            let list = vas.list(&ListParams::default()).await.unwrap();
+            if list.items.iter().any(|v| {
+                v.spec.source.persistent_volume_name.as_deref() == Some(pv_for_wait.as_str())
+                    && v.spec.node_name == owner
+            }) {
+                break;
+            }
+            // The attach/detach controller reconciles on its own period; there is no
+            // event to wait on for an object that does not exist yet.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("VolumeAttachment on the owner");
+
+    // 2. Kill the owner: everything moves to the next preferred healthy node.
+    let worst = sample_invariants(client.clone(), ns.name.clone(), pv.clone());
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over and Online",
+        |i: Option<&FailoverClusterInstance>| {
+            is_online(i) && i.is_some_and(|i| !failovers(i).is_empty())
+        },
+    )
+    .await;
+    let st = status(&moved);
+    assert_eq!(st.owner_node.as_deref(), Some(nodes[1].as_str()));
+    assert_eq!(st.failover_count, 1);
+    let dead: Node = Api::<Node>::all(client.clone())
+        .get(&nodes[0])
+        .await
+        .unwrap();
+    assert!(has_oos_taint(&dead), "the dead node is fenced");
+    let pods = pods_of(&client, &ns.name).await;
+    assert_eq!(
+        pods.len(),
+        1,
+        "the old pod is gone: {:?}",
+        pods.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+    assert_eq!(pods[0].name_any(), "db-2");
+    assert_eq!(
+        pods[0].spec.as_ref().unwrap().node_name.as_deref(),
+        Some(nodes[1].as_str())
+    );
+    let stale = vas
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|v| {
+            v.spec.source.persistent_volume_name.as_deref() == Some(pv.as_str())
+                && v.spec.node_name == nodes[0]
+        });
+    assert_eq!(
+        stale.count(),
+        0,
+        "no VolumeAttachment left on the dead node"
+    );
+    let new_ip = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let slice = Api::<EndpointSlice>::namespaced(client.clone(), &ns.name)
+        .get("db")
+        .await
+        .unwrap();
+    let addresses: Vec<String> = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(addresses, vec![new_ip], "endpoint switched to the new pod");
+
+    let m = failovers(&moved).pop().unwrap();
+    assert!(!m.planned);
+    assert_eq!(m.from.as_deref(), Some(nodes[0].as_str()));
+    assert_eq!(m.to.as_deref(), Some(nodes[1].as_str()));
+    let steps = [
+        Some(m.started.clone()),
+        m.endpoint_withdrawn.clone(),
+        m.fenced.clone(),
+        m.old_pod_gone.clone(),
+        m.volumes_detached.clone(),
+        m.pod_created.clone(),
+        m.online.clone(),
+    ];
+    assert!(steps.iter().all(Option::is_some), "every step timed: {m:?}");
+    let times: Vec<_> = steps.into_iter().flatten().map(|t| t.0).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "steps in order: {m:?}"
+    );
+
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let reasons: BTreeSet<String> = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("db"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for r in ["Online", "FailoverStarted", "Fenced", "MovedOnline"] {
+        assert!(reasons.contains(r), "Event {r} emitted: {reasons:?}");
+    }
+
+    let w = worst.lock().unwrap();
+    assert!(w.events > 0, "the sampler saw the failover: {w:?}");
+    assert!(w.ready_pods <= 1, "never two Ready pods: {w:?}");
+    assert!(w.endpoints <= 1, "never two endpoints: {w:?}");
+    assert!(
+        w.nodes_per_volume <= 1,
+        "never attached on two nodes: {w:?}"
+    );
+    drop(w);
+    attacher.abort();
+}
+
+#[tokio::test]
+async fn no_failover_without_quorum() {
+    let ns = TestNamespace::new("quorum").await;
+    let client = ns.client.clone();
+    let cluster = format!("qu{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "r1", false);
+    create_instance_in(&client, &ns.name, &cluster, &nodes, None).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+
+    // Two of three members die at once: the survivor may be the one cut off.
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    let held = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "QuorumLost in status",
+        |i: Option<&FailoverClusterInstance>| online_reason(i).as_deref() == Some("QuorumLost"),
+    )
+    .await;
+    let st = status(&held);
+    assert_eq!(
+        st.owner_node.as_deref(),
+        Some(nodes[0].as_str()),
+        "no new owner"
+    );
+    assert!(st.current_move.is_none(), "no move started");
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Online")
+        .unwrap()
+        .message;
+    assert!(message.contains("1 of 3 member nodes are up"), "{message}");
+    let pods = pods_of(&client, &ns.name).await;
+    assert_eq!(
+        pods.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        ["db-1"],
+        "no pod started elsewhere"
+    );
+    let dead: Node = Api::<Node>::all(client.clone())
+        .get(&nodes[0])
+        .await
+        .unwrap();
+    assert!(!has_oos_taint(&dead), "nothing fenced without quorum");
+}
+
+#[tokio::test]
+async fn failover_threshold_leaves_the_instance_failed() {
+    let ns = TestNamespace::new("threshold").await;
+    let client = ns.client.clone();
+    let cluster = format!("th{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 5, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "r1", false);
+    let mut fci = instance("db", &cluster, &nodes, None).unwrap();
+    fci.spec.failover.threshold = Some(1);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "first failover",
+        |i: Option<&FailoverClusterInstance>| {
+            is_online(i) && i.is_some_and(|i| failovers(i).len() == 1)
+        },
+    )
+    .await;
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    let failed = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "instance Failed",
+        |i: Option<&FailoverClusterInstance>| {
+            i.map(status).is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await;
+    assert_eq!(
+        online_reason(Some(&failed)).as_deref(),
+        Some("FailoverThresholdExceeded")
+    );
+    assert_eq!(
+        status(&failed).owner_node.as_deref(),
+        Some(nodes[1].as_str())
+    );
+    assert_eq!(failovers(&failed).len(), 1, "no second move");
+    let names: Vec<String> = pods_of(&client, &ns.name)
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "db-3"),
+        "no pod for a second move: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
+    let ns = TestNamespace::new("local").await;
+    let client = ns.client.clone();
+    let cluster = format!("lo{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let pv_name = format!("{}-local", ns.name);
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {"namespace": ns.name, "name": "data"},
+            "local": {"path": "/mnt/data"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [nodes[1]]}
+            ]}]}},
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
+                 "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+    let _replica = Replica::start(&ns.name, "r1", false);
+    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let online = wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+    assert_eq!(
+        status(&online).owner_node.as_deref(),
+        Some(nodes[1].as_str()),
+        "placed where its data is"
+    );
+
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    let down = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "VolumePinnedToNode",
+        |i: Option<&FailoverClusterInstance>| {
+            online_reason(i).as_deref() == Some("VolumePinnedToNode")
+        },
+    )
+    .await;
+    let st = status(&down);
+    assert_eq!(st.phase, Phase::Offline);
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Online")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("claim data") && message.contains(&nodes[1]),
+        "{message}"
+    );
+    let names: Vec<String> = pods_of(&client, &ns.name)
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(names, ["db-1"], "not started elsewhere without its data");
+}
+
+#[tokio::test]
+async fn leader_killed_mid_failover_the_other_replica_finishes() {
+    let ns = TestNamespace::new("leader").await;
+    let client = ns.client.clone();
+    let cluster = format!("le{:x}", std::process::id() & 0xfff);
+    // A fencing delay holds the move at a known step long enough to kill the leader there.
+    let nodes = nodes_and_cluster(
+        &client,
+        &cluster,
+        3,
+        serde_json::json!({"fencing": {"delaySeconds": 4}}),
+    )
+    .await;
+    let r1 = Replica::start(&ns.name, "r1", true);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(
+        leases.clone(),
+        "kube-failover-leader",
+        T,
+        "r1 leads",
+        |l: Option<&Lease>| {
+            l.and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                .as_deref()
+                == Some("r1")
+        },
+    )
+    .await;
+    let r2 = Replica::start(&ns.name, "r2", true);
+    create_instance_in(&client, &ns.name, &cluster, &nodes, None).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let mid = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "move waiting to fence",
+        |i: Option<&FailoverClusterInstance>| {
+            i.and_then(|i| i.status.as_ref()?.current_move.clone())
+                .is_some_and(|m| m.endpoint_withdrawn.is_some() && m.fenced.is_none())
+        },
+    )
+    .await;
+    assert_eq!(online_reason(Some(&mid)).as_deref(), Some("FenceDelay"));
+    r1.kill();
+
+    let done = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failover finished by r2",
+        |i: Option<&FailoverClusterInstance>| {
+            is_online(i) && i.is_some_and(|i| !failovers(i).is_empty())
+        },
+    )
+    .await;
+    let lease = leases.get("kube-failover-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("r2"));
+    let moves = failovers(&done);
+    assert_eq!(moves.len(), 1, "one failover, not restarted: {moves:?}");
+    let m = &moves[0];
+    assert_eq!(
+        m.started,
+        mid.status.unwrap().current_move.unwrap().started,
+        "carried on, not started over"
+    );
+    assert!(m.fenced.is_some() && m.online.is_some());
+    assert_eq!(status(&done).owner_node.as_deref(), Some(nodes[1].as_str()));
+    let names: Vec<String> = pods_of(&client, &ns.name)
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(names, ["db-2"], "exactly one new pod");
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let started = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailoverStarted"))
+        .map(|e| {
+            e.deprecated_count
+                .unwrap_or(1)
+                .max(e.series.as_ref().map(|s| s.count).unwrap_or(1))
+        })
+        .sum::<i32>();
+    assert_eq!(started, 1, "the failover was started once");
+    drop(r2);
+}
+
+#[tokio::test]
+async fn deleting_an_instance_removes_exactly_what_it_created() {
+    let ns = TestNamespace::new("cleanup").await;
+    let client = ns.client.clone();
+    let cluster = format!("cl{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let user_claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "users-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    claims
+        .create(&PostParams::default(), &user_claim)
+        .await
+        .unwrap();
+    // Bystanders that the controller must not touch.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "keep-me"}, "spec": {"ports": [{"port": 80}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "bystander"},
+            "spec": {"nodeName": nodes[2], "containers": [{"name": "c", "image": "x"}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let _replica = Replica::start(&ns.name, "r1", false);
+    let mut fci = instance("db", &cluster, &nodes, Some("users-data")).unwrap();
+    fci.spec.storage.claim_templates = vec![serde_json::from_value(serde_json::json!({
+        "name": "logs",
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap()];
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+    assert!(
+        claims.get_opt("db-logs").await.unwrap().is_some(),
+        "claim made from the template"
+    );
+
+    fcis.delete("db", &DeleteParams::default()).await.unwrap();
+    wait_gone(fcis.clone(), "db", T, "instance deleted").await;
+    wait_gone(pods.clone(), "db-1", T, "instance pod deleted").await;
+    wait_gone(claims.clone(), "db-logs", T, "template claim deleted").await;
+    assert!(
+        services.get_opt("db").await.unwrap().is_none(),
+        "network name Service deleted"
+    );
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        slices.get_opt("db").await.unwrap().is_none(),
+        "EndpointSlice deleted"
+    );
+    assert!(
+        claims.get_opt("users-data").await.unwrap().is_some(),
+        "the user's claim stays"
+    );
+    assert!(
+        services.get_opt("keep-me").await.unwrap().is_some(),
+        "unrelated Service stays"
+    );
+    assert!(
+        pods.get_opt("bystander").await.unwrap().is_some(),
+        "unrelated pod stays"
+    );
+}
