@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -12,7 +11,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
 use crate::api::{FailoverCluster, FailoverClusterInstance, Move, Phase};
-use crate::controller::{self, Leadership, RunOptions};
+use crate::controller::{self, RunOptions};
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, default_tools_bin};
 
 /// The CSI driver the samples use; nothing serves it, the test rig plays its attacher.
@@ -179,24 +178,16 @@ pub async fn run() -> Result<()> {
     );
 
     let ctrl_client = cp.client()?;
-    let controller = tokio::spawn(async move {
-        let (controller, ctx) = controller::build_controller(
-            ctrl_client,
-            &RunOptions {
-                namespace: Some("demo".into()),
-                handle_signals: false,
-                leader: None,
-                metrics_addr: None,
-                identity: "demo".into(),
-            },
-            Leadership::always(),
-            Default::default(),
-        );
-        controller
-            .run(controller::reconcile, controller::error_policy, ctx)
-            .for_each(|_| async {})
-            .await;
-    });
+    let controller = tokio::spawn(controller::run(
+        ctrl_client,
+        RunOptions {
+            namespace: Some("demo".into()),
+            handle_signals: false,
+            leader: None,
+            metrics_addr: None,
+            identity: "demo".into(),
+        },
+    ));
     let attacher = tokio::spawn(crate::controlplane::play_csi_attacher(
         cp.client()?,
         SIM_CSI_DRIVER.into(),

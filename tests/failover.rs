@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for, wait_gone};
+use common::{
+    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
+    wait_gone,
+};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
@@ -175,7 +178,8 @@ async fn online_then_fails_over_to_next_preferred_node() {
     csi_claim(&client, &ns.name, "data").await.unwrap();
     let pv = format!("{}-data", ns.name);
     let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
-    let _replica = Replica::start(&ns.name, "r1", false);
+    let http = free_addr();
+    let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
     create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
 
@@ -389,7 +393,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
         assert!(reasons.contains(r), "Event {r} emitted: {reasons:?}");
     }
 
-    let w = worst.lock().unwrap();
+    let w = std::mem::take(&mut *worst.lock().unwrap());
     assert!(w.events > 0, "the sampler saw the failover: {w:?}");
     assert!(w.ready_pods <= 1, "never two Ready pods: {w:?}");
     assert!(w.endpoints <= 1, "never two endpoints: {w:?}");
@@ -397,7 +401,58 @@ async fn online_then_fails_over_to_next_preferred_node() {
         w.nodes_per_volume <= 1,
         "never attached on two nodes: {w:?}"
     );
-    drop(w);
+
+    // What the replica serves tells the truth about what happened.
+    let (code, body) = http_get(http, "/readyz").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("caches synced") && body.contains("leader"),
+        "{body}"
+    );
+    let (code, _) = http_get(http, "/healthz").await.unwrap();
+    assert_eq!(code, 200);
+    let (_, metrics) = http_get(http, "/metrics").await.unwrap();
+    for line in [
+        "kube_failover_failovers_total{reason=\"NodeDown\"} 1",
+        "kube_failover_failover_duration_seconds_count 1",
+        "kube_failover_instances{phase=\"Online\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} in /metrics:\n{metrics}"
+        );
+    }
+
+    // The cluster's status lists the members, their state and what each owns.
+    let fc: kube_failover::api::FailoverCluster = wait_for(
+        Api::all(client.clone()),
+        &cluster,
+        T,
+        "cluster status shows the dead member",
+        |c: Option<&kube_failover::api::FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.members
+                    .iter()
+                    .any(|m| m.state == kube_failover::api::MemberState::Fenced)
+                    && s.members.iter().any(|m| !m.instances.is_empty())
+            })
+        },
+    )
+    .await;
+    let members = fc.status.unwrap().members;
+    let by_name = |n: &str| members.iter().find(|m| m.name == n).unwrap().clone();
+    assert_eq!(
+        by_name(&nodes[0]).state,
+        kube_failover::api::MemberState::Fenced
+    );
+    assert_eq!(
+        by_name(&nodes[1]).state,
+        kube_failover::api::MemberState::Up
+    );
+    assert_eq!(
+        by_name(&nodes[1]).instances,
+        vec![format!("{}/db", ns.name)]
+    );
     attacher.abort();
 }
 
@@ -541,7 +596,8 @@ async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
         .create(&PostParams::default(), &pvc)
         .await
         .unwrap();
-    let _replica = Replica::start(&ns.name, "r1", false);
+    let http = free_addr();
+    let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
     create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     let online = wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;

@@ -4,6 +4,7 @@
 //! writes, and it checks that it still holds it before every write.
 
 pub mod build;
+pub mod cluster_status;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
@@ -69,6 +70,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Context {
     pub client: Client,
+    /// Notified on every node or instance change: the cluster status loop recomputes.
+    pub cluster_changed: Arc<tokio::sync::Notify>,
     pub stores: Stores,
     pub recorder: Recorder,
     pub leader: Leadership,
@@ -145,16 +148,21 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let health = Health::default();
+    let (controller, ctx) =
+        build_controller(client.clone(), &opts, leader.clone(), metrics.clone());
     if let Some(addr) = opts.metrics_addr {
         tokio::spawn(serve_http(
             addr,
             metrics.clone(),
+            ctx.stores.instances.clone(),
             health.clone(),
             leader.clone(),
         ));
     }
-    let (controller, ctx) =
-        build_controller(client.clone(), &opts, leader.clone(), metrics.clone());
+    tokio::spawn(cluster_status::run(
+        ctx.clone(),
+        ctx.cluster_changed.clone(),
+    ));
     let stores = ctx.stores.clone();
     let synced = health.synced.clone();
     tokio::spawn(async move {
@@ -179,17 +187,31 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
 }
 
 pub async fn wait_synced(stores: &Stores) {
-    let _ = tokio::join!(
-        stores.instances.wait_until_ready(),
-        stores.clusters.wait_until_ready(),
-        stores.nodes.wait_until_ready(),
-        stores.leases.wait_until_ready(),
-        stores.pods.wait_until_ready(),
-        stores.claims.wait_until_ready(),
-        stores.volumes.wait_until_ready(),
-        stores.attachments.wait_until_ready(),
-        stores.services.wait_until_ready(),
-        stores.slices.wait_until_ready(),
+    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters (its
+    /// readiness is a oneshot channel shared by every clone of the store), and the
+    /// Controller itself waits on the store of instances. Waiting again in short slices
+    /// re-polls the channel, so this returns even when the wake-up went to the other waiter.
+    async fn ready<K>(store: &Store<K>)
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+            .await
+            .is_err()
+        {}
+    }
+    tokio::join!(
+        ready(&stores.instances),
+        ready(&stores.clusters),
+        ready(&stores.nodes),
+        ready(&stores.leases),
+        ready(&stores.pods),
+        ready(&stores.claims),
+        ready(&stores.volumes),
+        ready(&stores.attachments),
+        ready(&stores.services),
+        ready(&stores.slices),
     );
 }
 
@@ -276,6 +298,8 @@ pub fn build_controller(
         })
     };
     let on_node = instances.clone();
+    let cluster_changed = Arc::new(tokio::sync::Notify::new());
+    let node_changed = cluster_changed.clone();
     let on_attachment = instances.clone();
     let on_cluster = instances.clone();
     let (became_leader_tx, became_leader_rx) = watch::channel(());
@@ -300,6 +324,7 @@ pub fn build_controller(
             by_label(s.namespace(), s.labels())
         })
         .watches_stream(node_stream, move |n: Node| {
+            node_changed.notify_one();
             let name = n.name_any();
             on_node
                 .state()
@@ -336,6 +361,7 @@ pub fn build_controller(
     );
     let ctx = Arc::new(Context {
         client,
+        cluster_changed,
         stores,
         recorder,
         leader,
@@ -368,6 +394,9 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
     }
     let started = std::time::Instant::now();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    if !cluster_lists_owner(&fci, &ctx) {
+        ctx.cluster_changed.notify_one();
+    }
     let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, fci, |event| async {
         match event {
@@ -385,6 +414,27 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// Whether the cluster's status already shows this instance under its current owner.
+fn cluster_lists_owner(fci: &FailoverClusterInstance, ctx: &Context) -> bool {
+    let Some(cluster) = ctx
+        .stores
+        .clusters
+        .get(&ObjectRef::new(&fci.spec.cluster_ref))
+    else {
+        return true;
+    };
+    let key = format!("{}/{}", fci.namespace().unwrap_or_default(), fci.name_any());
+    let owner = fci.status.as_ref().and_then(|s| s.owner_node.as_deref());
+    let members = cluster
+        .status
+        .as_ref()
+        .map(|s| s.members.as_slice())
+        .unwrap_or_default();
+    members
+        .iter()
+        .all(|m| (Some(m.name.as_str()) == owner) == m.instances.contains(&key))
 }
 
 pub fn error_policy(
@@ -446,16 +496,6 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     for action in &decision.actions {
         ctx.ensure_leader()?;
         execute(fci, action, ctx).await?;
-    }
-    let phase_gauges = &ctx.metrics.instances;
-    phase_gauges.clear();
-    for i in ctx.stores.instances.state() {
-        let phase = i.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        phase_gauges
-            .get_or_create(&metrics::PhaseLabel {
-                phase: format!("{phase:?}"),
-            })
-            .inc();
     }
     Ok(match decision.recheck_at {
         Some(at) => {
@@ -715,6 +755,7 @@ fn ignore_missing<T>(r: kube::Result<T>) -> Result<()> {
 async fn serve_http(
     addr: std::net::SocketAddr,
     metrics: Arc<Metrics>,
+    instances: Store<FailoverClusterInstance>,
     health: Health,
     leader: Leadership,
 ) {
@@ -725,6 +766,16 @@ async fn serve_http(
             "/metrics",
             get(move || {
                 let m = m.clone();
+                // Instances by phase, counted from the cache at scrape time.
+                m.instances.clear();
+                for i in instances.state() {
+                    let phase = i.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                    m.instances
+                        .get_or_create(&metrics::PhaseLabel {
+                            phase: format!("{phase:?}"),
+                        })
+                        .inc();
+                }
                 async move { m.render() }
             }),
         )

@@ -331,3 +331,79 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn restarts_in_place_then_moves_after_the_threshold() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    for round in 1..=3 {
+        obs.pods[0].failed = true;
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        assert!(
+            d.actions.contains(&Action::DeletePod {
+                name: "db-1".into(),
+                force: false
+            }),
+            "restart {round} in place: {:?}",
+            d.actions
+        );
+        assert!(d.status.current_move.is_none());
+        st = d.status;
+        obs.pods[0].failed = false;
+    }
+    assert_eq!(st.restarts.len(), 3);
+    obs.pods[0].failed = true;
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::CreatePod { node, .. } if node == "b")),
+        "{acts:?}"
+    );
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Fence { .. })),
+        "a planned move does not fence: {acts:?}"
+    );
+    let m = st.history.last().unwrap();
+    assert!(m.planned);
+    assert_eq!(m.reason, "RestartThresholdExceeded");
+    assert_eq!(
+        st.failover_count, 0,
+        "planned moves do not count as failovers"
+    );
+}
+
+#[test]
+fn failback_follows_the_policy() {
+    let mut s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    // a comes back, but fenced nodes stay fenced until a person clears the taint.
+    obs.members.insert("a".into(), up());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        acts.is_empty(),
+        "Never (the default) does not fail back: {acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    s.failback.mode = FailbackMode::Immediate;
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("a"), "Immediate fails back");
+    assert_eq!(st.history.last().unwrap().reason, "Failback");
+}
+
+#[test]
+fn no_auto_start_stays_offline() {
+    let mut s = spec(&["a"]);
+    s.priority = Priority::NoAutoStart;
+    let mut obs = observed(&[("a", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(acts.is_empty());
+    assert_eq!(st.phase, Phase::Offline);
+}

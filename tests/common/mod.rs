@@ -115,7 +115,9 @@ async fn dump_namespace(client: Client, namespace: &str) -> anyhow::Result<Strin
             }
             let api: Api<DynamicObject> = match caps.scope {
                 Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &ar),
-                Scope::Cluster if ar.kind == "Node" => Api::all_with(client.clone(), &ar),
+                Scope::Cluster if ar.kind == "Node" || ar.group == "kube-failover.io" => {
+                    Api::all_with(client.clone(), &ar)
+                }
                 Scope::Cluster => continue,
             };
             if let Ok(list) = api.list(&ListParams::default()).await {
@@ -178,7 +180,21 @@ impl Replica {
     /// Starts a replica that watches only `namespace`. With `elect`, it takes part in
     /// leader election on a Lease in that namespace (3 s lease).
     pub fn start(namespace: &str, identity: &str, elect: bool) -> Self {
+        Self::start_serving(namespace, identity, elect, None)
+    }
+
+    /// As `start`, serving /metrics, /healthz and /readyz on `metrics_addr`.
+    pub fn start_serving(
+        namespace: &str,
+        identity: &str,
+        elect: bool,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Self {
         use kube_failover::controller::{LeaderConfig, RunOptions};
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let config = control_plane().config().clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -195,7 +211,7 @@ impl Replica {
                 lease_duration: Duration::from_secs(3),
                 renew_every: Duration::from_secs(1),
             }),
-            metrics_addr: None,
+            metrics_addr,
             identity: identity.to_string(),
         };
         rt.spawn(async move {
@@ -280,4 +296,111 @@ pub async fn nodes_and_cluster(
         .await;
     }
     nodes
+}
+
+/// A free loopback address for a replica's HTTP endpoints.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// A token for the ServiceAccount `namespace/name` from the TokenRequest API (one hour).
+pub async fn service_account_token(namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let admin = control_plane().client().expect("admin client");
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}
+    }))
+    .unwrap();
+    Api::<ServiceAccount>::namespaced(admin, namespace)
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
+        .status
+        .and_then(|s| s.token)
+        .unwrap_or_else(|| panic!("TokenRequest for {namespace}/{name} returned no token"))
+}
+
+/// A client configuration that authenticates as the ServiceAccount `namespace/name`, so that
+/// RBAC applies for real. A `Config`, not a `Client`: a client belongs to the runtime it is
+/// first used on, and a replica runs on a runtime of its own.
+pub async fn service_account_config(namespace: &str, name: &str) -> kube::Config {
+    let token = service_account_token(namespace, name).await;
+    let mut config = control_plane().config().clone();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    config
+}
+
+impl Replica {
+    /// As `start`, but as whoever `config` authenticates (for example a ServiceAccount,
+    /// see `service_account_config`), watching `watch_namespace` (all namespaces when
+    /// `None`, as the deployed controller does) and, with `lease_namespace`, electing a
+    /// leader on the Lease `kube-failover-leader` there (3 s lease).
+    pub fn start_with_client_config(
+        config: kube::Config,
+        watch_namespace: Option<&str>,
+        identity: &str,
+        lease_namespace: Option<&str>,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Self {
+        use kube_failover::controller::{LeaderConfig, RunOptions};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("replica runtime");
+        let opts = RunOptions {
+            namespace: watch_namespace.map(str::to_string),
+            handle_signals: false,
+            leader: lease_namespace.map(|ns| LeaderConfig {
+                namespace: ns.to_string(),
+                lease_name: "kube-failover-leader".into(),
+                identity: identity.to_string(),
+                lease_duration: Duration::from_secs(3),
+                renew_every: Duration::from_secs(1),
+            }),
+            metrics_addr,
+            identity: identity.to_string(),
+        };
+        rt.spawn(async move {
+            let client = Client::try_from(config).expect("client");
+            if let Err(e) = kube_failover::controller::run(client, opts).await {
+                eprintln!("replica stopped: {e:#}");
+            }
+        });
+        Self {
+            rt: Some(rt),
+            identity: identity.to_string(),
+        }
+    }
 }

@@ -1,0 +1,185 @@
+//! Status of FailoverClusters: member nodes and their state, the instances each owns, and
+//! the quorum. Recomputed when a node or an instance changes, and when a member's verdict
+//! would change with time (a Lease going stale); written only when something other than a
+//! heartbeat time changed, and only by the leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use super::observe::{NODE_LEASE_NAMESPACE, members, node_facts};
+use super::{Context, FIELD_MANAGER};
+use crate::api::{
+    FailoverCluster, FailoverClusterStatus, MemberState, MemberStatus, QuorumStatus, condition,
+    set_condition,
+};
+use crate::decide::{node_health, required_healthy};
+use kube::runtime::reflector::ObjectRef;
+
+/// The status `cluster` should have now, and when to look again.
+pub fn desired_status(
+    cluster: &FailoverCluster,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
+    let nodes = ctx.stores.nodes.state();
+    let mut hosted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in ctx.stores.instances.state() {
+        if i.spec.cluster_ref != cluster.name_any() {
+            continue;
+        }
+        if let Some(owner) = i.status.as_ref().and_then(|s| s.owner_node.clone()) {
+            hosted.entry(owner).or_default().push(format!(
+                "{}/{}",
+                i.namespace().unwrap_or_default(),
+                i.name_any()
+            ));
+        }
+    }
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let mut recheck: Option<jiff::Timestamp> = None;
+    let mut list = Vec::new();
+    for node in members(cluster, &nodes) {
+        let lease = ctx
+            .stores
+            .leases
+            .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
+        let facts = node_facts(node, lease.as_deref());
+        let health = node_health(&facts, &cluster.spec.heartbeat, now);
+        if let Some(at) = health.recheck_at {
+            recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
+        }
+        let mut instances = hosted.remove(&facts.name).unwrap_or_default();
+        instances.sort();
+        list.push(MemberStatus {
+            name: facts.name.clone(),
+            state: health.state,
+            last_heartbeat: facts.lease_renewed.map(Time),
+            reason: health.reason,
+            instances,
+        });
+    }
+    let total = list.len() as u32;
+    let healthy = list.iter().filter(|m| m.state == MemberState::Up).count() as u32;
+    let required = required_healthy(&cluster.spec.quorum.min_healthy, total);
+    let ok = healthy >= required;
+    status.members = list;
+    status.quorum = Some(QuorumStatus {
+        total,
+        healthy,
+        required,
+    });
+    status.observed_generation = cluster.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: condition::QUORUM.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: if ok { "QuorumHeld" } else { "QuorumLost" }.into(),
+            message: format!(
+                "{healthy} of {total} member nodes up, {required} required for automatic failover"
+            ),
+            observed_generation: cluster.metadata.generation,
+            last_transition_time: Time(now),
+        },
+    );
+    (status, recheck)
+}
+
+/// Heartbeat times change every renewal; they alone do not warrant a write.
+fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
+    let mut s = s.clone();
+    for m in &mut s.members {
+        m.last_heartbeat = None;
+    }
+    s
+}
+
+/// Runs until the process ends.
+pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
+    loop {
+        let now = jiff::Timestamp::now();
+        let mut next: Option<jiff::Timestamp> = None;
+        if ctx.leader.is_leader() {
+            for cluster in ctx.stores.clusters.state() {
+                let (desired, recheck) = desired_status(&cluster, &ctx, now);
+                if let Some(at) = recheck {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                let current = cluster.status.clone().unwrap_or_default();
+                if without_heartbeats(&current) == without_heartbeats(&desired) {
+                    continue;
+                }
+                if let Err(e) = write(&cluster, &current, desired, &ctx).await {
+                    tracing::debug!(cluster = %cluster.name_any(), error = %e, "cluster status write");
+                    next = Some(now + jiff::SignedDuration::from_secs(1));
+                }
+            }
+        }
+        let wait = next
+            .map(|n| now.duration_until(n).unsigned_abs() + Duration::from_millis(50))
+            .unwrap_or(Duration::from_secs(30))
+            .min(Duration::from_secs(30));
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn write(
+    cluster: &FailoverCluster,
+    current: &FailoverClusterStatus,
+    desired: FailoverClusterStatus,
+    ctx: &Context,
+) -> Result<(), super::Error> {
+    ctx.ensure_leader()?;
+    let quorum = |s: &FailoverClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::QUORUM)
+            .map(|c| c.status.clone())
+    };
+    let (was, is) = (quorum(current), quorum(&desired));
+    let message = desired
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::QUORUM)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let mut updated = cluster.clone();
+    updated.status = Some(desired);
+    let api: Api<FailoverCluster> = Api::all(ctx.client.clone());
+    // Carries the resourceVersion read: a stale write is refused with a conflict.
+    api.replace_status(
+        &cluster.name_any(),
+        &PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &updated,
+    )
+    .await?;
+    if was.is_some() && was != is {
+        let lost = is.as_deref() == Some("False");
+        let event = KubeEvent {
+            type_: if lost {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if lost { "QuorumLost" } else { "QuorumRegained" }.into(),
+            note: Some(message),
+            action: "Observe".into(),
+            secondary: None,
+        };
+        let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+    }
+    Ok(())
+}
