@@ -5,6 +5,7 @@
 //! order, when that node fails.
 
 pub mod api;
+pub mod bench;
 pub mod controller;
 pub mod controlplane;
 pub mod crd;

@@ -25,6 +25,9 @@ enum Command {
     /// Start a local control plane with three simulated nodes, bring a sample instance
     /// online, kill its node and print the failover timeline.
     Demo,
+    /// Measure failover latency, scale and cost on a local control plane, beside the floor
+    /// and the Kubernetes baselines.
+    Bench(kube_failover::bench::BenchArgs),
     /// Print the version.
     Version,
 }
@@ -66,8 +69,9 @@ struct RunArgs {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client=warn,kube_runtime=warn")
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();
@@ -84,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
         Command::Run(args) => {
             init_tracing(args.log_json);
-            let client = kube::Client::try_default().await?;
+            let config = kube::Config::infer().await?;
             let identity = args
                 .identity
                 .unwrap_or_else(|| format!("kube-failover-{}", std::process::id()));
@@ -95,8 +99,8 @@ async fn main() -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
                 renew_every: Duration::from_secs(args.lease_seconds.max(2)) / 3,
             });
-            controller::run(
-                client,
+            controller::run_with_config(
+                config,
                 RunOptions {
                     namespace: args.watch_namespace,
                     handle_signals: true,
@@ -108,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         Command::Demo => kube_failover::demo::run().await?,
+        Command::Bench(args) => {
+            kube_failover::bench::run(args).await?;
+        }
     }
     Ok(())
 }

@@ -373,10 +373,21 @@ async fn online_then_fails_over_to_next_preferred_node() {
         m.online.clone(),
     ];
     assert!(steps.iter().all(Option::is_some), "every step timed: {m:?}");
-    let times: Vec<_> = steps.into_iter().flatten().map(|t| t.0).collect();
+    // What must precede what: fencing before the old pod and its volume are removed;
+    // everything before the new pod; the new pod before the instance is online.
+    let t = |o: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>| {
+        o.clone().unwrap().0
+    };
     assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "steps in order: {m:?}"
+        t(&m.fenced) <= t(&m.old_pod_gone) && t(&m.fenced) <= t(&m.volumes_detached),
+        "{m:?}"
+    );
+    for before in [&m.endpoint_withdrawn, &m.old_pod_gone, &m.volumes_detached] {
+        assert!(t(before) <= t(&m.pod_created), "{m:?}");
+    }
+    assert!(
+        m.started.0 <= t(&m.endpoint_withdrawn) && t(&m.pod_created) <= t(&m.online),
+        "{m:?}"
     );
 
     let events = Api::<Event>::namespaced(client.clone(), &ns.name)

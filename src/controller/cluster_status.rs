@@ -108,6 +108,18 @@ pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
         let mut next: Option<jiff::Timestamp> = None;
         if ctx.leader.is_leader() {
             for cluster in ctx.stores.clusters.state() {
+                // A replica limited to one namespace sees only that namespace's instances:
+                // it keeps the status of the clusters they use and leaves the others alone.
+                if ctx.namespace.is_some()
+                    && !ctx
+                        .stores
+                        .instances
+                        .state()
+                        .iter()
+                        .any(|i| i.spec.cluster_ref == cluster.name_any())
+                {
+                    continue;
+                }
                 let (desired, recheck) = desired_status(&cluster, &ctx, now);
                 if let Some(at) = recheck {
                     next = Some(next.map_or(at, |n| n.min(at)));

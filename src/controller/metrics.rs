@@ -22,8 +22,16 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    pub verb: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Requests this replica sent to the API server, by verb (get, list, watch, create,
+    /// update, patch, delete).
+    pub api_requests: Family<VerbLabel, Counter>,
     pub failovers: Family<ReasonLabel, Counter>,
     pub failover_duration: Histogram,
     pub instances: Family<PhaseLabel, Gauge>,
@@ -58,8 +66,15 @@ impl Default for Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
+        let api_requests = Family::<VerbLabel, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
         Self {
             registry,
+            api_requests,
             failovers,
             failover_duration,
             instances,
@@ -74,5 +89,80 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The Kubernetes verb of an API request.
+pub fn verb(method: &http::Method, uri: &http::Uri) -> &'static str {
+    let query = uri.query().unwrap_or_default();
+    match *method {
+        http::Method::GET
+            if query
+                .split('&')
+                .any(|p| p == "watch=true" || p == "watch=1") =>
+        {
+            "watch"
+        }
+        http::Method::GET if is_collection(uri.path()) => "list",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// Whether a path names a collection (`…/pods`) rather than one object (`…/pods/name`).
+fn is_collection(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segs.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return false,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    rest.len() == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verb;
+
+    #[test]
+    fn verbs_from_requests() {
+        let v = |m: http::Method, u: &str| verb(&m, &u.parse().unwrap());
+        assert_eq!(
+            v(
+                http::Method::GET,
+                "/api/v1/namespaces/a/pods?labelSelector=x"
+            ),
+            "list"
+        );
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/a/pods/p"), "get");
+        assert_eq!(v(http::Method::GET, "/api/v1/nodes"), "list");
+        assert_eq!(v(http::Method::GET, "/api/v1/nodes/n"), "get");
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/a"), "get");
+        assert_eq!(
+            v(
+                http::Method::GET,
+                "/apis/kube-failover.io/v1alpha1/failoverclusterinstances?watch=true&resourceVersion=1"
+            ),
+            "watch"
+        );
+        assert_eq!(
+            v(
+                http::Method::PUT,
+                "/apis/kube-failover.io/v1alpha1/namespaces/a/failoverclusterinstances/x/status"
+            ),
+            "update"
+        );
+        assert_eq!(
+            v(http::Method::DELETE, "/api/v1/namespaces/a/pods/p"),
+            "delete"
+        );
     }
 }

@@ -70,6 +70,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Context {
     pub client: Client,
+    /// The namespace this replica is limited to, if any.
+    pub namespace: Option<String>,
     /// Notified on every node or instance change: the cluster status loop recomputes.
     pub cluster_changed: Arc<tokio::sync::Notify>,
     pub stores: Stores,
@@ -140,13 +142,34 @@ where
     (reader, stream)
 }
 
+/// Runs the controller with a client built from `config` that counts its API requests by
+/// verb (`kube_failover_api_requests_total`).
+pub async fn run_with_config(config: kube::Config, opts: RunOptions) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let counter = metrics.api_requests.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let verb = metrics::verb(req.method(), req.uri());
+        counter
+            .get_or_create(&metrics::VerbLabel { verb: verb.into() })
+            .inc();
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build();
+    run_inner(client, opts, metrics).await
+}
+
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
+    run_inner(client, opts, Arc::new(Metrics::default())).await
+}
+
+async fn run_inner(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let leader = match &opts.leader {
         Some(cfg) => leader::start(client.clone(), cfg.clone()),
         None => Leadership::always(),
     };
-    let metrics = Arc::new(Metrics::default());
     let health = Health::default();
     let (controller, ctx) =
         build_controller(client.clone(), &opts, leader.clone(), metrics.clone());
@@ -250,7 +273,7 @@ pub fn build_controller(
     );
     let (pods, pod_stream) = reflect(scoped::<Pod>(&client, ns), labelled.clone());
     let (claims, claim_stream) = reflect(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
+        scoped::<PersistentVolumeClaim>(&client, ns),
         watcher::Config::default(),
     );
     let (volumes, volume_stream) = reflect(
@@ -361,6 +384,7 @@ pub fn build_controller(
     );
     let ctx = Arc::new(Context {
         client,
+        namespace: opts.namespace.clone(),
         cluster_changed,
         stores,
         recorder,

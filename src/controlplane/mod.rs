@@ -369,6 +369,11 @@ impl ControlPlane {
     /// Creates a namespace and waits until its `default` ServiceAccount exists, so that
     /// pods can be created in it at once.
     pub async fn create_namespace(&self, client: &Client, name: &str) -> Result<()> {
+        Self::create_namespace_with(client, name).await
+    }
+
+    /// As `create_namespace`, for callers without the control plane at hand.
+    pub async fn create_namespace_with(client: &Client, name: &str) -> Result<()> {
         let ns: Api<Namespace> = Api::all(client.clone());
         ns.create(
             &PostParams::default(),

@@ -306,12 +306,18 @@ pub fn decide(
             } else {
                 "QuorumLost"
             },
-            format!(
-                "{} of {} member nodes up, {} required",
-                obs.healthy_members(),
-                obs.members.len(),
-                obs.quorum_required
-            ),
+            // Counts only when quorum is lost: a node failure must not rewrite the status
+            // of every instance in the cluster (the cluster's status carries the counts).
+            if quorum_ok {
+                "enough member nodes are up for automatic failover".to_string()
+            } else {
+                format!(
+                    "{} of {} member nodes up, {} required",
+                    obs.healthy_members(),
+                    obs.members.len(),
+                    obs.quorum_required
+                )
+            },
             generation,
             now,
         ),
@@ -693,6 +699,19 @@ fn start_move(
     };
 }
 
+/// Leaves the move where it is, saying what it waits for.
+fn park(
+    d: &mut Decision,
+    m: Move,
+    waiting: Option<(&str, String)>,
+    moving: &dyn Fn(&mut Decision, &str, String),
+) {
+    if let Some((reason, msg)) = waiting {
+        moving(d, reason, msg);
+    }
+    d.status.current_move = Some(m);
+}
+
 /// Carries the move in progress one step further.
 fn step_move(
     name: &str,
@@ -719,15 +738,23 @@ fn step_move(
         );
     };
 
+    // Steps 1–4 clear the way for the new pod. Within a failover, withdrawing the endpoint
+    // and fencing are independent and go out together; once the old owner is fenced, the
+    // old pod and its volume attachments are removed together. A planned move withdraws
+    // the endpoint before it stops the pod, so that clients are refused, not cut off.
+    let mut waiting: Option<(&str, String)> = None;
+
     // 1. Withdraw the endpoint.
     if m.endpoint_withdrawn.is_none() {
-        if !obs.endpoints.is_empty() {
+        if obs.endpoints.is_empty() {
+            m.endpoint_withdrawn = Some(micro(now));
+        } else {
             d.actions.push(Action::SetEndpoints(Vec::new()));
-            moving(d, "WithdrawingEndpoint", "withdrawing the endpoint".into());
-            d.status.current_move = Some(m);
-            return;
+            waiting = Some(("WithdrawingEndpoint", "withdrawing the endpoint".into()));
+            if !is_failover {
+                return park(d, m, waiting, &moving);
+            }
         }
-        m.endpoint_withdrawn = Some(micro(now));
     }
 
     // 2. Fence the old owner (unplanned moves only).
@@ -738,49 +765,39 @@ fn step_move(
             FencingMode::None => true,
             _ => health.is_none_or(|h| h.state == crate::api::MemberState::Fenced),
         };
-        if !fenced && !obs.has_quorum() {
-            // Fencing cannot be undone: with the quorum gone, wait.
-            moving(
-                d,
-                "QuorumLost",
-                format!("quorum lost before {node} was fenced; waiting"),
-            );
-            d.status.current_move = Some(m);
-            return;
-        }
         if fenced {
             m.fenced = Some(micro(now));
             d.actions
                 .push(event(false, "Fenced", format!("{node} is fenced")));
+        } else if !obs.has_quorum() {
+            // Fencing cannot be undone: with the quorum gone, wait.
+            let msg = format!("quorum lost before {node} was fenced; waiting");
+            return park(d, m, Some(("QuorumLost", msg)), &moving);
         } else if obs.fencing.mode == FencingMode::External {
-            moving(
-                d,
-                "AwaitingFence",
-                format!(
-                    "waiting for an external fencer to taint {node} with node.kubernetes.io/out-of-service or delete it"
-                ),
+            let msg = format!(
+                "waiting for an external fencer to taint {node} with node.kubernetes.io/out-of-service or delete it"
             );
-            d.status.current_move = Some(m);
-            return;
+            return park(d, m, Some(("AwaitingFence", msg)), &moving);
         } else {
             let down_since = health.and_then(|h| h.down_since).unwrap_or(now);
             let at = down_since + SignedDuration::from_secs(i64::from(obs.fencing.delay_seconds));
             if at <= now {
                 d.actions.push(Action::Fence { node: node.clone() });
-                moving(d, "Fencing", format!("tainting {node} out of service"));
-            } else {
-                d.recheck_at = Some(at);
-                moving(d, "FenceDelay", format!("fencing {node} at {at}"));
+                let msg = format!("tainting {node} out of service");
+                return park(d, m, Some(("Fencing", msg)), &moving);
             }
-            d.status.current_move = Some(m);
-            return;
+            d.recheck_at = Some(at);
+            let msg = format!("fencing {node} at {at}");
+            return park(d, m, Some(("FenceDelay", msg)), &moving);
         }
     }
 
     // 3. The old pod must be gone from the API, not only marked for deletion.
     let old: Vec<&PodFacts> = obs.pods.iter().filter(|p| p.name != new_pod).collect();
     if m.old_pod_gone.is_none() {
-        if !old.is_empty() {
+        if old.is_empty() {
+            m.old_pod_gone = Some(micro(now));
+        } else {
             for p in old {
                 if !p.terminating || is_failover {
                     d.actions.push(Action::DeletePod {
@@ -789,20 +806,18 @@ fn step_move(
                     });
                 }
             }
-            moving(
-                d,
+            waiting = waiting.or(Some((
                 "StoppingOldPod",
                 "waiting for the old pod to be gone".into(),
-            );
-            d.status.current_move = Some(m);
-            return;
+            )));
         }
-        m.old_pod_gone = Some(micro(now));
     }
 
     // 4. No volume of the instance may still be attached anywhere.
     if m.volumes_detached.is_none() {
-        if !obs.attachments.is_empty() {
+        if obs.attachments.is_empty() {
+            m.volumes_detached = Some(micro(now));
+        } else {
             for a in &obs.attachments {
                 // After an unplanned move the node is fenced; a planned move waits for
                 // the attach/detach controller to detach gracefully.
@@ -812,18 +827,15 @@ fn step_move(
                     });
                 }
             }
-            moving(
-                d,
-                "DetachingVolumes",
-                format!(
-                    "waiting for {} volume attachment(s) to go",
-                    obs.attachments.len()
-                ),
+            let msg = format!(
+                "waiting for {} volume attachment(s) to go",
+                obs.attachments.len()
             );
-            d.status.current_move = Some(m);
-            return;
+            waiting = waiting.or(Some(("DetachingVolumes", msg)));
         }
-        m.volumes_detached = Some(micro(now));
+    }
+    if waiting.is_some() {
+        return park(d, m, waiting, &moving);
     }
 
     // 5. Choose the new owner (again, if the chosen one failed meanwhile).
