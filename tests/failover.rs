@@ -154,6 +154,42 @@ fn sample_invariants(client: Client, ns: String, pv: String) -> Arc<Mutex<Worst>
     worst
 }
 
+/// Reasons of the Events about instance `name`, once `done` holds for them (bounded).
+async fn event_reasons_until(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> BTreeSet<String> {
+    let (store, writer) = kube::runtime::reflector::store::<Event>();
+    let mut events = watcher(
+        Api::<Event>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .boxed();
+    let reasons = || -> BTreeSet<String> {
+        store
+            .state()
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let now = reasons();
+        if done(&now) {
+            return now;
+        }
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(_)) => {}
+            _ => return now,
+        }
+    }
+}
+
 async fn create_instance_in(
     client: &Client,
     ns: &str,
@@ -390,17 +426,13 @@ async fn online_then_fails_over_to_next_preferred_node() {
         "{m:?}"
     );
 
-    let events = Api::<Event>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let reasons: BTreeSet<String> = events
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("db"))
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    for r in ["Online", "FailoverStarted", "Fenced", "MovedOnline"] {
+    // Events are published in the background: await them.
+    let wanted = ["Online", "FailoverStarted", "Fenced", "MovedOnline"];
+    let reasons = event_reasons_until(&client, &ns.name, "db", |r| {
+        wanted.iter().all(|w| r.contains(*w))
+    })
+    .await;
+    for r in wanted {
         assert!(reasons.contains(r), "Event {r} emitted: {reasons:?}");
     }
 
@@ -724,6 +756,8 @@ async fn leader_killed_mid_failover_the_other_replica_finishes() {
         .map(|p| p.name_any())
         .collect();
     assert_eq!(names, ["db-2"], "exactly one new pod");
+    let reasons = event_reasons_until(&client, &ns.name, "db", |r| r.contains("MovedOnline")).await;
+    assert!(reasons.contains("FailoverStarted"));
     let events = Api::<Event>::namespaced(client.clone(), &ns.name)
         .list(&ListParams::default())
         .await

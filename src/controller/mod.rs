@@ -517,9 +517,26 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         .await?;
         record_finished_moves(fci, &decision.status, ctx);
     }
-    for action in &decision.actions {
+    // The Service comes first (it may create the EndpointSlice); the actions of one round
+    // are otherwise independent by construction (see `decide`) and go out together, so a
+    // round costs one API round trip, not one per action. Events do not hold the round up.
+    let (ensure, rest): (Vec<&Action>, Vec<&Action>) = decision
+        .actions
+        .iter()
+        .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
+    for action in ensure {
         ctx.ensure_leader()?;
         execute(fci, action, ctx).await?;
+    }
+    ctx.ensure_leader()?;
+    let (events, writes): (Vec<&Action>, Vec<&Action>) = rest
+        .into_iter()
+        .partition(|a| matches!(a, Action::Event(_)));
+    futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx))).await?;
+    for ev in events {
+        if let Action::Event(ev) = ev {
+            publish_event(fci, ev, ctx.recorder.clone());
+        }
     }
     Ok(match decision.recheck_at {
         Some(at) => {
@@ -643,25 +660,30 @@ async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Context) 
                 Err(e) => return Err(e.into()),
             }
         }
-        Action::Event(ev) => {
-            let reference: ObjectReference = fci.object_ref(&());
-            let event = KubeEvent {
-                type_: if ev.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: ev.reason.clone(),
-                note: Some(ev.message.chars().take(1000).collect()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %e, "publishing an event failed");
-            }
-        }
+        Action::Event(ev) => publish_event(fci, ev, ctx.recorder.clone()),
     }
     Ok(())
+}
+
+/// Publishes an Event in the background: a slow events API must not slow a failover.
+fn publish_event(fci: &FailoverClusterInstance, ev: &decide::Event, recorder: Recorder) {
+    let reference: ObjectReference = fci.object_ref(&());
+    let event = KubeEvent {
+        type_: if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: ev.reason.clone(),
+        note: Some(ev.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    });
 }
 
 async fn set_endpoints(

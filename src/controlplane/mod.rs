@@ -245,6 +245,10 @@ impl ControlPlane {
                 "--controllers=*".into(),
                 format!("--node-monitor-grace-period={grace}s"),
                 "--node-monitor-period=1s".into(),
+                // Client-side rate limits off, as kwokctl does: with thousands of objects
+                // the default 20 QPS would make the attach/detach controller the bottleneck.
+                "--kube-api-qps=5000".into(),
+                "--kube-api-burst=10000".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()?),
                 "--v=1".into(),
@@ -261,6 +265,8 @@ impl ControlPlane {
                     "--leader-elect=false".into(),
                     "--bind-address=127.0.0.1".into(),
                     format!("--secure-port={}", free_port()?),
+                    "--kube-api-qps=5000".into(),
+                    "--kube-api-burst=10000".into(),
                 ],
             )?;
         }
@@ -536,4 +542,28 @@ async fn wait_ready(client: &Client, group: &ProcessGroup, timeout: Duration) ->
             }
         }
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback (the controller's /metrics and probes): status code and
+/// body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }

@@ -305,28 +305,8 @@ pub fn free_addr() -> std::net::SocketAddr {
         .expect("free port")
 }
 
-/// A plain HTTP/1.1 GET: status code and body.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut buf = String::new();
-    stream.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
+#[allow(unused_imports)]
+pub use kube_failover::controlplane::http_get;
 
 /// A token for the ServiceAccount `namespace/name` from the TokenRequest API (one hour).
 pub async fn service_account_token(namespace: &str, name: &str) -> String {

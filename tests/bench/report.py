@@ -1,0 +1,111 @@
+"""Turns docs/bench/results.json (written by `kube-failover bench --json`) into the table in
+BENCHMARKS.md and a plot of the failover latency distribution (docs/bench/latency.png)."""
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+root = Path(__file__).resolve().parents[2]
+results = json.loads((root / "docs/bench/results.json").read_text())
+
+
+def fmt(x):
+    return "—" if x is None or x != x else f"{x:.3f}"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {cores} cores{mem}, {platform.system()} {platform.release()}"
+
+
+rows = []
+for r in results:
+    ratio = r["controller_wall"] / r["floor_wall"] if r["floor_wall"] else float("nan")
+    reqs = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["api_requests_per_failover"].items()))
+    rows.append(
+        f"| {r['name']} | {r['affected']} | {r['lease_stale_seconds']} | "
+        f"{fmt(r['detection']['p50'])} / {fmt(r['detection']['p99'])} | "
+        f"{fmt(r['reaction']['p50'])} / {fmt(r['reaction']['p99'])} | "
+        f"{fmt(r['total']['p50'])} / {fmt(r['total']['p95'])} / {fmt(r['total']['p99'])} / {fmt(r['total']['max'])} | "
+        f"{fmt(r['controller_wall'])} | {fmt(r['floor_wall'])} | {ratio:.2f} | {reqs} | "
+        f"{r['controller_peak_rss_mib']:.1f} | {r['controller_cpu_seconds']:.2f} | {r['caches_synced_seconds']:.2f} |"
+    )
+
+baselines = []
+for r in results:
+    for b in r.get("baselines", []):
+        ours = r["total"]["max"]
+        if b["recovered_after"] is None:
+            got = f"not running elsewhere within {b['bound_seconds']} s"
+            ratio = f"> {b['bound_seconds'] / ours:.0f}×" if ours else "—"
+        else:
+            got = f"{b['recovered_after']:.1f} s"
+            ratio = f"{b['recovered_after'] / ours:.1f}×"
+        baselines.append(f"| {r['name']} | {b['workload']} | {got} | {b['note']} | {fmt(ours)} s | {ratio} |")
+
+table = "\n".join(
+    [
+        "| scenario | failed over | declared down after (s) | detection p50 / p99 (s) | reaction p50 / p99 (s) "
+        "| total p50 / p95 / p99 / max (s) | controller: all done (s) | floor (s) | ratio | API requests per failover "
+        "| peak RSS (MiB) | CPU in failover (s) | caches synced (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+)
+base_table = "\n".join(
+    [
+        "| scenario | baseline workload | running elsewhere with its volume after | why | kube-failover, same run (max) | ratio |",
+        "|---|---|---|---|---|---|",
+        *baselines,
+    ]
+)
+
+md = root / "BENCHMARKS.md"
+text = md.read_text() if md.exists() else ""
+start, end = "<!-- results:start -->", "<!-- results:end -->"
+block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png)\n{end}"
+if start in text and end in text:
+    text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+else:
+    text = text + "\n" + block + "\n"
+md.write_text(text)
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("matplotlib missing: pip install -r tests/bench/requirements.txt", file=sys.stderr)
+    sys.exit(0)
+
+fig, ax = plt.subplots(figsize=(9, 4.5))
+for r in results:
+    xs = sorted(r["raw_totals"])
+    if not xs:
+        continue
+    ys = [(i + 1) / len(xs) for i in range(len(xs))]
+    ax.step(xs, ys, where="post", label=f"{r['name']} ({len(xs)} failovers)")
+ax.set_xlabel("seconds from heartbeat stop to instance online (endpoint published)")
+ax.set_ylabel("fraction of instances")
+ax.set_title("kube-failover: failover latency distribution (CDF)")
+ax.grid(True, alpha=0.3)
+ax.legend(loc="lower right", fontsize=8)
+fig.tight_layout()
+fig.savefig(root / "docs/bench/latency.png", dpi=110)
+print("wrote BENCHMARKS.md and docs/bench/latency.png")

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the benchmark scenarios and writes BENCHMARKS.md, docs/bench/results.json and
+# docs/bench/latency.png. Long: about 15 minutes on 2 cores. Set SCENARIOS to choose.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tests/controlplane/install.sh >/dev/null
+cargo build --release --locked
+bin=target/release/kube-failover
+out=docs/bench/results.json
+mkdir -p docs/bench
+rm -f "$out"
+: "${SCENARIOS:=small scale storm}"
+for s in $SCENARIOS; do
+  case $s in
+    small) "$bin" bench --nodes 10 --instances 10 --baseline --baseline-bound-seconds 120 --json "$out" ;;
+    scale) "$bin" bench --nodes 100 --instances 1000 --json "$out" ;;
+    storm) "$bin" bench --nodes 100 --instances 1000 --storm --json "$out" ;;
+    large) "$bin" bench --nodes 300 --instances 3000 --json "$out" ;;
+    *) echo "unknown scenario $s" >&2; exit 1 ;;
+  esac
+done
+venv=${KUBE_FAILOVER_TOOLS_CACHE:-$HOME/.cache/kube-failover}/bench-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet -r tests/bench/requirements.txt
+"$venv/bin/python" tests/bench/report.py
