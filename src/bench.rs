@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// How long to wait for the baselines to run elsewhere before calling it "not within".
     #[arg(long, default_value_t = 120)]
     pub baseline_bound_seconds: u64,
+    /// Lease duration of the simulated nodes (they renew every quarter of it); by default
+    /// 4 s for small runs and 20 s from 100 nodes or 100 instances on.
+    #[arg(long)]
+    pub node_lease_seconds: Option<u32>,
     /// Append the scenario's result to this JSON file (an array).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -126,8 +130,12 @@ fn scenario_name(a: &BenchArgs) -> String {
 /// would make small runs slow; with 100 nodes or more, a 4 s lease makes the renewals alone
 /// load the API server of a 2-core machine enough that renewals arrive late and healthy
 /// nodes look dead (seen: 12 of 100 nodes "up" while instances were being created).
-fn lease_settings(nodes: usize) -> (u32, u32) {
-    let lease: u32 = if nodes < 100 { 4 } else { 20 };
+fn lease_settings(nodes: usize, instances: usize, lease: Option<u32>) -> (u32, u32) {
+    let lease: u32 = lease.unwrap_or(if nodes < 100 && instances < 100 {
+        4
+    } else {
+        20
+    });
     let renew = lease / 4;
     (lease, renew * 2 + 1)
 }
@@ -495,7 +503,7 @@ async fn ready_pod_elsewhere(
 pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     ensure_tools()?;
     let setup = Instant::now();
-    let (lease, stale) = lease_settings(args.nodes);
+    let (lease, stale) = lease_settings(args.nodes, args.instances, args.node_lease_seconds);
     eprintln!(
         "[bench] {}: starting the control plane",
         scenario_name(&args)

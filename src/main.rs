@@ -99,6 +99,20 @@ async fn main() -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
                 renew_every: Duration::from_secs(args.lease_seconds.max(2)) / 3,
             });
+            // The controller stops gracefully on SIGTERM; if it cannot (say the API server
+            // is unreachable and a request hangs), do not make the kubelet wait for SIGKILL.
+            tokio::spawn(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                tracing::warn!("graceful shutdown took over 5 s; exiting");
+                std::process::exit(0);
+            });
             controller::run_with_config(
                 config,
                 RunOptions {

@@ -466,12 +466,12 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     (
         "kube-failover.io",
         "failoverclusterinstances",
-        &["get", "list", "watch", "update", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
     (
         "kube-failover.io",
         "failoverclusterinstances/status",
-        &["get", "update", "patch"],
+        &["update"],
     ),
     (
         "kube-failover.io",
@@ -483,19 +483,13 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
         "failoverclusters",
         &["get", "list", "watch"],
     ),
-    (
-        "kube-failover.io",
-        "failoverclusters/status",
-        &["get", "update", "patch"],
-    ),
-    ("", "nodes", &["get", "list", "watch", "update", "patch"]),
+    ("kube-failover.io", "failoverclusters/status", &["update"]),
+    ("", "nodes", &["get", "list", "watch", "update"]),
     ("", "pods", &["get", "list", "watch", "create", "delete"]),
     (
         "",
         "services",
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "",
@@ -506,9 +500,7 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     (
         "discovery.k8s.io",
         "endpointslices",
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "storage.k8s.io",

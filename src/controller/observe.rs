@@ -138,6 +138,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         missing_claims: Vec::new(),
         endpoints: Vec::new(),
         service_current: false,
+        higher_priority_starting: false,
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
     };
     if let Some(cluster) = &cluster {
@@ -208,6 +209,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             .flat_map(|e| e.addresses.iter().cloned())
             .collect();
     }
+    obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
     obs.service_current = stores
         .services
         .get(&ObjectRef::new(net).within(&ns))
@@ -216,4 +218,30 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
                 == Some(&super::build::service_hash(fci))
         });
     obs
+}
+
+/// How long an instance of lower priority lets a higher one go first, at most: priority
+/// orders the start, it never blocks one instance on another that cannot move.
+const PRIORITY_HOLD_SECONDS: i64 = 5;
+
+fn higher_priority_starting(
+    fci: &FailoverClusterInstance,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> bool {
+    let mine = fci.spec.priority;
+    let moving = fci.status.as_ref().and_then(|s| s.current_move.as_ref());
+    let Some(m) = moving else { return false };
+    if now.duration_since(m.started.0) > jiff::SignedDuration::from_secs(PRIORITY_HOLD_SECONDS) {
+        return false;
+    }
+    stores.instances.state().iter().any(|other| {
+        other.spec.cluster_ref == fci.spec.cluster_ref
+            && other.spec.priority < mine
+            && other
+                .status
+                .as_ref()
+                .and_then(|s| s.current_move.as_ref())
+                .is_some_and(|om| om.pod_created.is_none() && om.from.is_some())
+    })
 }

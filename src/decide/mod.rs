@@ -63,6 +63,9 @@ pub struct Observed {
     pub endpoints: Vec<String>,
     /// The Service of the network name matches the spec.
     pub service_current: bool,
+    /// Another instance of the same cluster with a higher priority started a move in the
+    /// last few seconds and has not started its pod yet: this one lets it go first.
+    pub higher_priority_starting: bool,
     /// The in-cluster DNS name of the network name.
     pub dns_name: String,
 }
@@ -860,9 +863,38 @@ fn step_move(
         return;
     };
 
-    // 6. Start the pod on the new owner.
+    // The new owner failed after its pod was created (nodes often fail together): this move
+    // ends there, and a failover from the new owner starts, fencing it like any other.
+    if m.pod_created.is_some() && obs.members.get(&to).is_none_or(NodeHealth::failed) {
+        d.status.owner_node = Some(to.clone());
+        d.actions.push(event(
+            true,
+            "NewOwnerFailed",
+            format!("{to} failed before the instance came online there"),
+        ));
+        d.status.history.push(m);
+        let excess = d.status.history.len().saturating_sub(HISTORY_LIMIT);
+        d.status.history.drain(..excess);
+        d.status.current_move = None;
+        let quorum_ok = obs.has_quorum();
+        steady(name, spec, obs, quorum_ok, d);
+        return;
+    }
+
+    // 6. Start the pod on the new owner: higher priorities first, when many move at once.
     let pod = obs.pods.iter().find(|p| p.name == new_pod);
     if m.pod_created.is_none() {
+        if pod.is_none() && obs.higher_priority_starting {
+            d.recheck_at = Some(now + SignedDuration::from_millis(200));
+            d.status.owner_node = Some(to.clone());
+            moving(
+                d,
+                "WaitingForHigherPriority",
+                format!("instances of higher priority start first; then {new_pod} on {to}"),
+            );
+            d.status.current_move = Some(m);
+            return;
+        }
         if pod.is_none() {
             d.actions.push(Action::CreatePod {
                 node: to.clone(),

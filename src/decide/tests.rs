@@ -59,6 +59,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         missing_claims: Vec::new(),
         endpoints: Vec::new(),
         service_current: true,
+        higher_priority_starting: false,
         dns_name: "db.ns.svc".into(),
     }
 }
@@ -406,4 +407,87 @@ fn no_auto_start_stays_offline() {
     let acts = settle(&s, &mut st, &mut obs);
     assert!(acts.is_empty());
     assert_eq!(st.phase, Phase::Offline);
+}
+
+#[test]
+fn lower_priority_waits_for_higher_priority_to_start() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    obs.higher_priority_starting = true;
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::CreatePod { .. })),
+        "{acts:?}"
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.reason == "WaitingForHigherPriority")
+    );
+    obs.higher_priority_starting = false;
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::CreatePod { .. })),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn new_owner_failing_before_online_starts_a_new_failover() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[
+        ("a", up()),
+        ("b", up()),
+        ("c", up()),
+        ("d", up()),
+        ("e", up()),
+    ]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    // Run until the new pod exists on b but is not ready yet.
+    for _ in 0..10 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        st = d.status;
+        for a in d.actions {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e,
+                Action::Fence { node } => {
+                    obs.members.insert(node, fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
+                Action::CreatePod { node, seq } => {
+                    obs.pods.push(pod(&pod_name("db", seq), &node, false))
+                }
+                _ => {}
+            }
+        }
+        if st
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.pod_created.is_some())
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        st.current_move
+            .as_ref()
+            .and_then(|m| m.to.clone())
+            .as_deref(),
+        Some("b")
+    );
+    obs.members.insert("b".into(), down(95));
+    for p in &mut obs.pods {
+        p.ready = true;
+    }
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(
+        st.owner_node.as_deref(),
+        Some("c"),
+        "moved on from the failed new owner"
+    );
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(obs.pods.len(), 1);
 }
