@@ -100,7 +100,7 @@ for r in results:
     if not xs:
         continue
     ys = [(i + 1) / len(xs) for i in range(len(xs))]
-    ax.step(xs, ys, where="post", label=f"{r['name']} ({len(xs)} failovers)")
+    ax.step(xs, ys, where="post", marker="o" if len(xs) < 20 else None, label=f"{r['name']} ({len(xs)} failovers)")
 ax.set_xlabel("seconds from heartbeat stop to instance online (endpoint published)")
 ax.set_ylabel("fraction of instances")
 ax.set_title("kube-failover: failover latency distribution (CDF)")
