@@ -190,40 +190,17 @@ impl Replica {
         elect: bool,
         metrics_addr: Option<std::net::SocketAddr>,
     ) -> Self {
-        use kube_failover::controller::{LeaderConfig, RunOptions};
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let config = control_plane().config().clone();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("replica runtime");
-        let opts = RunOptions {
-            namespace: Some(namespace.to_string()),
-            handle_signals: false,
-            leader: elect.then(|| LeaderConfig {
-                namespace: namespace.to_string(),
-                lease_name: "kube-failover-leader".into(),
-                identity: identity.to_string(),
-                lease_duration: Duration::from_secs(3),
-                renew_every: Duration::from_secs(1),
-            }),
+        Self::start_with_client_config(
+            control_plane().config().clone(),
+            Some(namespace),
+            identity,
+            elect.then_some(namespace),
             metrics_addr,
-            identity: identity.to_string(),
-        };
-        rt.spawn(async move {
-            let client = Client::try_from(config).expect("client");
-            if let Err(e) = kube_failover::controller::run(client, opts).await {
-                eprintln!("replica stopped: {e:#}");
-            }
-        });
-        Self {
-            rt: Some(rt),
-            identity: identity.to_string(),
-        }
+        )
     }
 
     pub fn kill(mut self) {
