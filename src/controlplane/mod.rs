@@ -129,6 +129,21 @@ impl ControlPlane {
     /// the KWOK node simulator; returns once the API server is ready and the controller
     /// manager has created the `default` ServiceAccount (its controllers are running).
     pub async fn start(cfg: ControlPlaneConfig) -> Result<Self> {
+        // Ports are picked free and released before the servers bind them; another
+        // process can take one in between (tests start control planes in parallel).
+        // Such a start fails fast with "address already in use": try again.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(cfg.clone()).await {
+                Err(e) if attempt < 4 && format!("{e:#}").contains("address already in use") => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(cfg: ControlPlaneConfig) -> Result<Self> {
         let started = Instant::now();
         let tools_bin = match cfg.tools_bin.clone() {
             Some(b) => b,
