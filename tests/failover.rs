@@ -65,6 +65,20 @@ fn has_oos_taint(n: &Node) -> bool {
         })
 }
 
+/// Addresses published in the instance's EndpointSlice, read from the API.
+async fn slice_addresses(client: &Client, ns: &str) -> Vec<String> {
+    let slice = Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .get("db")
+        .await
+        .unwrap();
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect()
+}
+
 async fn pods_of(client: &Client, ns: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels("kube-failover.io/instance=db"))
@@ -252,16 +266,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
     assert_eq!(spec.external_ips, Some(vec!["192.0.2.10".to_string()]));
     assert!(spec.selector.is_none(), "the Service has no selector");
     assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
-    let slice = Api::<EndpointSlice>::namespaced(client.clone(), &ns.name)
-        .get("db")
-        .await
-        .unwrap();
-    let addresses: Vec<String> = slice
-        .endpoints
-        .iter()
-        .flatten()
-        .flat_map(|e| e.addresses.clone())
-        .collect();
+    let addresses = slice_addresses(&client, &ns.name).await;
     assert_eq!(
         addresses,
         vec![pod_ip.clone()],
@@ -383,16 +388,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
         "no VolumeAttachment left on the dead node"
     );
     let new_ip = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
-    let slice = Api::<EndpointSlice>::namespaced(client.clone(), &ns.name)
-        .get("db")
-        .await
-        .unwrap();
-    let addresses: Vec<String> = slice
-        .endpoints
-        .iter()
-        .flatten()
-        .flat_map(|e| e.addresses.clone())
-        .collect();
+    let addresses = slice_addresses(&client, &ns.name).await;
     assert_eq!(addresses, vec![new_ip], "endpoint switched to the new pod");
 
     let m = failovers(&moved).pop().unwrap();
