@@ -29,12 +29,14 @@ RUN case "${TARGETARCH:-amd64}" in \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# src/controlplane embeds the pinned tool versions (used by `kube-failover demo` only).
-COPY tests/controlplane/versions.env ./tests/controlplane/versions.env
+# Only the controller crate is built. Cargo reads every workspace member's manifest, so the
+# lab's is copied, with an empty library standing in for its sources (never compiled here).
+COPY lab/Cargo.toml ./lab/Cargo.toml
+RUN mkdir -p lab/src && touch lab/src/lib.rs
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /rust-target)" \
- && cargo build --release --locked --target "$target" --bin kube-failover \
+ && cargo build --release --locked --target "$target" -p kube-failover --bin kube-failover \
  && cp "target/$target/release/kube-failover" /kube-failover \
  && strip /kube-failover \
  && /kube-failover version

@@ -9,7 +9,7 @@
 #   charts/render.sh
 #
 # Environment (all optional):
-#   HELM       helm binary (default: the pinned helm built by tests/controlplane/install.sh)
+#   HELM       helm binary (default: the pinned helm built by lab/tools/install.sh)
 #   NAMESPACE  release namespace (default kube-failover)
 #   RELEASE    release name (default kube-failover)
 #   OUT_DIR    where to write (default deploy/)
@@ -19,7 +19,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 helm=${HELM:-}
 if [ -z "$helm" ]; then
-  helm="$(bash "$root/tests/controlplane/install.sh")/helm"
+  helm="$(bash "$root/lab/tools/install.sh")/helm"
 fi
 namespace=${NAMESPACE:-kube-failover}
 release=${RELEASE:-kube-failover}

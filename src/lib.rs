@@ -3,11 +3,16 @@
 //! A failover cluster instance groups a network name, virtual IPs, storage claims and a
 //! workload; the controller keeps it online on one healthy node and moves it, fenced and in
 //! order, when that node fails.
+//!
+//! - [`api`]: the `kube-failover.io/v1alpha1` types, and the CRDs generated from them ([`crd`]).
+//! - [`decide`]: what to do, as a pure function of the spec, the observed cluster and the clock.
+//! - [`controller`]: observes through watches, applies what `decide` returns, and serves
+//!   `/metrics`, `/healthz` and `/readyz`.
+//!
+//! The local control plane, the demo and the benchmark are in the `kube-failover-lab` crate,
+//! which never ships.
 
 pub mod api;
-pub mod bench;
 pub mod controller;
-pub mod controlplane;
 pub mod crd;
 pub mod decide;
-pub mod demo;

@@ -22,12 +22,6 @@ enum Command {
     },
     /// Run the controller against the cluster of the current kubeconfig or service account.
     Run(RunArgs),
-    /// Start a local control plane with three simulated nodes, bring a sample instance
-    /// online, kill its node and print the failover timeline.
-    Demo,
-    /// Measure failover latency, scale and cost on a local control plane, beside the floor
-    /// and the Kubernetes baselines.
-    Bench(kube_failover::bench::BenchArgs),
     /// Print the version.
     Version,
 }
@@ -124,10 +118,6 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await?;
-        }
-        Command::Demo => kube_failover::demo::run().await?,
-        Command::Bench(args) => {
-            kube_failover::bench::run(args).await?;
         }
     }
     Ok(())

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::TestNamespace;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams, Resource,
 };
 use kube_failover::api::{FailoverCluster, FailoverClusterInstance};
+use kube_failover_lab::harness::TestNamespace;
 use serde_json::{Value, json};
 
 fn instances(ns: &TestNamespace) -> Api<DynamicObject> {

@@ -2,16 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
-    wait_gone,
-};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
@@ -21,9 +15,13 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kube_failover::api::{FailoverClusterInstance, Move, Phase};
-use kube_failover::controlplane::play_csi_attacher;
-use kube_failover::demo::{SIM_CSI_DRIVER, csi_claim, instance};
+use kube_failover::api::{FailoverClusterInstance, Move, Phase, condition, reason};
+use kube_failover_lab::controlplane::play_csi_attacher;
+use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
+use kube_failover_lab::harness::{
+    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
+    wait_gone,
+};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -51,7 +49,7 @@ fn online_reason(i: Option<&FailoverClusterInstance>) -> Option<String> {
     i.map(status)?
         .conditions
         .iter()
-        .find(|c| c.type_ == "Online")
+        .find(|c| c.type_ == condition::ONLINE)
         .map(|c| c.reason.clone())
 }
 
@@ -423,7 +421,12 @@ async fn online_then_fails_over_to_next_preferred_node() {
     );
 
     // Events are published in the background: await them.
-    let wanted = ["Online", "FailoverStarted", "Fenced", "MovedOnline"];
+    let wanted = [
+        reason::ONLINE,
+        reason::FAILOVER_STARTED,
+        reason::FENCED,
+        reason::MOVED_ONLINE,
+    ];
     let reasons = event_reasons_until(&client, &ns.name, "db", |r| {
         wanted.iter().all(|w| r.contains(*w))
     })
@@ -514,7 +517,9 @@ async fn no_failover_without_quorum() {
         "db",
         T,
         "QuorumLost in status",
-        |i: Option<&FailoverClusterInstance>| online_reason(i).as_deref() == Some("QuorumLost"),
+        |i: Option<&FailoverClusterInstance>| {
+            online_reason(i).as_deref() == Some(reason::QUORUM_LOST)
+        },
     )
     .await;
     let st = status(&held);
@@ -527,7 +532,7 @@ async fn no_failover_without_quorum() {
     let message = &st
         .conditions
         .iter()
-        .find(|c| c.type_ == "Online")
+        .find(|c| c.type_ == condition::ONLINE)
         .unwrap()
         .message;
     assert!(message.contains("1 of 3 member nodes are up"), "{message}");
@@ -581,7 +586,7 @@ async fn failover_threshold_leaves_the_instance_failed() {
     .await;
     assert_eq!(
         online_reason(Some(&failed)).as_deref(),
-        Some("FailoverThresholdExceeded")
+        Some(reason::FAILOVER_THRESHOLD_EXCEEDED)
     );
     assert_eq!(
         status(&failed).owner_node.as_deref(),
@@ -651,9 +656,9 @@ async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
         fcis.clone(),
         "db",
         T,
-        "VolumePinnedToNode",
+        reason::VOLUME_PINNED_TO_NODE,
         |i: Option<&FailoverClusterInstance>| {
-            online_reason(i).as_deref() == Some("VolumePinnedToNode")
+            online_reason(i).as_deref() == Some(reason::VOLUME_PINNED_TO_NODE)
         },
     )
     .await;
@@ -662,7 +667,7 @@ async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
     let message = &st
         .conditions
         .iter()
-        .find(|c| c.type_ == "Online")
+        .find(|c| c.type_ == condition::ONLINE)
         .unwrap()
         .message;
     assert!(
@@ -752,8 +757,11 @@ async fn leader_killed_mid_failover_the_other_replica_finishes() {
         .map(|p| p.name_any())
         .collect();
     assert_eq!(names, ["db-2"], "exactly one new pod");
-    let reasons = event_reasons_until(&client, &ns.name, "db", |r| r.contains("MovedOnline")).await;
-    assert!(reasons.contains("FailoverStarted"));
+    let reasons = event_reasons_until(&client, &ns.name, "db", |r| {
+        r.contains(reason::MOVED_ONLINE)
+    })
+    .await;
+    assert!(reasons.contains(reason::FAILOVER_STARTED));
     let events = Api::<Event>::namespaced(client.clone(), &ns.name)
         .list(&ListParams::default())
         .await
@@ -761,7 +769,7 @@ async fn leader_killed_mid_failover_the_other_replica_finishes() {
     let started = events
         .items
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("FailoverStarted"))
+        .filter(|e| e.reason.as_deref() == Some(reason::FAILOVER_STARTED))
         .map(|e| {
             e.deprecated_count
                 .unwrap_or(1)

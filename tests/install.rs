@@ -7,17 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{
-    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster,
-    service_account_config, service_account_token, wait_for, wait_gone,
-};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -29,8 +23,12 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Phase};
-use kube_failover::controlplane::{default_tools_bin, play_csi_attacher};
-use kube_failover::demo::{SIM_CSI_DRIVER, csi_claim};
+use kube_failover_lab::controlplane::{default_tools_bin, play_csi_attacher};
+use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim};
+use kube_failover_lab::harness::{
+    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster,
+    service_account_config, service_account_token, wait_for, wait_gone,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -1119,7 +1117,7 @@ async fn helm_install_rbac_suffices_for_a_failover_and_a_gitops_reapply_finds_no
         Api::<FailoverCluster>::all(as_sa.clone())
             .create(
                 &PostParams::default(),
-                &kube_failover::demo::cluster("by-the-controller", "x", 3).unwrap(),
+                &kube_failover_lab::demo::cluster("by-the-controller", "x", 3).unwrap(),
             )
             .await,
         "create FailoverClusters",

@@ -6,39 +6,49 @@
 //! the controller later.
 
 mod cluster;
+mod conditions;
 mod instance;
 
 pub use cluster::*;
+pub use conditions::{condition, reason, set_condition};
 pub use instance::*;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub const GROUP: &str = "kube-failover.io";
 pub const FINALIZER: &str = "kube-failover.io/cleanup";
 /// Label on every object the controller creates for an instance: the instance's name.
 pub const INSTANCE_LABEL: &str = "kube-failover.io/instance";
 
-/// Condition types, shared by both kinds.
-pub mod condition {
-    /// The instance is online on a healthy owner with its endpoint published.
-    pub const ONLINE: &str = "Online";
-    /// The spec could be acted on (everything that admission cannot check, did check).
-    pub const VALID: &str = "Valid";
-    /// The cluster has enough healthy members to fail over automatically.
-    pub const QUORUM: &str = "Quorum";
-    /// A move is in progress.
-    pub const MOVING: &str = "Moving";
+/// A claim that an instance's pod mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceClaim {
+    /// The PersistentVolumeClaim's name.
+    pub claim: String,
+    /// The name of the pod volume that mounts it: the claim's name for a claim the user
+    /// brought, the template's name for a claim made from a template.
+    pub volume: String,
+    /// Made by the controller from `storage.claimTemplates` (and deleted with the instance).
+    pub from_template: bool,
 }
 
-/// Sets `cond` in `conditions`, keeping `lastTransitionTime` when the status is unchanged.
-pub fn set_condition(conditions: &mut Vec<Condition>, cond: Condition) {
-    match conditions.iter_mut().find(|c| c.type_ == cond.type_) {
-        Some(existing) if existing.status == cond.status => {
-            existing.reason = cond.reason;
-            existing.message = cond.message;
-            existing.observed_generation = cond.observed_generation;
-        }
-        Some(existing) => *existing = cond,
-        None => conditions.push(cond),
+impl FailoverClusterInstance {
+    /// The name of the claim the controller makes from the template `template`.
+    pub fn template_claim_name(&self, template: &str) -> String {
+        format!("{}-{template}", kube::ResourceExt::name_any(self))
+    }
+
+    /// Every claim the instance uses: the user's, then those made from templates.
+    pub fn claims(&self) -> Vec<InstanceClaim> {
+        let storage = &self.spec.storage;
+        let brought = storage.claims.iter().map(|c| InstanceClaim {
+            claim: c.clone(),
+            volume: c.clone(),
+            from_template: false,
+        });
+        let made = storage.claim_templates.iter().map(|t| InstanceClaim {
+            claim: self.template_claim_name(&t.name),
+            volume: t.name.clone(),
+            from_template: true,
+        });
+        brought.chain(made).collect()
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{FailoverClusterInstance, INSTANCE_LABEL};
+use crate::api::{FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
 
 pub const SPEC_HASH_ANNOTATION: &str = "kube-failover.io/spec-hash";
 pub const EXTERNAL_DNS_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
@@ -165,16 +165,12 @@ pub fn pod(fci: &FailoverClusterInstance, node: &str, seq: u64) -> Pod {
     let mut spec = template.spec.clone().unwrap_or_default();
     spec.node_name = Some(node.to_string());
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    for claim in super::observe::claim_names(fci) {
-        let volume_name = claim
-            .strip_prefix(&format!("{}-", fci.name_any()))
-            .filter(|_| !fci.spec.storage.claims.contains(&claim));
-        let volume_name = volume_name.unwrap_or(&claim).to_string();
-        if volumes.iter().any(|v| v.name == volume_name) {
+    for InstanceClaim { claim, volume, .. } in fci.claims() {
+        if volumes.iter().any(|v| v.name == volume) {
             continue;
         }
         volumes.push(Volume {
-            name: volume_name,
+            name: volume,
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: claim,
                 read_only: None,
@@ -196,11 +192,7 @@ pub fn claims(fci: &FailoverClusterInstance) -> Vec<PersistentVolumeClaim> {
         .claim_templates
         .iter()
         .map(|t| PersistentVolumeClaim {
-            metadata: meta(
-                fci,
-                format!("{}-{}", fci.name_any(), t.name),
-                BTreeMap::new(),
-            ),
+            metadata: meta(fci, fci.template_claim_name(&t.name), BTreeMap::new()),
             spec: Some(t.spec.clone()),
             status: None,
         })

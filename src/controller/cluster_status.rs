@@ -13,14 +13,13 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
-use super::observe::{NODE_LEASE_NAMESPACE, members, node_facts};
+use super::observe::member_health;
 use super::{Context, FIELD_MANAGER};
 use crate::api::{
     FailoverCluster, FailoverClusterStatus, MemberState, MemberStatus, QuorumStatus, condition,
-    set_condition,
+    reason, set_condition,
 };
-use crate::decide::{node_health, required_healthy};
-use kube::runtime::reflector::ObjectRef;
+use crate::decide::required_healthy;
 
 /// The status `cluster` should have now, and when to look again.
 pub fn desired_status(
@@ -28,7 +27,6 @@ pub fn desired_status(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
-    let nodes = ctx.stores.nodes.state();
     let mut hosted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in ctx.stores.instances.state() {
         if i.spec.cluster_ref != cluster.name_any() {
@@ -45,13 +43,7 @@ pub fn desired_status(
     let mut status = cluster.status.clone().unwrap_or_default();
     let mut recheck: Option<jiff::Timestamp> = None;
     let mut list = Vec::new();
-    for node in members(cluster, &nodes) {
-        let lease = ctx
-            .stores
-            .leases
-            .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
-        let facts = node_facts(node, lease.as_deref());
-        let health = node_health(&facts, &cluster.spec.heartbeat, now);
+    for (facts, health) in member_health(cluster, &ctx.stores, now) {
         if let Some(at) = health.recheck_at {
             recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
         }
@@ -81,7 +73,12 @@ pub fn desired_status(
         Condition {
             type_: condition::QUORUM.into(),
             status: if ok { "True" } else { "False" }.into(),
-            reason: if ok { "QuorumHeld" } else { "QuorumLost" }.into(),
+            reason: if ok {
+                reason::QUORUM_HELD
+            } else {
+                reason::QUORUM_LOST
+            }
+            .into(),
             message: format!(
                 "{healthy} of {total} member nodes up, {required} required for automatic failover"
             ),
@@ -186,7 +183,12 @@ async fn write(
             } else {
                 EventType::Normal
             },
-            reason: if lost { "QuorumLost" } else { "QuorumRegained" }.into(),
+            reason: if lost {
+                reason::QUORUM_LOST
+            } else {
+                reason::QUORUM_REGAINED
+            }
+            .into(),
             note: Some(message),
             action: "Observe".into(),
             secondary: None,

@@ -9,10 +9,10 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL};
+use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
 use crate::decide::health::OUT_OF_SERVICE_TAINT;
 use crate::decide::{
-    AttachmentFacts, NodeFacts, Observed, PodFacts, node_health, required_healthy,
+    AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health, required_healthy,
 };
 
 /// The controller's read side: one store per kind, fed by watches.
@@ -56,6 +56,27 @@ pub fn node_facts(node: &Node, lease: Option<&Lease>) -> NodeFacts {
     }
 }
 
+/// Every member node of `cluster`: what its Node and Lease say, and the verdict on it now.
+/// The one place member health is judged, for instances and for the cluster's status alike.
+pub fn member_health(
+    cluster: &FailoverCluster,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> Vec<(NodeFacts, NodeHealth)> {
+    let nodes = stores.nodes.state();
+    members(cluster, &nodes)
+        .into_iter()
+        .map(|node| {
+            let lease = stores
+                .leases
+                .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
+            let facts = node_facts(node, lease.as_deref());
+            let health = node_health(&facts, &cluster.spec.heartbeat, now);
+            (facts, health)
+        })
+        .collect()
+}
+
 /// Nodes selected by the cluster's node selector.
 pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>]) -> Vec<&'a Node> {
     let selector = &cluster.spec.node_selector;
@@ -81,24 +102,6 @@ fn pod_facts(pod: &Pod) -> PodFacts {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
     }
-}
-
-/// Names of every claim the instance uses: the user's and those made from templates.
-pub fn claim_names(fci: &FailoverClusterInstance) -> Vec<String> {
-    let name = fci.name_any();
-    fci.spec
-        .storage
-        .claims
-        .iter()
-        .cloned()
-        .chain(
-            fci.spec
-                .storage
-                .claim_templates
-                .iter()
-                .map(|t| format!("{name}-{}", t.name)),
-        )
-        .collect()
 }
 
 /// The node a volume is pinned to, if its node affinity names exactly one hostname.
@@ -142,17 +145,10 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
     };
     if let Some(cluster) = &cluster {
-        let nodes = stores.nodes.state();
-        for node in members(cluster, &nodes) {
-            let lease = stores
-                .leases
-                .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
-            let facts = node_facts(node, lease.as_deref());
-            obs.members.insert(
-                facts.name.clone(),
-                node_health(&facts, &cluster.spec.heartbeat, now),
-            );
-        }
+        obs.members = member_health(cluster, stores, now)
+            .into_iter()
+            .map(|(facts, health)| (facts.name, health))
+            .collect();
         obs.quorum_required =
             required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
         obs.fencing = cluster.spec.fencing.clone();
@@ -167,9 +163,15 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         .map(|p| pod_facts(p))
         .collect();
     let mut volumes = Vec::new();
-    for claim in claim_names(fci) {
+    for InstanceClaim {
+        claim,
+        from_template,
+        ..
+    } in fci.claims()
+    {
         let Some(pvc) = stores.claims.get(&ObjectRef::new(&claim).within(&ns)) else {
-            if fci.spec.storage.claims.contains(&claim) {
+            // Claims made from templates are created by the controller as it goes.
+            if !from_template {
                 obs.missing_claims.push(claim);
             }
             continue;

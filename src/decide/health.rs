@@ -2,7 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{Heartbeat, MemberState};
+use crate::api::{Heartbeat, MemberState, reason};
 
 /// What the controller needs to know of a node, read from its Node object and its Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,8 +63,8 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
     };
     let mut down: Option<(Timestamp, &str)> = None;
     for (deadline, reason) in [
-        (lease_deadline, "LeaseStale"),
-        (not_ready_deadline, "NotReady"),
+        (lease_deadline, reason::LEASE_STALE),
+        (not_ready_deadline, reason::NODE_NOT_READY),
     ] {
         if let Some(d) = deadline
             && d <= now
@@ -77,7 +77,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         return NodeHealth {
             state: MemberState::Down,
             down_since: None,
-            reason: Some("NeverReported".into()),
+            reason: Some(reason::NEVER_REPORTED.into()),
             recheck_at: None,
         };
     }
@@ -101,9 +101,12 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         .min();
     let (state, reason) = if facts.out_of_service {
         // Fenced by someone while it still heartbeats: it must not host anything.
-        (MemberState::Fenced, Some("OutOfServiceTaint".into()))
+        (
+            MemberState::Fenced,
+            Some(reason::OUT_OF_SERVICE_TAINT.into()),
+        )
     } else if facts.unschedulable {
-        (MemberState::Paused, Some("Unschedulable".into()))
+        (MemberState::Paused, Some(reason::UNSCHEDULABLE.into()))
     } else {
         (MemberState::Up, None)
     };
@@ -168,7 +171,7 @@ mod tests {
         );
         assert_eq!(h.state, MemberState::Down);
         assert_eq!(h.down_since, Some(t(20)));
-        assert_eq!(h.reason.as_deref(), Some("LeaseStale"));
+        assert_eq!(h.reason.as_deref(), Some(reason::LEASE_STALE));
     }
 
     #[test]
@@ -179,7 +182,7 @@ mod tests {
             t(10),
         );
         assert_eq!(h.state, MemberState::Down);
-        assert_eq!(h.reason.as_deref(), Some("NotReady"));
+        assert_eq!(h.reason.as_deref(), Some(reason::NODE_NOT_READY));
         let h = node_health(
             &facts(Some(9), Some((false, 0))),
             &Heartbeat::default(),

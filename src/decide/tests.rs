@@ -1,5 +1,7 @@
 use super::*;
-use crate::api::{FailoverClusterInstanceSpec, MemberState};
+use crate::api::{
+    FailbackMode, FailoverClusterInstanceSpec, FencingMode, MemberState, Phase, Priority, reason,
+};
 use proptest::prelude::*;
 
 fn t(s: i64) -> Timestamp {
@@ -29,7 +31,7 @@ fn down(since: i64) -> NodeHealth {
     NodeHealth {
         state: MemberState::Down,
         down_since: Some(t(since)),
-        reason: Some("LeaseStale".into()),
+        reason: Some(reason::LEASE_STALE.into()),
         recheck_at: None,
     }
 }
@@ -38,7 +40,7 @@ fn fenced() -> NodeHealth {
     NodeHealth {
         state: MemberState::Fenced,
         down_since: Some(t(0)),
-        reason: Some("LeaseStale".into()),
+        reason: Some(reason::LEASE_STALE.into()),
         recheck_at: None,
     }
 }
@@ -198,7 +200,7 @@ fn no_failover_without_quorum() {
     assert!(
         st.conditions
             .iter()
-            .any(|c| c.type_ == "Online" && c.reason == "QuorumLost")
+            .any(|c| c.type_ == condition::ONLINE && c.reason == reason::QUORUM_LOST)
     );
 }
 
@@ -233,7 +235,7 @@ fn pinned_volume_stays_down() {
     assert!(
         st.conditions
             .iter()
-            .any(|c| c.reason == "VolumePinnedToNode")
+            .any(|c| c.reason == reason::VOLUME_PINNED_TO_NODE)
     );
 }
 
@@ -368,7 +370,7 @@ fn restarts_in_place_then_moves_after_the_threshold() {
     );
     let m = st.history.last().unwrap();
     assert!(m.planned);
-    assert_eq!(m.reason, "RestartThresholdExceeded");
+    assert_eq!(m.reason, reason::RESTART_THRESHOLD_EXCEEDED);
     assert_eq!(
         st.failover_count, 0,
         "planned moves do not count as failovers"
@@ -395,7 +397,7 @@ fn failback_follows_the_policy() {
     s.failback.mode = FailbackMode::Immediate;
     settle(&s, &mut st, &mut obs);
     assert_eq!(st.owner_node.as_deref(), Some("a"), "Immediate fails back");
-    assert_eq!(st.history.last().unwrap().reason, "Failback");
+    assert_eq!(st.history.last().unwrap().reason, reason::FAILBACK);
 }
 
 #[test]
@@ -423,7 +425,7 @@ fn lower_priority_waits_for_higher_priority_to_start() {
     assert!(
         st.conditions
             .iter()
-            .any(|c| c.reason == "WaitingForHigherPriority")
+            .any(|c| c.reason == reason::WAITING_FOR_HIGHER_PRIORITY)
     );
     obs.higher_priority_starting = false;
     let acts = settle(&s, &mut st, &mut obs);

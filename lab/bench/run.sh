@@ -4,9 +4,10 @@
 # by default; large and huge need a bigger machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash tests/controlplane/install.sh >/dev/null
-cargo build --release --locked
-bin=target/release/kube-failover
+bash lab/tools/install.sh >/dev/null
+# The lab drives the benchmark; the controller it measures is the shipped binary beside it.
+cargo build --release --locked --workspace --bins
+bin=target/release/kube-failover-lab
 out=docs/bench/results.json
 mkdir -p docs/bench
 rm -f "$out"
@@ -24,5 +25,5 @@ for s in $SCENARIOS; do
 done
 venv=${KUBE_FAILOVER_TOOLS_CACHE:-$HOME/.cache/kube-failover}/bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet -r tests/bench/requirements.txt
-"$venv/bin/python" tests/bench/report.py
+"$venv/bin/pip" install --quiet -r lab/bench/requirements.txt
+"$venv/bin/python" lab/bench/report.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rewrites the wrapper Go modules under tests/controlplane/ from versions.env.
+# Rewrites the wrapper Go modules under lab/tools/ from versions.env.
 #
 # Kubernetes and etcd cannot be built with a plain `go install pkg@version`: their go.mod
 # files point their own sub-modules at local directories with `replace`, which a dependent

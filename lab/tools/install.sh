@@ -2,7 +2,7 @@
 # Builds the pinned control-plane tools from Go modules into a cache outside the work
 # tree, keyed by version. Idempotent: a tool already in the cache is never rebuilt.
 #
-#   tests/controlplane/install.sh          build what is missing, print the bin directory
+#   lab/tools/install.sh          build what is missing, print the bin directory
 #
 # Cache: ${KUBE_FAILOVER_TOOLS_CACHE:-$HOME/.cache/kube-failover/tools}
 #   <tool>-<version>/            one directory per tool and version, complete or absent

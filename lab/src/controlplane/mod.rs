@@ -2,7 +2,7 @@
 //! kube-scheduler and a KWOK controller that simulates nodes with real heartbeats.
 //!
 //! Used by the integration tests, the demo and the benchmarks. The binaries are built from
-//! pinned Go modules by `tests/controlplane/install.sh`; nothing here downloads anything.
+//! pinned Go modules by `lab/tools/install.sh`; nothing here downloads anything.
 //!
 //! Every process runs in one process group led by a small watchdog shell whose standard input
 //! is a pipe from this process. When this process exits for any reason (a panic, `exit`, a
@@ -29,7 +29,7 @@ pub use nodes::{NODE_ALIVE_LABEL, SimulatedNodes};
 use process::ProcessGroup;
 
 /// The pinned tool versions, the same file that `install.sh` reads.
-const VERSIONS_ENV: &str = include_str!("../../tests/controlplane/versions.env");
+const VERSIONS_ENV: &str = include_str!("../../tools/versions.env");
 
 /// Timing of the simulated cluster. Short enough for tests to run in seconds, long enough
 /// that a loaded two-core machine does not flap nodes.
@@ -73,7 +73,7 @@ pub struct ControlPlane {
     pub nodes: SimulatedNodes,
 }
 
-/// The directory of the pinned tool set built by `tests/controlplane/install.sh`.
+/// The directory of the pinned tool set built by `lab/tools/install.sh`.
 pub fn default_tools_bin() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("KUBE_FAILOVER_TOOLS_BIN") {
         return Ok(PathBuf::from(dir));
@@ -82,7 +82,7 @@ pub fn default_tools_bin() -> Result<PathBuf> {
         VERSIONS_ENV
             .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .with_context(|| format!("{key} missing from tests/controlplane/versions.env"))
+            .with_context(|| format!("{key} missing from lab/tools/versions.env"))
     };
     let cache = match std::env::var_os("KUBE_FAILOVER_TOOLS_CACHE") {
         Some(c) => PathBuf::from(c),
@@ -158,7 +158,7 @@ impl ControlPlane {
         ] {
             if !tools_bin.join(tool).is_file() {
                 bail!(
-                    "{} not found in {}: run tests/controlplane/install.sh first",
+                    "{} not found in {}: run lab/tools/install.sh first",
                     tool,
                     tools_bin.display()
                 );
@@ -483,7 +483,7 @@ use serde::Deserialize;
 fn kwok_stages(tools_bin: &Path) -> Result<String> {
     let dir = tools_bin.join("kwok-stages");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("{}: run tests/controlplane/install.sh", dir.display()))?
+        .with_context(|| format!("{}: run lab/tools/install.sh", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();

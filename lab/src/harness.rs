@@ -1,6 +1,9 @@
-//! Shared by the integration tests: one real control plane per test binary, one namespace
-//! per test, and a dump of that namespace when a test fails.
-#![allow(dead_code, clippy::unwrap_used)]
+//! The integration tests' harness, shared by the controller's tests and the lab's own: one
+//! real control plane per test binary, one namespace per test, a dump of that namespace when
+//! a test fails, controller replicas, and waits on watches.
+//!
+//! Test support: it panics with a message instead of returning errors.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -9,14 +12,31 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::{Discovery, Scope};
-use kube_failover::controlplane::{ControlPlane, ControlPlaneConfig};
+
+use crate::controlplane::{ControlPlane, ControlPlaneConfig};
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The CRDs the tests install: the committed files under `crds/`, the same that ship.
+pub fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
+}
+
+/// Where a test binary keeps its control plane's logs: `target/tmp/controlplane` (the
+/// directory Cargo names `CARGO_TARGET_TMPDIR`), found from the test binary's own path
+/// (`target/<profile>/deps/<binary>`).
+fn work_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("tmp")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("controlplane")
+}
 
 /// The control plane of this test binary, started on first use. It runs on a runtime of
 /// its own thread because each `#[tokio::test]` has a runtime that ends with the test.
 /// Its processes end with the test binary, whatever way that exits (see the watchdog in
-/// `kube_failover::controlplane`).
+/// `crate::controlplane`).
 pub fn control_plane() -> &'static ControlPlane {
     let result = CONTROL_PLANE.get_or_init(|| {
         std::thread::spawn(|| {
@@ -26,16 +46,12 @@ pub fn control_plane() -> &'static ControlPlane {
                 .map_err(|e| e.to_string())?;
             rt.block_on(async {
                 let config = ControlPlaneConfig {
-                    work_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("controlplane"),
+                    work_dir: work_dir(),
                     ..Default::default()
                 };
                 let cp = ControlPlane::start(config).await?;
                 let client = cp.client()?;
-                cp.install_crds(
-                    &client,
-                    &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"),
-                )
-                .await?;
+                cp.install_crds(&client, &crds_dir()).await?;
                 eprintln!(
                     "control plane ready in {:.1} s; logs in {}",
                     cp.startup.as_secs_f64(),
@@ -282,8 +298,7 @@ pub fn free_addr() -> std::net::SocketAddr {
         .expect("free port")
 }
 
-#[allow(unused_imports)]
-pub use kube_failover::controlplane::http_get;
+pub use crate::controlplane::http_get;
 
 /// A token for the ServiceAccount `namespace/name` from the TokenRequest API (one hour).
 pub async fn service_account_token(namespace: &str, name: &str) -> String {

@@ -1,4 +1,4 @@
-"""Turns docs/bench/results.json (written by `kube-failover bench --json`) into the table in
+"""Turns docs/bench/results.json (written by `kube-failover-lab bench --json`) into the table in
 BENCHMARKS.md and a plot of the failover latency distribution (docs/bench/latency.png)."""
 import json
 import platform
@@ -91,7 +91,7 @@ try:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 except ImportError:
-    print("matplotlib missing: pip install -r tests/bench/requirements.txt", file=sys.stderr)
+    print("matplotlib missing: pip install -r lab/bench/requirements.txt", file=sys.stderr)
     sys.exit(0)
 
 fig, ax = plt.subplots(figsize=(9, 4.5))

@@ -1,4 +1,4 @@
-//! `kube-failover demo`: a failover on a local control plane, step by step.
+//! `kube-failover-lab demo`: a failover on a local control plane, step by step.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,9 +10,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
-use crate::api::{FailoverCluster, FailoverClusterInstance, Move, Phase};
-use crate::controller::{self, RunOptions};
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, default_tools_bin};
+use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Move, Phase};
+use kube_failover::controller::{self, RunOptions};
 
 /// The CSI driver the samples use; nothing serves it, the test rig plays its attacher.
 pub const SIM_CSI_DRIVER: &str = "sim.csi.kube-failover.io";
@@ -109,8 +109,7 @@ pub fn ensure_tools() -> Result<()> {
     if bin.join("kube-apiserver").is_file() && bin.join("kwok-stages").is_dir() {
         return Ok(());
     }
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/install.sh");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install.sh");
     eprintln!("control-plane tools missing: running {}", script.display());
     let status = std::process::Command::new("bash")
         .arg(&script)
@@ -146,7 +145,10 @@ pub async fn run() -> Result<()> {
     let client = cp.client()?;
     cp.install_crd_objects(
         &client,
-        crate::crd::all().into_iter().map(|(_, c)| c).collect(),
+        kube_failover::crd::all()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect(),
     )
     .await?;
 

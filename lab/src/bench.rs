@@ -1,12 +1,13 @@
-//! `kube-failover bench`: failover latency, scale and cost on a local control plane, beside
-//! the floor (the same minimum writes from a plain client) and the baselines (a StatefulSet
-//! and a Deployment with an RWO claim, on Kubernetes' defaults).
+//! `kube-failover-lab bench`: failover latency, scale and cost on a local control plane,
+//! beside the floor (the same minimum writes from a plain client) and the baselines (a
+//! StatefulSet and a Deployment with an RWO claim, on Kubernetes' defaults).
 //!
-//! The controller runs as a separate process (`kube-failover run`) so that its memory and CPU
-//! time are its own; figures are read from /proc and from its /metrics.
+//! The controller runs as a separate process, the very binary that ships (`kube-failover
+//! run`), so that its memory and CPU time are its own; figures are read from /proc and from
+//! its /metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::api::{FailoverCluster, FailoverClusterInstance, Phase};
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
+use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Phase};
 
 const NS: &str = "bench";
 const MEMBER_LABEL: &str = "bench.kube-failover.io/member";
@@ -52,6 +53,28 @@ pub struct BenchArgs {
     /// Append the scenario's result to this JSON file (an array).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The controller binary to measure; by default `kube-failover` beside this binary
+    /// (`cargo build --release --workspace` builds both).
+    #[arg(long)]
+    pub controller_bin: Option<PathBuf>,
+}
+
+/// The controller binary: given, or `kube-failover` in the directory of this binary.
+fn controller_bin(args: &BenchArgs) -> Result<PathBuf> {
+    let bin = match &args.controller_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .join("kube-failover"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "controller binary {} not found: build it with `cargo build --release -p kube-failover` or pass --controller-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -189,10 +212,10 @@ impl Drop for ControllerProcess {
     }
 }
 
-async fn spawn_controller(cp: &ControlPlane) -> Result<(ControllerProcess, f64)> {
+async fn spawn_controller(cp: &ControlPlane, bin: &Path) -> Result<(ControllerProcess, f64)> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let started = Instant::now();
-    let child = Command::new(std::env::current_exe()?)
+    let child = Command::new(bin)
         .args(["run", "--watch-namespace", NS, "--leader-elect", "false"])
         .args(["--metrics-addr", &addr.to_string()])
         .env("KUBECONFIG", cp.kubeconfig())
@@ -501,6 +524,7 @@ async fn ready_pod_elsewhere(
 }
 
 pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
+    let bin = controller_bin(&args)?;
     ensure_tools()?;
     let setup = Instant::now();
     let (lease, stale) = lease_settings(args.nodes, args.instances, args.node_lease_seconds);
@@ -518,7 +542,10 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let client = cp.client()?;
     cp.install_crd_objects(
         &client,
-        crate::crd::all().into_iter().map(|(_, c)| c).collect(),
+        kube_failover::crd::all()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect(),
     )
     .await?;
     let nodes = cp
@@ -551,7 +578,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let attacher = tokio::spawn(play_csi_attacher(cp.client()?, SIM_CSI_DRIVER.into()));
 
     eprintln!("[bench] starting the controller process");
-    let (ctrl, synced) = spawn_controller(&cp).await?;
+    let (ctrl, synced) = spawn_controller(&cp, &bin).await?;
     eprintln!(
         "[bench] caches synced in {synced:.2} s; creating {} instances with one CSI volume each",
         args.instances

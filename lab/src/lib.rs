@@ -1,0 +1,14 @@
+//! The kube-failover lab: everything that tests, demonstrates and measures the controller,
+//! and nothing that ships with it.
+//!
+//! - [`controlplane`]: a real control plane on loopback (etcd, kube-apiserver,
+//!   kube-controller-manager, kube-scheduler) with KWOK's simulated nodes, built from pinned
+//!   Go modules by `lab/tools/install.sh`, and a stand-in for a CSI attacher.
+//! - [`harness`]: what the integration tests share (one control plane per test binary, a
+//!   namespace per test, controller replicas, waits on watches).
+//! - [`demo`] and [`bench`]: the `kube-failover-lab` commands.
+
+pub mod bench;
+pub mod controlplane;
+pub mod demo;
+pub mod harness;

@@ -1,0 +1,110 @@
+//! Condition types and the reasons that conditions, Events and move records carry: the
+//! words users see in `kubectl describe` and alert on, in one place.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// Condition types, shared by both kinds.
+pub mod condition {
+    /// The instance is online on a healthy owner with its endpoint published.
+    pub const ONLINE: &str = "Online";
+    /// The spec could be acted on (everything that admission cannot check, did check).
+    pub const VALID: &str = "Valid";
+    /// The cluster has enough healthy members to fail over automatically.
+    pub const QUORUM: &str = "Quorum";
+    /// A move is in progress.
+    pub const MOVING: &str = "Moving";
+}
+
+/// Reasons of conditions and Events, and why a move started.
+pub mod reason {
+    // Valid
+    /// The spec was accepted.
+    pub const VALID: &str = "Valid";
+    /// `spec.clusterRef` names no FailoverCluster.
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+    /// The pod template runs no container.
+    pub const NO_CONTAINERS: &str = "NoContainers";
+
+    // Quorum (on instances and clusters)
+    pub const QUORUM_HELD: &str = "QuorumHeld";
+    /// Too few member nodes are up: nothing fails over automatically.
+    pub const QUORUM_LOST: &str = "QuorumLost";
+    /// An Event on the cluster when the quorum comes back.
+    pub const QUORUM_REGAINED: &str = "QuorumRegained";
+
+    // Online, while steady
+    pub const ONLINE: &str = "Online";
+    /// Priority `NoAutoStart`: left offline until a person starts it.
+    pub const NO_AUTO_START: &str = "NoAutoStart";
+    /// A claim the user named does not exist yet.
+    pub const CLAIMS_MISSING: &str = "ClaimsMissing";
+    /// No preferred or possible owner node is up.
+    pub const NO_ELIGIBLE_OWNER: &str = "NoEligibleOwner";
+    /// The owner failed and a claim's volume is reachable from that node only.
+    pub const VOLUME_PINNED_TO_NODE: &str = "VolumePinnedToNode";
+    /// Too many failovers within the failover period: left Failed.
+    pub const FAILOVER_THRESHOLD_EXCEEDED: &str = "FailoverThresholdExceeded";
+    /// The pod of the instance is gone while its node is healthy: started again.
+    pub const POD_MISSING: &str = "PodMissing";
+    /// The pod is not ready: its endpoint is withdrawn.
+    pub const NOT_READY: &str = "NotReady";
+
+    // Events and move reasons
+    /// A move that brings a new instance online.
+    pub const PLACEMENT: &str = "Placement";
+    /// A failover (the move's reason is `NodeDown: <why the node is down>`).
+    pub const NODE_DOWN: &str = "NodeDown";
+    pub const FAILOVER_STARTED: &str = "FailoverStarted";
+    /// The pod failed on a healthy node and is restarted in place.
+    pub const RESTARTING: &str = "Restarting";
+    /// The pod failed `restart.threshold` times within the period: the instance moves.
+    pub const RESTART_THRESHOLD_EXCEEDED: &str = "RestartThresholdExceeded";
+    /// A more preferred owner is up again and the failback policy allows moving back.
+    pub const FAILBACK: &str = "Failback";
+    pub const FENCED: &str = "Fenced";
+    /// The new owner failed before the instance came online there.
+    pub const NEW_OWNER_FAILED: &str = "NewOwnerFailed";
+    /// The instance is online on its new owner after a move.
+    pub const MOVED_ONLINE: &str = "MovedOnline";
+
+    // Online, while a move waits for a step
+    pub const WITHDRAWING_ENDPOINT: &str = "WithdrawingEndpoint";
+    /// Fencing mode `External`: waiting for another fencer.
+    pub const AWAITING_FENCE: &str = "AwaitingFence";
+    pub const FENCING: &str = "Fencing";
+    /// Waiting for `fencing.delaySeconds` to pass before fencing.
+    pub const FENCE_DELAY: &str = "FenceDelay";
+    pub const STOPPING_OLD_POD: &str = "StoppingOldPod";
+    pub const DETACHING_VOLUMES: &str = "DetachingVolumes";
+    pub const WAITING_FOR_HIGHER_PRIORITY: &str = "WaitingForHigherPriority";
+    pub const STARTING_POD: &str = "StartingPod";
+    pub const WAITING_FOR_READY: &str = "WaitingForReady";
+    pub const PUBLISHING_ENDPOINT: &str = "PublishingEndpoint";
+
+    // Why a member node is not Up (member status, and the `NodeDown: …` move reason)
+    /// The node's Lease has not been renewed for `heartbeat.leaseStaleSeconds`.
+    pub const LEASE_STALE: &str = "LeaseStale";
+    /// The node's Ready condition has been False or Unknown for `heartbeat.notReadySeconds`.
+    pub const NODE_NOT_READY: &str = "NotReady";
+    /// The node has neither a Lease nor a Ready condition.
+    pub const NEVER_REPORTED: &str = "NeverReported";
+    /// The node carries `node.kubernetes.io/out-of-service`.
+    pub const OUT_OF_SERVICE_TAINT: &str = "OutOfServiceTaint";
+    /// The node is cordoned.
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The owner is not (or no longer) a member of the cluster.
+    pub const NOT_A_MEMBER: &str = "NotAMember";
+}
+
+/// Sets `cond` in `conditions`, keeping `lastTransitionTime` when the status is unchanged.
+pub fn set_condition(conditions: &mut Vec<Condition>, cond: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == cond.type_) {
+        Some(existing) if existing.status == cond.status => {
+            existing.reason = cond.reason;
+            existing.message = cond.message;
+            existing.observed_generation = cond.observed_generation;
+        }
+        Some(existing) => *existing = cond,
+        None => conditions.push(cond),
+    }
+}
