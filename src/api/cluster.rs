@@ -107,10 +107,22 @@ pub struct Fencing {
     /// that is safe to attach twice.
     #[serde(default)]
     pub mode: FencingMode,
-    /// Seconds to wait after a node is declared down before fencing it. Default 0.
+    /// Seconds to wait after a node is declared down before fencing it. Default 0. For a
+    /// node whose agent fences itself (it announces `kube-failover.io/self-fence-seconds`),
+    /// the controller waits at least that long plus a margin of 2 s, whatever this says.
     #[serde(default)]
     #[schemars(range(max = 3600))]
     pub delay_seconds: u32,
+    /// Seconds a fenced node must be seen healthy (its Lease renewed and Ready) before the
+    /// controller removes the out-of-service taint it added. Default 60. Taints added by
+    /// anyone else are never removed.
+    #[serde(default = "default_unfence_after")]
+    #[schemars(range(max = 86400))]
+    pub unfence_after_seconds: u32,
+}
+
+fn default_unfence_after() -> u32 {
+    60
 }
 
 impl Default for Fencing {
@@ -118,6 +130,7 @@ impl Default for Fencing {
         Self {
             mode: FencingMode::OutOfServiceTaint,
             delay_seconds: 0,
+            unfence_after_seconds: default_unfence_after(),
         }
     }
 }

@@ -24,6 +24,8 @@ pub mod reason {
     pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
     /// The pod template runs no container.
     pub const NO_CONTAINERS: &str = "NoContainers";
+    /// A Service of the network name's name exists that the instance did not create.
+    pub const NETWORK_NAME_TAKEN: &str = "NetworkNameTaken";
 
     // Quorum (on instances and clusters)
     pub const QUORUM_HELD: &str = "QuorumHeld";
@@ -64,6 +66,19 @@ pub mod reason {
     pub const FENCED: &str = "Fenced";
     /// The new owner failed before the instance came online there.
     pub const NEW_OWNER_FAILED: &str = "NewOwnerFailed";
+    /// The old owner's heartbeats came back before it was fenced: the failover is called
+    /// off and the instance stays on it.
+    pub const MOVE_ABANDONED: &str = "MoveAbandoned";
+    /// Fencing mode `None`: the old owner is not fenced.
+    pub const NOT_FENCED: &str = "NotFenced";
+    /// The controller removed the out-of-service taint it had added to a node that has
+    /// been healthy for `fencing.unfenceAfterSeconds`.
+    pub const UNFENCED: &str = "Unfenced";
+    /// A graceful move off an owner that is still running (it left the cluster, its
+    /// kubelet reports NotReady, or its workload restarted too often).
+    pub const PLANNED_MOVE: &str = "PlannedMove";
+    /// A planned move is due but no other node may take the instance: it stays.
+    pub const NO_TARGET: &str = "NoTarget";
     /// The instance is online on its new owner after a move.
     pub const MOVED_ONLINE: &str = "MovedOnline";
 
@@ -92,8 +107,10 @@ pub mod reason {
     pub const OUT_OF_SERVICE_TAINT: &str = "OutOfServiceTaint";
     /// The node is cordoned.
     pub const UNSCHEDULABLE: &str = "Unschedulable";
-    /// The owner is not (or no longer) a member of the cluster.
+    /// The owner is not (or no longer) a member of the cluster: a planned move.
     pub const NOT_A_MEMBER: &str = "NotAMember";
+    /// The owner's Node object was deleted.
+    pub const NODE_DELETED: &str = "NodeDeleted";
 }
 
 /// Sets `cond` in `conditions`, keeping `lastTransitionTime` when the status is unchanged.

@@ -315,9 +315,30 @@ pub struct FailoverClusterInstanceStatus {
     /// Failovers counted against `failover.threshold` (within the period).
     #[serde(default)]
     pub failover_count: u32,
-    /// Restarts in place (within `restart.periodSeconds`), oldest first.
+    /// When each failover within `failover.periodSeconds` started, oldest first: what
+    /// `failover.threshold` counts, kept apart from the bounded history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<Time>,
+    /// Restarts of the workload on its owner (within `restart.periodSeconds`), oldest first:
+    /// container restarts by the kubelet and pods that failed, each counted once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<Time>,
+    /// The pod whose restarts are counted in `restarts`, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts_seen: Option<RestartsSeen>,
+}
+
+/// How much of one pod's restarts has been counted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartsSeen {
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// Container restarts of that pod already counted (the sum of its containers'
+    /// `restartCount`).
+    pub container_restarts: u32,
+    /// Its failure (phase Failed) has been counted.
+    pub failed: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

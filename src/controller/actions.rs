@@ -9,7 +9,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::error::{Error, Result, ignore_exists, ignore_missing};
+use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
 use super::fence::fence;
 use super::{Context, FIELD_MANAGER, build};
 use crate::api::{FailoverClusterInstance, INSTANCE_LABEL};
@@ -23,6 +23,19 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
         Action::EnsureService => {
             let svc = build::service(fci);
             let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+            // The cache holds only Services labelled as ours: a Service of the same name
+            // made by someone else is looked up before the (forced) apply, never taken over.
+            let net = &fci.spec.network_name.name;
+            if ctx
+                .stores
+                .services
+                .get(&ObjectRef::new(net).within(&ns))
+                .is_none()
+                && let Some(existing) = api.get_opt(net).await?
+                && !build::owned_by(&existing.metadata, fci)
+            {
+                return Err(Error::NetworkNameTaken(net.clone()));
+            }
             api.patch(&fci.spec.network_name.name, &ssa, &Patch::Apply(&svc))
                 .await?;
             let slice_ref = ObjectRef::new(&fci.spec.network_name.name).within(&ns);
@@ -46,18 +59,23 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
         }
         Action::SetEndpoints(addresses) => set_endpoints(fci, addresses, ctx).await?,
         Action::Fence { node } => fence(node, ctx).await?,
-        Action::DeletePod { name: pod, force } => {
+        Action::DeletePod {
+            name: pod,
+            uid,
+            force,
+        } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             let dp = if *force {
                 DeleteParams::default().grace_period(0)
             } else {
                 DeleteParams::default()
             };
-            ignore_missing(api.delete(pod, &dp).await)?;
+            ignore_gone(api.delete(pod, &with_uid(dp, uid)).await)?;
         }
-        Action::DeleteAttachment { name: va } => {
+        Action::DeleteAttachment { name: va, uid } => {
             let api: Api<VolumeAttachment> = Api::all(ctx.client.clone());
-            ignore_missing(api.delete(va, &DeleteParams::default()).await)?;
+            let dp = with_uid(DeleteParams::default(), uid);
+            ignore_gone(api.delete(va, &dp).await)?;
         }
         Action::CreatePod { node, seq } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);

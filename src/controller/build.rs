@@ -19,6 +19,14 @@ pub const SPEC_HASH_ANNOTATION: &str = "kube-failover.io/spec-hash";
 pub const EXTERNAL_DNS_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
 pub const MANAGED_BY: &str = "kube-failover.io";
 
+/// Whether an object was made for this instance (it names the instance as its controller).
+pub fn owned_by(meta: &ObjectMeta, fci: &FailoverClusterInstance) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == fci.metadata.uid.as_ref())
+}
+
 fn owner_ref(fci: &FailoverClusterInstance) -> Vec<OwnerReference> {
     fci.controller_owner_ref(&()).into_iter().collect()
 }

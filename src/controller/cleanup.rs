@@ -6,8 +6,8 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action as Requeue;
 
-use super::Context;
 use super::error::{Error, Result, ignore_missing};
+use super::{Context, build};
 use crate::api::{FailoverClusterInstance, INSTANCE_LABEL};
 
 /// Deleting an instance removes what the controller created for it, and nothing else: the
@@ -17,12 +17,7 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let name = fci.name_any();
-    let owned = |meta: &kube::api::ObjectMeta| {
-        meta.owner_references
-            .iter()
-            .flatten()
-            .any(|o| Some(&o.uid) == fci.metadata.uid.as_ref())
-    };
+    let owned = |meta: &kube::api::ObjectMeta| build::owned_by(meta, fci);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}"));
     for p in pods

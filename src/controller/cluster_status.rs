@@ -13,13 +13,14 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
+use super::fence::unfence;
 use super::observe::member_health;
 use super::{Context, FIELD_MANAGER};
 use crate::api::{
     FailoverCluster, FailoverClusterStatus, MemberState, MemberStatus, QuorumStatus, condition,
     reason, set_condition,
 };
-use crate::decide::required_healthy;
+use crate::decide::{required_healthy, unfence_at};
 
 /// The status `cluster` should have now, and when to look again.
 pub fn desired_status(
@@ -89,6 +90,61 @@ pub fn desired_status(
     (status, recheck)
 }
 
+/// Removes the out-of-service taint this controller added to members that have been
+/// healthy for `fencing.unfenceAfterSeconds`, unless a move off the node is still clearing
+/// the way. Returns when to look again for a node not yet due.
+async fn unfence_returned(
+    cluster: &FailoverCluster,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    let mut next: Option<jiff::Timestamp> = None;
+    let after = cluster.spec.fencing.unfence_after_seconds;
+    for (facts, health) in member_health(cluster, &ctx.stores, now) {
+        let Some(at) = unfence_at(&facts, &health, after) else {
+            continue;
+        };
+        if at > now {
+            next = Some(next.map_or(at, |n| n.min(at)));
+            continue;
+        }
+        let clearing = ctx.stores.instances.state().iter().any(|i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.current_move.as_ref())
+                .is_some_and(|m| {
+                    m.from.as_deref() == Some(facts.name.as_str())
+                        && (m.old_pod_gone.is_none() || m.volumes_detached.is_none())
+                })
+        });
+        if clearing || ctx.ensure_leader().is_err() {
+            continue;
+        }
+        match unfence(&facts.name, ctx).await {
+            Ok(true) => {
+                let event = KubeEvent {
+                    type_: EventType::Normal,
+                    reason: reason::UNFENCED.into(),
+                    note: Some(format!(
+                        "{} has been healthy for {after} s: removed the out-of-service taint this controller added",
+                        facts.name
+                    )),
+                    action: "Unfence".into(),
+                    secondary: None,
+                };
+                let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(node = %facts.name, error = %e, "removing the out-of-service taint failed");
+                let soon = now + jiff::SignedDuration::from_secs(1);
+                next = Some(next.map_or(soon, |n| n.min(soon)));
+            }
+        }
+    }
+    next
+}
+
 /// Heartbeat times change every renewal; they alone do not warrant a write.
 fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
     let mut s = s.clone();
@@ -101,9 +157,10 @@ fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
 /// Runs until the process ends.
 pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
     loop {
-        let now = jiff::Timestamp::now();
+        let now = ctx.stores.heartbeats.clock().now();
         let mut next: Option<jiff::Timestamp> = None;
-        if ctx.leader.is_leader() {
+        // No decision before every cache has synced: an empty cache is not an empty cluster.
+        if ctx.leader.is_leader() && ctx.synced() {
             for cluster in ctx.stores.clusters.state() {
                 // A replica limited to one namespace sees only that namespace's instances:
                 // it keeps the status of the clusters they use and leaves the others alone.
@@ -119,6 +176,9 @@ pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
                 }
                 let (desired, recheck) = desired_status(&cluster, &ctx, now);
                 if let Some(at) = recheck {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                if let Some(at) = unfence_returned(&cluster, &ctx, now).await {
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }
                 let current = cluster.status.clone().unwrap_or_default();

@@ -11,6 +11,8 @@ pub enum Error {
     NotLeader,
     #[error("object has no {0}")]
     Missing(&'static str),
+    #[error("a Service named {0:?} exists that this instance did not create; not taking it over")]
+    NetworkNameTaken(String),
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
 }
@@ -24,6 +26,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NotLeader => "not_leader",
             Error::Missing(_) => "missing_field",
+            Error::NetworkNameTaken(_) => "network_name_taken",
             Error::Serde(_) => "serialization",
         }
     }
@@ -38,6 +41,28 @@ pub fn ignore_missing<T>(r: kube::Result<T>) -> Result<()> {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A delete conditioned on a UID (`with_uid`) whose object is gone, or was replaced by
+/// another of the same name (409: the precondition failed), has nothing left to do.
+pub fn ignore_gone<T>(r: kube::Result<T>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes only the object of this UID: a late delete never hits a newer object of the
+/// same name.
+pub fn with_uid(mut dp: kube::api::DeleteParams, uid: &str) -> kube::api::DeleteParams {
+    if !uid.is_empty() {
+        dp.preconditions = Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
+    }
+    dp
 }
 
 /// A create whose object already exists (made by this round repeated, or by a previous

@@ -9,6 +9,7 @@ mod cleanup;
 pub mod cluster_status;
 mod error;
 mod fence;
+pub mod heartbeats;
 mod http_server;
 pub mod leader;
 pub mod metrics;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL};
 pub use error::{Error, Result};
+use heartbeats::{Clock, Heartbeats};
 pub use http_server::Health;
 pub use leader::{LeaderConfig, Leadership};
 use metrics::Metrics;
@@ -55,9 +57,18 @@ pub struct Context {
     pub recorder: Recorder,
     pub leader: Leadership,
     pub metrics: Arc<Metrics>,
+    pub health: Health,
 }
 
 impl Context {
+    /// Every cache this controller reads has synced. Until then it decides nothing: an
+    /// empty cache is not an empty cluster.
+    pub fn synced(&self) -> bool {
+        self.health
+            .synced
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn ensure_leader(&self) -> Result<()> {
         if self.leader.is_leader() {
             Ok(())
@@ -107,7 +118,6 @@ async fn run_inner(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> a
         Some(cfg) => leader::start(client.clone(), cfg.clone()),
         None => Leadership::always(),
     };
-    let health = Health::default();
     let (controller, ctx) =
         build_controller(client.clone(), &opts, leader.clone(), metrics.clone());
     if let Some(addr) = opts.metrics_addr {
@@ -115,7 +125,7 @@ async fn run_inner(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> a
             addr,
             metrics.clone(),
             ctx.stores.instances.clone(),
-            health.clone(),
+            ctx.health.clone(),
             leader.clone(),
         ));
     }
@@ -123,13 +133,6 @@ async fn run_inner(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> a
         ctx.clone(),
         ctx.cluster_changed.clone(),
     ));
-    let stores = ctx.stores.clone();
-    let synced = health.synced.clone();
-    tokio::spawn(async move {
-        wait_synced(&stores).await;
-        synced.store(true, std::sync::atomic::Ordering::Release);
-        tracing::info!("caches synced");
-    });
     let controller = if opts.handle_signals {
         controller.shutdown_on_signal()
     } else {
@@ -166,8 +169,11 @@ pub fn build_controller(
     let ns = &opts.namespace;
     let (nodes, node_stream) =
         reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let node_stream = node_stream.map(|r| {
+    let heartbeats = Heartbeats::new(Clock::default());
+    let seen = heartbeats.clone();
+    let node_stream = node_stream.map(move |r| {
         r.map(|mut n: Node| {
+            seen.observe_node(&n);
             // Images are the bulk of a Node and never read.
             if let Some(s) = n.status.as_mut() {
                 s.images = None;
@@ -215,11 +221,19 @@ pub fn build_controller(
         attachments,
         services,
         slices,
+        heartbeats: heartbeats.clone(),
     };
 
     // Lease renewals need no reconcile: thresholds are timers (each reconcile requeues for
     // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
-    tokio::spawn(lease_stream.for_each(|_| async {}));
+    // Each renewal is dated the moment it arrives, on this controller's clock.
+    let seen = heartbeats.clone();
+    tokio::spawn(lease_stream.for_each(move |l| {
+        if let Ok(lease) = &l {
+            seen.observe_lease(lease);
+        }
+        async {}
+    }));
     tokio::spawn(claim_stream.for_each(|_| async {}));
     tokio::spawn(volume_stream.for_each(|_| async {}));
 
@@ -228,16 +242,27 @@ pub fn build_controller(
     let node_changed = cluster_changed.clone();
     let on_attachment = instances.clone();
     let on_cluster = instances.clone();
-    let (became_leader_tx, became_leader_rx) = watch::channel(());
+    // Everything is reconciled again when the caches have synced (reconciles before that
+    // decide nothing) and on becoming leader (standbys decide nothing).
+    let (reconcile_all_tx, reconcile_all_rx) = watch::channel(());
     let mut leadership = leader.subscribe();
+    let on_leadership = reconcile_all_tx.clone();
     tokio::spawn(async move {
         while leadership.changed().await.is_ok() {
             if *leadership.borrow() {
-                let _ = became_leader_tx.send(());
+                let _ = on_leadership.send(());
             }
         }
     });
-    let reconcile_all = stream_from_watch(became_leader_rx);
+    let health = Health::default();
+    let (all_stores, synced) = (stores.clone(), health.synced.clone());
+    tokio::spawn(async move {
+        wait_synced(&all_stores).await;
+        synced.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!("caches synced");
+        let _ = reconcile_all_tx.send(());
+    });
+    let reconcile_all = stream_from_watch(reconcile_all_rx);
 
     let controller = controller
         .watches_stream(pod_stream, move |p: Pod| {
@@ -293,6 +318,7 @@ pub fn build_controller(
         recorder,
         leader,
         metrics,
+        health,
     });
     (controller, ctx)
 }

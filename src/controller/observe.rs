@@ -9,6 +9,7 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::heartbeats::{Heartbeats, ready_status, renew_time};
 use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
 use crate::decide::health::OUT_OF_SERVICE_TAINT;
 use crate::decide::{
@@ -28,32 +29,52 @@ pub struct Stores {
     pub attachments: Store<VolumeAttachment>,
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    /// When each node's heartbeats were seen, on this controller's clock.
+    pub heartbeats: Heartbeats,
 }
 
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-pub fn node_facts(node: &Node, lease: Option<&Lease>) -> NodeFacts {
+/// Annotation a node agent sets on its Node: the seconds after which it stops the node's
+/// workloads by itself once it cannot reach the API server.
+pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+
+/// What the controller knows of a node, every time on its own clock (see `heartbeats`).
+pub fn node_facts(node: &Node, lease: Option<&Lease>, heartbeats: &Heartbeats) -> NodeFacts {
+    let name = node.name_any();
     let spec = node.spec.as_ref();
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .and_then(|c| {
-            let since = c.last_transition_time.as_ref()?.0;
-            Some((c.status == "True", since))
-        });
+    let ready = ready_status(node).map(|r| (r, heartbeats.ready(&name, Some(r))));
     NodeFacts {
-        name: node.name_any(),
-        lease_renewed: lease
-            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
-            .map(|t| t.0),
+        lease_renewed: lease.map(|l| heartbeats.lease(&name, renew_time(l))),
         ready,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         out_of_service: spec
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT)),
+        fenced_by_controller: node
+            .annotations()
+            .contains_key(super::fence::FENCED_AT_ANNOTATION),
+        self_fence_seconds: node
+            .annotations()
+            .get(SELF_FENCE_ANNOTATION)
+            .and_then(|v| v.parse().ok()),
+        name,
     }
+}
+
+/// The health of the node `name` now, member or not; `None` when there is no such Node.
+pub fn node_health_of(
+    name: &str,
+    cluster: &FailoverCluster,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> Option<NodeHealth> {
+    let node = stores.nodes.get(&ObjectRef::new(name))?;
+    let lease = stores
+        .leases
+        .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE));
+    let facts = node_facts(&node, lease.as_deref(), &stores.heartbeats);
+    Some(node_health(&facts, &cluster.spec.heartbeat, now))
 }
 
 /// Every member node of `cluster`: what its Node and Lease say, and the verdict on it now.
@@ -70,7 +91,7 @@ pub fn member_health(
             let lease = stores
                 .leases
                 .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
-            let facts = node_facts(node, lease.as_deref());
+            let facts = node_facts(node, lease.as_deref(), &stores.heartbeats);
             let health = node_health(&facts, &cluster.spec.heartbeat, now);
             (facts, health)
         })
@@ -92,8 +113,14 @@ pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>])
 
 fn pod_facts(pod: &Pod) -> PodFacts {
     let status = pod.status.as_ref();
+    let restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
+        .unwrap_or(0);
     PodFacts {
         name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        restarts,
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         ready: status
             .and_then(|s| s.conditions.as_ref())
@@ -139,8 +166,10 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         attachments: Vec::new(),
         pinned_claims: BTreeMap::new(),
         missing_claims: Vec::new(),
+        outside: BTreeMap::new(),
         endpoints: Vec::new(),
         service_current: false,
+        service_taken: false,
         higher_priority_starting: false,
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
     };
@@ -152,6 +181,26 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         obs.quorum_required =
             required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
         obs.fencing = cluster.spec.fencing.clone();
+        let status = fci.status.as_ref();
+        let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(
+            status
+                .and_then(|s| s.current_move.as_ref())
+                .into_iter()
+                .flat_map(|m| {
+                    m.from
+                        .iter()
+                        .chain(m.to.iter())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                }),
+        );
+        for node in involved {
+            if !obs.members.contains_key(&node)
+                && let Some(health) = node_health_of(&node, cluster, stores, now)
+            {
+                obs.outside.insert(node, health);
+            }
+        }
     }
     obs.pods = stores
         .pods
@@ -162,7 +211,8 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         })
         .map(|p| pod_facts(p))
         .collect();
-    let mut volumes = Vec::new();
+    // Volume name → whether several nodes may use it at once.
+    let mut volumes: BTreeMap<String, bool> = BTreeMap::new();
     for InstanceClaim {
         claim,
         from_template,
@@ -179,27 +229,31 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         let Some(volume) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
             continue;
         };
-        if let Some(pv) = stores.volumes.get(&ObjectRef::new(&volume))
-            && let Some(node) = pinned_node(&pv)
-        {
+        let pv = stores.volumes.get(&ObjectRef::new(&volume));
+        if let Some(node) = pv.as_deref().and_then(pinned_node) {
             obs.pinned_claims.insert(claim, node);
         }
-        volumes.push(volume);
+        let modes = pv
+            .as_deref()
+            .and_then(|pv| pv.spec.as_ref()?.access_modes.clone())
+            .unwrap_or_default();
+        let shared = modes
+            .iter()
+            .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
+        volumes.insert(volume, shared);
     }
     obs.attachments = stores
         .attachments
         .state()
         .iter()
-        .filter(|a| {
-            a.spec
-                .source
-                .persistent_volume_name
-                .as_ref()
-                .is_some_and(|v| volumes.contains(v))
-        })
-        .map(|a| AttachmentFacts {
-            name: a.name_any(),
-            node: a.spec.node_name.clone(),
+        .filter_map(|a| {
+            let volume = a.spec.source.persistent_volume_name.as_ref()?;
+            Some(AttachmentFacts {
+                name: a.name_any(),
+                uid: a.uid().unwrap_or_default(),
+                node: a.spec.node_name.clone(),
+                shared: *volumes.get(volume)?,
+            })
         })
         .collect();
     let net = &fci.spec.network_name.name;
@@ -212,13 +266,14 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             .collect();
     }
     obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
-    obs.service_current = stores
-        .services
-        .get(&ObjectRef::new(net).within(&ns))
-        .is_some_and(|svc| {
-            svc.annotations().get(super::build::SPEC_HASH_ANNOTATION)
-                == Some(&super::build::service_hash(fci))
-        });
+    let service = stores.services.get(&ObjectRef::new(net).within(&ns));
+    obs.service_taken = service
+        .as_deref()
+        .is_some_and(|svc| !super::build::owned_by(&svc.metadata, fci));
+    obs.service_current = service.is_some_and(|svc| {
+        svc.annotations().get(super::build::SPEC_HASH_ANNOTATION)
+            == Some(&super::build::service_hash(fci))
+    });
     obs
 }
 

@@ -24,6 +24,11 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
         // Caches stay warm; everything is reconciled again on becoming leader.
         return Ok(Requeue::await_change());
     }
+    if !ctx.synced() {
+        // An empty cache is not an empty cluster: nothing is decided before every cache
+        // has synced, and everything is reconciled again then.
+        return Ok(Requeue::await_change());
+    }
     let started = std::time::Instant::now();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     if !cluster_lists_owner(&fci, &ctx) {
@@ -96,7 +101,7 @@ pub fn error_policy(
 async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
     let name = fci.name_any();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
-    let now = jiff::Timestamp::now();
+    let now = ctx.stores.heartbeats.clock().now();
     let observed = observe::observe(fci, &ctx.stores, now);
     let decision = decide::decide(
         &name,
@@ -108,8 +113,14 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
 
     // Record the intent before acting. `replace_status` carries the resourceVersion this
     // decision was made from: if anything changed meanwhile (another leader, a user), the
-    // write fails with a conflict and nothing below runs.
-    if fci.status.as_ref() != Some(&decision.status) {
+    // write fails with a conflict and nothing below runs. A round that would act writes
+    // even an unchanged status (the API server then stores nothing, but still checks the
+    // resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
+    let acts = decision
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event(_)));
+    if acts || fci.status.as_ref() != Some(&decision.status) {
         ctx.ensure_leader()?;
         let mut updated = fci.clone();
         updated.status = Some(decision.status.clone());

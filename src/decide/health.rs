@@ -5,18 +5,28 @@ use jiff::{SignedDuration, Timestamp};
 use crate::api::{Heartbeat, MemberState, reason};
 
 /// What the controller needs to know of a node, read from its Node object and its Lease.
+///
+/// Every time here is on the controller's own clock: when the controller *saw* the Lease
+/// renewed or the Ready condition change, never a timestamp written by another machine
+/// (see `controller::heartbeats`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFacts {
     pub name: String,
-    /// Last renewal of the node's Lease in `kube-node-lease`, if it has one.
+    /// When the controller saw the current renewal of the node's Lease in
+    /// `kube-node-lease`, if it has one.
     pub lease_renewed: Option<Timestamp>,
     /// The Ready condition: `Some(true)` for True, `Some(false)` for False or Unknown,
-    /// with the time of its last transition.
+    /// with the time the controller saw it take that status.
     pub ready: Option<(bool, Timestamp)>,
     /// `spec.unschedulable`: a cordoned node keeps what it hosts but takes nothing new.
     pub unschedulable: bool,
     /// Carries the `node.kubernetes.io/out-of-service` taint.
     pub out_of_service: bool,
+    /// That taint was added by this controller (which marks the Node when it fences it).
+    pub fenced_by_controller: bool,
+    /// Seconds after which a node agent on this node stops its workloads once it cannot
+    /// reach the API server (the node's `kube-failover.io/self-fence-seconds` annotation).
+    pub self_fence_seconds: Option<u32>,
 }
 
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
@@ -31,6 +41,12 @@ pub struct NodeHealth {
     /// When the verdict would change without any new event (a Lease going stale, a
     /// NotReady condition reaching its threshold): the time to look again.
     pub recheck_at: Option<Timestamp>,
+    /// The node's Lease has not been seen renewed for the threshold: its kubelet is
+    /// silent. Only such a node may ever be fenced; a node whose kubelet still heartbeats
+    /// but reports NotReady is unhealthy, never fenced.
+    pub heartbeat_stale: bool,
+    /// See `NodeFacts::self_fence_seconds`.
+    pub self_fence_seconds: Option<u32>,
 }
 
 impl NodeHealth {
@@ -79,8 +95,11 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             down_since: None,
             reason: Some(reason::NEVER_REPORTED.into()),
             recheck_at: None,
+            heartbeat_stale: false,
+            self_fence_seconds: facts.self_fence_seconds,
         };
     }
+    let heartbeat_stale = lease_deadline.is_some_and(|d| d <= now);
     if let Some((since, reason)) = down {
         let state = if facts.out_of_service {
             MemberState::Fenced
@@ -91,7 +110,10 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             state,
             down_since: Some(since),
             reason: Some(reason.into()),
-            recheck_at: None,
+            // A NotReady node may yet go silent: look again when its Lease would be stale.
+            recheck_at: lease_deadline.filter(|d| *d > now),
+            heartbeat_stale,
+            self_fence_seconds: facts.self_fence_seconds,
         };
     }
     let recheck_at = [lease_deadline, not_ready_deadline]
@@ -115,6 +137,21 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         down_since: None,
         reason,
         recheck_at,
+        heartbeat_stale,
+        self_fence_seconds: facts.self_fence_seconds,
+    }
+}
+
+/// When the out-of-service taint this controller added to a node may be removed: once the
+/// node heartbeats again and has been seen Ready for `after_seconds`. `None` while that
+/// cannot happen without a new event (not ours, silent, not Ready).
+pub fn unfence_at(facts: &NodeFacts, health: &NodeHealth, after_seconds: u32) -> Option<Timestamp> {
+    if !(facts.out_of_service && facts.fenced_by_controller) || health.heartbeat_stale {
+        return None;
+    }
+    match facts.ready {
+        Some((true, since)) => Some(since + secs(after_seconds)),
+        _ => None,
     }
 }
 
@@ -148,6 +185,8 @@ mod tests {
             ready: ready.map(|(r, s)| (r, t(s))),
             unschedulable: false,
             out_of_service: false,
+            fenced_by_controller: false,
+            self_fence_seconds: None,
         }
     }
 
@@ -205,6 +244,39 @@ mod tests {
         assert_eq!(
             node_health(&f, &Heartbeat::default(), t(1)).state,
             MemberState::Paused
+        );
+    }
+
+    #[test]
+    fn only_our_taint_on_a_node_back_and_ready_long_enough_is_removed() {
+        let hb = Heartbeat::default();
+        let mut f = facts(Some(100), Some((true, 90)));
+        f.out_of_service = true;
+        let health = node_health(&f, &hb, t(101));
+        assert_eq!(health.state, MemberState::Fenced);
+        assert_eq!(unfence_at(&f, &health, 60), None, "not ours");
+        f.fenced_by_controller = true;
+        assert_eq!(unfence_at(&f, &health, 60), Some(t(150)));
+        let silent = node_health(&f, &hb, t(130));
+        assert!(silent.heartbeat_stale);
+        assert_eq!(unfence_at(&f, &silent, 60), None, "silent again");
+        f.ready = Some((false, t(95)));
+        assert_eq!(unfence_at(&f, &node_health(&f, &hb, t(101)), 60), None);
+    }
+
+    #[test]
+    fn not_ready_with_a_fresh_lease_is_down_but_never_silent() {
+        let h = node_health(
+            &facts(Some(9), Some((false, 0))),
+            &Heartbeat::default(),
+            t(10),
+        );
+        assert_eq!(h.state, MemberState::Down);
+        assert!(!h.heartbeat_stale);
+        assert_eq!(
+            h.recheck_at,
+            Some(t(29)),
+            "looks again when the Lease would go stale"
         );
     }
 

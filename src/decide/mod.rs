@@ -21,7 +21,7 @@ use crate::api::{
     FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, Fencing, Served, condition, reason,
     set_condition,
 };
-pub use health::{NodeFacts, NodeHealth, node_health, required_healthy};
+pub use health::{NodeFacts, NodeHealth, node_health, required_healthy, unfence_at};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
 
 /// How many finished moves `status.history` keeps.
@@ -31,6 +31,9 @@ pub const HISTORY_LIMIT: usize = 10;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFacts {
     pub name: String,
+    /// The pod's UID: deletes carry it as a precondition, so that a late delete can never
+    /// hit a newer pod of the same name.
+    pub uid: String,
     pub node: Option<String>,
     pub ready: bool,
     pub ip: Option<String>,
@@ -38,13 +41,19 @@ pub struct PodFacts {
     pub terminating: bool,
     /// The pod's phase is Failed: its workload stopped on a healthy node.
     pub failed: bool,
+    /// Container restarts so far (the sum of the containers' `restartCount`).
+    pub restarts: u32,
 }
 
 /// A VolumeAttachment of one of the instance's volumes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachmentFacts {
     pub name: String,
+    pub uid: String,
     pub node: String,
+    /// The volume may be used from several nodes at once (ReadWriteMany or ReadOnlyMany):
+    /// another node's attachment is legitimate and is never waited for.
+    pub shared: bool,
 }
 
 /// Everything `decide` reads besides the instance itself.
@@ -55,6 +64,10 @@ pub struct Observed {
     pub cluster_found: bool,
     /// Member nodes of the cluster and their health.
     pub members: BTreeMap<String, NodeHealth>,
+    /// Nodes that the instance involves (its owner, the ends of its move) which exist but
+    /// are not members of the cluster (relabelled away), and their health. A node named by
+    /// the instance and in neither map has been deleted.
+    pub outside: BTreeMap<String, NodeHealth>,
     pub quorum_required: u32,
     pub fencing: Fencing,
     pub pods: Vec<PodFacts>,
@@ -67,6 +80,9 @@ pub struct Observed {
     pub endpoints: Vec<String>,
     /// The Service of the network name matches the spec.
     pub service_current: bool,
+    /// A Service of the network name's name exists that this instance did not create: it is
+    /// never taken over.
+    pub service_taken: bool,
     /// Another instance of the same cluster with a higher priority started a move in the
     /// last few seconds and has not started its pod yet: this one lets it go first.
     pub higher_priority_starting: bool,
@@ -85,6 +101,11 @@ impl Observed {
     pub fn has_quorum(&self) -> bool {
         self.healthy_members() >= self.quorum_required
     }
+
+    /// The health of a node, member or not; `None` when no such Node exists.
+    pub fn node(&self, name: &str) -> Option<&NodeHealth> {
+        self.members.get(name).or_else(|| self.outside.get(name))
+    }
 }
 
 /// A side effect for `apply`.
@@ -100,14 +121,17 @@ pub enum Action {
     Fence {
         node: String,
     },
-    /// Delete a pod; `force` means grace period 0 (its node is fenced or gone).
+    /// Delete a pod, if it still has this UID; `force` means grace period 0 (only ever for a
+    /// pod on a fenced node).
     DeletePod {
         name: String,
+        uid: String,
         force: bool,
     },
-    /// Delete a stale VolumeAttachment.
+    /// Delete a stale VolumeAttachment of a fenced node, if it still has this UID.
     DeleteAttachment {
         name: String,
+        uid: String,
     },
     /// Create the pod of move `seq` on `node`, once the API says no other pod exists.
     CreatePod {
@@ -207,6 +231,14 @@ pub fn decide(
             reason::NO_CONTAINERS,
             "spec.template.spec.containers must list at least one container".to_string(),
         ))
+    } else if obs.service_taken {
+        Some((
+            reason::NETWORK_NAME_TAKEN,
+            format!(
+                "a Service named {:?} already exists in this namespace and was not created for this instance; rename spec.networkName.name or remove that Service",
+                spec.network_name.name
+            ),
+        ))
     } else {
         None
     };
@@ -289,6 +321,7 @@ pub fn decide(
         virtual_ips: spec.virtual_ips.clone(),
         endpoint: obs.endpoints.first().cloned(),
     });
+    placement::prune_counts(spec, &mut d.status, now);
     d.status.failover_count = failovers_in_period(spec, &d.status, now);
     d
 }

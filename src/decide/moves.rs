@@ -1,6 +1,19 @@
 //! A move in progress (placement, failover or planned move): each round carries it one step
 //! further, in order, each step waiting for the API server's word that the one before it
 //! is done.
+//!
+//! The steps, and what each waits for before it is recorded in `status.move`:
+//!
+//! 1. [`Step::WithdrawEndpoint`]: the EndpointSlice lists nothing.
+//! 2. [`Step::Fence`] (failovers only): the old owner carries the out-of-service taint (or
+//!    its Node is gone, or fencing is `None`). Called off if its heartbeats come back first.
+//! 3. [`Step::StopOldPod`]: no other pod of the instance is left in the API.
+//! 4. [`Step::Detach`]: no attachment of its volumes is left that would stop the new owner.
+//! 5. [`Step::ChooseOwner`]: an eligible node is chosen (again, if the chosen one failed).
+//! 6. [`Step::StartPod`]: the pod of this move exists on the new owner.
+//! 7. [`Step::Publish`]: the pod is ready and the EndpointSlice lists it: online.
+//!
+//! Steps 1 and 2 go out together in a failover, and so do 3 and 4: they are independent.
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -13,6 +26,72 @@ use crate::api::{
     FailoverClusterInstanceSpec, FencingMode, MemberState, Move, Phase, condition, reason,
     set_condition,
 };
+
+/// The steps of a move, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    WithdrawEndpoint,
+    Fence,
+    StopOldPod,
+    Detach,
+    ChooseOwner,
+    StartPod,
+    Publish,
+}
+
+/// A margin on top of a node agent's self-fence time before the controller fences the node
+/// itself: the agent's timer starts at its last successful renewal, which the controller
+/// saw a little later.
+const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
+
+/// One step: carries the move as far as it can and says how the round goes on.
+type StepFn = fn(&mut Round) -> Flow;
+
+/// What a step says of the round.
+enum Flow {
+    /// Done (now or before): go on to the next step.
+    Next,
+    /// Asked for its action and waits; the independent step after it may go out too.
+    Waiting(&'static str, String),
+    /// Waits; nothing after it may run in this round.
+    Park(&'static str, String),
+    /// The move ended (online, abandoned, or handed over to a new one).
+    Ended,
+}
+
+/// One round of one move.
+struct Round<'a, 'd> {
+    name: &'a str,
+    spec: &'a FailoverClusterInstanceSpec,
+    obs: &'a Observed,
+    d: &'d mut Decision,
+    m: Move,
+    /// The pod of this move.
+    new_pod: String,
+}
+
+impl Round<'_, '_> {
+    fn now(&self) -> Timestamp {
+        self.obs.now
+    }
+
+    /// An unplanned move off a failed owner: the only kind that fences.
+    fn failover(&self) -> bool {
+        !self.m.planned && self.m.from.is_some()
+    }
+
+    fn from(&self) -> Option<String> {
+        self.m.from.clone()
+    }
+
+    fn say(&mut self, reason: &str, msg: String) {
+        let (generation, now) = (self.d.status.observed_generation, self.now());
+        set_condition(
+            &mut self.d.status.conditions,
+            cond(condition::ONLINE, false, reason, msg, generation, now),
+        );
+    }
+}
 
 pub(super) fn start_move(
     d: &mut Decision,
@@ -51,265 +130,404 @@ fn finish_move(d: &mut Decision, m: Move) {
     d.status.current_move = None;
 }
 
-/// Leaves the move where it is, saying what it waits for.
-fn park(
-    d: &mut Decision,
-    m: Move,
-    waiting: Option<(&str, String)>,
-    moving: &dyn Fn(&mut Decision, &str, String),
-) {
-    if let Some((reason, msg)) = waiting {
-        moving(d, reason, msg);
-    }
-    d.status.current_move = Some(m);
-}
-
 /// Carries the move in progress one step further.
 pub(super) fn step_move(
     name: &str,
     spec: &FailoverClusterInstanceSpec,
     obs: &Observed,
-    mut m: Move,
+    m: Move,
     d: &mut Decision,
 ) {
-    let now = obs.now;
-    let generation = d.status.observed_generation;
-    let seq = d.status.move_seq;
-    let new_pod = pod_name(name, seq);
-    let from = m.from.clone();
-    let is_failover = !m.planned && from.is_some();
-    d.status.phase = if from.is_some() {
+    d.status.phase = if m.from.is_some() {
         Phase::Moving
     } else {
         Phase::Pending
     };
-    let moving = |d: &mut Decision, reason: &str, msg: String| {
-        set_condition(
-            &mut d.status.conditions,
-            cond(condition::ONLINE, false, reason, msg, generation, now),
-        );
+    let mut r = Round {
+        name,
+        spec,
+        obs,
+        new_pod: pod_name(name, d.status.move_seq),
+        d,
+        m,
     };
-
-    // Steps 1–4 clear the way for the new pod. Within a failover, withdrawing the endpoint
-    // and fencing are independent and go out together; once the old owner is fenced, the
-    // old pod and its volume attachments are removed together. A planned move withdraws
-    // the endpoint before it stops the pod, so that clients are refused, not cut off.
-    let mut waiting: Option<(&str, String)> = None;
-
-    // 1. Withdraw the endpoint.
-    if m.endpoint_withdrawn.is_none() {
-        if obs.endpoints.is_empty() {
-            m.endpoint_withdrawn = Some(micro(now));
-        } else {
-            d.actions.push(Action::SetEndpoints(Vec::new()));
-            waiting = Some((
-                reason::WITHDRAWING_ENDPOINT,
-                "withdrawing the endpoint".into(),
-            ));
-            if !is_failover {
-                return park(d, m, waiting, &moving);
+    let steps: [(Step, StepFn); 7] = [
+        (Step::WithdrawEndpoint, withdraw_endpoint),
+        (Step::Fence, fence),
+        (Step::StopOldPod, stop_old_pod),
+        (Step::Detach, detach),
+        (Step::ChooseOwner, choose_owner),
+        (Step::StartPod, start_pod),
+        (Step::Publish, publish),
+    ];
+    // Steps 1–4 clear the way for the new pod and may wait side by side; 5–7 bring it
+    // online, one at a time, once the way is clear.
+    let mut waiting: Option<(&'static str, String)> = None;
+    for (step, run) in steps {
+        let clearing = matches!(
+            step,
+            Step::WithdrawEndpoint | Step::Fence | Step::StopOldPod | Step::Detach
+        );
+        match run(&mut r) {
+            Flow::Next => {}
+            // Withdrawing the endpoint waits alone in a planned move: clients are refused
+            // before the pod stops, not cut off.
+            Flow::Waiting(reason, msg)
+                if clearing && (step != Step::WithdrawEndpoint || r.failover()) =>
+            {
+                waiting = waiting.or(Some((reason, msg)));
             }
+            Flow::Waiting(reason, msg) | Flow::Park(reason, msg) => {
+                return park(r, waiting.or(Some((reason, msg))));
+            }
+            Flow::Ended => return,
+        }
+        if step == Step::Detach && waiting.is_some() {
+            return park(r, waiting);
         }
     }
+}
 
-    // 2. Fence the old owner (unplanned moves only).
-    if is_failover && m.fenced.is_none() {
-        let node = from.clone().unwrap_or_default();
-        let health = obs.members.get(&node);
-        let fenced = match obs.fencing.mode {
-            FencingMode::None => true,
-            _ => health.is_none_or(|h| h.state == MemberState::Fenced),
-        };
-        if fenced {
-            m.fenced = Some(micro(now));
-            d.actions
-                .push(event(false, reason::FENCED, format!("{node} is fenced")));
-        } else if !obs.has_quorum() {
-            // Fencing cannot be undone: with the quorum gone, wait.
-            let msg = format!("quorum lost before {node} was fenced; waiting");
-            return park(d, m, Some((reason::QUORUM_LOST, msg)), &moving);
-        } else if obs.fencing.mode == FencingMode::External {
-            let msg = format!(
-                "waiting for an external fencer to taint {node} with node.kubernetes.io/out-of-service or delete it"
-            );
-            return park(d, m, Some((reason::AWAITING_FENCE, msg)), &moving);
-        } else {
-            let down_since = health.and_then(|h| h.down_since).unwrap_or(now);
-            let at = down_since + SignedDuration::from_secs(i64::from(obs.fencing.delay_seconds));
-            if at <= now {
-                d.actions.push(Action::Fence { node: node.clone() });
-                let msg = format!("tainting {node} out of service");
-                return park(d, m, Some((reason::FENCING, msg)), &moving);
-            }
-            d.recheck_at = Some(at);
-            let msg = format!("fencing {node} at {at}");
-            return park(d, m, Some((reason::FENCE_DELAY, msg)), &moving);
+/// Leaves the move where it is, saying what it waits for.
+fn park(mut r: Round, waiting: Option<(&'static str, String)>) {
+    if let Some((reason, msg)) = waiting {
+        r.say(reason, msg);
+    }
+    r.d.status.current_move = Some(r.m);
+}
+
+/// Step 1: the endpoint is withdrawn.
+fn withdraw_endpoint(r: &mut Round) -> Flow {
+    if r.m.endpoint_withdrawn.is_some() {
+        return Flow::Next;
+    }
+    if r.obs.endpoints.is_empty() {
+        r.m.endpoint_withdrawn = Some(micro(r.now()));
+        return Flow::Next;
+    }
+    r.d.actions.push(Action::SetEndpoints(Vec::new()));
+    Flow::Waiting(
+        reason::WITHDRAWING_ENDPOINT,
+        "withdrawing the endpoint".into(),
+    )
+}
+
+/// Step 2: the old owner is fenced (failovers only).
+fn fence(r: &mut Round) -> Flow {
+    if !r.failover() || r.m.fenced.is_some() {
+        return Flow::Next;
+    }
+    let now = r.now();
+    let node = r.from().unwrap_or_default();
+    let health = r.obs.node(&node);
+    let confirmed = match health {
+        None => Some(format!("{node} is fenced: its Node object was deleted")),
+        Some(h) if h.state == MemberState::Fenced => Some(format!(
+            "{node} is fenced (node.kubernetes.io/out-of-service)"
+        )),
+        _ => None,
+    };
+    if let Some(msg) = confirmed {
+        r.m.fenced = Some(micro(now));
+        r.d.actions.push(event(false, reason::FENCED, msg));
+        return Flow::Next;
+    }
+    let health = health.cloned();
+    if r.obs.fencing.mode == FencingMode::None {
+        r.m.fenced = Some(micro(now));
+        r.d.actions.push(event(
+            true,
+            reason::NOT_FENCED,
+            format!("{node} is not fenced (fencing mode None); going on as configured"),
+        ));
+        return Flow::Next;
+    }
+    if health.as_ref().is_some_and(|h| !h.heartbeat_stale) {
+        return abandon(r, &node);
+    }
+    if !r.obs.has_quorum() {
+        // Fencing cannot be undone: with the quorum gone, wait.
+        let msg = format!("quorum lost before {node} was fenced; waiting");
+        return Flow::Park(reason::QUORUM_LOST, msg);
+    }
+    if r.obs.fencing.mode == FencingMode::External {
+        let msg = format!(
+            "waiting for an external fencer to taint {node} with node.kubernetes.io/out-of-service or delete it"
+        );
+        return Flow::Park(reason::AWAITING_FENCE, msg);
+    }
+    let down_since = health.as_ref().and_then(|h| h.down_since).unwrap_or(now);
+    let mut delay = SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
+    if let Some(s) = health.as_ref().and_then(|h| h.self_fence_seconds) {
+        // The node's agent stops its workloads by itself after that long without the API
+        // server: a partitioned node has stopped before a second copy starts.
+        delay = delay.max(SignedDuration::from_secs(
+            i64::from(s) + SELF_FENCE_MARGIN_SECONDS,
+        ));
+    }
+    let at = down_since + delay;
+    if at <= now {
+        r.d.actions.push(Action::Fence { node: node.clone() });
+        return Flow::Park(reason::FENCING, format!("tainting {node} out of service"));
+    }
+    r.d.recheck_at = Some(at);
+    Flow::Park(reason::FENCE_DELAY, format!("fencing {node} at {at}"))
+}
+
+/// The old owner's heartbeats came back before it was fenced: the failover is called off
+/// (its pod was never touched) and the instance stays, its endpoint published again once
+/// its pod is ready.
+fn abandon(r: &mut Round, node: &str) -> Flow {
+    let mut m = r.m.clone();
+    m.reason = format!(
+        "{} (abandoned: {node} recovered before it was fenced)",
+        m.reason
+    );
+    // This move created nothing: its pod number is free again, and the old pod keeps its.
+    r.d.status.move_seq = r.d.status.move_seq.saturating_sub(1);
+    // A false alarm does not count against the failover threshold.
+    if let Some(i) =
+        r.d.status
+            .failovers
+            .iter()
+            .rposition(|t| t.0 == m.started.0)
+    {
+        r.d.status.failovers.remove(i);
+    }
+    r.d.status.owner_node = Some(node.to_string());
+    r.d.status.phase = Phase::Online;
+    r.d.actions.push(event(
+        false,
+        reason::MOVE_ABANDONED,
+        format!("{node} is heartbeating again and was not fenced: staying on it"),
+    ));
+    r.say(
+        reason::MOVE_ABANDONED,
+        format!("{node} recovered before it was fenced; waiting for the pod to be ready"),
+    );
+    finish_move(r.d, m);
+    r.d.recheck_at = Some(r.now());
+    Flow::Ended
+}
+
+/// Whether a pod may be deleted with no grace period: only on a fenced (or deleted) node,
+/// where no kubelet is left to run it.
+fn on_fenced_node(r: &Round, p: &PodFacts) -> bool {
+    let Some(node) = &p.node else { return false };
+    let fenced_here = r.failover() && r.m.fenced.is_some() && Some(node) == r.m.from.as_ref();
+    fenced_here
+        || r.obs
+            .node(node)
+            .is_none_or(|h| h.state == MemberState::Fenced)
+}
+
+/// Step 3: no other pod of the instance is left in the API (gone, not only marked for deletion).
+fn stop_old_pod(r: &mut Round) -> Flow {
+    if r.m.old_pod_gone.is_some() {
+        return Flow::Next;
+    }
+    let old: Vec<PodFacts> = r
+        .obs
+        .pods
+        .iter()
+        .filter(|p| p.name != r.new_pod)
+        .cloned()
+        .collect();
+    if old.is_empty() {
+        r.m.old_pod_gone = Some(micro(r.now()));
+        return Flow::Next;
+    }
+    for p in old {
+        let force = on_fenced_node(r, &p);
+        if !p.terminating || force {
+            r.d.actions.push(Action::DeletePod {
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                force,
+            });
         }
     }
+    Flow::Waiting(
+        reason::STOPPING_OLD_POD,
+        "waiting for the old pod to be gone".into(),
+    )
+}
 
-    // 3. The old pod must be gone from the API, not only marked for deletion.
-    let old: Vec<&PodFacts> = obs.pods.iter().filter(|p| p.name != new_pod).collect();
-    if m.old_pod_gone.is_none() {
-        if old.is_empty() {
-            m.old_pod_gone = Some(micro(now));
-        } else {
-            for p in old {
-                if !p.terminating || is_failover {
-                    d.actions.push(Action::DeletePod {
-                        name: p.name.clone(),
-                        force: is_failover,
-                    });
-                }
-            }
-            waiting = waiting.or(Some((
-                reason::STOPPING_OLD_POD,
-                "waiting for the old pod to be gone".into(),
-            )));
+/// Step 4: no attachment of the instance's volumes is left that would keep the new owner
+/// from attaching: any attachment of a ReadWriteOnce volume, and the old owner's of a shared
+/// one.
+fn detach(r: &mut Round) -> Flow {
+    if r.m.volumes_detached.is_some() {
+        return Flow::Next;
+    }
+    let from = r.from();
+    let blocking: Vec<_> = r
+        .obs
+        .attachments
+        .iter()
+        .filter(|a| !a.shared || Some(&a.node) == from.as_ref())
+        .cloned()
+        .collect();
+    if blocking.is_empty() {
+        r.m.volumes_detached = Some(micro(r.now()));
+        return Flow::Next;
+    }
+    for a in &blocking {
+        // After an unplanned move the old owner is fenced; a planned move waits for the
+        // attach/detach controller to detach gracefully.
+        if r.failover() && r.m.fenced.is_some() && Some(&a.node) == from.as_ref() {
+            r.d.actions.push(Action::DeleteAttachment {
+                name: a.name.clone(),
+                uid: a.uid.clone(),
+            });
         }
     }
+    let msg = format!("waiting for {} volume attachment(s) to go", blocking.len());
+    Flow::Waiting(reason::DETACHING_VOLUMES, msg)
+}
 
-    // 4. No volume of the instance may still be attached anywhere.
-    if m.volumes_detached.is_none() {
-        if obs.attachments.is_empty() {
-            m.volumes_detached = Some(micro(now));
-        } else {
-            for a in &obs.attachments {
-                // After an unplanned move the node is fenced; a planned move waits for
-                // the attach/detach controller to detach gracefully.
-                if is_failover && Some(&a.node) == from.as_ref() {
-                    d.actions.push(Action::DeleteAttachment {
-                        name: a.name.clone(),
-                    });
-                }
-            }
-            let msg = format!(
-                "waiting for {} volume attachment(s) to go",
-                obs.attachments.len()
-            );
-            waiting = waiting.or(Some((reason::DETACHING_VOLUMES, msg)));
-        }
-    }
-    if waiting.is_some() {
-        return park(d, m, waiting, &moving);
-    }
-
-    // 5. Choose the new owner (again, if the chosen one failed meanwhile).
+/// Step 5: the new owner: the one chosen if still eligible, else the best candidate now.
+fn choose_owner(r: &mut Round) -> Flow {
     let target_ok =
-        m.to.as_ref()
-            .is_some_and(|t| obs.members.get(t).is_some_and(NodeHealth::eligible));
-    if !target_ok && m.pod_created.is_none() {
-        m.to = candidates(spec, obs, from.as_deref()).into_iter().next();
+        r.m.to
+            .as_ref()
+            .is_some_and(|t| r.obs.members.get(t).is_some_and(NodeHealth::eligible));
+    if !target_ok && r.m.pod_created.is_none() {
+        r.m.to = candidates(r.spec, r.obs, r.m.from.as_deref())
+            .into_iter()
+            .next();
     }
-    let Some(to) = m.to.clone() else {
-        moving(
-            d,
+    let Some(to) = r.m.to.clone() else {
+        r.say(
             reason::NO_ELIGIBLE_OWNER,
             "no preferred or possible owner node is up; waiting for one".into(),
         );
-        d.status.phase = if from.is_some() {
+        r.d.status.phase = if r.m.from.is_some() {
             Phase::Offline
         } else {
             Phase::Pending
         };
-        d.status.current_move = Some(m);
-        return;
+        r.d.status.current_move = Some(r.m.clone());
+        return Flow::Ended;
     };
-
     // The new owner failed after its pod was created (nodes often fail together): this move
-    // ends there, and a failover from the new owner starts, fencing it like any other.
-    if m.pod_created.is_some() && obs.members.get(&to).is_none_or(NodeHealth::failed) {
-        d.status.owner_node = Some(to.clone());
-        d.actions.push(event(
+    // ends there, and whatever the new owner's state calls for starts from it.
+    if r.m.pod_created.is_some() && r.obs.members.get(&to).is_none_or(NodeHealth::failed) {
+        r.d.status.owner_node = Some(to.clone());
+        r.d.actions.push(event(
             true,
             reason::NEW_OWNER_FAILED,
             format!("{to} failed before the instance came online there"),
         ));
-        finish_move(d, m);
-        let quorum_ok = obs.has_quorum();
-        steady(name, spec, obs, quorum_ok, d);
-        return;
+        finish_move(r.d, r.m.clone());
+        let quorum_ok = r.obs.has_quorum();
+        steady(r.name, r.spec, r.obs, quorum_ok, r.d);
+        return Flow::Ended;
     }
+    Flow::Next
+}
 
-    // 6. Start the pod on the new owner: higher priorities first, when many move at once.
-    let pod = obs.pods.iter().find(|p| p.name == new_pod);
-    if m.pod_created.is_none() {
-        if pod.is_none() && obs.higher_priority_starting {
-            d.recheck_at = Some(now + SignedDuration::from_millis(200));
-            d.status.owner_node = Some(to.clone());
-            moving(
-                d,
-                reason::WAITING_FOR_HIGHER_PRIORITY,
-                format!("instances of higher priority start first; then {new_pod} on {to}"),
-            );
-            d.status.current_move = Some(m);
-            return;
-        }
-        if pod.is_none() {
-            d.actions.push(Action::CreatePod {
-                node: to.clone(),
-                seq,
-            });
-            moving(
-                d,
-                reason::STARTING_POD,
-                format!("starting pod {new_pod} on {to}"),
-            );
-            d.status.owner_node = Some(to);
-            d.status.current_move = Some(m);
-            return;
-        }
-        m.pod_created = Some(micro(now));
-        d.status.owner_node = Some(to.clone());
+/// Step 6: the pod of this move runs on the new owner, higher priorities first when many
+/// move at once. A pod of this move on another node is never adopted.
+fn start_pod(r: &mut Round) -> Flow {
+    let to = r.m.to.clone().unwrap_or_default();
+    let now = r.now();
+    if r.m.pod_created.is_some() {
+        return Flow::Next;
     }
-
-    // 7. Publish the endpoint once the pod is ready.
-    let ip = pod
-        .filter(|p| p.ready && !p.terminating)
-        .and_then(|p| p.ip.clone());
-    match ip {
-        Some(ip) if obs.endpoints == [ip.clone()] => {
-            m.online = Some(micro(now));
-            d.status.owner_node = Some(to.clone());
-            d.status.phase = Phase::Online;
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    true,
-                    reason::ONLINE,
-                    format!("online on {to}"),
-                    generation,
-                    now,
+    let pod = r.obs.pods.iter().find(|p| p.name == r.new_pod).cloned();
+    match pod {
+        Some(p) if p.node.as_deref() == Some(to.as_str()) => {
+            r.m.pod_created = Some(micro(now));
+            r.d.status.owner_node = Some(to);
+            Flow::Next
+        }
+        Some(p) => {
+            // Created for another target by an earlier round (a leader that was deposed).
+            let force = on_fenced_node(r, &p);
+            if !p.terminating || force {
+                r.d.actions.push(Action::DeletePod {
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                    force,
+                });
+            }
+            let on = p.node.unwrap_or_default();
+            Flow::Park(
+                reason::STOPPING_OLD_POD,
+                format!(
+                    "pod {} is on {on}, not on {to}: removing it first",
+                    r.new_pod
                 ),
-            );
-            let took = now.duration_since(m.started.0).as_secs_f64();
-            d.actions.push(event(
-                false,
-                if from.is_some() {
-                    reason::MOVED_ONLINE
-                } else {
-                    reason::ONLINE
-                },
-                format!("online on {to} after {took:.1} s ({})", m.reason),
-            ));
-            finish_move(d, m);
+            )
         }
-        Some(ip) => {
-            d.actions.push(Action::SetEndpoints(vec![ip]));
-            moving(
-                d,
-                reason::PUBLISHING_ENDPOINT,
-                format!("pod {new_pod} ready on {to}; publishing its endpoint"),
+        None if r.obs.higher_priority_starting => {
+            r.d.recheck_at = Some(now + SignedDuration::from_millis(200));
+            r.d.status.owner_node = Some(to.clone());
+            let msg = format!(
+                "instances of higher priority start first; then {} on {to}",
+                r.new_pod
             );
-            d.status.current_move = Some(m);
+            Flow::Park(reason::WAITING_FOR_HIGHER_PRIORITY, msg)
         }
         None => {
-            moving(
-                d,
-                reason::WAITING_FOR_READY,
-                format!("waiting for pod {new_pod} on {to} to be ready"),
-            );
-            d.status.current_move = Some(m);
+            r.d.actions.push(Action::CreatePod {
+                node: to.clone(),
+                seq: r.d.status.move_seq,
+            });
+            r.d.status.owner_node = Some(to.clone());
+            let msg = format!("starting pod {} on {to}", r.new_pod);
+            Flow::Park(reason::STARTING_POD, msg)
         }
     }
+}
+
+/// Step 7: online: the pod is ready and the EndpointSlice lists it.
+fn publish(r: &mut Round) -> Flow {
+    let to = r.m.to.clone().unwrap_or_default();
+    let now = r.now();
+    let ip = r
+        .obs
+        .pods
+        .iter()
+        .find(|p| p.name == r.new_pod)
+        .filter(|p| p.ready && !p.terminating && !p.failed)
+        .and_then(|p| p.ip.clone());
+    let Some(ip) = ip else {
+        let msg = format!("waiting for pod {} on {to} to be ready", r.new_pod);
+        return Flow::Park(reason::WAITING_FOR_READY, msg);
+    };
+    if r.obs.endpoints != [ip.clone()] {
+        r.d.actions.push(Action::SetEndpoints(vec![ip]));
+        let msg = format!("pod {} ready on {to}; publishing its endpoint", r.new_pod);
+        return Flow::Park(reason::PUBLISHING_ENDPOINT, msg);
+    }
+    let mut m = r.m.clone();
+    m.online = Some(micro(now));
+    r.d.status.owner_node = Some(to.clone());
+    r.d.status.phase = Phase::Online;
+    let generation = r.d.status.observed_generation;
+    set_condition(
+        &mut r.d.status.conditions,
+        cond(
+            condition::ONLINE,
+            true,
+            reason::ONLINE,
+            format!("online on {to}"),
+            generation,
+            now,
+        ),
+    );
+    let took = now.duration_since(m.started.0).as_secs_f64();
+    r.d.actions.push(event(
+        false,
+        if m.from.is_some() {
+            reason::MOVED_ONLINE
+        } else {
+            reason::ONLINE
+        },
+        format!("online on {to} after {took:.1} s ({})", m.reason),
+    ));
+    finish_move(r.d, m);
+    Flow::Ended
 }

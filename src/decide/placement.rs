@@ -3,6 +3,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::{NodeHealth, Observed};
 use crate::api::{FailbackMode, FailoverClusterInstanceSpec, FailoverClusterInstanceStatus};
 
@@ -13,19 +15,35 @@ pub fn failover_threshold(spec: &FailoverClusterInstanceSpec, members: usize) ->
         .unwrap_or_else(|| (members.saturating_sub(1) as u32).max(1))
 }
 
-/// Unplanned moves that started within the failover period.
+/// Failovers (unplanned moves) that started within the failover period, counted from
+/// `status.failovers`, which is bounded by the period, not by the history's length.
 pub fn failovers_in_period(
     spec: &FailoverClusterInstanceSpec,
     status: &FailoverClusterInstanceStatus,
     now: Timestamp,
 ) -> u32 {
     let since = now - SignedDuration::from_secs(i64::from(spec.failover.period_seconds));
-    status
-        .history
-        .iter()
-        .chain(status.current_move.iter())
-        .filter(|m| !m.planned && m.from.is_some() && m.started.0 > since)
-        .count() as u32
+    status.failovers.iter().filter(|t| t.0 > since).count() as u32
+}
+
+/// The most failover and restart times worth keeping: the largest threshold admission
+/// allows, plus one.
+const MAX_COUNTED: usize = 1001;
+
+/// Drops failover and restart times that fell out of their periods.
+pub(super) fn prune_counts(
+    spec: &FailoverClusterInstanceSpec,
+    status: &mut FailoverClusterInstanceStatus,
+    now: Timestamp,
+) {
+    let keep = |times: &mut Vec<Time>, period: u32| {
+        let since = now - SignedDuration::from_secs(i64::from(period));
+        times.retain(|t| t.0 > since);
+        let excess = times.len().saturating_sub(MAX_COUNTED);
+        times.drain(..excess);
+    };
+    keep(&mut status.failovers, spec.failover.period_seconds);
+    keep(&mut status.restarts, spec.restart.period_seconds);
 }
 
 /// Candidate owners in order: preferred first, then possible owners (or every member when

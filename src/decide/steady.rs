@@ -1,16 +1,50 @@
 //! An instance with no move in progress: bring it online, keep its endpoint in step with
-//! its pod's readiness, restart it in place, and start a move when its owner fails, its pod
-//! fails too often, or failback calls it home.
-
-use jiff::SignedDuration;
+//! its pod's readiness, count its restarts, and start a move when its owner fails or leaves
+//! the cluster, its workload restarts too often, or failback calls it home.
 
 use super::moves::{start_move, step_move};
 use super::placement::failback_target;
 use super::{
-    Action, Decision, NodeHealth, Observed, candidates, cond, condition_reason, event,
+    Action, Decision, NodeHealth, Observed, PodFacts, candidates, cond, condition_reason, event,
     failover_threshold, failovers_in_period, pod_name, time,
 };
-use crate::api::{FailoverClusterInstanceSpec, Phase, Priority, condition, reason, set_condition};
+use crate::api::{
+    FailoverClusterInstanceSpec, MemberState, Phase, Priority, RestartsSeen, condition, reason,
+    set_condition,
+};
+
+/// What the owner's state asks of the instance.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// A member that may keep hosting it (Up, or Paused: a cordoned node keeps what it has).
+    Healthy(NodeHealth),
+    /// Its kubelet is silent (or it is fenced): only a fenced failover may move the instance.
+    Silent(String),
+    /// Its kubelet heartbeats but the node is not Ready: a graceful move, never a fence.
+    Unhealthy(String),
+    /// Relabelled out of the cluster, or its Node deleted: a graceful move.
+    Left(String),
+}
+
+fn owner_state(obs: &Observed, owner: &str) -> Owner {
+    let why = |h: &NodeHealth, default: &str| h.reason.clone().unwrap_or_else(|| default.into());
+    if let Some(h) = obs.members.get(owner) {
+        return if !h.failed() {
+            Owner::Healthy(h.clone())
+        } else if h.heartbeat_stale || h.state == MemberState::Fenced {
+            Owner::Silent(why(h, reason::LEASE_STALE))
+        } else {
+            Owner::Unhealthy(why(h, reason::NODE_NOT_READY))
+        };
+    }
+    match obs.outside.get(owner) {
+        Some(h) if h.heartbeat_stale || h.state == MemberState::Fenced => {
+            Owner::Silent(why(h, reason::LEASE_STALE))
+        }
+        Some(_) => Owner::Left(reason::NOT_A_MEMBER.into()),
+        None => Owner::Left(reason::NODE_DELETED.into()),
+    }
+}
 
 /// No move in progress.
 pub(super) fn steady(
@@ -20,298 +54,309 @@ pub(super) fn steady(
     quorum_ok: bool,
     d: &mut Decision,
 ) {
-    let now = obs.now;
-    let generation = d.status.observed_generation;
     let Some(owner) = d.status.owner_node.clone() else {
-        // Initial placement.
-        if spec.priority == Priority::NoAutoStart {
-            d.status.phase = Phase::Offline;
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::NO_AUTO_START,
-                    "priority NoAutoStart: not brought online automatically",
-                    generation,
-                    now,
-                ),
-            );
-            return;
-        }
-        if !obs.missing_claims.is_empty() {
-            d.status.phase = Phase::Pending;
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::CLAIMS_MISSING,
-                    format!(
-                        "waiting for PersistentVolumeClaims {:?}",
-                        obs.missing_claims
-                    ),
-                    generation,
-                    now,
-                ),
-            );
-            return;
-        }
-        match candidates(spec, obs, None).first() {
-            Some(target) => start_move(d, None, Some(target.clone()), reason::PLACEMENT, true, now),
-            None => {
-                d.status.phase = Phase::Pending;
-                set_condition(
-                    &mut d.status.conditions,
-                    cond(
-                        condition::ONLINE,
-                        false,
-                        reason::NO_ELIGIBLE_OWNER,
-                        "no preferred or possible owner node is up",
-                        generation,
-                        now,
-                    ),
-                );
-            }
-        }
-        return;
+        return place(spec, obs, d);
     };
+    if d.status.phase == Phase::Failed {
+        // Left for a person to act on: nothing moves by itself.
+        return;
+    }
+    match owner_state(obs, &owner) {
+        Owner::Healthy(h) => healthy_owner(name, spec, obs, &owner, &h, d),
+        Owner::Silent(why) => fail_over(name, spec, obs, quorum_ok, &owner, &why, d),
+        Owner::Unhealthy(why) => {
+            if refuse_without_quorum(obs, quorum_ok, &owner, &why, d) {
+                return;
+            }
+            let why = format!("{}: {why}", reason::NODE_DOWN);
+            move_off(name, spec, obs, &owner, &why, d);
+        }
+        Owner::Left(why) => move_off(name, spec, obs, &owner, &why, d),
+    }
+}
 
-    let owner_health = obs.members.get(&owner).cloned();
-    let owner_failed = owner_health.as_ref().is_none_or(NodeHealth::failed);
-    if owner_failed {
-        if d.status.phase == Phase::Failed {
-            return;
+fn online_condition(d: &mut Decision, ok: bool, reason: &str, msg: String, now: jiff::Timestamp) {
+    let generation = d.status.observed_generation;
+    set_condition(
+        &mut d.status.conditions,
+        cond(condition::ONLINE, ok, reason, msg, generation, now),
+    );
+}
+
+/// Like `online_condition`, with a Warning Event the first time the reason is given.
+fn online_warning(d: &mut Decision, reason: &str, msg: String, now: jiff::Timestamp) {
+    if condition_reason(&d.status, condition::ONLINE) != Some(reason) {
+        d.actions.push(event(true, reason, msg.clone()));
+    }
+    online_condition(d, false, reason, msg, now);
+}
+
+/// Initial placement on the first eligible owner.
+fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
+    let now = obs.now;
+    if spec.priority == Priority::NoAutoStart {
+        d.status.phase = Phase::Offline;
+        let msg = "priority NoAutoStart: not brought online automatically".to_string();
+        return online_condition(d, false, reason::NO_AUTO_START, msg, now);
+    }
+    d.status.phase = Phase::Pending;
+    if !obs.missing_claims.is_empty() {
+        let msg = format!(
+            "waiting for PersistentVolumeClaims {:?}",
+            obs.missing_claims
+        );
+        return online_condition(d, false, reason::CLAIMS_MISSING, msg, now);
+    }
+    match candidates(spec, obs, None).first() {
+        Some(target) => start_move(d, None, Some(target.clone()), reason::PLACEMENT, true, now),
+        None => {
+            let msg = "no preferred or possible owner node is up".to_string();
+            online_condition(d, false, reason::NO_ELIGIBLE_OWNER, msg, now);
         }
-        let why = owner_health
-            .as_ref()
-            .and_then(|h| h.reason.clone())
-            .unwrap_or_else(|| reason::NOT_A_MEMBER.into());
-        if !obs.endpoints.is_empty() {
-            // Clients get a refusal at once, not a black hole, whatever happens next.
-            d.actions.push(Action::SetEndpoints(Vec::new()));
+    }
+}
+
+/// With too few members up this controller may be the one cut off: it moves nothing.
+/// Returns whether it refused.
+fn refuse_without_quorum(
+    obs: &Observed,
+    quorum_ok: bool,
+    owner: &str,
+    why: &str,
+    d: &mut Decision,
+) -> bool {
+    if quorum_ok {
+        return false;
+    }
+    d.status.phase = Phase::Offline;
+    let msg = format!(
+        "owner {owner} is down ({why}) but only {} of {} member nodes are up ({} required): not failing over, this controller may be the one cut off",
+        obs.healthy_members(),
+        obs.members.len(),
+        obs.quorum_required
+    );
+    online_warning(d, reason::QUORUM_LOST, msg, obs.now);
+    true
+}
+
+/// The owner is silent: fail over, fenced, unless a guard says no.
+fn fail_over(
+    name: &str,
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    quorum_ok: bool,
+    owner: &str,
+    why: &str,
+    d: &mut Decision,
+) {
+    let now = obs.now;
+    if !obs.endpoints.is_empty() {
+        // Clients get a refusal at once, not a black hole, whatever happens next.
+        d.actions.push(Action::SetEndpoints(Vec::new()));
+    }
+    if refuse_without_quorum(obs, quorum_ok, owner, why, d) {
+        return;
+    }
+    if let Some(claim) = obs
+        .pinned_claims
+        .iter()
+        .find(|(_, n)| *n == owner)
+        .map(|(c, _)| c.clone())
+    {
+        d.status.phase = Phase::Offline;
+        let msg = format!(
+            "owner {owner} is down ({why}) and claim {claim} is bound to a volume that only {owner} can reach: staying down rather than starting without its data"
+        );
+        return online_warning(d, reason::VOLUME_PINNED_TO_NODE, msg, now);
+    }
+    let threshold = failover_threshold(spec, obs.members.len());
+    let used = failovers_in_period(spec, &d.status, now);
+    if used >= threshold {
+        d.status.phase = Phase::Failed;
+        let msg = format!(
+            "owner {owner} is down ({why}); {used} failovers in the last {} s reached the threshold of {threshold}: left Failed until a person acts",
+            spec.failover.period_seconds
+        );
+        return online_warning(d, reason::FAILOVER_THRESHOLD_EXCEEDED, msg, now);
+    }
+    let move_reason = format!("{}: {why}", reason::NODE_DOWN);
+    start_move(d, Some(owner.into()), None, &move_reason, false, now);
+    d.status.failovers.push(time(now));
+    d.actions.push(event(
+        true,
+        reason::FAILOVER_STARTED,
+        format!("owner {owner} is down ({why}); failing over"),
+    ));
+    if let Some(m) = d.status.current_move.clone() {
+        step_move(name, spec, obs, m, d);
+    }
+}
+
+/// A graceful move off an owner that is still running: only when another node may take the
+/// instance. Otherwise it stays where it is, and says why.
+fn move_off(
+    name: &str,
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    owner: &str,
+    why: &str,
+    d: &mut Decision,
+) {
+    let now = obs.now;
+    let Some(target) = candidates(spec, obs, Some(owner)).into_iter().next() else {
+        let msg = format!("should move off {owner} ({why}) but no other node may take it");
+        if condition_reason(&d.status, condition::MOVING) != Some(reason::NO_TARGET) {
+            d.actions.push(event(true, reason::NO_TARGET, msg.clone()));
         }
-        if !quorum_ok {
-            d.status.phase = Phase::Offline;
-            let msg = format!(
-                "owner {owner} is down ({why}) but only {} of {} member nodes are up ({} required): not failing over, this controller may be the one cut off",
-                obs.healthy_members(),
-                obs.members.len(),
-                obs.quorum_required
-            );
-            if condition_reason(&d.status, condition::ONLINE) != Some(reason::QUORUM_LOST) {
-                d.actions
-                    .push(event(true, reason::QUORUM_LOST, msg.clone()));
-            }
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::QUORUM_LOST,
-                    msg,
-                    generation,
-                    now,
-                ),
-            );
-            return;
-        }
-        if let Some(claim) = obs
-            .pinned_claims
-            .iter()
-            .find(|(_, n)| **n == owner)
-            .map(|(c, _)| c.clone())
-        {
-            d.status.phase = Phase::Offline;
-            let msg = format!(
-                "owner {owner} is down ({why}) and claim {claim} is bound to a volume that only {owner} can reach: staying down rather than starting without its data"
-            );
-            if condition_reason(&d.status, condition::ONLINE) != Some(reason::VOLUME_PINNED_TO_NODE)
-            {
-                d.actions
-                    .push(event(true, reason::VOLUME_PINNED_TO_NODE, msg.clone()));
-            }
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::VOLUME_PINNED_TO_NODE,
-                    msg,
-                    generation,
-                    now,
-                ),
-            );
-            return;
-        }
-        let threshold = failover_threshold(spec, obs.members.len());
-        let used = failovers_in_period(spec, &d.status, now);
-        if used >= threshold {
-            d.status.phase = Phase::Failed;
-            let msg = format!(
-                "owner {owner} is down ({why}); {used} failovers in the last {} s reached the threshold of {threshold}: left Failed until a person acts",
-                spec.failover.period_seconds
-            );
-            d.actions.push(event(
-                true,
-                reason::FAILOVER_THRESHOLD_EXCEEDED,
-                msg.clone(),
-            ));
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::FAILOVER_THRESHOLD_EXCEEDED,
-                    msg,
-                    generation,
-                    now,
-                ),
-            );
-            return;
-        }
+        let generation = d.status.observed_generation;
+        set_condition(
+            &mut d.status.conditions,
+            cond(
+                condition::MOVING,
+                false,
+                reason::NO_TARGET,
+                msg,
+                generation,
+                now,
+            ),
+        );
+        // Keep serving from where it is, if it can.
+        return serve(name, obs, owner, d);
+    };
+    start_move(d, Some(owner.into()), Some(target.clone()), why, true, now);
+    d.actions.push(event(
+        false,
+        reason::PLANNED_MOVE,
+        format!("moving from {owner} ({why}) to {target}"),
+    ));
+    if let Some(m) = d.status.current_move.clone() {
+        step_move(name, spec, obs, m, d);
+    }
+}
+
+/// Counts the pod's restarts not yet counted: container restarts by the kubelet, and the
+/// pod's failure. Each is counted once, whatever the number of rounds that see it.
+fn count_restarts(p: &PodFacts, d: &mut Decision, now: jiff::Timestamp) {
+    let seen = match &d.status.restarts_seen {
+        Some(s) if s.pod_uid == p.uid => s.clone(),
+        _ => RestartsSeen {
+            pod_uid: p.uid.clone(),
+            container_restarts: 0,
+            failed: false,
+        },
+    };
+    let new =
+        p.restarts.saturating_sub(seen.container_restarts) + u32::from(p.failed && !seen.failed);
+    for _ in 0..new.min(1001) {
+        d.status.restarts.push(time(now));
+    }
+    d.status.restarts_seen = Some(RestartsSeen {
+        pod_uid: p.uid.clone(),
+        container_restarts: p.restarts.max(seen.container_restarts),
+        failed: seen.failed || p.failed,
+    });
+}
+
+/// The owner is healthy: keep the pod running there and its endpoint in step.
+fn healthy_owner(
+    name: &str,
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    owner: &str,
+    health: &NodeHealth,
+    d: &mut Decision,
+) {
+    let now = obs.now;
+    d.recheck_at = health.recheck_at;
+    let seq = d.status.move_seq;
+    let Some(p) = obs.pods.iter().find(|p| p.name == pod_name(name, seq)) else {
+        return serve(name, obs, owner, d);
+    };
+    count_restarts(p, d, now);
+    let restarts = d.status.restarts.len() as u32;
+    if restarts > spec.restart.threshold && !candidates(spec, obs, Some(owner)).is_empty() {
+        let msg = format!(
+            "the workload restarted {restarts} times within {} s on {owner} (threshold {})",
+            spec.restart.period_seconds, spec.restart.threshold
+        );
+        d.status.restarts.clear();
+        d.actions
+            .push(event(true, reason::RESTART_THRESHOLD_EXCEEDED, msg));
+        return move_off(
+            name,
+            spec,
+            obs,
+            owner,
+            reason::RESTART_THRESHOLD_EXCEEDED,
+            d,
+        );
+    }
+    if p.failed && !p.terminating {
+        d.actions.push(Action::DeletePod {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            force: false,
+        });
+        d.actions.push(event(
+            true,
+            reason::RESTARTING,
+            format!(
+                "pod {} failed on {owner}; restarting it in place ({restarts} of {} restarts)",
+                p.name, spec.restart.threshold
+            ),
+        ));
+    }
+    serve(name, obs, owner, d);
+    if let Some(target) = failback_target(spec, obs, owner) {
         start_move(
             d,
-            Some(owner.clone()),
-            None,
-            &format!("{}: {why}", reason::NODE_DOWN),
-            false,
+            Some(owner.into()),
+            Some(target.clone()),
+            reason::FAILBACK,
+            true,
             now,
         );
         d.actions.push(event(
-            true,
-            reason::FAILOVER_STARTED,
-            format!("owner {owner} is down ({why}); failing over"),
+            false,
+            reason::FAILBACK,
+            format!("{target} is preferred over {owner} and up; moving back"),
         ));
-        if let Some(m) = d.status.current_move.clone() {
-            step_move(name, spec, obs, m, d);
-        }
-        return;
     }
+}
 
-    // The owner is healthy.
-    if let Some(h) = &owner_health {
-        d.recheck_at = h.recheck_at;
-    }
+/// Serves from `owner`: the endpoint lists the pod while it is ready, and a pod gone while
+/// its node is healthy is started again.
+fn serve(name: &str, obs: &Observed, owner: &str, d: &mut Decision) {
+    let now = obs.now;
     let seq = d.status.move_seq;
-    let pod = obs.pods.iter().find(|p| p.name == pod_name(name, seq));
-    match pod {
-        None => {
+    let pod_name = pod_name(name, seq);
+    d.status.phase = Phase::Online;
+    let Some(p) = obs.pods.iter().find(|p| p.name == pod_name) else {
+        if obs.node(owner).is_some_and(|h| !h.failed()) {
             // Gone while its node is healthy (deleted by someone, or evicted): start it again.
             d.actions.push(Action::CreatePod {
-                node: owner.clone(),
+                node: owner.into(),
                 seq,
             });
-            d.status.phase = Phase::Online;
-            set_condition(
-                &mut d.status.conditions,
-                cond(
-                    condition::ONLINE,
-                    false,
-                    reason::POD_MISSING,
-                    format!("recreating pod {} on {owner}", pod_name(name, seq)),
-                    generation,
-                    now,
-                ),
-            );
-            if !obs.endpoints.is_empty() {
-                d.actions.push(Action::SetEndpoints(Vec::new()));
-            }
         }
-        Some(p) if p.failed => {
-            let since = now - SignedDuration::from_secs(i64::from(spec.restart.period_seconds));
-            d.status.restarts.retain(|t| t.0 > since);
-            if !obs.endpoints.is_empty() {
-                d.actions.push(Action::SetEndpoints(Vec::new()));
-            }
-            if (d.status.restarts.len() as u32) < spec.restart.threshold {
-                d.status.restarts.push(time(now));
-                d.actions.push(Action::DeletePod {
-                    name: p.name.clone(),
-                    force: false,
-                });
-                d.actions.push(event(
-                    true,
-                    reason::RESTARTING,
-                    format!(
-                        "pod {} failed on {owner}; restarting it in place ({} of {})",
-                        p.name,
-                        d.status.restarts.len(),
-                        spec.restart.threshold
-                    ),
-                ));
-            } else {
-                let target = candidates(spec, obs, Some(&owner)).first().cloned();
-                d.status.restarts.clear();
-                start_move(
-                    d,
-                    Some(owner.clone()),
-                    target,
-                    reason::RESTART_THRESHOLD_EXCEEDED,
-                    true,
-                    now,
-                );
-                d.actions.push(event(
-                    true,
-                    reason::RESTART_THRESHOLD_EXCEEDED,
-                    format!(
-                        "pod failed {} times within {} s on {owner}; moving the instance",
-                        spec.restart.threshold, spec.restart.period_seconds
-                    ),
-                ));
-            }
+        if !obs.endpoints.is_empty() {
+            d.actions.push(Action::SetEndpoints(Vec::new()));
         }
-        Some(p) => {
-            let want: Vec<String> = if p.ready && !p.terminating {
-                p.ip.iter().cloned().collect()
-            } else {
-                Vec::new()
-            };
-            if obs.endpoints != want {
-                d.actions.push(Action::SetEndpoints(want.clone()));
-            }
-            d.status.phase = Phase::Online;
-            if want.is_empty() {
-                set_condition(
-                    &mut d.status.conditions,
-                    cond(
-                        condition::ONLINE,
-                        false,
-                        reason::NOT_READY,
-                        format!("pod {} on {owner} is not ready; endpoint withdrawn", p.name),
-                        generation,
-                        now,
-                    ),
-                );
-            } else {
-                set_condition(
-                    &mut d.status.conditions,
-                    cond(
-                        condition::ONLINE,
-                        true,
-                        reason::ONLINE,
-                        format!("online on {owner}"),
-                        generation,
-                        now,
-                    ),
-                );
-            }
-            // Failback to a more preferred owner that is up again.
-            if let Some(target) = failback_target(spec, obs, &owner) {
-                start_move(
-                    d,
-                    Some(owner.clone()),
-                    Some(target.clone()),
-                    reason::FAILBACK,
-                    true,
-                    now,
-                );
-                d.actions.push(event(
-                    false,
-                    reason::FAILBACK,
-                    format!("{target} is preferred over {owner} and up; moving back"),
-                ));
-            }
-        }
+        let msg = format!("recreating pod {pod_name} on {owner}");
+        return online_condition(d, false, reason::POD_MISSING, msg, now);
+    };
+    let want: Vec<String> = if p.ready && !p.terminating && !p.failed {
+        p.ip.iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    if obs.endpoints != want {
+        d.actions.push(Action::SetEndpoints(want.clone()));
+    }
+    if want.is_empty() {
+        let msg = format!("pod {} on {owner} is not ready; endpoint withdrawn", p.name);
+        online_condition(d, false, reason::NOT_READY, msg, now);
+    } else {
+        online_condition(d, true, reason::ONLINE, format!("online on {owner}"), now);
     }
 }

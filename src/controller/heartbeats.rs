@@ -1,0 +1,174 @@
+//! Heartbeats as this controller observed them, on its own clock.
+//!
+//! A node's Lease carries the kubelet's `renewTime` and its Ready condition the controller
+//! manager's `lastTransitionTime`: timestamps of other machines, whose clocks may be minutes
+//! off. Comparing them with this machine's clock would make a node whose clock is behind
+//! look dead. So, as kube-controller-manager does, the controller never compares them with
+//! its own time: it notes *when it saw* each new `renewTime` and each change of Ready, on its
+//! own monotonic clock, and measures ages from those moments. A node seen for the first time
+//! (at start, for every node) counts as renewed at that moment: after a restart nothing looks
+//! stale before a full threshold has passed on this clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+
+/// This controller's clock: the wall time read once at start, advanced by the monotonic
+/// clock, so that a step of the system clock does not age or rejuvenate anything.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: Instant,
+    base_time: Timestamp,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            base_time: Timestamp::now(),
+        }
+    }
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        let elapsed = SignedDuration::try_from(self.base.elapsed()).unwrap_or(SignedDuration::MAX);
+        self.base_time
+            .saturating_add(elapsed)
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The Lease's `renewTime` as written (compared for change only, never with a clock).
+    renew_time: Option<Timestamp>,
+    renewal_observed: Timestamp,
+    /// The Ready condition's status (`Some(true)` for True).
+    ready: Option<bool>,
+    ready_observed: Timestamp,
+}
+
+/// When this controller saw each node's heartbeats change.
+#[derive(Clone, Default)]
+pub struct Heartbeats {
+    clock: Clock,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+impl Heartbeats {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            seen: Arc::default(),
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn with<T>(&self, node: &str, f: impl FnOnce(&mut Seen, Timestamp) -> T) -> T {
+        let now = self.clock.now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(node.to_string()).or_insert_with(|| Seen {
+            renew_time: None,
+            renewal_observed: now,
+            ready: None,
+            ready_observed: now,
+        });
+        f(entry, now)
+    }
+
+    /// Notes the Lease `renew_time` of `node` as seen now; returns when this renewal was
+    /// first seen, on this controller's clock.
+    pub fn lease(&self, node: &str, renew_time: Option<Timestamp>) -> Timestamp {
+        self.with(node, |s, now| {
+            if s.renew_time != renew_time {
+                s.renew_time = renew_time;
+                s.renewal_observed = now;
+            }
+            s.renewal_observed
+        })
+    }
+
+    /// Notes the Ready status of `node` as seen now; returns since when it has been seen
+    /// with that status, on this controller's clock.
+    pub fn ready(&self, node: &str, ready: Option<bool>) -> Timestamp {
+        self.with(node, |s, now| {
+            if s.ready != ready {
+                s.ready = ready;
+                s.ready_observed = now;
+            }
+            s.ready_observed
+        })
+    }
+
+    /// Called for every Lease the watch delivers, so that a renewal is noted when it
+    /// arrives, not when a reconcile next looks.
+    pub fn observe_lease(&self, lease: &Lease) {
+        self.lease(&lease.name_any(), renew_time(lease));
+    }
+
+    /// Called for every Node the watch delivers.
+    pub fn observe_node(&self, node: &Node) {
+        self.ready(&node.name_any(), ready_status(node));
+    }
+}
+
+pub fn renew_time(lease: &Lease) -> Option<Timestamp> {
+    lease.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
+}
+
+/// The Ready condition: `Some(true)` for True, `Some(false)` for False or Unknown.
+pub fn ready_status(node: &Node) -> Option<bool> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn a_renewal_is_dated_when_seen_not_by_its_writer() {
+        let hb = Heartbeats::default();
+        // A kubelet whose clock is an hour behind: its renewTime means nothing here.
+        let first = hb.lease("n", Some(t(-3600)));
+        assert!(hb.clock().now() >= first);
+        // The same renewal seen again keeps its date; a new one gets a newer date.
+        assert_eq!(hb.lease("n", Some(t(-3600))), first);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(hb.lease("n", Some(t(-3599))) > first);
+    }
+
+    #[test]
+    fn ready_changes_are_dated_when_seen() {
+        let hb = Heartbeats::default();
+        let up = hb.ready("n", Some(true));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(hb.ready("n", Some(true)), up);
+        assert!(hb.ready("n", Some(false)) > up);
+    }
+
+    #[test]
+    fn the_clock_does_not_go_back() {
+        let c = Clock::default();
+        let a = c.now();
+        assert!(c.now() >= a);
+    }
+}

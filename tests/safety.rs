@@ -1,0 +1,230 @@
+//! The faults of `docs/safety.md`, injected on the real control plane: what the controller
+//! must never do while they happen.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_failover::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase, reason};
+use kube_failover_lab::demo::instance;
+use kube_failover_lab::harness::{
+    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
+};
+
+const T: Duration = Duration::from_secs(90);
+const OOS: &str = "node.kubernetes.io/out-of-service";
+
+fn online(i: &FailoverClusterInstance) -> bool {
+    i.status.as_ref().is_some_and(|s| {
+        s.phase == Phase::Online
+            && s.current_move.is_none()
+            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
+    })
+}
+
+fn has_oos_taint(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == OOS))
+}
+
+/// Awaits, polling the replica's /metrics (nothing to watch there), until `metric` is at
+/// least `n`.
+async fn wait_metric_at_least(addr: std::net::SocketAddr, metric: &str, n: f64) {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok((200, text)) = http_get(addr, "/metrics").await {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(metric)?.trim().parse::<f64>().ok());
+            if value.is_some_and(|v| v >= n) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{metric} >= {n} within {T:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn events(client: &Client, ns: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// Fault 1: a restart (a rolling upgrade, a crash loop of the controller) alone never moves,
+/// deletes or fences anything.
+#[tokio::test]
+async fn restarting_the_controller_twenty_times_moves_nothing() {
+    let ns = TestNamespace::new("restarts").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(
+        &client,
+        &cluster,
+        3,
+        serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
+    )
+    .await;
+    const N: usize = 20;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    for i in 0..N {
+        let mut preferred = nodes.clone();
+        preferred.rotate_left(i % nodes.len());
+        let fci = instance(&format!("db-{i}"), &cluster, &preferred, None).unwrap();
+        fcis.create(&PostParams::default(), &fci).await.unwrap();
+    }
+    let first = Replica::start(&ns.name, "first", false);
+    for i in 0..N {
+        wait_for(
+            fcis.clone(),
+            &format!("db-{i}"),
+            T,
+            "instance Online",
+            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
+        )
+        .await;
+    }
+    first.kill();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let uids = |list: Vec<Pod>| -> BTreeMap<String, String> {
+        list.into_iter()
+            .map(|p| (p.name_any(), p.uid().unwrap()))
+            .collect()
+    };
+    let before = uids(pods.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(before.len(), N);
+
+    for round in 0..20 {
+        let http = free_addr();
+        let replica = Replica::start_serving(&ns.name, &format!("r{round}"), false, Some(http));
+        // Every instance has been reconciled by this replica at least once.
+        wait_metric_at_least(
+            http,
+            "kube_failover_reconcile_duration_seconds_count",
+            N as f64,
+        )
+        .await;
+        replica.kill();
+    }
+
+    let after = uids(pods.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(after, before, "no pod was deleted or replaced");
+    let bad: Vec<String> = events(&client, &ns.name)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .filter(|r| {
+            [
+                reason::FENCED,
+                reason::FAILOVER_STARTED,
+                reason::PLANNED_MOVE,
+                reason::CLUSTER_NOT_FOUND,
+            ]
+            .contains(&r.as_str())
+        })
+        .collect();
+    assert!(bad.is_empty(), "Events of moves after restarts: {bad:?}");
+    let node_api: Api<Node> = Api::all(client.clone());
+    for n in &nodes {
+        assert!(
+            !has_oos_taint(&node_api.get(n).await.unwrap()),
+            "{n} tainted"
+        );
+    }
+    for f in fcis.list(&ListParams::default()).await.unwrap() {
+        let s = f.status.clone().unwrap();
+        assert!(online(&f), "{} online: {s:?}", f.name_any());
+        assert_eq!(s.failover_count, 0);
+        assert_eq!(s.history.len(), 1, "the placement only: {:?}", s.history);
+    }
+}
+
+/// Fault 5: a node that comes back loses the taint the controller added once it has been
+/// healthy for the stabilisation period, counts Up again, and is handed nothing back.
+#[tokio::test]
+async fn a_returned_node_loses_the_taint_and_counts_up() {
+    let ns = TestNamespace::new("unfence").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(
+        &client,
+        &cluster,
+        3,
+        serde_json::json!({"fencing": {"unfenceAfterSeconds": 2}}),
+    )
+    .await;
+    let _replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(
+        &PostParams::default(),
+        &instance("db", &cluster, &nodes, None).unwrap(),
+    )
+    .await
+    .unwrap();
+    let is_on = |node: String| {
+        move |f: Option<&FailoverClusterInstance>| {
+            f.is_some_and(|f| {
+                online(f) && f.status.as_ref().and_then(|s| s.owner_node.as_deref()) == Some(&node)
+            })
+        }
+    };
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        is_on(nodes[0].clone()),
+    )
+    .await;
+
+    let node_api: Api<Node> = Api::all(client.clone());
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over to node 1",
+        is_on(nodes[1].clone()),
+    )
+    .await;
+    let fenced = node_api.get(&nodes[0]).await.unwrap();
+    assert!(has_oos_taint(&fenced), "node 0 fenced");
+
+    control_plane().nodes.revive(&nodes[0]).await.unwrap();
+    wait_for(
+        node_api.clone(),
+        &nodes[0],
+        T,
+        "taint removed",
+        |n: Option<&Node>| n.is_some_and(|n| !has_oos_taint(n)),
+    )
+    .await;
+    let fc = wait_for(
+        Api::<FailoverCluster>::all(client.clone()),
+        &cluster,
+        T,
+        "node 0 counts Up",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.members.iter().all(|m| m.state == MemberState::Up)
+                    && s.quorum.as_ref().is_some_and(|q| q.healthy == 3)
+            })
+        },
+    )
+    .await;
+    assert_eq!(fc.status.unwrap().members.len(), 3);
+    let f = fcis.get("db").await.unwrap();
+    assert_eq!(
+        f.status.unwrap().owner_node.as_deref(),
+        Some(nodes[1].as_str()),
+        "no failback unless the policy says so"
+    );
+}
