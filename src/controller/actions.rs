@@ -134,8 +134,20 @@ pub async fn set_endpoints(
                 .and_then(|s| s.pod_ip.as_ref())
                 .is_some_and(|ip| addresses.contains(ip))
     });
-    let slice = build::endpoint_slice(fci, addresses, pod.as_deref());
+    let net = &fci.spec.network_name.name;
+    let service = ctx.stores.services.get(&ObjectRef::new(net).within(&ns));
+    let family = build::slice_family(fci, addresses, service.as_deref());
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    // The address type of a slice cannot change: one of the other family (made before the
+    // first address was known) is replaced.
+    if let Some(old) = ctx.stores.slices.get(&ObjectRef::new(net).within(&ns))
+        && old.address_type != family
+        && build::owned_by(&old.metadata, fci)
+    {
+        let dp = with_uid(DeleteParams::default(), &old.uid().unwrap_or_default());
+        ignore_gone(api.delete(net, &dp).await)?;
+    }
+    let slice = build::endpoint_slice(fci, family, addresses, pod.as_deref());
     api.patch(
         &fci.spec.network_name.name,
         &PatchParams::apply(FIELD_MANAGER).force(),

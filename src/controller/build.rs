@@ -95,9 +95,32 @@ pub fn service(fci: &FailoverClusterInstance) -> Service {
     }
 }
 
-/// The EndpointSlice of the network name, listing exactly `addresses`.
+/// The address family of the network name's EndpointSlice (immutable once created): that
+/// of the addresses it lists; with none, the Service's first IP family as the API server
+/// allocated it; before that, IPv6 when every virtual IP is IPv6; else IPv4.
+pub fn slice_family(
+    fci: &FailoverClusterInstance,
+    addresses: &[String],
+    service: Option<&Service>,
+) -> &'static str {
+    let v6 = |a: &String| a.contains(':');
+    if let Some(a) = addresses.first() {
+        return if v6(a) { "IPv6" } else { "IPv4" };
+    }
+    let allocated = service.and_then(|s| s.spec.as_ref()?.ip_families.as_ref()?.first().cloned());
+    match allocated.as_deref() {
+        Some("IPv6") => "IPv6",
+        Some(_) => "IPv4",
+        None if !fci.spec.virtual_ips.is_empty() && fci.spec.virtual_ips.iter().all(v6) => "IPv6",
+        None => "IPv4",
+    }
+}
+
+/// The EndpointSlice of the network name, of address family `family`, listing exactly
+/// `addresses`.
 pub fn endpoint_slice(
     fci: &FailoverClusterInstance,
+    family: &str,
     addresses: &[String],
     pod: Option<&Pod>,
 ) -> EndpointSlice {
@@ -109,14 +132,9 @@ pub fn endpoint_slice(
             MANAGED_BY.to_string(),
         ),
     ]);
-    let family = if addresses.iter().any(|a| a.contains(':')) {
-        "IPv6"
-    } else {
-        "IPv4"
-    };
     EndpointSlice {
         metadata: meta(fci, net, labels),
-        address_type: family.into(),
+        address_type: family.to_string(),
         endpoints: Some(
             addresses
                 .iter()
@@ -205,4 +223,36 @@ pub fn claims(fci: &FailoverClusterInstance) -> Vec<PersistentVolumeClaim> {
             status: None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fci(vips: &[&str]) -> FailoverClusterInstance {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {
+                "clusterRef": "c",
+                "networkName": {"name": "db", "ports": [{"name": "sql", "port": 5432}]},
+                "virtualIPs": vips,
+                "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_only_instance_gets_an_ipv6_slice_before_it_has_an_address() {
+        assert_eq!(slice_family(&fci(&["2001:db8::10"]), &[], None), "IPv6");
+        assert_eq!(slice_family(&fci(&["192.0.2.10"]), &[], None), "IPv4");
+        assert_eq!(slice_family(&fci(&[]), &["fd00::5".into()], None), "IPv6");
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db"}, "spec": {"ipFamilies": ["IPv6"]}
+        }))
+        .unwrap();
+        assert_eq!(slice_family(&fci(&[]), &[], Some(&svc)), "IPv6");
+    }
 }

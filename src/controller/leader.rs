@@ -1,7 +1,10 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease.
 //!
 //! Every write to the Lease carries the resourceVersion it was decided from, so two
-//! candidates can never both believe they took it. A leader counts itself leader only until
+//! candidates can never both believe they took it. Another holder's Lease counts as expired
+//! only when this replica has seen it unrenewed for its whole duration on its own monotonic
+//! clock (as client-go does): the holder's `renewTime` comes from another machine's clock
+//! and is compared for change only. A leader counts itself leader only until
 //! its last successful renewal plus the lease duration minus a safety margin, measured on its
 //! own monotonic clock; past that it stops acting even if it could not reach the API server
 //! to learn that it lost.
@@ -72,9 +75,10 @@ pub fn start(client: Client, cfg: LeaderConfig) -> Leadership {
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let margin = cfg.lease_duration / 5;
+        let mut seen: Option<Seen> = None;
         loop {
             let attempt = Instant::now();
-            match try_acquire_or_renew(&api, &cfg).await {
+            match try_acquire_or_renew(&api, &cfg, &mut seen).await {
                 Ok(true) => {
                     let until = attempt + cfg.lease_duration - margin;
                     let nanos = until.duration_since(shared.epoch).as_nanos() as u64;
@@ -110,8 +114,43 @@ pub fn start(client: Client, cfg: LeaderConfig) -> Leadership {
     leadership
 }
 
+/// Another holder's Lease as last seen: who held it, its `renewTime`, and when this
+/// replica first saw that pair.
+struct Seen {
+    holder: String,
+    renew_time: Option<MicroTime>,
+    at: Instant,
+}
+
+/// Whether the Lease held by `holder` with `renew_time` has gone unrenewed for `held_for`
+/// on this replica's clock, noting it as seen now if it changed.
+fn expired(
+    seen: &mut Option<Seen>,
+    holder: &str,
+    renew_time: Option<&MicroTime>,
+    held_for: Duration,
+) -> bool {
+    match seen {
+        Some(s) if s.holder == holder && s.renew_time.as_ref() == renew_time => {
+            s.at.elapsed() > held_for
+        }
+        _ => {
+            *seen = Some(Seen {
+                holder: holder.to_string(),
+                renew_time: renew_time.cloned(),
+                at: Instant::now(),
+            });
+            false
+        }
+    }
+}
+
 /// One round: returns whether we hold the Lease after it.
-async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> kube::Result<bool> {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    cfg: &LeaderConfig,
+    seen: &mut Option<Seen>,
+) -> kube::Result<bool> {
     let duration_secs = cfg.lease_duration.as_secs().max(1) as i32;
     let existing = api.get_opt(&cfg.lease_name).await?;
     let Some(mut lease) = existing else {
@@ -139,12 +178,9 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> kube::Res
     let holder = spec.holder_identity.clone().unwrap_or_default();
     let ours = holder == cfg.identity;
     if !ours && !holder.is_empty() {
-        let renewed = spec.renew_time.as_ref().map(|t| t.0);
-        let held_for = spec.lease_duration_seconds.unwrap_or(duration_secs);
-        let expired = renewed.is_none_or(|r| {
-            r + jiff::SignedDuration::from_secs(i64::from(held_for)) < jiff::Timestamp::now()
-        });
-        if !expired {
+        let held_for = spec.lease_duration_seconds.unwrap_or(duration_secs).max(1);
+        let held_for = Duration::from_secs(u64::try_from(held_for).unwrap_or(1));
+        if !expired(seen, &holder, spec.renew_time.as_ref(), held_for) {
             return Ok(false);
         }
     }
@@ -163,5 +199,25 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> kube::Res
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_holder_expires_only_after_unrenewed_for_its_duration_on_our_clock() {
+        let mut seen = None;
+        // Its renewTime is a day in the past by our clock: that alone proves nothing.
+        let old = MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24));
+        let d = Duration::from_millis(30);
+        assert!(!expired(&mut seen, "a", Some(&old), d));
+        assert!(!expired(&mut seen, "a", Some(&old), d));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(expired(&mut seen, "a", Some(&old), d));
+        // A renewal (any new value) starts the wait again.
+        let newer = MicroTime(old.0 + jiff::SignedDuration::from_secs(1));
+        assert!(!expired(&mut seen, "a", Some(&newer), d));
     }
 }

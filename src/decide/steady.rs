@@ -16,7 +16,7 @@ use crate::api::{
 /// What the owner's state asks of the instance.
 #[derive(Debug, PartialEq, Eq)]
 enum Owner {
-    /// A member that may keep hosting it (Up, or Paused: a cordoned node keeps what it has).
+    /// An Up member: it keeps hosting the instance.
     Healthy(NodeHealth),
     /// Its kubelet is silent (or it is fenced): only a fenced failover may move the instance.
     Silent(String),
@@ -29,7 +29,10 @@ enum Owner {
 fn owner_state(obs: &Observed, owner: &str) -> Owner {
     let why = |h: &NodeHealth, default: &str| h.reason.clone().unwrap_or_else(|| default.into());
     if let Some(h) = obs.members.get(owner) {
-        return if !h.failed() {
+        return if h.state == MemberState::Paused {
+            // Cordoned: it takes nothing new, and what it hosts moves off gracefully.
+            Owner::Left(why(h, reason::UNSCHEDULABLE))
+        } else if !h.failed() {
             Owner::Healthy(h.clone())
         } else if h.heartbeat_stale || h.state == MemberState::Fenced {
             Owner::Silent(why(h, reason::LEASE_STALE))

@@ -772,3 +772,30 @@ fn a_pod_of_the_move_on_another_node_is_not_adopted() {
             .is_none()
     );
 }
+
+#[test]
+fn a_cordoned_owner_is_left_gracefully_when_another_node_may_take_it() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut paused = up();
+    paused.state = MemberState::Paused;
+    paused.reason = Some(reason::UNSCHEDULABLE.into());
+    // With nowhere to go it stays, serving, and says why.
+    obs.members.insert("b".into(), paused.clone());
+    obs.members.insert("a".into(), paused.clone());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::DeletePod { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    assert!(st.conditions.iter().any(|c| c.reason == reason::NO_TARGET));
+    // Once b is up it moves there, gracefully.
+    obs.members.insert("b".into(), up());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert!(st.history.last().unwrap().planned);
+}
