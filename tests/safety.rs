@@ -228,3 +228,203 @@ async fn a_returned_node_loses_the_taint_and_counts_up() {
         "no failback unless the policy says so"
     );
 }
+
+fn owner(f: &FailoverClusterInstance) -> Option<String> {
+    f.status.as_ref()?.owner_node.clone()
+}
+
+fn online_on(node: String) -> impl Fn(Option<&FailoverClusterInstance>) -> bool {
+    move |f| f.is_some_and(|f| online(f) && owner(f).as_deref() == Some(node.as_str()))
+}
+
+fn online_reason(f: &FailoverClusterInstance) -> Option<String> {
+    f.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kube_failover::api::condition::ONLINE)
+        .map(|c| c.reason.clone())
+}
+
+/// One instance `db` online on the first of three nodes of a fresh cluster.
+async fn one_instance(
+    ns: &TestNamespace,
+    cluster_spec: serde_json::Value,
+) -> (String, Vec<String>, Api<FailoverClusterInstance>, Replica) {
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, cluster_spec).await;
+    let replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(
+        &PostParams::default(),
+        &instance("db", &cluster, &nodes, None).unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    (cluster, nodes, fcis, replica)
+}
+
+async fn pod_uid(client: &Client, ns: &str) -> String {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 1, "one pod: {pods:?}");
+    pods[0].uid().unwrap()
+}
+
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    events(client, ns)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Fault 2: a node relabelled out of the cluster has left, not failed: its instance moves
+/// gracefully and the node is never fenced.
+#[tokio::test]
+async fn a_node_that_leaves_the_cluster_is_moved_off_never_fenced() {
+    let ns = TestNamespace::new("leaves").await;
+    let client = ns.client.clone();
+    let (cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    let node_api: Api<Node> = Api::all(client.clone());
+    let label = format!("{cluster}.test/member");
+    node_api
+        .patch(
+            &nodes[0],
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {label: null}}})),
+        )
+        .await
+        .unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "moved to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    let m = moved.status.unwrap().history.last().cloned().unwrap();
+    assert!(m.planned, "a planned move: {m:?}");
+    assert_eq!(m.reason, reason::NOT_A_MEMBER);
+    assert!(m.fenced.is_none());
+    assert!(!has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()));
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
+        "{reasons:?}"
+    );
+}
+
+/// Fault 6: the owner's heartbeats come back during the fencing delay: the failover is
+/// called off, the same pod keeps serving, and the node is never tainted.
+#[tokio::test]
+async fn a_node_back_before_it_was_fenced_keeps_its_instance() {
+    let ns = TestNamespace::new("comeback").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) =
+        one_instance(&ns, serde_json::json!({"fencing": {"delaySeconds": 30}})).await;
+    let uid = pod_uid(&client, &ns.name).await;
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "waiting to fence",
+        |f: Option<&FailoverClusterInstance>| {
+            f.and_then(online_reason).as_deref() == Some(reason::FENCE_DELAY)
+        },
+    )
+    .await;
+    control_plane().nodes.revive(&nodes[0]).await.unwrap();
+    let back = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0 again",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    let s = back.status.unwrap();
+    assert_eq!(s.failover_count, 0, "a false alarm is not counted");
+    assert!(
+        s.history.last().unwrap().reason.contains("abandoned"),
+        "{:?}",
+        s.history
+    );
+    assert_eq!(pod_uid(&client, &ns.name).await, uid, "the same pod serves");
+    let node_api: Api<Node> = Api::all(client.clone());
+    assert!(!has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()));
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(!reasons.iter().any(|r| r == reason::FENCED), "{reasons:?}");
+}
+
+/// Fault 3: a kubelet whose clock is ten minutes behind renews its Lease with timestamps
+/// that look stale to anyone comparing them with their own clock. Its node stays Up and
+/// its instance stays; when the renewals stop, it fails over as any other.
+#[tokio::test]
+async fn a_node_with_a_skewed_clock_is_not_taken_for_dead() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let ns = TestNamespace::new("skew").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    // KWOK stops heartbeating node 0; from now on this test is its kubelet, ten minutes late.
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let (node, api) = (nodes[0].clone(), leases.clone());
+    let kubelet = tokio::spawn(async move {
+        loop {
+            let skewed = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+            let patch = serde_json::json!({"spec": {"renewTime": MicroTime(skewed)}});
+            let _ = api
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    // Three times the 3 s threshold: the instance must not leave node 0 meanwhile.
+    let left = tokio::time::timeout(
+        Duration::from_secs(9),
+        kube::runtime::wait::await_condition(
+            fcis.clone(),
+            "db",
+            |f: Option<&FailoverClusterInstance>| {
+                f.is_some_and(|f| !online(f) || owner(f).as_deref() != Some(nodes[0].as_str()))
+            },
+        ),
+    )
+    .await;
+    assert!(
+        left.is_err(),
+        "left node 0 although it heartbeats: {left:?}"
+    );
+    // The renewals stop: now it is dead, skewed or not.
+    kubelet.abort();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+}

@@ -290,7 +290,8 @@ fn abandon(r: &mut Round, node: &str) -> Flow {
         r.d.status
             .failovers
             .iter()
-            .rposition(|t| t.0 == m.started.0)
+            // `Time` keeps whole seconds through the API; the move's start, microseconds.
+            .rposition(|t| t.0.duration_since(m.started.0).abs() < SignedDuration::from_secs(1))
     {
         r.d.status.failovers.remove(i);
     }
