@@ -428,3 +428,94 @@ async fn a_node_with_a_skewed_clock_is_not_taken_for_dead() {
     )
     .await;
 }
+
+/// Fault 4: a kubelet that is alive (its Lease renewed) but reports NotReady is never
+/// fenced: its instance moves gracefully, and the old pod is left for the kubelet to stop.
+#[tokio::test]
+async fn a_not_ready_node_with_a_fresh_lease_is_never_fenced() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let ns = TestNamespace::new("notready").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    // From now on this test is node 0's kubelet: alive, renewing its Lease, but NotReady.
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let (node, api) = (nodes[0].clone(), leases.clone());
+    let kubelet = tokio::spawn(async move {
+        loop {
+            let patch =
+                serde_json::json!({"spec": {"renewTime": MicroTime(jiff::Timestamp::now())}});
+            let _ = api
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let node_api: Api<Node> = Api::all(client.clone());
+    let mut n = node_api.get_status(&nodes[0]).await.unwrap();
+    for c in n.status.as_mut().unwrap().conditions.as_mut().unwrap() {
+        if c.type_ == "Ready" {
+            c.status = "False".into();
+            c.reason = Some("KubeletNotReady".into());
+        }
+    }
+    node_api
+        .replace_status(&nodes[0], &PostParams::default(), &n)
+        .await
+        .unwrap();
+
+    // The move starts and waits for the old pod, which only its kubelet may stop.
+    let waiting = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "moving, waiting for the old pod",
+        |f: Option<&FailoverClusterInstance>| {
+            f.and_then(online_reason).as_deref() == Some(reason::STOPPING_OLD_POD)
+        },
+    )
+    .await;
+    let m = waiting.status.unwrap().current_move.unwrap();
+    assert!(m.planned, "a graceful move: {m:?}");
+    assert!(m.fenced.is_none());
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let old = pods.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(old.len(), 1);
+    assert!(
+        old[0].metadata.deletion_grace_period_seconds.unwrap_or(0) > 0,
+        "deleted with its grace period, not forced: {:?}",
+        old[0].metadata
+    );
+    assert!(
+        !has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()),
+        "never fenced"
+    );
+
+    // The kubelet stops the pod and confirms; the move completes.
+    pods.delete(
+        &old[0].name_any(),
+        &kube::api::DeleteParams::default().grace_period(0),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    kubelet.abort();
+    assert!(
+        !has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()),
+        "never fenced"
+    );
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(!reasons.iter().any(|r| r == reason::FENCED), "{reasons:?}");
+}
