@@ -1,0 +1,293 @@
+//! `decide` under the faults of `docs/safety.md`: what it must never ask for.
+
+use super::*;
+
+/// Every action of `acts` that may only ever hit a fenced node.
+fn fencing_actions(acts: &[Action]) -> Vec<&Action> {
+    acts.iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Fence { .. }
+                    | Action::DeletePod { force: true, .. }
+                    | Action::DeleteAttachment { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_owner_that_leaves_the_cluster_moves_gracefully_never_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // Relabelled out of the cluster, still heartbeating.
+    let h = obs.members.remove("a").unwrap();
+    obs.outside.insert("a".into(), h);
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::DeletePod { force: false, .. }))
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    let m = st.history.last().unwrap();
+    assert!(m.planned);
+    assert_eq!(m.reason, reason::NOT_A_MEMBER);
+    assert_eq!(st.failover_count, 0, "leaving is not a failure");
+}
+
+#[test]
+fn an_owner_missing_from_every_map_is_never_called_fenced() {
+    // What an empty or partial node cache looks like to `decide`: the owner's Node is not
+    // there. It is treated as deleted: a graceful move, nothing forced, no Fenced event.
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.remove("a");
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.reason == reason::FENCED)),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn a_not_ready_kubelet_with_a_fresh_lease_is_never_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut not_ready = down(90);
+    not_ready.heartbeat_stale = false;
+    not_ready.reason = Some(reason::NODE_NOT_READY.into());
+    obs.members.insert("a".into(), not_ready);
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert_eq!(st.owner_node.as_deref(), Some("b"), "moved gracefully");
+    assert!(st.history.last().unwrap().planned);
+}
+
+#[test]
+fn a_node_back_before_it_was_fenced_keeps_its_instance() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    obs.fencing.delay_seconds = 30;
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let seq = st.move_seq;
+    obs.members.insert("a".into(), down(95));
+    obs.now = t(100) + jiff::SignedDuration::from_millis(250);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    // Through the API server, as `settle` does: `Time` keeps whole seconds.
+    st = serde_json::from_value(serde_json::to_value(&d.status).unwrap()).unwrap();
+    assert!(st.current_move.is_some(), "failover started");
+    assert_eq!(st.failover_count, 1);
+    // Heartbeats come back during the fencing delay.
+    obs.members.insert("a".into(), up());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert!(st.current_move.is_none(), "the move ended");
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    assert_eq!(st.move_seq, seq, "its pod keeps its name");
+    assert_eq!(obs.pods.len(), 1);
+    assert_eq!(
+        obs.pods[0].name,
+        pod_name("db", seq),
+        "the old pod was never touched"
+    );
+    assert_eq!(st.failover_count, 0, "a false alarm is not counted");
+    assert_eq!(st.phase, Phase::Online);
+}
+
+#[test]
+fn fencing_mode_none_says_not_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    obs.fencing.mode = FencingMode::None;
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    let reasons: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) => Some(e.reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons.contains(&reason::NOT_FENCED), "{reasons:?}");
+    assert!(!reasons.contains(&reason::FENCED), "{reasons:?}");
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+}
+
+#[test]
+fn a_self_fencing_node_is_fenced_only_after_its_self_fence_time() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut silent = down(100);
+    silent.self_fence_seconds = Some(10);
+    obs.members.insert("a".into(), silent);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+    assert_eq!(
+        d.recheck_at,
+        Some(t(112)),
+        "down since 100 + 10 s + 2 s margin"
+    );
+    st = d.status;
+    obs.now = t(112);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+}
+
+#[test]
+fn the_failover_threshold_counts_past_the_history_limit() {
+    let mut s = spec(&[]);
+    s.failover.threshold = Some(12);
+    let names: Vec<String> = (0..14).map(|i| format!("n{i}")).collect();
+    let mut obs = observed(&names.iter().map(|n| (n.as_str(), up())).collect::<Vec<_>>());
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    for round in 0..13 {
+        let owner = st.owner_node.clone().unwrap();
+        obs.now = t(100 + round);
+        obs.members.insert(owner.clone(), down(99 + round));
+        settle(&s, &mut st, &mut obs);
+        // The failed node comes back (unfenced), so that the quorum holds throughout.
+        obs.members.insert(owner, up());
+    }
+    assert_eq!(st.history.len(), HISTORY_LIMIT);
+    assert_eq!(st.failover_count, 12);
+    assert_eq!(
+        st.phase,
+        Phase::Failed,
+        "the 13th failure is past the threshold of 12"
+    );
+}
+
+#[test]
+fn a_shared_volume_attached_elsewhere_does_not_block_a_move() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // Another workload on c uses the same ReadWriteMany volume.
+    obs.attachments.push(AttachmentFacts {
+        name: "va-c".into(),
+        uid: "uid-va-c".into(),
+        node: "c".into(),
+        shared: true,
+    });
+    obs.members.insert("a".into(), down(90));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online, "{acts:?}");
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert_eq!(obs.attachments.len(), 1, "c's attachment is left alone");
+}
+
+#[test]
+fn container_restarts_are_counted_once_each() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.pods[0].restarts = 2;
+    for _ in 0..5 {
+        st = decide("db", Some(1), &s, Some(&st), &obs).status;
+    }
+    assert_eq!(st.restarts.len(), 2, "seen five times, counted once");
+    obs.pods[0].restarts = 4;
+    let acts = settle(&s, &mut st, &mut obs);
+    assert_eq!(
+        st.owner_node.as_deref(),
+        Some("b"),
+        "4 restarts > threshold 3: moved ({acts:?})"
+    );
+    assert!(fencing_actions(&acts).is_empty());
+}
+
+#[test]
+fn a_pod_of_the_move_on_another_node_is_not_adopted() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    // Clear the way, stopping before the pod is created.
+    for _ in 0..10 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        st = d.status;
+        if d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+        {
+            break;
+        }
+        for a in d.actions {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e,
+                Action::Fence { node } => {
+                    obs.members.insert(node, fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
+                _ => {}
+            }
+        }
+    }
+    // A deposed leader created this move's pod on c, while this one chose b.
+    let name = pod_name("db", st.move_seq);
+    obs.pods.push(pod(&name, "c", true));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { name: n, force: false, .. } if *n == name)),
+        "{:?}",
+        d.actions
+    );
+    assert!(
+        d.status
+            .current_move
+            .as_ref()
+            .unwrap()
+            .pod_created
+            .is_none()
+    );
+}
+
+#[test]
+fn a_cordoned_owner_is_left_gracefully_when_another_node_may_take_it() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut paused = up();
+    paused.state = MemberState::Paused;
+    paused.reason = Some(reason::UNSCHEDULABLE.into());
+    // With nowhere to go it stays, serving, and says why.
+    obs.members.insert("b".into(), paused.clone());
+    obs.members.insert("a".into(), paused.clone());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::DeletePod { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    assert!(st.conditions.iter().any(|c| c.reason == reason::NO_TARGET));
+    // Once b is up it moves there, gracefully.
+    obs.members.insert("b".into(), up());
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert!(st.history.last().unwrap().planned);
+}
