@@ -519,3 +519,136 @@ async fn a_not_ready_node_with_a_fresh_lease_is_never_fenced() {
     let reasons = event_reasons(&client, &ns.name).await;
     assert!(!reasons.iter().any(|r| r == reason::FENCED), "{reasons:?}");
 }
+
+/// A controller process of the binary that ships, leader-electing on the Lease
+/// `kube-failover-leader` in `ns` (2 s), watching only `ns`.
+fn spawn_controller(ns: &str, identity: &str, addr: std::net::SocketAddr) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+        .args(["run", "--watch-namespace", ns, "--leader-namespace", ns])
+        .args(["--lease-seconds", "2", "--identity", identity])
+        .args(["--metrics-addr", &addr.to_string()])
+        .env("KUBECONFIG", control_plane().kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// Fault 7: a leader paused past its Lease (SIGSTOP) while another takes over and fails an
+/// instance over; resumed (SIGCONT), none of its writes contradicts the new leader's.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use nix::sys::signal::Signal;
+    let ns = TestNamespace::new("paused").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let holder_is = |who: &'static str| {
+        move |l: Option<&Lease>| {
+            l.and_then(|l| l.spec.as_ref()?.holder_identity.as_deref()) == Some(who)
+        }
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let a = spawn_controller(&ns.name, "a", addr_a);
+    wait_for(
+        leases.clone(),
+        "kube-failover-leader",
+        T,
+        "a leads",
+        holder_is("a"),
+    )
+    .await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(
+        &PostParams::default(),
+        &instance("db", &cluster, &nodes, None).unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    let _b = spawn_controller(&ns.name, "b", addr_b);
+
+    signal(&a, Signal::SIGSTOP);
+    wait_for(
+        leases.clone(),
+        "kube-failover-leader",
+        T,
+        "b takes over",
+        holder_is("b"),
+    )
+    .await;
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "b fails over to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    let uid = pod_uid(&client, &ns.name).await;
+
+    signal(&a, Signal::SIGCONT);
+    // a wakes believing nothing: it knows its Lease ran out on its own clock. Awaited
+    // through its /readyz (no watch there), bounded.
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok((200, body)) = http_get(addr_a, "/readyz").await
+            && body.contains("standby")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a reports standby after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // For three Lease durations after it wakes, nothing moves.
+    let changed = tokio::time::timeout(
+        Duration::from_secs(6),
+        kube::runtime::wait::await_condition(
+            fcis.clone(),
+            "db",
+            |f: Option<&FailoverClusterInstance>| {
+                f.is_some_and(|f| !online(f) || owner(f).as_deref() != Some(nodes[1].as_str()))
+            },
+        ),
+    )
+    .await;
+    assert!(
+        changed.is_err(),
+        "the instance moved after a woke: {changed:?}"
+    );
+    let (now, then) = (
+        fcis.get("db").await.unwrap().status.unwrap(),
+        moved.status.unwrap(),
+    );
+    assert_eq!(
+        (now.owner_node, now.move_seq, now.history, now.failovers),
+        (then.owner_node, then.move_seq, then.history, then.failovers),
+        "the moves as b left them"
+    );
+    assert_eq!(pod_uid(&client, &ns.name).await, uid, "the same pod serves");
+    let started = event_reasons(&client, &ns.name)
+        .await
+        .into_iter()
+        .filter(|r| r == reason::FAILOVER_STARTED)
+        .count();
+    assert_eq!(started, 1, "one failover");
+    signal(&a, Signal::SIGKILL);
+}
