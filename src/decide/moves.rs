@@ -444,7 +444,10 @@ fn start_pod(r: &mut Round) -> Flow {
             Flow::Next
         }
         Some(p) => {
-            // Created for another target by an earlier round (a leader that was deposed).
+            // Created for another target by an earlier round (a leader that was deposed, or
+            // a target that failed before the pod was recorded). The way must be cleared
+            // again: this pod gone (awaited here) and its volumes detached (step 4).
+            r.m.volumes_detached = None;
             let force = on_fenced_node(r, &p);
             if !p.terminating || force {
                 r.d.actions.push(Action::DeletePod {

@@ -255,13 +255,11 @@ fn a_pod_of_the_move_on_another_node_is_not_adopted() {
         "{:?}",
         d.actions
     );
+    let m = d.status.current_move.as_ref().unwrap();
+    assert!(m.pod_created.is_none());
     assert!(
-        d.status
-            .current_move
-            .as_ref()
-            .unwrap()
-            .pod_created
-            .is_none()
+        m.volumes_detached.is_none(),
+        "the misplaced pod's volume must be seen detached again before a pod starts on b"
     );
 }
 
