@@ -229,6 +229,53 @@ async fn a_returned_node_loses_the_taint_and_counts_up() {
     );
 }
 
+/// Asserts that for `window` the instance stays online on `node`: a bounded watch that must
+/// time out, since what is awaited is that nothing happens.
+async fn assert_stays_on(
+    fcis: &Api<FailoverClusterInstance>,
+    node: &str,
+    window: Duration,
+    why: &str,
+) {
+    let left = tokio::time::timeout(
+        window,
+        kube::runtime::wait::await_condition(
+            fcis.clone(),
+            "db",
+            |f: Option<&FailoverClusterInstance>| {
+                f.is_some_and(|f| !online(f) || owner(f).as_deref() != Some(node))
+            },
+        ),
+    )
+    .await;
+    assert!(left.is_err(), "left {node} {why}: {left:?}");
+}
+
+/// Stands in for the kubelet of `node`: renews its Lease every 500 ms with timestamps
+/// `skew` behind this machine's clock, until the task is aborted.
+fn fake_kubelet(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    node: String,
+    skew: jiff::SignedDuration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let renew = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                jiff::Timestamp::now() - skew,
+            );
+            let patch = serde_json::json!({"spec": {"renewTime": renew}});
+            let _ = leases
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
 fn owner(f: &FailoverClusterInstance) -> Option<String> {
     f.status.as_ref()?.owner_node.clone()
 }
@@ -379,44 +426,25 @@ async fn a_node_back_before_it_was_fenced_keeps_its_instance() {
 #[tokio::test]
 async fn a_node_with_a_skewed_clock_is_not_taken_for_dead() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     let ns = TestNamespace::new("skew").await;
     let client = ns.client.clone();
     let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
     // KWOK stops heartbeating node 0; from now on this test is its kubelet, ten minutes late.
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let (node, api) = (nodes[0].clone(), leases.clone());
-    let kubelet = tokio::spawn(async move {
-        loop {
-            let skewed = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
-            let patch = serde_json::json!({"spec": {"renewTime": MicroTime(skewed)}});
-            let _ = api
-                .patch(
-                    &node,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(patch),
-                )
-                .await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    let kubelet = fake_kubelet(
+        leases,
+        nodes[0].clone(),
+        jiff::SignedDuration::from_mins(10),
+    );
     // Three times the 3 s threshold: the instance must not leave node 0 meanwhile.
-    let left = tokio::time::timeout(
+    assert_stays_on(
+        &fcis,
+        &nodes[0],
         Duration::from_secs(9),
-        kube::runtime::wait::await_condition(
-            fcis.clone(),
-            "db",
-            |f: Option<&FailoverClusterInstance>| {
-                f.is_some_and(|f| !online(f) || owner(f).as_deref() != Some(nodes[0].as_str()))
-            },
-        ),
+        "although it heartbeats",
     )
     .await;
-    assert!(
-        left.is_err(),
-        "left node 0 although it heartbeats: {left:?}"
-    );
     // The renewals stop: now it is dead, skewed or not.
     kubelet.abort();
     wait_for(
@@ -434,28 +462,13 @@ async fn a_node_with_a_skewed_clock_is_not_taken_for_dead() {
 #[tokio::test]
 async fn a_not_ready_node_with_a_fresh_lease_is_never_fenced() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     let ns = TestNamespace::new("notready").await;
     let client = ns.client.clone();
     let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
     // From now on this test is node 0's kubelet: alive, renewing its Lease, but NotReady.
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let (node, api) = (nodes[0].clone(), leases.clone());
-    let kubelet = tokio::spawn(async move {
-        loop {
-            let patch =
-                serde_json::json!({"spec": {"renewTime": MicroTime(jiff::Timestamp::now())}});
-            let _ = api
-                .patch(
-                    &node,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(patch),
-                )
-                .await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    let kubelet = fake_kubelet(leases, nodes[0].clone(), jiff::SignedDuration::ZERO);
     let node_api: Api<Node> = Api::all(client.clone());
     let mut n = node_api.get_status(&nodes[0]).await.unwrap();
     for c in n.status.as_mut().unwrap().conditions.as_mut().unwrap() {
@@ -484,13 +497,21 @@ async fn a_not_ready_node_with_a_fresh_lease_is_never_fenced() {
     assert!(m.planned, "a graceful move: {m:?}");
     assert!(m.fenced.is_none());
     let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
-    let old = pods.list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(old.len(), 1);
+    // The intent is recorded before the delete is sent: await the delete itself.
+    let marked = wait_for(
+        pods.clone(),
+        "db-1",
+        T,
+        "old pod marked for deletion",
+        |p: Option<&Pod>| p.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+    )
+    .await;
     assert!(
-        old[0].metadata.deletion_grace_period_seconds.unwrap_or(0) > 0,
+        marked.metadata.deletion_grace_period_seconds.unwrap_or(0) > 0,
         "deleted with its grace period, not forced: {:?}",
-        old[0].metadata
+        marked.metadata.deletion_grace_period_seconds
     );
+    let old = [marked];
     assert!(
         !has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()),
         "never fenced"
@@ -619,21 +640,7 @@ async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // For three Lease durations after it wakes, nothing moves.
-    let changed = tokio::time::timeout(
-        Duration::from_secs(6),
-        kube::runtime::wait::await_condition(
-            fcis.clone(),
-            "db",
-            |f: Option<&FailoverClusterInstance>| {
-                f.is_some_and(|f| !online(f) || owner(f).as_deref() != Some(nodes[1].as_str()))
-            },
-        ),
-    )
-    .await;
-    assert!(
-        changed.is_err(),
-        "the instance moved after a woke: {changed:?}"
-    );
+    assert_stays_on(&fcis, &nodes[1], Duration::from_secs(6), "after a woke").await;
     let (now, then) = (
         fcis.get("db").await.unwrap().status.unwrap(),
         moved.status.unwrap(),

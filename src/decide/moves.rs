@@ -322,6 +322,19 @@ fn on_fenced_node(r: &Round, p: &PodFacts) -> bool {
             .is_none_or(|h| h.state == MemberState::Fenced)
 }
 
+/// Asks for `p` to be deleted: at once on a fenced node, with its grace period elsewhere
+/// (and only once: a pod already terminating is left to its kubelet).
+fn stop_pod(r: &mut Round, p: &PodFacts) {
+    let force = on_fenced_node(r, p);
+    if !p.terminating || force {
+        r.d.actions.push(Action::DeletePod {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            force,
+        });
+    }
+}
+
 /// Step 3: no other pod of the instance is left in the API (gone, not only marked for deletion).
 fn stop_old_pod(r: &mut Round) -> Flow {
     if r.m.old_pod_gone.is_some() {
@@ -339,14 +352,7 @@ fn stop_old_pod(r: &mut Round) -> Flow {
         return Flow::Next;
     }
     for p in old {
-        let force = on_fenced_node(r, &p);
-        if !p.terminating || force {
-            r.d.actions.push(Action::DeletePod {
-                name: p.name.clone(),
-                uid: p.uid.clone(),
-                force,
-            });
-        }
+        stop_pod(r, &p);
     }
     Flow::Waiting(
         reason::STOPPING_OLD_POD,
@@ -448,14 +454,7 @@ fn start_pod(r: &mut Round) -> Flow {
             // a target that failed before the pod was recorded). The way must be cleared
             // again: this pod gone (awaited here) and its volumes detached (step 4).
             r.m.volumes_detached = None;
-            let force = on_fenced_node(r, &p);
-            if !p.terminating || force {
-                r.d.actions.push(Action::DeletePod {
-                    name: p.name.clone(),
-                    uid: p.uid.clone(),
-                    force,
-                });
-            }
+            stop_pod(r, &p);
             let on = p.node.unwrap_or_default();
             Flow::Park(
                 reason::STOPPING_OLD_POD,
