@@ -164,6 +164,8 @@ pub struct FailoverClusterStatus {
 pub struct MemberStatus {
     pub name: String,
     pub state: MemberState,
+    /// When the controller saw the node's Lease last renewed, on its own clock (never the
+    /// node's renewTime, which comes from the node's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Time>,
     /// Why the node is in this state, when it is not Up.
