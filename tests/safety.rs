@@ -659,3 +659,72 @@ async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
     assert_eq!(started, 1, "one failover");
     signal(&a, Signal::SIGKILL);
 }
+
+/// Fault 10: a workload that crash-loops on a healthy node (the kubelet restarts its
+/// container, `restartPolicy: Always`): each restart is counted once, and past
+/// `restart.threshold` the instance moves, gracefully.
+#[tokio::test]
+async fn a_crash_looping_workload_moves_after_the_restart_threshold() {
+    let ns = TestNamespace::new("crashloop").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    // As the kubelet reports it: the container restarted, then restarted again, and so on.
+    let restart = |count: i32| {
+        let pods = pods.clone();
+        async move {
+            let mut p = pods.get_status("db-1").await.unwrap();
+            for c in p
+                .status
+                .as_mut()
+                .unwrap()
+                .container_statuses
+                .as_mut()
+                .unwrap()
+            {
+                c.restart_count = count;
+            }
+            pods.replace_status("db-1", &PostParams::default(), &p)
+                .await
+                .unwrap();
+        }
+    };
+    for count in 1..=3 {
+        restart(count).await;
+        wait_for(
+            fcis.clone(),
+            "db",
+            T,
+            "restart counted",
+            |f: Option<&FailoverClusterInstance>| {
+                f.and_then(|f| f.status.as_ref())
+                    .is_some_and(|s| s.restarts.len() == count as usize)
+            },
+        )
+        .await;
+    }
+    // Seen again and again, the same restarts are not counted again.
+    assert_stays_on(
+        &fcis,
+        &nodes[0],
+        Duration::from_secs(3),
+        "within the threshold",
+    )
+    .await;
+    let f = fcis.get("db").await.unwrap();
+    assert_eq!(f.status.unwrap().restarts.len(), 3);
+    restart(4).await;
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "moved to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    let m = moved.status.unwrap().history.last().cloned().unwrap();
+    assert!(m.planned, "{m:?}");
+    assert_eq!(m.reason, reason::RESTART_THRESHOLD_EXCEEDED);
+    let node_api: Api<Node> = Api::all(client.clone());
+    assert!(!has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()));
+}
