@@ -16,6 +16,7 @@
 //! Steps 1 and 2 go out together in a failover, and so do 3 and 4: they are independent.
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::steady::steady;
 use super::{
@@ -135,9 +136,10 @@ pub(super) fn step_move(
     name: &str,
     spec: &FailoverClusterInstanceSpec,
     obs: &Observed,
-    m: Move,
+    mut m: Move,
     d: &mut Decision,
 ) {
+    escalate_if_silent(&mut m, obs, d);
     d.status.phase = if m.from.is_some() {
         Phase::Moving
     } else {
@@ -186,6 +188,29 @@ pub(super) fn step_move(
             return park(r, waiting);
         }
     }
+}
+
+/// A graceful move waits for the old owner's kubelet to stop the old pod. If that kubelet
+/// goes silent before it has (a NotReady node that then dies), no one ever will: the move
+/// becomes a failover, which fences the node first like any other.
+fn escalate_if_silent(m: &mut Move, obs: &Observed, d: &mut Decision) {
+    let Some(from) = m.from.as_deref() else {
+        return;
+    };
+    let silent = obs
+        .node(from)
+        .is_some_and(|h| h.heartbeat_stale || h.state == MemberState::Fenced);
+    if !m.planned || m.old_pod_gone.is_some() || !silent {
+        return;
+    }
+    m.planned = false;
+    m.reason = format!("{} (then {from} went silent)", m.reason);
+    d.status.failovers.push(Time(obs.now));
+    d.actions.push(event(
+        true,
+        reason::FAILOVER_STARTED,
+        format!("{from} went silent during a graceful move; failing over, fenced"),
+    ));
 }
 
 /// Leaves the move where it is, saying what it waits for.

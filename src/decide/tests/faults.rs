@@ -289,3 +289,31 @@ fn a_cordoned_owner_is_left_gracefully_when_another_node_may_take_it() {
     assert_eq!(st.owner_node.as_deref(), Some("b"));
     assert!(st.history.last().unwrap().planned);
 }
+
+#[test]
+fn a_not_ready_owner_that_then_goes_silent_is_failed_over_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut not_ready = down(90);
+    not_ready.heartbeat_stale = false;
+    not_ready.reason = Some(reason::NODE_NOT_READY.into());
+    obs.members.insert("a".into(), not_ready);
+    // The graceful delete is asked for; the kubelet never gets to it.
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+    st = d.status;
+    assert!(st.current_move.as_ref().unwrap().planned);
+    obs.members.insert("a".into(), down(95));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Fence { node } if node == "a")),
+        "{:?}",
+        d.actions
+    );
+    assert!(!d.status.current_move.as_ref().unwrap().planned);
+    assert_eq!(d.status.failover_count, 1);
+}
