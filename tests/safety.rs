@@ -300,19 +300,11 @@ fn online_reason(f: &FailoverClusterInstance) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
-/// One instance `db` online on the first of three nodes of a fresh cluster.
-async fn one_instance(
-    ns: &TestNamespace,
-    cluster_spec: serde_json::Value,
-) -> (String, Vec<String>, Api<FailoverClusterInstance>, Replica) {
-    let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(&client, &cluster, 3, cluster_spec).await;
-    let replica = Replica::start(&ns.name, "r", false);
-    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+/// Creates the instance `db` preferring `nodes` in order, and awaits it online on the first.
+async fn create_online(fcis: &Api<FailoverClusterInstance>, cluster: &str, nodes: &[String]) {
     fcis.create(
         &PostParams::default(),
-        &instance("db", &cluster, &nodes, None).unwrap(),
+        &instance("db", cluster, nodes, None).unwrap(),
     )
     .await
     .unwrap();
@@ -324,6 +316,19 @@ async fn one_instance(
         online_on(nodes[0].clone()),
     )
     .await;
+}
+
+/// One instance `db` online on the first of three nodes of a fresh cluster.
+async fn one_instance(
+    ns: &TestNamespace,
+    cluster_spec: serde_json::Value,
+) -> (String, Vec<String>, Api<FailoverClusterInstance>, Replica) {
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, cluster_spec).await;
+    let replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    create_online(&fcis, &cluster, &nodes).await;
     (cluster, nodes, fcis, replica)
 }
 
@@ -608,20 +613,7 @@ async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
     )
     .await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
-    fcis.create(
-        &PostParams::default(),
-        &instance("db", &cluster, &nodes, None).unwrap(),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "online on node 0",
-        online_on(nodes[0].clone()),
-    )
-    .await;
+    create_online(&fcis, &cluster, &nodes).await;
     let _b = spawn_controller(&ns.name, "b", addr_b);
 
     signal(&a, Signal::SIGSTOP);
