@@ -318,6 +318,32 @@ async fn create_online(fcis: &Api<FailoverClusterInstance>, cluster: &str, nodes
     .await;
 }
 
+/// Awaits `db` online on node 1 after a planned move for `why`: not fenced, node 0 untainted.
+async fn moved_gracefully(
+    fcis: &Api<FailoverClusterInstance>,
+    nodes: &[String],
+    why: &str,
+    client: &Client,
+) {
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "moved to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    let m = moved.status.unwrap().history.last().cloned().unwrap();
+    assert!(m.planned, "a planned move: {m:?}");
+    assert_eq!(m.reason, why);
+    assert!(m.fenced.is_none(), "{m:?}");
+    let node_api: Api<Node> = Api::all(client.clone());
+    assert!(
+        !has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()),
+        "node 0 untainted"
+    );
+}
+
 /// One instance `db` online on the first of three nodes of a fresh cluster.
 async fn one_instance(
     ns: &TestNamespace,
@@ -367,19 +393,7 @@ async fn a_node_that_leaves_the_cluster_is_moved_off_never_fenced() {
         )
         .await
         .unwrap();
-    let moved = wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "moved to node 1",
-        online_on(nodes[1].clone()),
-    )
-    .await;
-    let m = moved.status.unwrap().history.last().cloned().unwrap();
-    assert!(m.planned, "a planned move: {m:?}");
-    assert_eq!(m.reason, reason::NOT_A_MEMBER);
-    assert!(m.fenced.is_none());
-    assert!(!has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()));
+    moved_gracefully(&fcis, &nodes, reason::NOT_A_MEMBER, &client).await;
     let reasons = event_reasons(&client, &ns.name).await;
     assert!(
         !reasons
@@ -732,17 +746,5 @@ async fn a_crash_looping_workload_moves_after_the_restart_threshold() {
     let f = fcis.get("db").await.unwrap();
     assert_eq!(f.status.unwrap().restarts.len(), 3);
     restart(4).await;
-    let moved = wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "moved to node 1",
-        online_on(nodes[1].clone()),
-    )
-    .await;
-    let m = moved.status.unwrap().history.last().cloned().unwrap();
-    assert!(m.planned, "{m:?}");
-    assert_eq!(m.reason, reason::RESTART_THRESHOLD_EXCEEDED);
-    let node_api: Api<Node> = Api::all(client.clone());
-    assert!(!has_oos_taint(&node_api.get(&nodes[0]).await.unwrap()));
+    moved_gracefully(&fcis, &nodes, reason::RESTART_THRESHOLD_EXCEEDED, &client).await;
 }

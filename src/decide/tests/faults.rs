@@ -16,6 +16,14 @@ fn fencing_actions(acts: &[Action]) -> Vec<&Action> {
         .collect()
 }
 
+/// A node whose kubelet heartbeats (fresh Lease) but reports NotReady.
+fn not_ready() -> NodeHealth {
+    let mut h = down(90);
+    h.heartbeat_stale = false;
+    h.reason = Some(reason::NODE_NOT_READY.into());
+    h
+}
+
 #[test]
 fn an_owner_that_leaves_the_cluster_moves_gracefully_never_fenced() {
     let s = spec(&["a", "b", "c"]);
@@ -64,10 +72,7 @@ fn a_not_ready_kubelet_with_a_fresh_lease_is_never_fenced() {
     let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
     let mut st = FailoverClusterInstanceStatus::default();
     settle(&s, &mut st, &mut obs);
-    let mut not_ready = down(90);
-    not_ready.heartbeat_stale = false;
-    not_ready.reason = Some(reason::NODE_NOT_READY.into());
-    obs.members.insert("a".into(), not_ready);
+    obs.members.insert("a".into(), not_ready());
     let acts = settle(&s, &mut st, &mut obs);
     assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
     assert_eq!(st.owner_node.as_deref(), Some("b"), "moved gracefully");
@@ -296,10 +301,7 @@ fn a_not_ready_owner_that_then_goes_silent_is_failed_over_fenced() {
     let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
     let mut st = FailoverClusterInstanceStatus::default();
     settle(&s, &mut st, &mut obs);
-    let mut not_ready = down(90);
-    not_ready.heartbeat_stale = false;
-    not_ready.reason = Some(reason::NODE_NOT_READY.into());
-    obs.members.insert("a".into(), not_ready);
+    obs.members.insert("a".into(), not_ready());
     // The graceful delete is asked for; the kubelet never gets to it.
     let d = decide("db", Some(1), &s, Some(&st), &obs);
     assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
