@@ -360,21 +360,33 @@ fn stop_pod(r: &mut Round, p: &PodFacts) {
     }
 }
 
-/// Step 3: no other pod of the instance is left in the API (gone, not only marked for deletion).
+/// The pod of this move: its name, on the chosen owner (or already recorded as created).
+/// A pod of that name elsewhere was made for an earlier target and is in the way.
+fn is_new_pod(r: &Round, p: &PodFacts) -> bool {
+    p.name == r.new_pod && (r.m.pod_created.is_some() || (p.node.is_some() && p.node == r.m.to))
+}
+
+/// Step 3: no other pod of the instance is left in the API (gone, not only marked for
+/// deletion). Checked again in every round until the new pod exists: a pod that appears
+/// after this step was done (created late by a leader that was paused and deposed) is in
+/// the way again, and so may be its volumes.
 fn stop_old_pod(r: &mut Round) -> Flow {
-    if r.m.old_pod_gone.is_some() {
+    if r.m.pod_created.is_some() {
         return Flow::Next;
     }
     let old: Vec<PodFacts> = r
         .obs
         .pods
         .iter()
-        .filter(|p| p.name != r.new_pod)
+        .filter(|p| !is_new_pod(r, p))
         .cloned()
         .collect();
     if old.is_empty() {
-        r.m.old_pod_gone = Some(micro(r.now()));
+        r.m.old_pod_gone.get_or_insert(micro(r.now()));
         return Flow::Next;
+    }
+    if r.m.old_pod_gone.take().is_some() {
+        r.m.volumes_detached = None;
     }
     for p in old {
         stop_pod(r, &p);
@@ -386,22 +398,27 @@ fn stop_old_pod(r: &mut Round) -> Flow {
 }
 
 /// Step 4: no attachment of the instance's volumes is left that would keep the new owner
-/// from attaching: any attachment of a ReadWriteOnce volume, and the old owner's of a shared
-/// one.
+/// from attaching: any attachment of a ReadWriteOnce volume to another node (one to the
+/// chosen owner is what the new pod needs), and the old owner's of a shared one.
 fn detach(r: &mut Round) -> Flow {
     if r.m.volumes_detached.is_some() {
         return Flow::Next;
     }
     let from = r.from();
+    let to = r.m.to.clone();
     let blocking: Vec<_> = r
         .obs
         .attachments
         .iter()
+        .filter(|a| Some(&a.node) != to.as_ref())
         .filter(|a| !a.shared || Some(&a.node) == from.as_ref())
         .cloned()
         .collect();
     if blocking.is_empty() {
-        r.m.volumes_detached = Some(micro(r.now()));
+        // Recorded only once the pods are gone: a pod still in the way may yet attach.
+        if r.m.old_pod_gone.is_some() {
+            r.m.volumes_detached = Some(micro(r.now()));
+        }
         return Flow::Next;
     }
     for a in &blocking {
@@ -467,27 +484,37 @@ fn start_pod(r: &mut Round) -> Flow {
     if r.m.pod_created.is_some() {
         return Flow::Next;
     }
+    // A pod in the way after step 3 was made by an earlier round that went out late (a
+    // leader paused and deposed), or for a target that failed before the pod was recorded.
+    // The way must be cleared again: the pod gone (step 3, which deletes it again should
+    // this round's delete be lost) and its volumes detached (step 4).
+    let in_way: Vec<PodFacts> = r
+        .obs
+        .pods
+        .iter()
+        .filter(|p| !is_new_pod(r, p))
+        .cloned()
+        .collect();
+    if let Some(first) = in_way.first() {
+        let msg = format!(
+            "pod {} is on {}, in the way of {} on {to}: removing it first",
+            first.name,
+            first.node.as_deref().unwrap_or("no node"),
+            r.new_pod
+        );
+        r.m.old_pod_gone = None;
+        r.m.volumes_detached = None;
+        for p in &in_way {
+            stop_pod(r, p);
+        }
+        return Flow::Park(reason::STOPPING_OLD_POD, msg);
+    }
     let pod = r.obs.pods.iter().find(|p| p.name == r.new_pod).cloned();
     match pod {
-        Some(p) if p.node.as_deref() == Some(to.as_str()) => {
+        Some(_) => {
             r.m.pod_created = Some(micro(now));
             r.d.status.owner_node = Some(to);
             Flow::Next
-        }
-        Some(p) => {
-            // Created for another target by an earlier round (a leader that was deposed, or
-            // a target that failed before the pod was recorded). The way must be cleared
-            // again: this pod gone (awaited here) and its volumes detached (step 4).
-            r.m.volumes_detached = None;
-            stop_pod(r, &p);
-            let on = p.node.unwrap_or_default();
-            Flow::Park(
-                reason::STOPPING_OLD_POD,
-                format!(
-                    "pod {} is on {on}, not on {to}: removing it first",
-                    r.new_pod
-                ),
-            )
         }
         None if r.obs.higher_priority_starting => {
             r.d.recheck_at = Some(now + SignedDuration::from_millis(200));

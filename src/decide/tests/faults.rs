@@ -319,3 +319,54 @@ fn a_not_ready_owner_that_then_goes_silent_is_failed_over_fenced() {
     assert!(!d.status.current_move.as_ref().unwrap().planned);
     assert_eq!(d.status.failover_count, 1);
 }
+
+/// Found by the model checker (tests/model.rs): a pod created late by a leader that was
+/// paused and deposed, after the way was cleared, used to block the move for ever (the new
+/// pod waits for it to go, and nothing deleted it).
+#[test]
+fn a_pod_created_late_after_the_way_was_cleared_is_removed_again() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let old = obs.pods[0].name.clone();
+    obs.members.insert("a".into(), down(90));
+    for _ in 0..10 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        st = d.status;
+        if d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+        {
+            break;
+        }
+        for a in d.actions {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e,
+                Action::Fence { node } => {
+                    obs.members.insert(node, fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
+                _ => {}
+            }
+        }
+    }
+    assert!(st.current_move.as_ref().unwrap().old_pod_gone.is_some());
+    // The old pod comes back on c: a deposed leader's create, gone out late.
+    obs.pods.push(pod(&old, "c", false));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { name, force: false, .. } if *name == old)),
+        "{:?}",
+        d.actions
+    );
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+    );
+    let m = d.status.current_move.as_ref().unwrap();
+    assert!(m.old_pod_gone.is_none() && m.volumes_detached.is_none());
+}
