@@ -286,6 +286,9 @@ pub enum Phase {
     Moving,
     Offline,
     Failed,
+    /// The controller cannot tell whether the owner serves: too few member nodes are up
+    /// (`QuorumLost`), so it may be the one cut off. Nothing is moved or withdrawn.
+    Unknown,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -8,6 +8,12 @@
 //! own monotonic clock, and measures ages from those moments. A node seen for the first time
 //! (at start, for every node) counts as renewed at that moment: after a restart nothing looks
 //! stale before a full threshold has passed on this clock.
+//!
+//! Silence is measured only while this controller can see. While the API server does not
+//! answer it (see [`probe_api`]), no node counts as silent; once it answers again, every
+//! node counts as renewed at that moment. Otherwise, after an outage, the first renewals to
+//! get through would restore the quorum while the nodes not yet heard from looked dead, and
+//! live nodes would be fenced because of the outage alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,11 +60,21 @@ struct Seen {
     ready_observed: Timestamp,
 }
 
+/// Whether this controller can see the API server.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sight {
+    /// Since when the API server has not answered, if it does not.
+    lost: Option<Timestamp>,
+    /// When it answered again after it had not.
+    regained: Option<Timestamp>,
+}
+
 /// When this controller saw each node's heartbeats change.
 #[derive(Clone, Default)]
 pub struct Heartbeats {
     clock: Clock,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
+    sight: Arc<Mutex<Sight>>,
 }
 
 impl Heartbeats {
@@ -66,6 +82,40 @@ impl Heartbeats {
         Self {
             clock,
             seen: Arc::default(),
+            sight: Arc::default(),
+        }
+    }
+
+    /// The API server did not answer: until it does, no node counts as silent.
+    pub fn api_unreachable(&self) {
+        let now = self.clock.now();
+        let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        if sight.lost.is_none() {
+            tracing::warn!(
+                "the API server does not answer: no node counts as silent until it does"
+            );
+            sight.lost = Some(now);
+        }
+    }
+
+    /// The API server answered: if it had not, every node counts as renewed now.
+    pub fn api_reachable(&self) {
+        let now = self.clock.now();
+        let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        if sight.lost.take().is_some() {
+            tracing::info!("the API server answers again: node silence is measured from now");
+            sight.regained = Some(now);
+        }
+    }
+
+    /// A change seen at `observed`, as silence is measured: not before sight was regained,
+    /// and now while it is lost.
+    fn since(&self, observed: Timestamp) -> Timestamp {
+        let sight = *self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        match (sight.lost, sight.regained) {
+            (Some(_), _) => self.clock.now(),
+            (None, Some(regained)) => observed.max(regained),
+            (None, None) => observed,
         }
     }
 
@@ -86,27 +136,29 @@ impl Heartbeats {
     }
 
     /// Notes the Lease `renew_time` of `node` as seen now; returns when this renewal was
-    /// first seen, on this controller's clock.
+    /// first seen, on this controller's clock (see [`Self::api_reachable`]).
     pub fn lease(&self, node: &str, renew_time: Option<Timestamp>) -> Timestamp {
-        self.with(node, |s, now| {
+        let observed = self.with(node, |s, now| {
             if s.renew_time != renew_time {
                 s.renew_time = renew_time;
                 s.renewal_observed = now;
             }
             s.renewal_observed
-        })
+        });
+        self.since(observed)
     }
 
     /// Notes the Ready status of `node` as seen now; returns since when it has been seen
-    /// with that status, on this controller's clock.
+    /// with that status, on this controller's clock (see [`Self::api_reachable`]).
     pub fn ready(&self, node: &str, ready: Option<bool>) -> Timestamp {
-        self.with(node, |s, now| {
+        let observed = self.with(node, |s, now| {
             if s.ready != ready {
                 s.ready = ready;
                 s.ready_observed = now;
             }
             s.ready_observed
-        })
+        });
+        self.since(observed)
     }
 
     /// Called for every Lease the watch delivers, so that a renewal is noted when it
@@ -118,6 +170,21 @@ impl Heartbeats {
     /// Called for every Node the watch delivers.
     pub fn observe_node(&self, node: &Node) {
         self.ready(&node.name_any(), ready_status(node));
+    }
+}
+
+/// Asks the API server for its version every second (a request every identity may make),
+/// and tells `heartbeats` whether it answered within five seconds.
+pub async fn probe_api(client: kube::Client, heartbeats: Heartbeats) {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(TIMEOUT, client.apiserver_version()).await {
+            Ok(Ok(_)) => heartbeats.api_reachable(),
+            _ => heartbeats.api_unreachable(),
+        }
     }
 }
 
@@ -163,6 +230,29 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert_eq!(hb.ready("n", Some(true)), up);
         assert!(hb.ready("n", Some(false)) > up);
+    }
+
+    #[test]
+    fn no_node_counts_silent_while_the_api_server_is_out_of_sight() {
+        let hb = Heartbeats::default();
+        let first = hb.lease("n", Some(t(1)));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        hb.api_unreachable();
+        // Nothing is heard, and nothing counts as silent: the renewal is as of now.
+        assert!(hb.lease("n", Some(t(1))) > first);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        hb.api_reachable();
+        let back = hb.lease("n", Some(t(1)));
+        assert!(back > first);
+        // Once back, silence is measured from the moment sight was regained.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(hb.lease("n", Some(t(1))), back);
+        assert_eq!(hb.ready("n", Some(false)), hb.ready("n", Some(false)));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(
+            hb.lease("n", Some(t(2))) > back,
+            "a new renewal is newer still"
+        );
     }
 
     #[test]

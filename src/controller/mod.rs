@@ -41,7 +41,7 @@ use metrics::Metrics;
 use observe::{NODE_LEASE_NAMESPACE, Stores};
 pub use reconcile::{error_policy, reconcile};
 pub use watches::wait_synced;
-use watches::{affected_by_node, by_label, reflect, stream_from_watch};
+use watches::{QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch};
 
 /// The one field manager for every server-side apply of this controller.
 pub const FIELD_MANAGER: &str = "kube-failover";
@@ -205,11 +205,12 @@ pub fn build_controller(
         watcher::Config::default(),
     );
 
-    let controller = Controller::new(
+    let (instances, instance_stream) = reflect(
         scoped::<FailoverClusterInstance>(&client, ns),
         watcher::Config::default(),
     );
-    let instances = controller.store();
+    let controller = Controller::for_stream(instance_stream, instances.clone())
+        .trigger_backoff(QuickBackoff::default());
     let stores = Stores {
         instances: instances.clone(),
         clusters,
@@ -227,6 +228,7 @@ pub fn build_controller(
     // Lease renewals need no reconcile: thresholds are timers (each reconcile requeues for
     // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
     // Each renewal is dated the moment it arrives, on this controller's clock.
+    tokio::spawn(heartbeats::probe_api(client.clone(), heartbeats.clone()));
     let seen = heartbeats.clone();
     tokio::spawn(lease_stream.for_each(move |l| {
         if let Ok(lease) = &l {

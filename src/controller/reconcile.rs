@@ -37,7 +37,21 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
     let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, fci, |event| async {
         match event {
-            Finalizer::Apply(fci) => apply(&fci, &ctx).await,
+            Finalizer::Apply(fci) => match apply(&fci, &ctx).await {
+                // The cached instance is older than the API's. The watch normally catches up
+                // at once; after an API server restart it has been seen to lag for minutes,
+                // so the round is decided again, once, on the instance read from the API.
+                Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                    match api.get_opt(&fci.name_any()).await? {
+                        Some(fresh) if fresh.resource_version() != fci.resource_version() => {
+                            tracing::debug!(instance = %fci.name_any(), "stale cache: deciding on the instance read from the API");
+                            apply(&fresh, &ctx).await
+                        }
+                        _ => Err(Error::Kube(kube::Error::Api(e))),
+                    }
+                }
+                other => other,
+            },
             Finalizer::Cleanup(fci) => cleanup(&fci, &ctx).await,
         }
     })

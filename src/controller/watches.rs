@@ -23,6 +23,42 @@ pub fn strip<K: Resource>(obj: &mut K) {
         .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
 }
 
+/// How long a watch waits before trying again after an error: from 250 ms, doubling, at
+/// most 4 s, and from the start again after a success. The usual policy (up to 30 s, reset
+/// after two quiet minutes) kept caches stale for over half a minute after an API server
+/// restart, and the controller decides on its caches: a failover would wait that long.
+#[derive(Clone, Debug)]
+pub struct QuickBackoff {
+    next: std::time::Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(4);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// A reflector: returns the store and the stream of changed objects (which must be polled).
 pub fn reflect<K>(
     api: Api<K>,
@@ -42,7 +78,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(QuickBackoff::default())
         .modify(strip)
         .reflect(writer)
         .applied_objects();
@@ -92,7 +128,10 @@ pub fn affected_by_node(fci: &FailoverClusterInstance, node: &str) -> bool {
     };
     status.owner_node.as_deref() == Some(node)
         || status.current_move.is_some()
-        || matches!(status.phase, Phase::Pending | Phase::Offline)
+        || matches!(
+            status.phase,
+            Phase::Pending | Phase::Offline | Phase::Unknown
+        )
 }
 
 /// The instance named by an object's instance label, in the object's namespace.

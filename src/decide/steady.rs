@@ -131,7 +131,9 @@ fn refuse_without_quorum(
     if quorum_ok {
         return false;
     }
-    d.status.phase = Phase::Offline;
+    d.status.phase = Phase::Unknown;
+    // Renewals that restore the quorum trigger nothing by themselves: look again soon.
+    d.recheck_at = Some(obs.now + jiff::SignedDuration::from_secs(2));
     let msg = format!(
         "owner {owner} is down ({why}) but only {} of {} member nodes are up ({} required): not failing over, this controller may be the one cut off",
         obs.healthy_members(),
@@ -153,12 +155,13 @@ fn fail_over(
     d: &mut Decision,
 ) {
     let now = obs.now;
+    // Without the quorum the owner may well be serving: its endpoint stays.
+    if refuse_without_quorum(obs, quorum_ok, owner, why, d) {
+        return;
+    }
     if !obs.endpoints.is_empty() {
         // Clients get a refusal at once, not a black hole, whatever happens next.
         d.actions.push(Action::SetEndpoints(Vec::new()));
-    }
-    if refuse_without_quorum(obs, quorum_ok, owner, why, d) {
-        return;
     }
     if let Some(claim) = obs
         .pinned_claims

@@ -214,7 +214,11 @@ fn no_failover_without_quorum() {
         "{acts:?}"
     );
     assert_eq!(st.owner_node.as_deref(), Some("a"));
-    assert_eq!(st.phase, Phase::Offline);
+    assert_eq!(st.phase, Phase::Unknown);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::SetEndpoints(_))),
+        "the endpoint stays: the owner may be serving"
+    );
     assert!(
         st.conditions
             .iter()

@@ -1,0 +1,242 @@
+//! Fault 8 of `docs/safety.md`: the API server unreachable, then restarted, under a running
+//! controller. Nothing is lost, nothing is duplicated, and the outage itself moves nothing.
+//!
+//! A test binary of its own: it stops the API server of its control plane, which every test
+//! sharing that control plane would feel.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_failover::api::{FailoverClusterInstance, Phase, reason};
+use kube_failover_lab::demo::instance;
+use kube_failover_lab::harness::{
+    Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(90);
+const OOS: &str = "node.kubernetes.io/out-of-service";
+const N: usize = 6;
+
+fn online(i: &FailoverClusterInstance) -> bool {
+    i.status.as_ref().is_some_and(|s| {
+        s.phase == Phase::Online
+            && s.current_move.is_none()
+            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
+    })
+}
+
+fn apiserver_pid() -> Pid {
+    let pid = control_plane()
+        .pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "kube-apiserver")
+        })
+        .expect("a kube-apiserver process");
+    Pid::from_raw(i32::try_from(pid).unwrap())
+}
+
+/// What must survive the outage unchanged: every pod by UID, one Service and one
+/// EndpointSlice per instance, no out-of-service taint, no move.
+async fn snapshot(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    pods.items
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect()
+}
+
+async fn slice_generations(client: &Client, ns: &str) -> BTreeMap<String, Option<i64>> {
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s.metadata.generation))
+        .collect()
+}
+
+async fn await_apiserver(client: &Client) {
+    let deadline = tokio::time::Instant::now() + T;
+    while Api::<Node>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "API server back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
+    let ns = TestNamespace::new("outage").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(
+        &client,
+        &cluster,
+        3,
+        serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
+    )
+    .await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    for i in 0..N {
+        let mut preferred = nodes.clone();
+        preferred.rotate_left(i % nodes.len());
+        let fci = instance(&format!("db-{i}"), &cluster, &preferred, None).unwrap();
+        fcis.create(&PostParams::default(), &fci).await.unwrap();
+    }
+    let _replica = Replica::start(&ns.name, "r", false);
+    for i in 0..N {
+        wait_for(
+            fcis.clone(),
+            &format!("db-{i}"),
+            T,
+            "instance Online",
+            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
+        )
+        .await;
+    }
+    let before = snapshot(&client, &ns.name).await;
+    assert_eq!(before.len(), N);
+    let slices_before = slice_generations(&client, &ns.name).await;
+
+    // Unreachable for twice the detection threshold (10 s): requests and watches hang, no
+    // heartbeat gets through, every Lease looks stale by the time it is back.
+    let pid = apiserver_pid();
+    kill(pid, Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    kill(pid, Signal::SIGCONT).unwrap();
+    await_apiserver(&client).await;
+    // Then killed outright and started again: watches cut without an answer.
+    control_plane().kill_apiserver().await.unwrap();
+    await_apiserver(&client).await;
+
+    // While it could not tell (QuorumLost) an instance may say `Unknown`; then Online
+    // again, where it was.
+    for i in 0..N {
+        wait_for(
+            fcis.clone(),
+            &format!("db-{i}"),
+            T,
+            "instance Online again after the outage",
+            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
+        )
+        .await;
+    }
+    // Twice the threshold more for anything the outage would set off to show: the node
+    // lifecycle controller, blind too, may mark nodes NotReady for a moment (instances then
+    // say `Unknown`), but no move may start.
+    let moved = wait_for(
+        fcis.clone(),
+        "db-0",
+        T,
+        "a move after the outage",
+        |f: Option<&FailoverClusterInstance>| {
+            f.and_then(|f| f.status.as_ref())
+                .is_some_and(|s| s.current_move.is_some())
+        },
+    );
+    let moved = tokio::time::timeout(Duration::from_secs(20), moved).await;
+    assert!(moved.is_err(), "db-0 started a move after the outage");
+    for i in 0..N {
+        wait_for(
+            fcis.clone(),
+            &format!("db-{i}"),
+            T,
+            "instance Online at the end",
+            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
+        )
+        .await;
+    }
+
+    let after = snapshot(&client, &ns.name).await;
+    assert_eq!(after, before, "no pod deleted, replaced or added");
+    assert_eq!(
+        slice_generations(&client, &ns.name).await,
+        slices_before,
+        "no endpoint withdrawn or changed"
+    );
+    for f in fcis.list(&ListParams::default()).await.unwrap() {
+        let s = f.status.clone().unwrap();
+        assert!(online(&f), "{} online: {s:?}", f.name_any());
+        assert_eq!(s.failover_count, 0, "{}", f.name_any());
+        assert_eq!(s.history.len(), 1, "the placement only: {:?}", s.history);
+    }
+    let services = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(services.items.len(), N, "one Service per instance");
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(slices.items.len(), N, "one EndpointSlice per instance");
+    for s in &slices.items {
+        let addresses: usize = s
+            .endpoints
+            .iter()
+            .flatten()
+            .map(|e| e.addresses.len())
+            .sum();
+        assert_eq!(addresses, 1, "{} lists one address", s.name_any());
+    }
+    let reasons: Vec<String> = Api::<Event>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .filter(|r| {
+            [
+                reason::FENCED,
+                reason::FAILOVER_STARTED,
+                reason::PLANNED_MOVE,
+            ]
+            .contains(&r.as_str())
+        })
+        .collect();
+    assert!(reasons.is_empty(), "moves after the outage: {reasons:?}");
+    let node_api: Api<Node> = Api::all(client.clone());
+    for n in &nodes {
+        let node = node_api.get(n).await.unwrap();
+        let tainted = node
+            .spec
+            .and_then(|s| s.taints)
+            .is_some_and(|ts| ts.iter().any(|t| t.key == OOS));
+        assert!(!tainted, "{n} tainted out of service");
+    }
+
+    // And the controller still fails over once the API is back.
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db-0",
+        T,
+        "db-0 failed over off node 0",
+        |f: Option<&FailoverClusterInstance>| {
+            f.is_some_and(|f| {
+                online(f)
+                    && f.status.as_ref().unwrap().owner_node.as_deref() != Some(nodes[0].as_str())
+            })
+        },
+    )
+    .await;
+    assert_eq!(moved.status.unwrap().failover_count, 1);
+}
