@@ -748,3 +748,66 @@ async fn a_crash_looping_workload_moves_after_the_restart_threshold() {
     restart(4).await;
     moved_gracefully(&fcis, &nodes, reason::RESTART_THRESHOLD_EXCEEDED, &client).await;
 }
+
+/// Fault 13: a node cut off from the API server cannot be told from a dead one. A node whose
+/// agent promises to stop its workloads after N seconds alone
+/// (`kube-failover.io/self-fence-seconds`) is tainted out of service only once its Lease
+/// has been stale for N seconds more (plus a margin): its workload has stopped by then.
+#[tokio::test]
+async fn a_self_fencing_node_is_tainted_only_after_its_self_fence_time() {
+    const SELF_FENCE: u64 = 8;
+    let ns = TestNamespace::new("selffence").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    let node_api: Api<Node> = Api::all(client.clone());
+    let annotate = serde_json::json!({"metadata": {"annotations": {
+        "kube-failover.io/self-fence-seconds": SELF_FENCE.to_string()
+    }}});
+    node_api
+        .patch(
+            &nodes[0],
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&annotate),
+        )
+        .await
+        .unwrap();
+    // The annotation is in the controller's cache before the node goes silent.
+    wait_for(
+        node_api.clone(),
+        &nodes[0],
+        T,
+        "annotated",
+        |n: Option<&Node>| {
+            n.is_some_and(|n| {
+                n.annotations()
+                    .contains_key("kube-failover.io/self-fence-seconds")
+            })
+        },
+    )
+    .await;
+    let killed = Instant::now();
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        node_api.clone(),
+        &nodes[0],
+        T,
+        "tainted out of service",
+        |n: Option<&Node>| n.is_some_and(has_oos_taint),
+    )
+    .await;
+    let after = killed.elapsed();
+    // The last renewal was at most a renewal period (1 s) before the kill; the Lease is
+    // stale 3 s after it, and the taint waits the self-fence time and a 2 s margin more.
+    assert!(
+        after >= Duration::from_secs(3 + SELF_FENCE + 2 - 1),
+        "tainted {after:?} after the node went silent, before its self-fence time had passed"
+    );
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+}
