@@ -60,9 +60,9 @@ pub struct BenchArgs {
 }
 
 /// The controller binary: given, or `kube-failover` in the directory of this binary.
-fn controller_bin(args: &BenchArgs) -> Result<PathBuf> {
-    let bin = match &args.controller_bin {
-        Some(bin) => bin.clone(),
+pub fn controller_bin(given: Option<&Path>) -> Result<PathBuf> {
+    let bin = match given {
+        Some(bin) => bin.to_path_buf(),
         None => std::env::current_exe()?
             .parent()
             .context("this binary has no directory")?
@@ -524,7 +524,7 @@ async fn ready_pod_elsewhere(
 }
 
 pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
-    let bin = controller_bin(&args)?;
+    let bin = controller_bin(args.controller_bin.as_deref())?;
     ensure_tools()?;
     let setup = Instant::now();
     let (lease, stale) = lease_settings(args.nodes, args.instances, args.node_lease_seconds);

@@ -143,14 +143,7 @@ pub async fn run() -> Result<()> {
         cp.kubeconfig().display()
     );
     let client = cp.client()?;
-    cp.install_crd_objects(
-        &client,
-        kube_failover::crd::all()
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect(),
-    )
-    .await?;
+    cp.install_kube_failover_crds(&client).await?;
 
     let label = "demo.kube-failover.io/member";
     let nodes = cp

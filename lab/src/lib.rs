@@ -6,9 +6,10 @@
 //!   Go modules by `lab/tools/install.sh`, and a stand-in for a CSI attacher.
 //! - [`harness`]: what the integration tests share (one control plane per test binary, a
 //!   namespace per test, controller replicas, waits on watches).
-//! - [`demo`] and [`bench`]: the `kube-failover-lab` commands.
+//! - [`demo`], [`bench`] and [`chaos`]: the `kube-failover-lab` commands.
 
 pub mod bench;
+pub mod chaos;
 pub mod controlplane;
 pub mod demo;
 pub mod harness;

@@ -17,6 +17,9 @@ enum Command {
     /// Measure failover latency, scale and cost on a local control plane, beside the floor
     /// and the Kubernetes baselines. Runs the `kube-failover` binary that ships.
     Bench(kube_failover_lab::bench::BenchArgs),
+    /// Inject faults at random (seeded) on a local control plane for some minutes while an
+    /// independent watcher checks the safety invariants; exits non-zero on a violation.
+    Chaos(kube_failover_lab::chaos::ChaosArgs),
 }
 
 #[tokio::main]
@@ -25,6 +28,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => kube_failover_lab::demo::run().await?,
         Command::Bench(args) => {
             kube_failover_lab::bench::run(args).await?;
+        }
+        Command::Chaos(args) => {
+            let summary = kube_failover_lab::chaos::run(args).await?;
+            anyhow::ensure!(
+                summary.violations.is_empty(),
+                "{} violation(s); reproduce with --seed {}",
+                summary.violations.len(),
+                summary.seed
+            );
         }
     }
     Ok(())

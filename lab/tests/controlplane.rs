@@ -347,3 +347,110 @@ fn no_process_outlives_a_failed_test() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The API server restarted in place, gracefully and by SIGKILL: a client made before works
+/// again, what was stored survives, and the audit log records force deletes with their
+/// DeleteOptions and who sent them. Its own control plane: restarting the shared one would
+/// cut the other tests of this binary off.
+#[tokio::test]
+async fn the_api_server_restarts_in_place_and_audits_deletes() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::DeleteParams;
+    use kube_failover_lab::controlplane::{ControlPlane, ControlPlaneConfig};
+
+    let mut cp = ControlPlane::start(ControlPlaneConfig {
+        scheduler: false,
+        audit_log: true,
+        work_dir: std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("controlplane"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = cp.client().unwrap();
+    cp.create_namespace(&client, "restart").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "restart");
+    let map = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "data": {"k": name}
+        }))
+        .unwrap()
+    };
+    maps.create(&PostParams::default(), &map("before"))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "restart");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "doomed"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap();
+    let uid = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let mut force = DeleteParams::default().grace_period(0);
+    force.preconditions = Some(kube::api::Preconditions {
+        uid: Some(uid.clone()),
+        resource_version: None,
+    });
+    pods.delete("doomed", &force).await.unwrap();
+
+    let pids_before = cp.pids();
+    cp.restart_apiserver().await.unwrap();
+    // The client made before the restart: its pooled connections died with the server.
+    assert_eq!(
+        maps.get("before").await.unwrap().data.unwrap()["k"],
+        "before",
+        "stored objects survive a graceful restart"
+    );
+    maps.create(&PostParams::default(), &map("between"))
+        .await
+        .unwrap();
+    cp.kill_apiserver().await.unwrap();
+    for name in ["before", "between"] {
+        assert_eq!(
+            maps.get(name).await.unwrap().data.unwrap()["k"],
+            name,
+            "stored objects survive a SIGKILL"
+        );
+    }
+    let pids_after = cp.pids();
+    assert_eq!(pids_before.len(), pids_after.len(), "one process replaced");
+    assert_eq!(
+        pids_before
+            .iter()
+            .filter(|p| !pids_after.contains(p))
+            .count(),
+        1,
+        "only the API server is a new process: {pids_before:?} -> {pids_after:?}"
+    );
+
+    let audit = std::fs::read_to_string(cp.audit_log()).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let force_delete = events
+        .iter()
+        .find(|e| {
+            e["verb"] == "delete"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["name"] == "doomed"
+        })
+        .unwrap_or_else(|| panic!("the pod delete is audited: {audit}"));
+    assert_eq!(force_delete["requestObject"]["gracePeriodSeconds"], 0);
+    assert_eq!(force_delete["requestObject"]["preconditions"]["uid"], uid);
+    assert_eq!(force_delete["user"]["username"], "kube-failover-admin");
+    assert_eq!(force_delete["responseStatus"]["code"], 200);
+    assert!(force_delete["requestReceivedTimestamp"].is_string());
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["objectRef"]["resource"] == "configmaps"),
+        "only what the policy names is logged"
+    );
+    cp.stop();
+}

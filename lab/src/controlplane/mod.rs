@@ -8,15 +8,20 @@
 //! is a pipe from this process. When this process exits for any reason (a panic, `exit`, a
 //! signal, even SIGKILL), the pipe closes, the watchdog reads end-of-file and kills the whole
 //! group, then removes the data directory. Logs are kept.
+//!
+//! The API server can be restarted in place ([`ControlPlane::restart_apiserver`],
+//! [`ControlPlane::kill_apiserver`]), and can keep an audit log of the writes that fencing
+//! is about ([`ControlPlaneConfig::audit_log`], [`AUDIT_POLICY`]).
 
 mod attacher;
 mod nodes;
 mod process;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -25,8 +30,13 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 pub use attacher::play_csi_attacher;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 pub use nodes::{NODE_ALIVE_LABEL, SimulatedNodes};
 use process::ProcessGroup;
+
+/// The audit log's file name in the logs directory.
+const AUDIT_LOG: &str = "audit.log";
 
 /// The pinned tool versions, the same file that `install.sh` reads.
 const VERSIONS_ENV: &str = include_str!("../../tools/versions.env");
@@ -46,6 +56,9 @@ pub struct ControlPlaneConfig {
     pub tools_bin: Option<PathBuf>,
     /// Where logs are kept; a temporary directory under it holds the data.
     pub work_dir: PathBuf,
+    /// Have the API server write an audit log ([`ControlPlane::audit_log`]) with the
+    /// policy [`AUDIT_POLICY`].
+    pub audit_log: bool,
 }
 
 impl Default for ControlPlaneConfig {
@@ -56,15 +69,47 @@ impl Default for ControlPlaneConfig {
             scheduler: true,
             tools_bin: None,
             work_dir: std::env::temp_dir().join("kube-failover-controlplane"),
+            audit_log: false,
         }
     }
 }
 
+/// The audit policy of [`ControlPlaneConfig::audit_log`]: what an independent observer needs
+/// to judge fencing, and nothing else. Deletes of pods and VolumeAttachments are logged with
+/// their request (the DeleteOptions: `gracePeriodSeconds: 0` is a force delete) and who sent
+/// them; writes to Nodes (not their status) with the request and the Node as stored after
+/// it, so that whether a node carried a taint at any moment can be read from the log alone.
+pub const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Request
+    verbs: ["delete", "deletecollection"]
+    resources:
+      - group: ""
+        resources: ["pods"]
+      - group: "storage.k8s.io"
+        resources: ["volumeattachments"]
+  - level: RequestResponse
+    verbs: ["create", "update", "patch", "delete"]
+    resources:
+      - group: ""
+        resources: ["nodes"]
+  - level: None
+"#;
+
 /// A running control plane. Dropping it stops every process it started.
 pub struct ControlPlane {
-    group: ProcessGroup,
+    /// Behind a lock so that a shared control plane (`&'static`, see `harness`) can restart
+    /// its API server.
+    group: Mutex<ProcessGroup>,
+    pgid: i32,
+    /// Serialises API server restarts.
+    restarting: tokio::sync::Mutex<()>,
     config: Config,
     admin_token: String,
+    server: String,
+    ca: PathBuf,
     dir: PathBuf,
     tools_bin: PathBuf,
     /// Time from the first process started to the API server ready and the controller
@@ -212,6 +257,19 @@ impl ControlPlane {
 
         let api_port = free_port()?;
         let cert_dir = pki.join("serving");
+        let mut audit_args = Vec::new();
+        if cfg.audit_log {
+            let policy = data.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)?;
+            audit_args = vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", logs.join(AUDIT_LOG).display()),
+                // Written before the response is sent, in the order requests complete.
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
+            ];
+        }
         group.spawn(
             "kube-apiserver",
             &tool("kube-apiserver"),
@@ -229,8 +287,14 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--enable-priority-and-fairness=false".into(),
+                // On SIGTERM, end the watches (clients re-watch elsewhere) instead of
+                // waiting for them up to the 60 s request timeout.
+                "--shutdown-watch-termination-grace-period=3s".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args)
+            .collect::<Vec<_>>(),
         )?;
 
         let ca = cert_dir.join("apiserver.crt");
@@ -243,7 +307,13 @@ impl ControlPlane {
         )?;
         let config = config_from_kubeconfig(&kubeconfig).await?;
         let client = Client::try_from(config.clone())?;
-        wait_ready(&client, &group, Duration::from_secs(90)).await?;
+        wait_ready(
+            &client,
+            || group.check_alive(),
+            |what| group.failure(what),
+            Duration::from_secs(90),
+        )
+        .await?;
 
         let grace = cfg.node_monitor_grace_period.as_secs().max(1);
         group.spawn(
@@ -320,9 +390,13 @@ impl ControlPlane {
 
         let nodes = SimulatedNodes::new(config.clone());
         Ok(Self {
-            group,
+            pgid: group.pgid(),
+            group: Mutex::new(group),
+            restarting: tokio::sync::Mutex::new(()),
             config,
             admin_token,
+            server,
+            ca,
             dir,
             tools_bin,
             startup: started.elapsed(),
@@ -354,7 +428,87 @@ impl ControlPlane {
 
     /// Process IDs of the control-plane processes (for tests of the teardown).
     pub fn pids(&self) -> Vec<u32> {
-        self.group.pids()
+        self.group().map(|g| g.pids()).unwrap_or_default()
+    }
+
+    /// The process group of the control plane. A process started in it (say a controller
+    /// replica, `Command::process_group`) is killed by the watchdog with the rest, however
+    /// this process ends.
+    pub fn process_group_id(&self) -> i32 {
+        self.pgid
+    }
+
+    fn group(&self) -> Result<MutexGuard<'_, ProcessGroup>> {
+        self.group
+            .lock()
+            .map_err(|_| anyhow!("the control plane's process table is poisoned"))
+    }
+
+    /// The API server's audit log (JSON lines), written when the control plane was started
+    /// with [`ControlPlaneConfig::audit_log`]; see [`AUDIT_POLICY`] for what it holds.
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs_dir().join(AUDIT_LOG)
+    }
+
+    /// Stops kube-apiserver with SIGTERM (a graceful shutdown), starts it again with the
+    /// same arguments on the same port, and returns once its `/readyz` answers `ok`. Its
+    /// data (etcd), certificates and tokens are the same, so existing clients and
+    /// kubeconfigs work again once it is back.
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        self.restart_apiserver_with(Signal::SIGTERM).await
+    }
+
+    /// As [`Self::restart_apiserver`], but the API server is killed (SIGKILL): in-flight
+    /// requests and watches are cut without an answer, as when its machine loses power.
+    pub async fn kill_apiserver(&self) -> Result<()> {
+        self.restart_apiserver_with(Signal::SIGKILL).await
+    }
+
+    async fn restart_apiserver_with(&self, signal: Signal) -> Result<()> {
+        const NAME: &str = "kube-apiserver";
+        let _one_at_a_time = self.restarting.lock().await;
+        let child = self.group()?.take(NAME)?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("{signal} to {NAME}"))?;
+        // std's wait blocks: on a blocking thread, bounded; a graceful shutdown that hangs
+        // is cut short.
+        let mut exited = tokio::task::spawn_blocking(move || {
+            let mut child = child;
+            child.wait()
+        });
+        match tokio::time::timeout(Duration::from_secs(60), &mut exited).await {
+            Ok(status) => {
+                status??;
+            }
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                exited.await??;
+            }
+        }
+        self.group()?.respawn(NAME)?;
+        let client = self.client()?;
+        wait_ready(
+            &client,
+            || self.group()?.check_alive(),
+            |what| match self.group() {
+                Ok(g) => g.failure(what),
+                Err(e) => e,
+            },
+            Duration::from_secs(120),
+        )
+        .await
+        .context("kube-apiserver after a restart")
+    }
+
+    /// Writes a kubeconfig for this control plane that authenticates with `token` (say a
+    /// ServiceAccount's, from the TokenRequest API) and returns its path.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&self.server, &std::fs::read(&self.ca)?, token),
+        )?;
+        Ok(path)
     }
 
     pub fn admin_token(&self) -> &str {
@@ -435,6 +589,16 @@ impl ControlPlane {
         self.install_crd_objects(client, crds).await
     }
 
+    /// Applies the controller's CRDs (as the binary renders them) and waits until each is
+    /// Established.
+    pub async fn install_kube_failover_crds(&self, client: &Client) -> Result<Vec<String>> {
+        let crds = kube_failover::crd::all()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        self.install_crd_objects(client, crds).await
+    }
+
     /// Applies the CRDs and waits until each is Established.
     pub async fn install_crd_objects(
         &self,
@@ -467,7 +631,10 @@ impl ControlPlane {
 
     /// Stops every process now (also done on drop and, failing that, by the watchdog).
     pub fn stop(&mut self) {
-        self.group.stop();
+        self.group
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .stop();
     }
 }
 
@@ -541,18 +708,24 @@ async fn wait_for_file(path: &Path, timeout: Duration, group: &ProcessGroup) -> 
     Ok(())
 }
 
-/// Polls `/readyz`: before the server answers there is nothing to watch.
-async fn wait_ready(client: &Client, group: &ProcessGroup, timeout: Duration) -> Result<()> {
+/// Polls `/readyz`: before the server answers there is nothing to watch. `alive` fails when
+/// a process of the group has exited; `failure` explains a timeout.
+async fn wait_ready(
+    client: &Client,
+    alive: impl Fn() -> Result<()>,
+    failure: impl Fn(&str) -> anyhow::Error,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let req = http::Request::get("/readyz").body(Vec::new())?;
         match client.request_text(req).await {
             Ok(body) if body.trim() == "ok" => return Ok(()),
             _ if Instant::now() > deadline => {
-                return Err(group.failure("kube-apiserver not ready"));
+                return Err(failure("kube-apiserver not ready"));
             }
             _ => {
-                group.check_alive()?;
+                alive()?;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

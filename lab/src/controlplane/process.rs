@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -26,6 +26,8 @@ pub(crate) struct ProcessGroup {
     watchdog_stdin: Option<ChildStdin>,
     pgid: Pid,
     children: Vec<(String, Child)>,
+    /// How each child was started (name, program, arguments), to start it again.
+    commands: Vec<(String, PathBuf, Vec<String>)>,
     logs: PathBuf,
     stopped: bool,
 }
@@ -51,14 +53,54 @@ impl ProcessGroup {
             watchdog_stdin,
             pgid,
             children: Vec::new(),
+            commands: Vec::new(),
             logs: logs.to_path_buf(),
             stopped: false,
         })
     }
 
     pub(crate) fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
-        use std::os::unix::process::CommandExt;
         let log = File::create(self.logs.join(format!("{name}.log")))?;
+        self.start(name, program, args, log)?;
+        self.commands
+            .push((name.to_owned(), program.to_path_buf(), args.to_vec()));
+        Ok(())
+    }
+
+    /// The process group every child runs in (led by the watchdog).
+    pub(crate) fn pgid(&self) -> i32 {
+        self.pgid.as_raw()
+    }
+
+    /// Removes the child `name` from the group's bookkeeping and hands it over, still
+    /// running: the caller stops it and waits for it (see `respawn`).
+    pub(crate) fn take(&mut self, name: &str) -> Result<Child> {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            bail!("no running child named {name}");
+        };
+        Ok(self.children.remove(i).1)
+    }
+
+    /// Starts `name` again with the arguments it was first started with, appending to its
+    /// log.
+    pub(crate) fn respawn(&mut self, name: &str) -> Result<()> {
+        if self.stopped {
+            bail!("the process group is stopped");
+        }
+        let Some((_, program, args)) = self.commands.iter().find(|(n, _, _)| n == name).cloned()
+        else {
+            bail!("{name} was never started");
+        };
+        let mut log = File::options()
+            .append(true)
+            .create(true)
+            .open(self.logs.join(format!("{name}.log")))?;
+        let _ = writeln!(log, "--- restarted by the lab ---");
+        self.start(name, &program, &args, log)
+    }
+
+    fn start(&mut self, name: &str, program: &Path, args: &[String], log: File) -> Result<()> {
+        use std::os::unix::process::CommandExt;
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())

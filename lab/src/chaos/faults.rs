@@ -1,0 +1,599 @@
+//! The fault injector of the chaos run, and the controller replicas it kills and pauses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::checker::{FaultKind, FaultRecord, Observation, Observed};
+use super::kubelet::{StandIn, not_ready_kubelet, skewed_kubelet};
+use crate::controlplane::ControlPlane;
+
+/// Leader election of the replicas: the Lease, its namespace, and its duration (short, as in
+/// the safety tests).
+pub const LEADER_LEASE: &str = "kube-failover-leader";
+pub const LEADER_LEASE_SECONDS: u64 = 2;
+
+/// Processes of the controller binary that ships, each a replica electing a leader.
+pub struct Controllers {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub process_group: i32,
+    pub logs: PathBuf,
+    pub watch_namespace: String,
+    pub lease_namespace: String,
+    /// RUST_LOG of the replicas.
+    pub log_filter: String,
+    next: u32,
+    running: BTreeMap<String, tokio::process::Child>,
+    paused: BTreeSet<String>,
+}
+
+impl Controllers {
+    pub fn new(
+        bin: PathBuf,
+        kubeconfig: PathBuf,
+        process_group: i32,
+        logs: PathBuf,
+        watch_namespace: &str,
+        lease_namespace: &str,
+    ) -> Self {
+        Self {
+            bin,
+            kubeconfig,
+            process_group,
+            logs,
+            watch_namespace: watch_namespace.into(),
+            lease_namespace: lease_namespace.into(),
+            log_filter: "info,kube_client=warn,kube_runtime=warn".into(),
+            next: 1,
+            running: BTreeMap::new(),
+            paused: BTreeSet::new(),
+        }
+    }
+
+    /// Starts a new replica `ctl-N`, in the control plane's process group (so that it dies
+    /// with it however this process ends), logging to `kube-failover-ctl-N.log` in the
+    /// control plane's logs directory.
+    pub fn spawn(&mut self) -> Result<String> {
+        let id = format!("ctl-{}", self.next);
+        self.next += 1;
+        let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = std::fs::File::create(self.logs.join(format!("kube-failover-{id}.log")))?;
+        let child = tokio::process::Command::new(&self.bin)
+            .args(["run", "--watch-namespace", &self.watch_namespace])
+            .args(["--leader-namespace", &self.lease_namespace])
+            .args(["--lease-name", LEADER_LEASE])
+            .args(["--lease-seconds", &LEADER_LEASE_SECONDS.to_string()])
+            .args(["--identity", &id, "--metrics-addr", &addr.to_string()])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", &self.log_filter)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(self.process_group)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.running.insert(id.clone(), child);
+        Ok(id)
+    }
+
+    fn pid(&self, id: &str) -> Result<Pid> {
+        let child = self.running.get(id).context("no such replica")?;
+        Ok(Pid::from_raw(i32::try_from(
+            child.id().context("replica already reaped")?,
+        )?))
+    }
+
+    /// The replica holding the leader Lease, if it is one of ours, running and not paused.
+    pub async fn leader(&self, client: &Client) -> Option<String> {
+        let lease = Api::<Lease>::namespaced(client.clone(), &self.lease_namespace)
+            .get_opt(LEADER_LEASE)
+            .await
+            .ok()??;
+        let holder = lease.spec?.holder_identity?;
+        (self.running.contains_key(&holder) && !self.paused.contains(&holder)).then_some(holder)
+    }
+
+    pub async fn kill(&mut self, id: &str) -> Result<()> {
+        nix::sys::signal::kill(self.pid(id)?, Signal::SIGKILL)?;
+        if let Some(mut child) = self.running.remove(id) {
+            child.wait().await?;
+        }
+        self.paused.remove(id);
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: &str) -> Result<()> {
+        nix::sys::signal::kill(self.pid(id)?, Signal::SIGSTOP)?;
+        self.paused.insert(id.to_string());
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: &str) -> Result<()> {
+        nix::sys::signal::kill(self.pid(id)?, Signal::SIGCONT)?;
+        self.paused.remove(id);
+        Ok(())
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Replicas that exited without being killed, with how (each told once).
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut gone = Vec::new();
+        for (id, child) in &mut self.running {
+            if let Ok(Some(status)) = child.try_wait() {
+                gone.push((id.clone(), format!("{id} exited by itself: {status}")));
+            }
+        }
+        for (id, _) in &gone {
+            self.running.remove(id);
+            self.paused.remove(id);
+        }
+        gone.into_iter().map(|(_, why)| why).collect()
+    }
+
+    pub async fn stop_all(&mut self) {
+        for id in self.paused.clone() {
+            let _ = self.resume(&id);
+        }
+        for (_, mut child) in std::mem::take(&mut self.running) {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// A fault in progress and how to end it.
+struct Active {
+    id: u64,
+    kind: FaultKind,
+    node: Option<String>,
+    process: Option<String>,
+    heal_at: Instant,
+    /// The stand-in kubelet of a NotReady or skewed node; stopped when healed.
+    kubelet: Option<StandIn>,
+}
+
+/// The random draws of one step, drawn whatever is then chosen, so that one seed gives the
+/// same sequence of draws however the cluster's state shapes the choices.
+struct Draws {
+    kind: f64,
+    node: f64,
+    duration: f64,
+    extra: f64,
+    beyond: f64,
+    gap: f64,
+}
+
+/// Injects faults at random, from a seed, for a while; heals each after a random duration.
+pub struct Injector<'a> {
+    cp: &'a ControlPlane,
+    client: Client,
+    namespace: String,
+    nodes: Vec<String>,
+    member_label: String,
+    tx: UnboundedSender<Observation>,
+    pub controllers: Controllers,
+    rng: StdRng,
+    next_id: u64,
+    active: Vec<Active>,
+    /// Node faults at once that leave quorum (51 %) and an eligible node.
+    max_faulty: usize,
+    pub counts: BTreeMap<FaultKind, usize>,
+    /// Node faults injected beyond `max_faulty`: the controller must wait, not misbehave.
+    pub beyond_bound: usize,
+    pub most_faulty_at_once: usize,
+    pub apiserver_restart_seconds: Vec<f64>,
+}
+
+fn between(u: f64, lo: f64, hi: f64) -> Duration {
+    Duration::from_secs_f64(lo + u * (hi - lo))
+}
+
+impl<'a> Injector<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cp: &'a ControlPlane,
+        client: Client,
+        namespace: &str,
+        nodes: Vec<String>,
+        member_label: &str,
+        tx: UnboundedSender<Observation>,
+        controllers: Controllers,
+        seed: u64,
+    ) -> Self {
+        let n = nodes.len();
+        let quorum = (n * 51).div_ceil(100);
+        Self {
+            cp,
+            client,
+            namespace: namespace.into(),
+            nodes,
+            member_label: member_label.into(),
+            tx,
+            controllers,
+            rng: StdRng::seed_from_u64(seed),
+            next_id: 1,
+            active: Vec::new(),
+            max_faulty: n.saturating_sub(quorum).max(1),
+            counts: BTreeMap::new(),
+            beyond_bound: 0,
+            most_faulty_at_once: 0,
+            apiserver_restart_seconds: Vec::new(),
+        }
+    }
+
+    pub fn max_faulty(&self) -> usize {
+        self.max_faulty
+    }
+
+    fn send(&self, what: Observed) {
+        let _ = self.tx.send(Observation {
+            at: Instant::now(),
+            wall: jiff::Timestamp::now(),
+            fresh: true,
+            what,
+        });
+    }
+
+    fn draws(&mut self) -> Draws {
+        let mut u = || self.rng.random_range(0.0..1.0);
+        Draws {
+            kind: u(),
+            node: u(),
+            duration: u(),
+            extra: u(),
+            beyond: u(),
+            gap: u(),
+        }
+    }
+
+    /// Injects and heals faults until `until`, or until `stop` says so; then heals all.
+    pub async fn run(
+        &mut self,
+        until: Instant,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut next_inject = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= until || *stop.borrow() {
+                break;
+            }
+            for gone in self.controllers.exited() {
+                self.send(Observed::External {
+                    invariant: "a controller replica exited",
+                    message: gone,
+                });
+            }
+            let due: Vec<u64> = self
+                .active
+                .iter()
+                .filter(|a| a.heal_at <= now)
+                .map(|a| a.id)
+                .collect();
+            for id in due {
+                self.heal(id).await?;
+            }
+            if now >= next_inject {
+                let gap = self.inject().await?;
+                next_inject = Instant::now() + between(gap, 2.0, 8.0);
+            }
+            let wake = self
+                .active
+                .iter()
+                .map(|a| a.heal_at)
+                .chain([next_inject, until])
+                .min()
+                .unwrap_or(until);
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.heal_all().await
+    }
+
+    /// Heals every fault in progress and makes sure two replicas run.
+    pub async fn heal_all(&mut self) -> Result<()> {
+        let ids: Vec<u64> = self.active.iter().map(|a| a.id).collect();
+        for id in ids {
+            self.heal(id).await?;
+        }
+        while self.controllers.running() < 2 {
+            let id = self.controllers.spawn()?;
+            self.send(Observed::Note(format!("replica {id} started")));
+        }
+        Ok(())
+    }
+
+    /// One fault, chosen at random among those that may be injected now. Returns the draw
+    /// for the gap until the next.
+    async fn inject(&mut self) -> Result<f64> {
+        let d = self.draws();
+        let faulty: Vec<String> = self.active.iter().filter_map(|a| a.node.clone()).collect();
+        let free: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !faulty.contains(n))
+            .cloned()
+            .collect();
+        let beyond = faulty.len() >= self.max_faulty;
+        let node_ok = !free.is_empty()
+            && (faulty.len() < self.max_faulty
+                || (faulty.len() == self.max_faulty && d.beyond < 0.15));
+        let global_busy = self.active.iter().any(|a| a.node.is_none());
+        let leader = if global_busy {
+            None
+        } else {
+            self.controllers.leader(&self.client).await
+        };
+        let eligible: Vec<FaultKind> = FaultKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                k if k.is_node_fault() => node_ok,
+                FaultKind::LeaderKill | FaultKind::LeaderPause => leader.is_some(),
+                _ => !global_busy,
+            })
+            .collect();
+        // Node kills (what failovers are about) and NotReady kubelets weigh more; kinds not
+        // injected yet weigh four times as much, so that a short run sees every kind.
+        let weight = |k: &FaultKind| {
+            let base = match k {
+                FaultKind::NodeKill => 3.0,
+                FaultKind::NodeNotReady => 2.0,
+                _ => 1.0,
+            };
+            if self.counts.contains_key(k) {
+                base
+            } else {
+                base * 4.0
+            }
+        };
+        let total: f64 = eligible.iter().map(weight).sum();
+        let mut pick = d.kind * total;
+        let Some(kind) = eligible
+            .iter()
+            .find(|k| {
+                pick -= weight(k);
+                pick < 0.0
+            })
+            .or(eligible.last())
+            .copied()
+        else {
+            return Ok(d.gap);
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Instant::now();
+        if kind.is_node_fault() {
+            *self.counts.entry(kind).or_default() += 1;
+            if beyond {
+                self.beyond_bound += 1;
+            }
+            let idx = ((d.node * free.len() as f64) as usize).min(free.len() - 1);
+            let node = free[idx].clone();
+            let (lo, hi) = match kind {
+                FaultKind::NodeKill => (3.0, 40.0),
+                FaultKind::NodeNotReady => (6.0, 45.0),
+                FaultKind::NodeSkew => (10.0, 40.0),
+                _ => (5.0, 40.0),
+            };
+            let lasts = between(d.duration, lo, hi);
+            let skew = jiff::SignedDuration::from_secs(120 + (d.extra * 780.0) as i64);
+            let detail = match kind {
+                FaultKind::NodeSkew => format!(
+                    "clock {} min behind, for {:.1} s",
+                    skew.as_secs() / 60,
+                    lasts.as_secs_f64()
+                ),
+                _ => format!("for {:.1} s", lasts.as_secs_f64()),
+            } + if beyond { ", beyond the bound" } else { "" };
+            self.send(Observed::FaultStarted(FaultRecord {
+                id,
+                kind,
+                node: Some(node.clone()),
+                detail,
+            }));
+            let kubelet = self.start_node_fault(kind, &node, skew, id).await?;
+            self.active.push(Active {
+                id,
+                kind,
+                node: Some(node),
+                process: None,
+                heal_at: now + lasts,
+                kubelet,
+            });
+            let count = self.active.iter().filter(|a| a.node.is_some()).count();
+            self.most_faulty_at_once = self.most_faulty_at_once.max(count);
+            return Ok(d.gap);
+        }
+        match kind {
+            FaultKind::LeaderKill | FaultKind::LeaderPause => {
+                let Some(leader) = leader else {
+                    return Ok(d.gap);
+                };
+                *self.counts.entry(kind).or_default() += 1;
+                let (verb, lasts) = if kind == FaultKind::LeaderKill {
+                    ("SIGKILL; a new replica in", between(d.duration, 1.0, 8.0))
+                } else {
+                    ("SIGSTOP for", between(d.duration, 3.0, 12.0))
+                };
+                self.send(Observed::FaultStarted(FaultRecord {
+                    id,
+                    kind,
+                    node: None,
+                    detail: format!("{leader}: {verb} {:.1} s", lasts.as_secs_f64()),
+                }));
+                if kind == FaultKind::LeaderKill {
+                    self.controllers.kill(&leader).await?;
+                } else {
+                    self.controllers.pause(&leader)?;
+                }
+                self.active.push(Active {
+                    id,
+                    kind,
+                    node: None,
+                    process: Some(leader),
+                    heal_at: now + lasts,
+                    kubelet: None,
+                });
+            }
+            _ => {
+                *self.counts.entry(kind).or_default() += 1;
+                let kill = d.extra < 0.5;
+                self.send(Observed::FaultStarted(FaultRecord {
+                    id,
+                    kind,
+                    node: None,
+                    detail: if kill { "SIGKILL" } else { "SIGTERM" }.into(),
+                }));
+                let started = Instant::now();
+                if kill {
+                    self.cp.kill_apiserver().await?;
+                } else {
+                    self.cp.restart_apiserver().await?;
+                }
+                let took = started.elapsed().as_secs_f64();
+                self.apiserver_restart_seconds.push(took);
+                self.send(Observed::FaultEnded {
+                    id,
+                    detail: format!("ready again after {took:.1} s"),
+                });
+            }
+        }
+        Ok(d.gap)
+    }
+
+    async fn start_node_fault(
+        &mut self,
+        kind: FaultKind,
+        node: &str,
+        skew: jiff::SignedDuration,
+        id: u64,
+    ) -> Result<Option<StandIn>> {
+        let seed = self.rng.random_range(0..u64::MAX) ^ id;
+        Ok(match kind {
+            FaultKind::NodeKill => {
+                retry(|| self.cp.nodes.kill(node)).await?;
+                None
+            }
+            FaultKind::NodeNotReady => {
+                retry(|| self.cp.nodes.kill(node)).await?;
+                Some(not_ready_kubelet(
+                    self.client.clone(),
+                    &self.namespace,
+                    node,
+                    seed,
+                ))
+            }
+            FaultKind::NodeSkew => {
+                retry(|| self.cp.nodes.kill(node)).await?;
+                Some(skewed_kubelet(
+                    self.client.clone(),
+                    &self.namespace,
+                    node,
+                    skew,
+                    seed,
+                ))
+            }
+            FaultKind::NodeRelabel => {
+                let patch =
+                    serde_json::json!({"metadata": {"labels": {self.member_label.clone(): null}}});
+                retry(|| self.patch_node(node, &patch)).await?;
+                None
+            }
+            FaultKind::NodeCordon => {
+                let patch = serde_json::json!({"spec": {"unschedulable": true}});
+                retry(|| self.patch_node(node, &patch)).await?;
+                None
+            }
+            _ => bail!("{kind:?} is not a node fault"),
+        })
+    }
+
+    async fn patch_node(&self, node: &str, patch: &serde_json::Value) -> Result<()> {
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn heal(&mut self, id: u64) -> Result<()> {
+        let Some(i) = self.active.iter().position(|a| a.id == id) else {
+            return Ok(());
+        };
+        let mut a = self.active.remove(i);
+        let mut detail = String::new();
+        if let Some(kubelet) = a.kubelet.take() {
+            // The stand-in kubelet stops first (no write of it in flight), then KWOK takes
+            // the node back, heartbeats and Ready.
+            kubelet.stop().await;
+        }
+        if let Some(node) = &a.node {
+            match a.kind {
+                FaultKind::NodeKill | FaultKind::NodeNotReady | FaultKind::NodeSkew => {
+                    retry(|| self.cp.nodes.revive(node)).await?;
+                }
+                FaultKind::NodeRelabel => {
+                    let patch = serde_json::json!({"metadata": {"labels": {self.member_label.clone(): "true"}}});
+                    retry(|| self.patch_node(node, &patch)).await?;
+                }
+                FaultKind::NodeCordon => {
+                    let patch = serde_json::json!({"spec": {"unschedulable": null}});
+                    retry(|| self.patch_node(node, &patch)).await?;
+                }
+                _ => {}
+            }
+        } else if let Some(process) = &a.process {
+            if a.kind == FaultKind::LeaderKill {
+                let new = self.controllers.spawn()?;
+                detail = format!("replica {new} started in place of {process}");
+            } else {
+                self.controllers.resume(process)?;
+                detail = format!("SIGCONT to {process}");
+            }
+        }
+        self.send(Observed::FaultEnded { id, detail });
+        Ok(())
+    }
+}
+
+/// Retries a write a few times: the API server may be briefly unavailable.
+async fn retry<F, Fut>(mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 20 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// A seed from the clock and the process, for runs not given one.
+pub fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one((std::process::id(), Instant::now())) % 1_000_000
+}
