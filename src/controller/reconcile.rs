@@ -165,12 +165,16 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     let (events, writes): (Vec<&Action>, Vec<&Action>) = rest
         .into_iter()
         .partition(|a| matches!(a, Action::Event(_)));
-    futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx))).await?;
+    let written =
+        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx))).await;
+    // The round's intent is recorded in the status: its Events tell of it even when a write
+    // of the round failed (a Fence refused, say), or they would never be told at all.
     for ev in events {
         if let Action::Event(ev) = ev {
             publish_event(fci, ev, ctx.recorder.clone());
         }
     }
+    written?;
     Ok(match decision.recheck_at {
         Some(at) => {
             let wait = now.duration_until(at).unsigned_abs();
