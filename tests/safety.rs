@@ -811,3 +811,99 @@ async fn a_self_fencing_node_is_tainted_only_after_its_self_fence_time() {
     )
     .await;
 }
+
+/// Fault 12: a shared (ReadWriteMany) volume is legitimately attached to other nodes as
+/// well. A failover waits only for the old owner's attachment, and leaves the others be.
+#[tokio::test]
+async fn a_shared_volume_attached_elsewhere_does_not_hold_a_failover() {
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    use kube_failover_lab::controlplane::play_csi_attacher;
+    use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim_with_mode};
+
+    let ns = TestNamespace::new("rwx").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    csi_claim_with_mode(&client, &ns.name, "shared", "ReadWriteMany")
+        .await
+        .unwrap();
+    let pv = format!("{}-shared", ns.name);
+    let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
+    // Another workload reads the same volume on node 2.
+    let reader: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "reader"},
+        "spec": {
+            "nodeName": nodes[2],
+            "containers": [{"name": "r", "image": "registry.example/reader:1",
+                            "volumeMounts": [{"name": "shared", "mountPath": "/data"}]}],
+            "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}],
+        }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &reader)
+        .await
+        .unwrap();
+    let _replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(
+        &PostParams::default(),
+        &instance("db", &cluster, &nodes, Some("shared")).unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    let vas: Api<VolumeAttachment> = Api::all(client.clone());
+    let attached_to = |node: String| {
+        let pv = pv.clone();
+        move |list: &[VolumeAttachment]| {
+            list.iter()
+                .find(|va| {
+                    va.spec.node_name == node
+                        && va.spec.source.persistent_volume_name.as_deref() == Some(pv.as_str())
+                        && va.status.as_ref().is_some_and(|s| s.attached)
+                })
+                .and_then(|va| va.uid())
+        }
+    };
+    let deadline = Instant::now() + T;
+    let elsewhere = loop {
+        let list = vas.list(&ListParams::default()).await.unwrap().items;
+        if let (Some(_), Some(uid)) = (
+            attached_to(nodes[0].clone())(&list),
+            attached_to(nodes[2].clone())(&list),
+        ) {
+            break uid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the volume attached to nodes 0 and 2"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    assert_eq!(moved.status.unwrap().failover_count, 1);
+    let list = vas.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        attached_to(nodes[2].clone())(&list),
+        Some(elsewhere),
+        "node 2's attachment of the shared volume untouched"
+    );
+    attacher.abort();
+}

@@ -59,8 +59,18 @@ pub fn instance(
     }))?)
 }
 
-/// A CSI volume (attach required) and a claim bound to it, in `namespace`.
+/// A CSI volume (attach required) and a claim bound to it, in `namespace`: ReadWriteOnce.
 pub async fn csi_claim(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    csi_claim_with_mode(client, namespace, name, "ReadWriteOnce").await
+}
+
+/// As [`csi_claim`], with the given access mode (`ReadWriteMany` for a shared volume).
+pub async fn csi_claim_with_mode(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    mode: &str,
+) -> Result<()> {
     let drivers: Api<CSIDriver> = Api::all(client.clone());
     let driver: CSIDriver = serde_json::from_value(serde_json::json!({
         "metadata": {"name": SIM_CSI_DRIVER},
@@ -78,7 +88,7 @@ pub async fn csi_claim(client: &Client, namespace: &str, name: &str) -> Result<(
         "metadata": {"name": pv_name},
         "spec": {
             "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": [mode],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "",
             "claimRef": {"namespace": namespace, "name": name},
@@ -91,7 +101,7 @@ pub async fn csi_claim(client: &Client, namespace: &str, name: &str) -> Result<(
     let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
         "spec": {
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": [mode],
             "storageClassName": "",
             "volumeName": pv_name,
             "resources": {"requests": {"storage": "1Gi"}},
