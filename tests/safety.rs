@@ -907,3 +907,64 @@ async fn a_shared_volume_attached_elsewhere_does_not_hold_a_failover() {
     );
     attacher.abort();
 }
+
+/// Fault 9: the new owner fails after its pod was created and before it was ready. The
+/// move ends there (`NewOwnerFailed`) and a new failover, fenced, takes the instance on.
+#[tokio::test]
+async fn a_new_owner_that_fails_before_its_pod_is_ready_is_failed_over_in_turn() {
+    let ns = TestNamespace::new("newowner").await;
+    let client = ns.client.clone();
+    // Two of three nodes fail: a quorum of one lets the second failover go ahead.
+    let (_cluster, nodes, fcis, _replica) =
+        one_instance(&ns, serde_json::json!({"quorum": {"minHealthy": 1}})).await;
+    // Node 1 heartbeats (a stand-in renews its Lease) but starts no pod: KWOK no longer
+    // manages it, so a pod placed there never becomes ready.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-node-lease");
+    let kubelet = fake_kubelet(leases, nodes[1].clone(), jiff::SignedDuration::ZERO);
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "the failover's pod created on node 1",
+        |f: Option<&FailoverClusterInstance>| {
+            f.and_then(|f| f.status.as_ref())
+                .and_then(|s| s.current_move.as_ref())
+                .is_some_and(|m| {
+                    m.to.as_deref() == Some(nodes[1].as_str()) && m.pod_created.is_some()
+                })
+        },
+    )
+    .await;
+    // Now node 1 fails too, its pod never ready.
+    kubelet.abort();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 2",
+        online_on(nodes[2].clone()),
+    )
+    .await;
+    let s = moved.status.unwrap();
+    assert_eq!(s.failover_count, 2, "{:?}", s.history);
+    let last = s.history.last().unwrap();
+    assert_eq!(last.from.as_deref(), Some(nodes[1].as_str()), "{last:?}");
+    assert!(
+        last.fenced.is_some(),
+        "node 1 fenced before its pod was removed: {last:?}"
+    );
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(
+        reasons.iter().any(|r| r == reason::NEW_OWNER_FAILED),
+        "{reasons:?}"
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 1, "only the pod on node 2 is left: {pods:?}");
+}
