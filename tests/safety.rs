@@ -968,3 +968,69 @@ async fn a_new_owner_that_fails_before_its_pod_is_ready_is_failed_over_in_turn()
         .items;
     assert_eq!(pods.len(), 1, "only the pod on node 2 is left: {pods:?}");
 }
+
+/// Fault 11: failovers are counted apart from the bounded history (ten moves), so a
+/// threshold above ten holds: eleven failovers go ahead, the twelfth is refused.
+#[tokio::test]
+async fn a_failover_threshold_above_the_history_limit_holds() {
+    const THRESHOLD: usize = 11;
+    let ns = TestNamespace::new("threshold").await;
+    let client = ns.client.clone();
+    let cluster = format!("{}-c", ns.name);
+    // One node per failover and one to spare; every owner is killed in turn.
+    let nodes = nodes_and_cluster(
+        &client,
+        &cluster,
+        THRESHOLD + 2,
+        serde_json::json!({"quorum": {"minHealthy": 1}}),
+    )
+    .await;
+    let _replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let mut fci = instance("db", &cluster, &nodes, None).unwrap();
+    fci.spec.failover.threshold = Some(THRESHOLD as u32);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    for i in 0..THRESHOLD {
+        control_plane().nodes.kill(&nodes[i]).await.unwrap();
+        wait_for(
+            fcis.clone(),
+            "db",
+            T,
+            &format!("failover {} done", i + 1),
+            online_on(nodes[i + 1].clone()),
+        )
+        .await;
+    }
+    control_plane().nodes.kill(&nodes[THRESHOLD]).await.unwrap();
+    let failed = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "the twelfth failover refused",
+        |f: Option<&FailoverClusterInstance>| {
+            f.and_then(|f| f.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await;
+    let s = failed.status.clone().unwrap();
+    assert_eq!(s.failovers.len(), THRESHOLD, "{:?}", s.failovers);
+    assert_eq!(s.history.len(), 10, "the history stays bounded");
+    assert_eq!(
+        online_reason(&failed).as_deref(),
+        Some(reason::FAILOVER_THRESHOLD_EXCEEDED)
+    );
+    assert_eq!(
+        s.owner_node.as_deref(),
+        Some(nodes[THRESHOLD].as_str()),
+        "not moved"
+    );
+}
