@@ -1034,3 +1034,59 @@ async fn a_failover_threshold_above_the_history_limit_holds() {
         "not moved"
     );
 }
+
+/// Fault 2: a cordoned owner has left, not failed: its instance moves gracefully, and the
+/// node is never fenced.
+#[tokio::test]
+async fn a_cordoned_owner_is_moved_off_never_fenced() {
+    let ns = TestNamespace::new("cordon").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    Api::<Node>::all(client.clone())
+        .patch(
+            &nodes[0],
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    moved_gracefully(&fcis, &nodes, reason::UNSCHEDULABLE, &client).await;
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
+        "{reasons:?}"
+    );
+}
+
+/// Fault 2: the owner's Node object is deleted (a node removed from the cluster) while its
+/// kubelet still heartbeats: the instance moves off, and nothing is fenced.
+#[tokio::test]
+async fn an_owner_whose_node_is_deleted_is_moved_off_never_fenced() {
+    let ns = TestNamespace::new("nodedel").await;
+    let client = ns.client.clone();
+    let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
+    Api::<Node>::all(client.clone())
+        .delete(&nodes[0], &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "moved to node 1",
+        online_on(nodes[1].clone()),
+    )
+    .await;
+    let m = moved.status.unwrap().history.last().cloned().unwrap();
+    assert_eq!(m.reason, reason::NODE_DELETED, "{m:?}");
+    assert!(m.fenced.is_none(), "{m:?}");
+    let reasons = event_reasons(&client, &ns.name).await;
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
+        "{reasons:?}"
+    );
+}
