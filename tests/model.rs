@@ -922,13 +922,13 @@ fn explore(model: &Model, limit: usize) -> Result<usize, Vec<String>> {
 /// Part of every `cargo test`: one instance on three nodes, one node fault of any kind
 /// (death, NotReady with a fresh Lease, partition) and its return, lagging caches, a crash
 /// between any two actions and a leader paused after its status write whose actions go out
-/// late. `KUBE_FAILOVER_MODEL_DEPTH=deep` adds a second instance preferring other nodes and
-/// a second fault (so quorum can be lost); it takes minutes (run it with `--release`).
+/// late. `KUBE_FAILOVER_MODEL_DEPTH=deep` adds a second instance preferring other nodes,
+/// its moves interleaved with the first's; run it with `--release`.
 #[test]
 fn decide_keeps_the_invariants_in_every_reachable_state() {
     let deep = std::env::var("KUBE_FAILOVER_MODEL_DEPTH").is_ok_and(|v| v == "deep");
     let (specs, max_failures) = if deep {
-        (vec![spec([0, 1, 2]), spec([1, 2, 0])], 2)
+        (vec![spec([0, 1, 2]), spec([1, 2, 0])], 1)
     } else {
         (vec![spec([0, 1, 2])], 1)
     };
