@@ -923,7 +923,9 @@ fn explore(model: &Model, limit: usize) -> Result<usize, Vec<String>> {
 /// (death, NotReady with a fresh Lease, partition) and its return, lagging caches, a crash
 /// between any two actions and a leader paused after its status write whose actions go out
 /// late. `KUBE_FAILOVER_MODEL_DEPTH=deep` adds a second instance preferring other nodes,
-/// its moves interleaved with the first's; run it with `--release`.
+/// its moves interleaved with the first's; run it with `--release`. It does not finish on
+/// a 24 GiB machine (9.9 million states, 2.3 million queued, 12 GiB, in about 15 minutes):
+/// there it searches for counterexamples, and proves nothing.
 #[test]
 fn decide_keeps_the_invariants_in_every_reachable_state() {
     let deep = std::env::var("KUBE_FAILOVER_MODEL_DEPTH").is_ok_and(|v| v == "deep");
