@@ -366,6 +366,16 @@ fn is_new_pod(r: &Round, p: &PodFacts) -> bool {
     p.name == r.new_pod && (r.m.pod_created.is_some() || (p.node.is_some() && p.node == r.m.to))
 }
 
+/// Every pod of the instance but the pod of this move.
+fn pods_in_the_way(r: &Round) -> Vec<PodFacts> {
+    r.obs
+        .pods
+        .iter()
+        .filter(|p| !is_new_pod(r, p))
+        .cloned()
+        .collect()
+}
+
 /// Step 3: no other pod of the instance is left in the API (gone, not only marked for
 /// deletion). Checked again in every round until the new pod exists: a pod that appears
 /// after this step was done (created late by a leader that was paused and deposed) is in
@@ -374,13 +384,7 @@ fn stop_old_pod(r: &mut Round) -> Flow {
     if r.m.pod_created.is_some() {
         return Flow::Next;
     }
-    let old: Vec<PodFacts> = r
-        .obs
-        .pods
-        .iter()
-        .filter(|p| !is_new_pod(r, p))
-        .cloned()
-        .collect();
+    let old = pods_in_the_way(r);
     if old.is_empty() {
         r.m.old_pod_gone.get_or_insert(micro(r.now()));
         return Flow::Next;
@@ -488,13 +492,7 @@ fn start_pod(r: &mut Round) -> Flow {
     // leader paused and deposed), or for a target that failed before the pod was recorded.
     // The way must be cleared again: the pod gone (step 3, which deletes it again should
     // this round's delete be lost) and its volumes detached (step 4).
-    let in_way: Vec<PodFacts> = r
-        .obs
-        .pods
-        .iter()
-        .filter(|p| !is_new_pod(r, p))
-        .cloned()
-        .collect();
+    let in_way = pods_in_the_way(r);
     if let Some(first) = in_way.first() {
         let msg = format!(
             "pod {} is on {}, in the way of {} on {to}: removing it first",

@@ -221,22 +221,21 @@ fn container_restarts_are_counted_once_each() {
     assert!(fencing_actions(&acts).is_empty());
 }
 
-#[test]
-fn a_pod_of_the_move_on_another_node_is_not_adopted() {
-    let s = spec(&["a", "b", "c"]);
-    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
-    let mut st = FailoverClusterInstanceStatus::default();
-    settle(&s, &mut st, &mut obs);
-    obs.members.insert("a".into(), down(90));
-    // Clear the way, stopping before the pod is created.
+/// Runs the move's rounds, carrying out what they ask, until the round that would create the
+/// new pod (whose status is kept, its actions not carried out).
+fn clear_the_way(
+    s: &FailoverClusterInstanceSpec,
+    st: &mut FailoverClusterInstanceStatus,
+    obs: &mut Observed,
+) {
     for _ in 0..10 {
-        let d = decide("db", Some(1), &s, Some(&st), &obs);
-        st = d.status;
+        let d = decide("db", Some(1), s, Some(st), obs);
+        *st = d.status;
         if d.actions
             .iter()
             .any(|a| matches!(a, Action::CreatePod { .. }))
         {
-            break;
+            return;
         }
         for a in d.actions {
             match a {
@@ -249,6 +248,17 @@ fn a_pod_of_the_move_on_another_node_is_not_adopted() {
             }
         }
     }
+    panic!("no pod created within ten rounds: {st:?}");
+}
+
+#[test]
+fn a_pod_of_the_move_on_another_node_is_not_adopted() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    clear_the_way(&s, &mut st, &mut obs);
     // A deposed leader created this move's pod on c, while this one chose b.
     let name = pod_name("db", st.move_seq);
     obs.pods.push(pod(&name, "c", true));
@@ -331,26 +341,7 @@ fn a_pod_created_late_after_the_way_was_cleared_is_removed_again() {
     settle(&s, &mut st, &mut obs);
     let old = obs.pods[0].name.clone();
     obs.members.insert("a".into(), down(90));
-    for _ in 0..10 {
-        let d = decide("db", Some(1), &s, Some(&st), &obs);
-        st = d.status;
-        if d.actions
-            .iter()
-            .any(|a| matches!(a, Action::CreatePod { .. }))
-        {
-            break;
-        }
-        for a in d.actions {
-            match a {
-                Action::SetEndpoints(e) => obs.endpoints = e,
-                Action::Fence { node } => {
-                    obs.members.insert(node, fenced());
-                }
-                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
-                _ => {}
-            }
-        }
-    }
+    clear_the_way(&s, &mut st, &mut obs);
     assert!(st.current_move.as_ref().unwrap().old_pod_gone.is_some());
     // The old pod comes back on c: a deposed leader's create, gone out late.
     obs.pods.push(pod(&old, "c", false));
