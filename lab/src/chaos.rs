@@ -236,17 +236,7 @@ async fn judge(
     let show = |o: &Observation| {
         let t = o.at.saturating_duration_since(start).as_secs_f64();
         match &o.what {
-            Observed::FaultStarted(f) => println!(
-                "[{t:>7.1} s] fault #{} {} {}{}",
-                f.id,
-                f.kind.name(),
-                f.node.clone().unwrap_or_default(),
-                if f.detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", f.detail)
-                }
-            ),
+            Observed::FaultStarted(f) => println!("[{t:>7.1} s] fault {f}"),
             Observed::FaultEnded { id, detail } => {
                 println!("[{t:>7.1} s] healed #{id} {detail}")
             }

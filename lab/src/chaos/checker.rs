@@ -104,6 +104,23 @@ pub struct FaultRecord {
     pub detail: String,
 }
 
+impl std::fmt::Display for FaultRecord {
+    /// `#id kind node (detail)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "#{} {} {}",
+            self.id,
+            self.kind.name(),
+            self.node.as_deref().unwrap_or_default()
+        )?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
 /// One watch event of one kind of object.
 #[derive(Clone, Debug)]
 pub enum Change<K> {
@@ -1174,20 +1191,7 @@ impl Checker {
                 })
             }
             Observed::FaultStarted(f) => {
-                self.push_fault(
-                    obs.at,
-                    format!(
-                        "FAULT #{} {} {}{}",
-                        f.id,
-                        f.kind.name(),
-                        f.node.clone().unwrap_or_default(),
-                        if f.detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", f.detail)
-                        }
-                    ),
-                );
+                self.push_fault(obs.at, format!("FAULT {f}"));
                 None
             }
             Observed::FaultEnded { id, detail } => {
