@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kube_failover::api::{FailoverClusterInstance, Phase, reason};
-use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, create_spread_instances, nodes_and_cluster, wait_for,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -94,12 +93,7 @@ async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
     )
     .await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
-    for i in 0..N {
-        let mut preferred = nodes.clone();
-        preferred.rotate_left(i % nodes.len());
-        let fci = instance(&format!("db-{i}"), &cluster, &preferred, None).unwrap();
-        fcis.create(&PostParams::default(), &fci).await.unwrap();
-    }
+    create_spread_instances(&client, &ns.name, &cluster, &nodes, N).await;
     let _replica = Replica::start(&ns.name, "r", false);
     for i in 0..N {
         wait_for(

@@ -12,7 +12,8 @@ use kube::{Client, ResourceExt};
 use kube_failover::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase, reason};
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, create_spread_instances, free_addr, http_get,
+    nodes_and_cluster, wait_for,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -75,12 +76,7 @@ async fn restarting_the_controller_twenty_times_moves_nothing() {
     .await;
     const N: usize = 20;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
-    for i in 0..N {
-        let mut preferred = nodes.clone();
-        preferred.rotate_left(i % nodes.len());
-        let fci = instance(&format!("db-{i}"), &cluster, &preferred, None).unwrap();
-        fcis.create(&PostParams::default(), &fci).await.unwrap();
-    }
+    create_spread_instances(&client, &ns.name, &cluster, &nodes, N).await;
     let first = Replica::start(&ns.name, "first", false);
     for i in 0..N {
         wait_for(

@@ -376,3 +376,25 @@ impl Replica {
         }
     }
 }
+
+/// Creates instances `db-0` … `db-{n-1}` of `cluster` in `namespace`, spread over `nodes`
+/// (each prefers the nodes in turn, starting one further along than the last).
+pub async fn create_spread_instances(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    nodes: &[String],
+    n: usize,
+) {
+    let fcis: Api<kube_failover::api::FailoverClusterInstance> =
+        Api::namespaced(client.clone(), namespace);
+    for i in 0..n {
+        let mut preferred = nodes.to_vec();
+        preferred.rotate_left(i % nodes.len());
+        let fci = crate::demo::instance(&format!("db-{i}"), cluster, &preferred, None)
+            .expect("an instance");
+        fcis.create(&kube::api::PostParams::default(), &fci)
+            .await
+            .expect("creating an instance");
+    }
+}
