@@ -51,7 +51,8 @@ struct RunArgs {
     /// dead leader wait for it as well.
     #[arg(long, env = "KUBE_FAILOVER_LEASE_SECONDS", default_value_t = 6)]
     lease_seconds: u64,
-    /// This replica's identity; defaults to the pod name.
+    /// This replica's identity in the leader Lease; defaults to the pod name, else the host
+    /// name (a pod's host name is its name). Unique per replica.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Watch and act in this namespace only (all namespaces when unset).
@@ -60,6 +61,37 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "KUBE_FAILOVER_LOG_JSON", default_value_t = false)]
     log_json: bool,
+}
+
+/// This replica's identity: the one given (`--identity` or `POD_NAME`), else the host name
+/// (in a pod, the pod's name). Two replicas must never share one: both would believe they hold
+/// the Lease. So with election on and neither known, there is none; with election off (a
+/// single replica) it only names the reporter of Events.
+fn choose_identity(
+    given: Option<String>,
+    hostname: Option<String>,
+    leader_elect: bool,
+) -> anyhow::Result<String> {
+    let known = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    match (known(given), known(hostname)) {
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) if !leader_elect => Ok("kube-failover".into()),
+        (None, None) => anyhow::bail!(
+            "no identity for leader election: set POD_NAME (the chart sets it to the pod's \
+             name from the downward API) or --identity, unique per replica"
+        ),
+    }
+}
+
+/// The host name as the kernel has it (what gethostname(2) returns), else /etc/hostname.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            let name = std::fs::read_to_string(path).ok()?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| name.to_string())
+        })
 }
 
 fn init_tracing(json: bool) {
@@ -82,10 +114,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
         Command::Run(args) => {
             init_tracing(args.log_json);
+            let identity = choose_identity(args.identity, hostname(), args.leader_elect)?;
             let config = kube::Config::infer().await?;
-            let identity = args
-                .identity
-                .unwrap_or_else(|| format!("kube-failover-{}", std::process::id()));
             let leader = args.leader_elect.then(|| LeaderConfig {
                 namespace: args.leader_namespace.clone(),
                 lease_name: args.lease_name.clone(),
@@ -121,4 +151,34 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_identity;
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn the_identity_is_the_pod_name_else_the_host_name_else_none_when_electing() {
+        assert_eq!(
+            choose_identity(some("kf-5d8f-x2x7q"), some("host"), true).unwrap(),
+            "kf-5d8f-x2x7q"
+        );
+        assert_eq!(
+            choose_identity(None, some("kf-abc\n"), true).unwrap(),
+            "kf-abc"
+        );
+        assert_eq!(
+            choose_identity(some("  "), some("host"), true).unwrap(),
+            "host"
+        );
+        let err = choose_identity(None, None, true).unwrap_err().to_string();
+        assert!(err.contains("POD_NAME"), "{err}");
+        assert!(choose_identity(some(""), some(" "), true).is_err());
+        // A single replica without election needs no unique identity.
+        assert_eq!(choose_identity(None, None, false).unwrap(), "kube-failover");
+    }
 }

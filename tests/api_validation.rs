@@ -51,6 +51,7 @@ fn valid_cluster(name: &str) -> Value {
         "metadata": {"name": name},
         "spec": {
             "nodeSelector": {"kube-failover.io/member": "true"},
+            "allowedNamespaces": {"names": ["databases"], "selector": {"matchLabels": {"team": "db"}}},
             "heartbeat": {"leaseStaleSeconds": 20, "notReadySeconds": 10},
             "quorum": {"minHealthy": "51%"}
         }
@@ -562,4 +563,71 @@ async fn quorum_min_healthy_is_a_count_or_a_percentage() {
         "cases not refused as expected:\n{}",
         failures.join("\n")
     );
+}
+
+#[tokio::test]
+async fn allowed_namespaces_must_be_namespace_names_and_a_well_formed_selector() {
+    let ns = TestNamespace::new("val-tenants").await;
+    let clusters = clusters(&ns);
+    let bad_name = format!("{}-bad-name", ns.name);
+    let bad_name_refused = refused(
+        create(
+            &clusters,
+            &with(
+                valid_cluster(&bad_name),
+                "/spec/allowedNamespaces/names",
+                json!(["Databases"]),
+            ),
+        )
+        .await,
+        &["spec.allowedNamespaces.names[0]", "should match"],
+    );
+    let bad_operator = format!("{}-bad-operator", ns.name);
+    let bad_operator_refused = refused(
+        create(
+            &clusters,
+            &with(
+                valid_cluster(&bad_operator),
+                "/spec/allowedNamespaces/selector",
+                json!({"matchExpressions": [{"key": "team", "operator": "Equals", "values": ["db"]}]}),
+            ),
+        )
+        .await,
+        &["operator must be In, NotIn, Exists or DoesNotExist"],
+    );
+    let no_values = format!("{}-no-values", ns.name);
+    let no_values_refused = refused(
+        create(
+            &clusters,
+            &with(
+                valid_cluster(&no_values),
+                "/spec/allowedNamespaces/selector",
+                json!({"matchExpressions": [{"key": "team", "operator": "In"}]}),
+            ),
+        )
+        .await,
+        &["In and NotIn need values"],
+    );
+    let every = format!("{}-every", ns.name);
+    assert_accepted(
+        &clusters,
+        "selector {} (every namespace)",
+        &with(
+            valid_cluster(&every),
+            "/spec/allowedNamespaces",
+            json!({"selector": {}}),
+        ),
+    )
+    .await;
+    delete_clusters(&clusters, &[bad_name, bad_operator, no_values, every]).await;
+    for (what, r) in [
+        ("a namespace name in capitals", bad_name_refused),
+        ("an unknown selector operator", bad_operator_refused),
+        ("In without values", no_values_refused),
+    ] {
+        match r {
+            Ok(message) => eprintln!("allowedNamespaces, {what}: refused with {message:?}"),
+            Err(why) => panic!("allowedNamespaces, {what}: {why}"),
+        }
+    }
 }

@@ -505,8 +505,20 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
         "volumeattachments",
         &["get", "list", "watch", "delete"],
     ),
-    ("coordination.k8s.io", "leases", &["get", "list", "watch"]),
+    ("", "namespaces", &["get", "list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// The rules that concern instances: in the ClusterRole, or, with `watchNamespace`, in a
+/// Role of that namespace.
+const NAMESPACED_RESOURCES: &[&str] = &[
+    "failoverclusterinstances",
+    "failoverclusterinstances/status",
+    "failoverclusterinstances/finalizers",
+    "pods",
+    "services",
+    "persistentvolumeclaims",
+    "endpointslices",
 ];
 
 fn strings(v: &Value) -> Vec<String> {
@@ -555,8 +567,28 @@ async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
         })
         .collect();
     assert_eq!(rules(cluster_role), want, "ClusterRole rules");
-    let role = one_of_kind(&all, "Role");
-    assert_eq!(role["metadata"]["namespace"], "kube-failover");
+    let role_in = |ns: &str| {
+        *of_kind(&all, "Role")
+            .iter()
+            .find(|r| r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("a Role in {ns}"))
+    };
+    assert_eq!(
+        rules(role_in("kube-node-lease")),
+        BTreeMap::from([(
+            (
+                "coordination.k8s.io".to_string(),
+                "leases".to_string(),
+                Vec::new()
+            ),
+            ["get", "list", "watch"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>()
+        )]),
+        "node Leases: read, in kube-node-lease only"
+    );
+    let role = role_in("kube-failover");
     let lease = |names: &[&str], verbs: &[&str]| {
         (
             (
@@ -572,10 +604,12 @@ async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
         BTreeMap::from([lease(&[LEASE], &["get", "update"]), lease(&[], &["create"])]),
         "the leader Role: its one Lease by name, create apart"
     );
-    for binding in [
-        one_of_kind(&all, "ClusterRoleBinding"),
-        one_of_kind(&all, "RoleBinding"),
-    ] {
+    let bindings = of_kind(&all, "RoleBinding");
+    assert_eq!(bindings.len(), 2, "leader election and node Leases");
+    for binding in bindings
+        .into_iter()
+        .chain([one_of_kind(&all, "ClusterRoleBinding")])
+    {
         assert_eq!(
             binding["subjects"],
             json!([{"kind": "ServiceAccount", "name": "kube-failover", "namespace": "kube-failover"}])
@@ -651,9 +685,123 @@ async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]),
         "what a default install creates"
     );
+}
+
+#[tokio::test]
+async fn namespaced_mode_grants_instance_rights_in_that_namespace_only() {
+    let r = helm(&[
+        "template",
+        "kube-failover",
+        &chart_dir(),
+        "--namespace",
+        "kube-failover",
+        "--set",
+        "watchNamespace=apps",
+    ])
+    .await;
+    assert!(r.ok, "{r}");
+    let all = docs(&r.stdout);
+    let cluster_rules = rules(one_of_kind(&all, "ClusterRole"));
+    for (_, resource, names) in cluster_rules.keys() {
+        assert!(
+            !NAMESPACED_RESOURCES.contains(&resource.as_str()),
+            "{resource} granted cluster-wide in namespaced mode"
+        );
+        if resource == "namespaces" {
+            assert_eq!(names, &["apps".to_string()], "only the watched Namespace");
+        }
+    }
+    assert!(
+        !cluster_rules.keys().any(|(_, r, _)| r == "events"),
+        "Events are granted per namespace"
+    );
+    let roles = of_kind(&all, "Role");
+    let apps = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "apps")
+        .expect("a Role in the watched namespace");
+    let granted: BTreeSet<String> = rules(apps).keys().map(|(_, r, _)| r.clone()).collect();
+    for resource in NAMESPACED_RESOURCES {
+        assert!(
+            granted.contains(*resource),
+            "{resource} in the Role of apps"
+        );
+    }
+    let default = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "default")
+        .expect("a Role for cluster Events in default");
+    assert_eq!(
+        rules(default)
+            .keys()
+            .map(|(_, r, _)| r.as_str())
+            .collect::<Vec<_>>(),
+        ["events"]
+    );
+    let bound: BTreeSet<String> = of_kind(&all, "RoleBinding")
+        .iter()
+        .map(|b| b["metadata"]["namespace"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        bound,
+        ["apps", "default", "kube-failover", "kube-node-lease"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+}
+
+#[tokio::test]
+async fn admission_policies_render_on_by_default_and_can_be_turned_off() {
+    async fn render(extra: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+        let chart = chart_dir();
+        let mut args = vec![
+            "template",
+            "kube-failover",
+            &chart,
+            "--namespace",
+            "kube-failover",
+        ];
+        args.extend_from_slice(extra);
+        let r = helm(&args).await;
+        assert!(r.ok, "{r}");
+        let all = docs(&r.stdout);
+        let names = |kind: &str| -> BTreeSet<String> {
+            of_kind(&all, kind)
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        (
+            names("ValidatingAdmissionPolicy"),
+            names("ValidatingAdmissionPolicyBinding"),
+        )
+    }
+    let all: BTreeSet<String> = ["claims", "network", "nodes", "pods", "tenancy"]
+        .iter()
+        .map(|p| format!("kube-failover-{p}"))
+        .collect();
+    let (policies, bindings) = render(&[]).await;
+    assert_eq!(policies, all);
+    assert_eq!(bindings, all, "each policy bound");
+    let (policies, _) = render(&["--set", "admissionPolicy.enabled=false"]).await;
+    assert_eq!(
+        policies,
+        BTreeSet::from(["kube-failover-tenancy".to_string()])
+    );
+    let (policies, _) = render(&[
+        "--set",
+        "admissionPolicy.enabled=false",
+        "--set",
+        "admissionPolicy.tenancy=false",
+    ])
+    .await;
+    assert!(policies.is_empty());
 }
 
 /// `Kind namespace/name` → what changes when the object is written: its generation where it
@@ -1129,7 +1277,7 @@ async fn helm_install_rbac_suffices_for_a_failover_and_a_gitops_reapply_finds_no
         Api::<FailoverCluster>::all(as_sa.clone())
             .create(
                 &PostParams::default(),
-                &kube_failover_lab::demo::cluster("by-the-controller", "x", 3).unwrap(),
+                &kube_failover_lab::demo::cluster("by-the-controller", "x", "default", 3).unwrap(),
             )
             .await,
         "create FailoverClusters",
@@ -1141,11 +1289,14 @@ async fn helm_install_rbac_suffices_for_a_failover_and_a_gitops_reapply_finds_no
         "spec": {"holderIdentity": "someone-else"}
     }))
     .unwrap();
-    leases.create(&PostParams::default(), &other).await.unwrap();
-    let mut taken = Api::<Lease>::namespaced(as_sa.clone(), &release_ns.name)
-        .get("someone-else")
-        .await
-        .unwrap();
+    let mut taken = leases.create(&PostParams::default(), &other).await.unwrap();
+    // Node Leases are read through a Role in kube-node-lease: no other Lease can be read.
+    forbidden(
+        Api::<Lease>::namespaced(as_sa.clone(), &release_ns.name)
+            .get("someone-else")
+            .await,
+        "read a Lease other than its own",
+    );
     taken.spec.as_mut().unwrap().holder_identity = Some("kube-failover".into());
     forbidden(
         Api::<Lease>::namespaced(as_sa.clone(), &release_ns.name)

@@ -293,6 +293,7 @@ impl Model {
             endpoints: c.endpoints[i].clone(),
             service_current: true,
             service_taken: false,
+            namespace_allowed: true,
             higher_priority_starting: false,
             dns_name: "db.ns.svc".into(),
         }

@@ -560,7 +560,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let cluster: FailoverCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
         "metadata": {"name": "bench"},
-        "spec": {"nodeSelector": {MEMBER_LABEL: "true"},
+        "spec": {"nodeSelector": {MEMBER_LABEL: "true"}, "allowedNamespaces": {"names": [NS]},
                  "heartbeat": {"leaseStaleSeconds": stale, "notReadySeconds": stale}}
     }))?;
     Api::<FailoverCluster>::all(client.clone())

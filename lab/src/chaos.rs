@@ -26,16 +26,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, VolumeAttachment};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -44,24 +40,22 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{oneshot, watch};
 
 use crate::bench::controller_bin;
-use crate::controlplane::{ControlPlane, ControlPlaneConfig, play_csi_attacher};
+use crate::controlplane::{AbortOnDrop, resync_pod_readiness};
+use crate::controlplane::{
+    CONTROLLER_NS, CONTROLLER_USER, ControlPlane, ControlPlaneConfig, controller_token,
+    create_if_absent, install_controller_identity, play_csi_attacher,
+};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
 use checker::{Change, Checker, CheckerConfig, Observation, Observed, Tally, Violation};
 pub use checker::{FaultKind, instance_online};
 use faults::{Controllers, Injector};
 use kube_failover::api::{FailoverCluster, FailoverClusterInstance};
-use kubelet::{AbortOnDrop, resync_pod_readiness};
 
 /// The namespace of the instances.
 const NS: &str = "chaos";
 /// The cluster and its member label.
 const CLUSTER: &str = "chaos";
 const MEMBER_LABEL: &str = "chaos.kube-failover.io/member";
-/// The controller's namespace and ServiceAccount, as `deploy/kube-failover.yaml` makes them.
-const CONTROLLER_NS: &str = "kube-failover";
-const CONTROLLER_SA: &str = "kube-failover";
-/// What users apply; the chaos run takes its namespace, ServiceAccount and RBAC from it.
-const MANIFEST: &str = include_str!("../../deploy/kube-failover.yaml");
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -323,73 +317,12 @@ async fn await_all_online(
     }
 }
 
-async fn create<K>(api: &Api<K>, obj: &K) -> Result<()>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The controller's namespace, ServiceAccount and RBAC, from the manifest users apply, and
-/// a kubeconfig with a token of that ServiceAccount: the controller runs with exactly the
-/// permissions that ship, and the audit log knows it by name.
+/// The controller's namespace, ServiceAccount, RBAC and admission policies, from the manifest
+/// users apply, and a kubeconfig with a token of that ServiceAccount: the controller runs
+/// with exactly the permissions that ship, and the audit log knows it by name.
 async fn controller_identity(cp: &ControlPlane, client: &Client, seconds: i64) -> Result<PathBuf> {
-    use serde::Deserialize;
-    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
-        let v = serde_yaml::Value::deserialize(doc)?;
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-        match kind {
-            "Namespace" => {
-                create(
-                    &Api::<Namespace>::all(client.clone()),
-                    &serde_yaml::from_value(v)?,
-                )
-                .await?
-            }
-            "ServiceAccount" => {
-                let sa: ServiceAccount = serde_yaml::from_value(v)?;
-                create(&Api::namespaced(client.clone(), CONTROLLER_NS), &sa).await?
-            }
-            "ClusterRole" => {
-                create(
-                    &Api::<ClusterRole>::all(client.clone()),
-                    &serde_yaml::from_value(v)?,
-                )
-                .await?
-            }
-            "ClusterRoleBinding" => {
-                create(
-                    &Api::<ClusterRoleBinding>::all(client.clone()),
-                    &serde_yaml::from_value(v)?,
-                )
-                .await?
-            }
-            "Role" => {
-                let r: Role = serde_yaml::from_value(v)?;
-                create(&Api::namespaced(client.clone(), CONTROLLER_NS), &r).await?
-            }
-            "RoleBinding" => {
-                let r: RoleBinding = serde_yaml::from_value(v)?;
-                create(&Api::namespaced(client.clone(), CONTROLLER_NS), &r).await?
-            }
-            _ => {}
-        }
-    }
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": seconds}
-    }))?;
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), CONTROLLER_NS)
-        .create_token_request(CONTROLLER_SA, &PostParams::default(), &request)
-        .await
-        .context("a token for the controller's ServiceAccount")?
-        .status
-        .and_then(|s| s.token)
-        .context("TokenRequest returned no token")?;
+    install_controller_identity(client).await?;
+    let token = controller_token(client, seconds).await?;
     cp.kubeconfig_with_token("kube-failover", &token)
 }
 
@@ -418,13 +351,13 @@ async fn create_volume(client: &Client, i: usize) -> Result<()> {
             "csi": {"driver": SIM_CSI_DRIVER, "volumeHandle": format!("chaos-{i}")},
         }
     }))?;
-    create(&Api::all(client.clone()), &pv).await?;
+    create_if_absent(&Api::all(client.clone()), &pv).await?;
     let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
         "metadata": {"name": format!("data-{i}")},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
                  "volumeName": format!("chaos-{i}"), "resources": {"requests": {"storage": "1Gi"}}}
     }))?;
-    create(&Api::namespaced(client.clone(), NS), &pvc).await
+    create_if_absent(&Api::namespaced(client.clone(), NS), &pvc).await
 }
 
 /// Runs the chaos: set-up, faults for `minutes`, healing, the liveness bound; prints the
@@ -460,7 +393,7 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     cp.create_namespace(&client, NS).await?;
     let token_seconds = 3600 + (args.minutes * 60.0) as i64 + args.liveness_seconds as i64;
     let kubeconfig = controller_identity(&cp, &client, token_seconds).await?;
-    let controller_user = format!("system:serviceaccount:{CONTROLLER_NS}:{CONTROLLER_SA}");
+    let controller_user = CONTROLLER_USER.to_string();
 
     // The watcher starts before anything it judges exists.
     let (tx, rx) = unbounded_channel::<Observation>();
@@ -526,13 +459,14 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
         "metadata": {"name": CLUSTER},
         "spec": {
             "nodeSelector": {MEMBER_LABEL: "true"},
+            "allowedNamespaces": {"names": [NS]},
             // The node Lease lasts 4 s (renewed every second): a node is down after 6 s
             // without a renewal, or 10 s NotReady; a returned node is unfenced after 10 s.
             "heartbeat": {"leaseStaleSeconds": 6, "notReadySeconds": 10},
             "fencing": {"unfenceAfterSeconds": 10},
         }
     }))?;
-    create(&Api::<FailoverCluster>::all(client.clone()), &cluster).await?;
+    create_if_absent(&Api::<FailoverCluster>::all(client.clone()), &cluster).await?;
     let node_api: Api<Node> = Api::all(client.clone());
     for node in &nodes {
         let ready = |n: Option<&Node>| {
@@ -549,7 +483,7 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     let driver: CSIDriver = serde_json::from_value(serde_json::json!({
         "metadata": {"name": SIM_CSI_DRIVER}, "spec": {"attachRequired": true}
     }))?;
-    create(&Api::all(client.clone()), &driver).await?;
+    create_if_absent(&Api::all(client.clone()), &driver).await?;
     let _attacher = AbortOnDrop(tokio::spawn(play_csi_attacher(
         cp.client()?,
         SIM_CSI_DRIVER.into(),
@@ -558,7 +492,7 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), NS);
     for i in 0..args.instances {
         create_volume(&client, i).await?;
-        create(&fcis, &instance(i, &nodes)?).await?;
+        create_if_absent(&fcis, &instance(i, &nodes)?).await?;
     }
 
     let mut controllers = Controllers::new(

@@ -17,15 +17,21 @@ use kube_failover::controller::{self, RunOptions};
 /// The CSI driver the samples use; nothing serves it, the test rig plays its attacher.
 pub const SIM_CSI_DRIVER: &str = "sim.csi.kube-failover.io";
 
-/// A FailoverCluster over the nodes labelled `label=true`, detecting a dead node after
-/// `lease_stale_seconds` without a Lease renewal.
-pub fn cluster(name: &str, label: &str, lease_stale_seconds: u32) -> Result<FailoverCluster> {
+/// A FailoverCluster over the nodes labelled `label=true`, for instances in `namespace`,
+/// detecting a dead node after `lease_stale_seconds` without a Lease renewal.
+pub fn cluster(
+    name: &str,
+    label: &str,
+    namespace: &str,
+    lease_stale_seconds: u32,
+) -> Result<FailoverCluster> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-failover.io/v1alpha1",
         "kind": "FailoverCluster",
         "metadata": {"name": name},
         "spec": {
             "nodeSelector": {label: "true"},
+            "allowedNamespaces": {"names": [namespace]},
             "heartbeat": {"leaseStaleSeconds": lease_stale_seconds, "notReadySeconds": lease_stale_seconds},
         }
     }))?)
@@ -169,7 +175,7 @@ pub async fn run() -> Result<()> {
     let ns = "demo";
     cp.create_namespace(&client, ns).await?;
     Api::<FailoverCluster>::all(client.clone())
-        .create(&PostParams::default(), &cluster("demo", label, 3)?)
+        .create(&PostParams::default(), &cluster("demo", label, ns, 3)?)
         .await?;
     csi_claim(&client, ns, "sql-data").await?;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), ns);

@@ -16,6 +16,13 @@ use kube::discovery::{Discovery, Scope};
 use crate::controlplane::{ControlPlane, ControlPlaneConfig};
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+/// How the controller replicas of the tests authenticate: as the ServiceAccount of
+/// `deploy/kube-failover.yaml`, with its RBAC and admission policies.
+static CONTROLLER_CONFIG: OnceLock<kube::Config> = OnceLock::new();
+
+/// Label of every test namespace; the clusters of `nodes_and_cluster` allow the namespaces
+/// that carry it (`spec.allowedNamespaces.selector`).
+pub const TENANT_LABEL: &str = "kube-failover.test/tenant";
 
 /// The CRDs the tests install: the committed files under `crds/`, the same that ship.
 pub fn crds_dir() -> PathBuf {
@@ -52,6 +59,14 @@ pub fn control_plane() -> &'static ControlPlane {
                 let cp = ControlPlane::start(config).await?;
                 let client = cp.client()?;
                 cp.install_crds(&client, &crds_dir()).await?;
+                crate::controlplane::install_controller_identity(&client).await?;
+                let token = crate::controlplane::controller_token(&client, 6 * 3600).await?;
+                let mut controller = cp.config().clone();
+                controller.auth_info = kube::config::AuthInfo {
+                    token: Some(token.into()),
+                    ..Default::default()
+                };
+                let _ = CONTROLLER_CONFIG.set(controller);
                 eprintln!(
                     "control plane ready in {:.1} s; logs in {}",
                     cp.startup.as_secs_f64(),
@@ -75,6 +90,9 @@ pub fn control_plane() -> &'static ControlPlane {
 pub struct TestNamespace {
     pub name: String,
     pub client: Client,
+    /// The kubelets' pod status sync for the pods of this namespace (see
+    /// `crate::controlplane::kubelet`), ended with the test.
+    _pod_status_sync: crate::controlplane::AbortOnDrop,
 }
 
 impl TestNamespace {
@@ -85,7 +103,15 @@ impl TestNamespace {
         cp.create_namespace(&client, &name)
             .await
             .expect("create test namespace");
-        Self { name, client }
+        allow_tenant(&client, &name).await;
+        let _pod_status_sync = crate::controlplane::AbortOnDrop(tokio::spawn(
+            crate::controlplane::resync_pod_readiness(client.clone(), name.clone()),
+        ));
+        Self {
+            name,
+            client,
+            _pod_status_sync,
+        }
     }
 }
 
@@ -185,6 +211,57 @@ where
     }
 }
 
+/// Labels the test namespace as a tenant of the tests' clusters, and lets the controller's
+/// ServiceAccount elect a leader on the Lease `kube-failover-leader` there (what the chart
+/// grants in the release namespace).
+async fn allow_tenant(client: &Client, ns: &str) {
+    use crate::controlplane::{CONTROLLER_NS, CONTROLLER_SA};
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::{Patch, PatchParams, PostParams};
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {TENANT_LABEL: "true"}}})),
+        )
+        .await
+        .expect("labelling the test namespace");
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-failover-leader-election"},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["kube-failover-leader"], "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}
+        ]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("leader-election Role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-failover-leader-election"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "kube-failover-leader-election"},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": CONTROLLER_NS}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("leader-election RoleBinding");
+}
+
+/// How the tests' controller replicas authenticate (see `CONTROLLER_CONFIG`).
+pub fn controller_config() -> kube::Config {
+    control_plane();
+    CONTROLLER_CONFIG
+        .get()
+        .cloned()
+        .expect("the controller's identity is installed with the control plane")
+}
+
 /// One replica of the controller, on a runtime of its own: killing it ends every task it
 /// has (watches, leader renewals) at once, as when its process dies.
 pub struct Replica {
@@ -193,7 +270,8 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts a replica that watches only `namespace`. With `elect`, it takes part in
+    /// Starts a replica that watches only `namespace`, as the controller's ServiceAccount
+    /// (the RBAC and admission policies that ship apply). With `elect`, it takes part in
     /// leader election on a Lease in that namespace (3 s lease).
     pub fn start(namespace: &str, identity: &str, elect: bool) -> Self {
         Self::start_serving(namespace, identity, elect, None)
@@ -211,7 +289,7 @@ impl Replica {
             .with_test_writer()
             .try_init();
         Self::start_with_client_config(
-            control_plane().config().clone(),
+            controller_config(),
             Some(namespace),
             identity,
             elect.then_some(namespace),
@@ -256,6 +334,7 @@ pub async fn nodes_and_cluster(
         .expect("create nodes");
     let mut spec = serde_json::json!({
         "nodeSelector": {label: "true"},
+        "allowedNamespaces": {"selector": {"matchLabels": {TENANT_LABEL: "true"}}},
         "heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 3},
     });
     if let (Some(base), Some(extra)) = (spec.as_object_mut(), cluster_spec.as_object()) {

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -21,9 +21,15 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverClusterSpec {
-    /// Labels that select the member nodes. Empty selects every node.
+    /// Labels that select the member nodes. Empty selects every node but the control plane's:
+    /// a node labelled `node-role.kubernetes.io/control-plane` (or `.../master`) is a member
+    /// only when this selector names that label.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// The namespaces whose instances may use this cluster, that is run pods on its members.
+    /// None unless listed here: a cluster is opened to tenants explicitly.
+    #[serde(default)]
+    pub allowed_namespaces: AllowedNamespaces,
     /// When a member node counts as down.
     #[serde(default)]
     pub heartbeat: Heartbeat,
@@ -33,6 +39,44 @@ pub struct FailoverClusterSpec {
     /// How a failed owner is fenced before its storage moves.
     #[serde(default)]
     pub fencing: Fencing,
+}
+
+/// Which namespaces may place instances on a cluster. A namespace is allowed when `names`
+/// lists it or its labels match `selector`; with neither, no namespace is. `selector: {}`
+/// matches every namespace. Checked at admission (the chart's ValidatingAdmissionPolicy) and
+/// again by the controller, which holds an instance whose namespace is not, or no longer,
+/// allowed (condition `Valid=False`, reason `NamespaceNotAllowed`) without touching what runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))").message("allowedNamespaces.selector.matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"))]
+pub struct AllowedNamespaces {
+    /// Namespaces allowed by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub names: Vec<String>,
+    /// Namespaces allowed by their labels. `{}` selects every namespace; `null` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+impl AllowedNamespaces {
+    /// Whether the namespace `name`, with `labels`, may use the cluster. A selector that
+    /// cannot be parsed (admission refuses those) allows nothing.
+    pub fn allows(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        use kube::core::{Selector, SelectorExt};
+        self.names.iter().any(|n| n == name)
+            || self
+                .selector
+                .clone()
+                .is_some_and(|s| Selector::try_from(s).is_ok_and(|s| s.matches(labels)))
+    }
 }
 
 /// Heartbeat thresholds. A member is down when its Lease in `kube-node-lease` has not been

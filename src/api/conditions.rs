@@ -26,6 +26,8 @@ pub mod reason {
     pub const NO_CONTAINERS: &str = "NoContainers";
     /// A Service of the network name's name exists that the instance did not create.
     pub const NETWORK_NAME_TAKEN: &str = "NetworkNameTaken";
+    /// The cluster does not allow the instance's namespace (`spec.allowedNamespaces`).
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
 
     // Quorum (on instances and clusters)
     pub const QUORUM_HELD: &str = "QuorumHeld";

@@ -17,6 +17,10 @@ pub const GROUP: &str = "kube-failover.io";
 pub const FINALIZER: &str = "kube-failover.io/cleanup";
 /// Label on every object the controller creates for an instance: the instance's name.
 pub const INSTANCE_LABEL: &str = "kube-failover.io/instance";
+/// Label on a claim the controller made from one of an instance's `storage.claimTemplates`:
+/// the template's name. The only claims the controller may delete (its admission policy
+/// refuses it any other).
+pub const CLAIM_TEMPLATE_LABEL: &str = "kube-failover.io/claim-template";
 
 /// A claim that an instance's pod mounts.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
+use crate::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
 
 pub const SPEC_HASH_ANNOTATION: &str = "kube-failover.io/spec-hash";
 pub const EXTERNAL_DNS_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
@@ -218,7 +218,11 @@ pub fn claims(fci: &FailoverClusterInstance) -> Vec<PersistentVolumeClaim> {
         .claim_templates
         .iter()
         .map(|t| PersistentVolumeClaim {
-            metadata: meta(fci, fci.template_claim_name(&t.name), BTreeMap::new()),
+            metadata: meta(
+                fci,
+                fci.template_claim_name(&t.name),
+                BTreeMap::from([(CLAIM_TEMPLATE_LABEL.to_string(), t.name.clone())]),
+            ),
             spec: Some(t.spec.clone()),
             status: None,
         })

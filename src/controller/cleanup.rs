@@ -8,11 +8,13 @@ use kube::runtime::controller::Action as Requeue;
 
 use super::error::{Error, Result, ignore_missing};
 use super::{Context, build};
-use crate::api::{FailoverClusterInstance, INSTANCE_LABEL};
+use crate::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL};
 
 /// Deleting an instance removes what the controller created for it, and nothing else: the
 /// pod, the Service and EndpointSlice of its network name, and claims made from its
-/// templates. Claims the user brought stay.
+/// templates (those labelled as such: a claim made before the label existed is left to the
+/// garbage collector, which deletes it through its owner reference). Claims the user brought
+/// stay.
 pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
@@ -47,6 +49,7 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
         let claim = claim.claim;
         if let Some(c) = claims.get_opt(&claim).await?
             && owned(&c.metadata)
+            && c.labels().contains_key(CLAIM_TEMPLATE_LABEL)
         {
             ignore_missing(claims.delete(&claim, &DeleteParams::default()).await)?;
         }

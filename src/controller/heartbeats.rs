@@ -192,15 +192,44 @@ pub fn renew_time(lease: &Lease) -> Option<Timestamp> {
     lease.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
 }
 
-/// The Ready condition: `Some(true)` for True, `Some(false)` for False or Unknown.
+/// The Ready condition as the kubelet reports it: `Some(true)` for True, `Some(false)` for
+/// False; `None` when it is Unknown or absent. Unknown is what the node lifecycle controller
+/// writes when it stops hearing the kubelet, a verdict drawn from the Lease this controller
+/// watches itself, and one that lags: after an API server outage every node is Unknown until
+/// its kubelet posts its status again, Lease renewed all along. See [`ready_fact`].
 pub fn ready_status(node: &Node) -> Option<bool> {
-    node.status
+    let condition = node
+        .status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status == "True")
+        .find(|c| c.type_ == "Ready")?;
+    match condition.status.as_str() {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// What the Ready condition counts for in a node's health: the kubelet's own True or False;
+/// Unknown only for a node without a Lease (there it is the only sign of silence). With a
+/// Lease, silence is judged from the Lease alone, so that the node lifecycle controller's
+/// lagging Unknown never moves an instance off a node whose kubelet heartbeats.
+pub fn ready_fact(ready: Option<bool>, has_condition: bool, has_lease: bool) -> Option<bool> {
+    match ready {
+        Some(r) => Some(r),
+        None if has_condition && !has_lease => Some(false),
+        None => None,
+    }
+}
+
+/// Whether the Node has a Ready condition at all (whatever its status).
+pub fn has_ready_condition(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready"))
 }
 
 #[cfg(test)]
@@ -209,6 +238,19 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn ready_unknown_counts_only_for_a_node_without_a_lease() {
+        // The kubelet's own report counts either way.
+        assert_eq!(ready_fact(Some(false), true, true), Some(false));
+        assert_eq!(ready_fact(Some(true), true, false), Some(true));
+        // Unknown, written by the node lifecycle controller: the Lease decides.
+        assert_eq!(ready_fact(None, true, true), None);
+        // Without a Lease it is the only sign the kubelet went silent.
+        assert_eq!(ready_fact(None, true, false), Some(false));
+        // No condition at all: nothing to count.
+        assert_eq!(ready_fact(None, false, false), None);
     }
 
     #[test]

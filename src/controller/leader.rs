@@ -7,7 +7,9 @@
 //! and is compared for change only. A leader counts itself leader only until
 //! its last successful renewal plus the lease duration minus a safety margin, measured on its
 //! own monotonic clock; past that it stops acting even if it could not reach the API server
-//! to learn that it lost.
+//! to learn that it lost. It also steps down at that moment (logs it, tells subscribers) even
+//! while a request to the API server hangs: a round is abandoned once a success could no
+//! longer extend leadership, so the loop never stalls on a server that stopped answering.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +36,23 @@ pub struct Leadership {
     epoch: Instant,
     /// Nanoseconds since `epoch` until which this replica may act; 0 when not leader.
     valid_until: Arc<AtomicU64>,
+    /// Nanoseconds since `epoch` (at least 1) at which the last successful round started;
+    /// 0 before the first.
+    renewed: Arc<AtomicU64>,
+    /// The Lease's duration; `None` when leadership is not elected.
+    lease_duration: Option<Duration>,
     changes: watch::Receiver<bool>,
+}
+
+/// What /healthz needs to know of leadership, at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The election loop holds this replica for the leader (the value subscribers see).
+    pub claims: bool,
+    /// When the round that last acquired or renewed the Lease started.
+    pub last_renewal: Option<Instant>,
+    /// `None` when leadership is not elected (always held).
+    pub lease_duration: Option<Duration>,
 }
 
 impl Leadership {
@@ -44,6 +62,8 @@ impl Leadership {
         Self {
             epoch: Instant::now(),
             valid_until: Arc::new(AtomicU64::new(u64::MAX)),
+            renewed: Arc::new(AtomicU64::new(0)),
+            lease_duration: None,
             changes: rx,
         }
     }
@@ -57,6 +77,27 @@ impl Leadership {
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.changes.clone()
     }
+
+    /// Whether the election loop claims leadership and when it last renewed the Lease.
+    pub fn view(&self) -> LeaderView {
+        let renewed = self.renewed.load(Ordering::Acquire);
+        LeaderView {
+            claims: *self.changes.borrow(),
+            last_renewal: (renewed != 0).then(|| self.epoch + Duration::from_nanos(renewed)),
+            lease_duration: self.lease_duration,
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// The moment this replica's leadership runs out, unless renewed before.
+    fn valid_until(&self) -> Option<Instant> {
+        self.epoch.checked_add(Duration::from_nanos(
+            self.valid_until.load(Ordering::Acquire),
+        ))
+    }
 }
 
 fn micro_now() -> MicroTime {
@@ -69,49 +110,89 @@ pub fn start(client: Client, cfg: LeaderConfig) -> Leadership {
     let leadership = Leadership {
         epoch: Instant::now(),
         valid_until: Arc::new(AtomicU64::new(0)),
+        renewed: Arc::new(AtomicU64::new(0)),
+        lease_duration: Some(cfg.lease_duration),
         changes: rx,
     };
     let shared = leadership.clone();
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let margin = cfg.lease_duration / 5;
+        let valid_for = cfg.lease_duration - margin;
         let mut seen: Option<Seen> = None;
         loop {
             let attempt = Instant::now();
-            match try_acquire_or_renew(&api, &cfg, &mut seen).await {
-                Ok(true) => {
-                    let until = attempt + cfg.lease_duration - margin;
-                    let nanos = until.duration_since(shared.epoch).as_nanos() as u64;
-                    shared.valid_until.store(nanos, Ordering::Release);
-                    if !*tx.borrow() {
+            // Requests have no timeout of their own, and one to an API server that stopped
+            // answering hangs. A round still under way when its success would already have
+            // run out is given up: the next one starts afresh.
+            let round = tokio::time::timeout_at(
+                (attempt + valid_for).into(),
+                try_acquire_or_renew(&api, &cfg, &mut seen),
+            );
+            match stepping_down_on_expiry(&shared, &tx, &cfg.identity, round).await {
+                Ok(Ok(true)) => {
+                    shared
+                        .valid_until
+                        .store(shared.nanos(attempt + valid_for), Ordering::Release);
+                    shared
+                        .renewed
+                        .store(shared.nanos(attempt).max(1), Ordering::Release);
+                    if shared.is_leader() && !*tx.borrow() {
                         tracing::info!(identity = %cfg.identity, "acquired leadership");
                         let _ = tx.send(true);
                     }
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
                     shared.valid_until.store(0, Ordering::Release);
                     if *tx.borrow() {
                         tracing::warn!(identity = %cfg.identity, "lost leadership");
                         let _ = tx.send(false);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader lease renewal failed");
-                    // Keep acting only while the last renewal is still valid.
-                    if !shared.is_leader() && *tx.borrow() {
-                        let _ = tx.send(false);
-                    }
-                }
+                // Keep acting only while the last renewal is still valid: the step-down at
+                // its end is `stepping_down_on_expiry`'s.
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader lease renewal failed"),
+                Err(_) => tracing::warn!(after = ?valid_for, "leader lease renewal timed out"),
             }
             let wait = if shared.is_leader() {
                 cfg.renew_every
             } else {
                 cfg.renew_every.min(cfg.lease_duration / 4)
             };
-            tokio::time::sleep(wait).await;
+            stepping_down_on_expiry(&shared, &tx, &cfg.identity, tokio::time::sleep(wait)).await;
         }
     });
     leadership
+}
+
+/// Awaits `fut`; if this replica claims leadership and its last renewal runs out meanwhile,
+/// steps down at that moment rather than when `fut` ends.
+async fn stepping_down_on_expiry<F: std::future::Future>(
+    shared: &Leadership,
+    tx: &watch::Sender<bool>,
+    identity: &str,
+    fut: F,
+) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let claims = *tx.borrow();
+        let Some(until) = shared.valid_until().filter(|_| claims) else {
+            return fut.await;
+        };
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(until.into()) => {
+                if !shared.is_leader() {
+                    tracing::warn!(
+                        %identity,
+                        "lost leadership: the Lease was not renewed within its duration"
+                    );
+                    let _ = tx.send(false);
+                }
+            }
+            out = &mut fut => return out,
+        }
+    }
 }
 
 /// Another holder's Lease as last seen: who held it, its `renewTime`, and when this

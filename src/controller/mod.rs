@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::Api;
@@ -167,8 +169,15 @@ pub fn build_controller(
         }
     }
     let ns = &opts.namespace;
-    let (nodes, node_stream) =
-        reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
+    // Every reflector registers in `health.watches`: /healthz reports one that ended.
+    let health = Health::default();
+    let w = &health.watches;
+    let (nodes, node_stream) = reflect(
+        w,
+        "nodes",
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let heartbeats = Heartbeats::new(Clock::default());
     let seen = heartbeats.clone();
     let node_stream = node_stream.map(move |r| {
@@ -182,30 +191,60 @@ pub fn build_controller(
         })
     });
     let (leases, lease_stream) = reflect(
+        w,
+        "leases",
         Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         watcher::Config::default(),
     );
-    let (pods, pod_stream) = reflect(scoped::<Pod>(&client, ns), labelled.clone());
+    let (pods, pod_stream) = reflect(w, "pods", scoped::<Pod>(&client, ns), labelled.clone());
     let (claims, claim_stream) = reflect(
+        w,
+        "claims",
         scoped::<PersistentVolumeClaim>(&client, ns),
         watcher::Config::default(),
     );
     let (volumes, volume_stream) = reflect(
+        w,
+        "volumes",
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),
     );
     let (attachments, attachment_stream) = reflect(
+        w,
+        "attachments",
         Api::<VolumeAttachment>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (services, service_stream) = reflect(scoped::<Service>(&client, ns), labelled.clone());
-    let (slices, slice_stream) = reflect(scoped::<EndpointSlice>(&client, ns), labelled);
+    let (services, service_stream) = reflect(
+        w,
+        "services",
+        scoped::<Service>(&client, ns),
+        labelled.clone(),
+    );
+    let (slices, slice_stream) =
+        reflect(w, "slices", scoped::<EndpointSlice>(&client, ns), labelled);
     let (clusters, cluster_stream) = reflect(
+        w,
+        "clusters",
         Api::<FailoverCluster>::all(client.clone()),
         watcher::Config::default(),
     );
+    // Namespaces, for their labels (a cluster's allowedNamespaces.selector): every one, or
+    // only the watched one (what the chart's namespaced RBAC grants, by name).
+    let namespace_config = match ns {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let (namespaces, namespace_stream) = reflect(
+        w,
+        "namespaces",
+        Api::<Namespace>::all(client.clone()),
+        namespace_config,
+    );
 
     let (instances, instance_stream) = reflect(
+        w,
+        "instances",
         scoped::<FailoverClusterInstance>(&client, ns),
         watcher::Config::default(),
     );
@@ -222,6 +261,7 @@ pub fn build_controller(
         attachments,
         services,
         slices,
+        namespaces,
         heartbeats: heartbeats.clone(),
     };
 
@@ -244,6 +284,7 @@ pub fn build_controller(
     let node_changed = cluster_changed.clone();
     let on_attachment = instances.clone();
     let on_cluster = instances.clone();
+    let on_namespace = instances.clone();
     // Everything is reconciled again when the caches have synced (reconciles before that
     // decide nothing) and on becoming leader (standbys decide nothing).
     let (reconcile_all_tx, reconcile_all_rx) = watch::channel(());
@@ -256,7 +297,6 @@ pub fn build_controller(
             }
         }
     });
-    let health = Health::default();
     let (all_stores, synced) = (stores.clone(), health.synced.clone());
     tokio::spawn(async move {
         wait_synced(&all_stores).await;
@@ -300,6 +340,16 @@ pub fn build_controller(
                 .state()
                 .iter()
                 .filter(|i| i.spec.cluster_ref == name)
+                .map(|i| ObjectRef::from(i.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A namespace relabelled may gain or lose the right to use a cluster.
+        .watches_stream(namespace_stream, move |n: Namespace| {
+            let name = n.name_any();
+            on_namespace
+                .state()
+                .iter()
+                .filter(|i| i.namespace().as_deref() == Some(name.as_str()))
                 .map(|i| ObjectRef::from(i.as_ref()))
                 .collect::<Vec<_>>()
         })

@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::heartbeats::{Heartbeats, ready_status, renew_time};
+use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
 use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
 use crate::decide::health::OUT_OF_SERVICE_TAINT;
 use crate::decide::{
@@ -29,6 +31,8 @@ pub struct Stores {
     pub attachments: Store<VolumeAttachment>,
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    /// Namespaces (metadata only): their labels decide which clusters they may use.
+    pub namespaces: Store<Namespace>,
     /// When each node's heartbeats were seen, on this controller's clock.
     pub heartbeats: Heartbeats,
 }
@@ -43,7 +47,9 @@ pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
 pub fn node_facts(node: &Node, lease: Option<&Lease>, heartbeats: &Heartbeats) -> NodeFacts {
     let name = node.name_any();
     let spec = node.spec.as_ref();
-    let ready = ready_status(node).map(|r| (r, heartbeats.ready(&name, Some(r))));
+    let status = ready_status(node);
+    let since = heartbeats.ready(&name, status);
+    let ready = ready_fact(status, has_ready_condition(node), lease.is_some()).map(|r| (r, since));
     NodeFacts {
         lease_renewed: lease.map(|l| heartbeats.lease(&name, renew_time(l))),
         ready,
@@ -98,17 +104,29 @@ pub fn member_health(
         .collect()
 }
 
-/// Nodes selected by the cluster's node selector.
+/// The labels of a control-plane node. Such a node is a member only when the cluster's
+/// selector names the label: tenants' workloads never land on the control plane by default.
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// Nodes selected by the cluster's node selector, control-plane nodes only when it selects
+/// them explicitly.
 pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>]) -> Vec<&'a Node> {
-    let selector = &cluster.spec.node_selector;
     nodes
         .iter()
         .map(|n| n.as_ref())
-        .filter(|n| {
-            let labels = n.labels();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
+        .filter(|n| is_member(&cluster.spec.node_selector, n.labels()))
         .collect()
+}
+
+/// Whether a node with `labels` is selected by `selector` (see [`members`]).
+pub fn is_member(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && CONTROL_PLANE_LABELS
+            .iter()
+            .all(|l| !labels.contains_key(*l) || selector.contains_key(*l))
 }
 
 fn pod_facts(pod: &Pod) -> PodFacts {
@@ -159,6 +177,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     let mut obs = Observed {
         now,
         cluster_found: cluster.is_some(),
+        namespace_allowed: false,
         members: BTreeMap::new(),
         quorum_required: 0,
         fencing: Default::default(),
@@ -174,6 +193,12 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
     };
     if let Some(cluster) = &cluster {
+        let labels = stores
+            .namespaces
+            .get(&ObjectRef::new(&ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
         obs.members = member_health(cluster, stores, now)
             .into_iter()
             .map(|(facts, health)| (facts.name, health))
@@ -301,4 +326,38 @@ fn higher_priority_starting(
                 .and_then(|s| s.current_move.as_ref())
                 .is_some_and(|om| om.pod_created.is_none() && om.from.is_some())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn control_plane_nodes_are_members_only_when_selected_by_name() {
+        let worker = labels(&[("pool", "db")]);
+        let control = labels(&[
+            ("pool", "db"),
+            ("node-role.kubernetes.io/control-plane", ""),
+        ]);
+        let legacy = labels(&[("pool", "db"), ("node-role.kubernetes.io/master", "")]);
+        // An empty selector selects every node but the control plane's.
+        assert!(is_member(&BTreeMap::new(), &worker));
+        assert!(!is_member(&BTreeMap::new(), &control));
+        assert!(!is_member(&BTreeMap::new(), &legacy));
+        // Selecting by another label does not bring them in either.
+        let pool = labels(&[("pool", "db")]);
+        assert!(is_member(&pool, &worker));
+        assert!(!is_member(&pool, &control));
+        // Naming the label does.
+        let explicit = labels(&[("node-role.kubernetes.io/control-plane", "")]);
+        assert!(is_member(&explicit, &control));
+        assert!(!is_member(&explicit, &worker));
+    }
 }

@@ -62,6 +62,8 @@ pub struct Observed {
     pub now: Timestamp,
     /// False when the referenced FailoverCluster does not exist.
     pub cluster_found: bool,
+    /// The cluster allows the instance's namespace (`spec.allowedNamespaces`).
+    pub namespace_allowed: bool,
     /// Member nodes of the cluster and their health.
     pub members: BTreeMap<String, NodeHealth>,
     /// Nodes that the instance involves (its owner, the ends of its move) which exist but
@@ -218,6 +220,14 @@ pub fn decide(
             reason::CLUSTER_NOT_FOUND,
             format!(
                 "FailoverCluster {:?} does not exist; create it or fix spec.clusterRef",
+                spec.cluster_ref
+            ),
+        ))
+    } else if !obs.namespace_allowed {
+        Some((
+            reason::NAMESPACE_NOT_ALLOWED,
+            format!(
+                "FailoverCluster {:?} does not allow this namespace; a cluster administrator can add it to the cluster's spec.allowedNamespaces.names or label it to match spec.allowedNamespaces.selector",
                 spec.cluster_ref
             ),
         ))

@@ -64,3 +64,45 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "metrics.serviceMonitor.enabled requires metrics.service.enabled" }}
 {{- end }}
 {{- end }}
+
+{{/* A list of strings as CEL string literals, comma-separated: 'a', 'b'. */}}
+{{- define "kube-failover.celStrings" -}}
+{{- $quoted := list }}
+{{- range . }}{{ $quoted = append $quoted (squote .) }}{{ end }}
+{{- join ", " $quoted }}
+{{- end }}
+
+{{/* The RBAC rules on what concerns instances: in the ClusterRole, or in a Role of the
+watched namespace. */}}
+{{- define "kube-failover.namespacedRules" -}}
+# The instances it reconciles; patch for its finalizer.
+- apiGroups: ["kube-failover.io"]
+  resources: ["failoverclusterinstances"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status is written with the resourceVersion it was decided from (update).
+- apiGroups: ["kube-failover.io"]
+  resources: ["failoverclusterinstances/status"]
+  verbs: ["update"]
+# Owner references with blockOwnerDeletion on the objects it creates for an instance
+# (checked where the OwnerReferencesPermissionEnforcement admission plugin is on).
+- apiGroups: ["kube-failover.io"]
+  resources: ["failoverclusterinstances/finalizers"]
+  verbs: ["update"]
+# The workload pod: one per instance, created on the owner, deleted when it moves.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The network name's Service, applied server-side.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Claims made from an instance's claimTemplates (and deleted with it); users' claims are
+# only read (the admission policy refuses deleting them).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The EndpointSlice of the network name, listing only the active pod.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}

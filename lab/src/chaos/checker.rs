@@ -22,7 +22,7 @@ use kube_failover::api::{FailoverClusterInstance, INSTANCE_LABEL, Move, Phase, r
 use serde::Serialize;
 
 /// Kubernetes' taint for non-graceful node shutdown: the node is fenced.
-pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+pub use crate::controlplane::OUT_OF_SERVICE_TAINT;
 
 /// The faults the chaos run injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -14,6 +14,8 @@
 //! is about ([`ControlPlaneConfig::audit_log`], [`AUDIT_POLICY`]).
 
 mod attacher;
+pub mod identity;
+pub mod kubelet;
 mod nodes;
 mod process;
 
@@ -30,6 +32,11 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 pub use attacher::play_csi_attacher;
+pub use identity::{
+    CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, controller_token, create_if_absent,
+    install_controller_identity,
+};
+pub use kubelet::{AbortOnDrop, OUT_OF_SERVICE_TAINT, resync_pod_readiness};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 pub use nodes::{NODE_ALIVE_LABEL, SimulatedNodes};

@@ -71,6 +71,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         outside: BTreeMap::new(),
         service_current: true,
         service_taken: false,
+        namespace_allowed: true,
         higher_priority_starting: false,
         dns_name: "db.ns.svc".into(),
     }
@@ -296,6 +297,39 @@ fn invalid_reference_disturbs_nothing() {
         d.actions
     );
     assert_eq!(d.status.owner_node.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_namespace_no_longer_allowed_holds_the_instance_and_disturbs_nothing() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    obs.namespace_allowed = false;
+    // Even with its owner down: no move, no fence, only the condition and one Event.
+    obs.members.insert("a".into(), down(0));
+    let d = decide("db", Some(2), &s, Some(&st), &obs);
+    assert!(
+        matches!(&d.actions[..], [Action::Event(e)] if e.reason == reason::NAMESPACE_NOT_ALLOWED),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.owner_node.as_deref(), Some("a"));
+    assert!(d.status.current_move.is_none());
+    let valid = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::VALID)
+        .expect("a Valid condition");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", reason::NAMESPACE_NOT_ALLOWED)
+    );
+    // Said once, not at every reconcile.
+    let again = decide("db", Some(2), &s, Some(&d.status), &obs);
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
 }
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,127 @@
+//! The controller's identity as users install it: the namespace, ServiceAccount, RBAC and
+//! admission policies of `deploy/kube-failover.yaml` (the chart rendered with its defaults),
+//! so that a controller run in the lab has exactly the permissions that ship.
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What users apply.
+pub const MANIFEST: &str = include_str!("../../../deploy/kube-failover.yaml");
+/// The controller's namespace and ServiceAccount, as [`MANIFEST`] makes them.
+pub const CONTROLLER_NS: &str = "kube-failover";
+pub const CONTROLLER_SA: &str = "kube-failover";
+/// The name the API server knows the controller by.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:kube-failover:kube-failover";
+
+/// Creates `obj` unless an object of its name exists.
+pub async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn namespace_of(v: &serde_yaml::Value) -> String {
+    v.get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(CONTROLLER_NS)
+        .to_string()
+}
+
+/// Creates (where absent) the namespace, ServiceAccount, ClusterRole, Roles, their bindings
+/// and the ValidatingAdmissionPolicies with their bindings, from [`MANIFEST`].
+pub async fn install_controller_identity(client: &Client) -> Result<()> {
+    use serde::Deserialize;
+    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let v = serde_yaml::Value::deserialize(doc)?;
+        let kind = v
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let ns = namespace_of(&v);
+        let c = client.clone();
+        match kind.as_str() {
+            "Namespace" => {
+                create_if_absent(&Api::<Namespace>::all(c), &serde_yaml::from_value(v)?).await
+            }
+            "ServiceAccount" => {
+                create_if_absent(
+                    &Api::<ServiceAccount>::namespaced(c, &ns),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            "ClusterRole" => {
+                create_if_absent(&Api::<ClusterRole>::all(c), &serde_yaml::from_value(v)?).await
+            }
+            "ClusterRoleBinding" => {
+                create_if_absent(
+                    &Api::<ClusterRoleBinding>::all(c),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            "Role" => {
+                create_if_absent(
+                    &Api::<Role>::namespaced(c, &ns),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            "RoleBinding" => {
+                create_if_absent(
+                    &Api::<RoleBinding>::namespaced(c, &ns),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            "ValidatingAdmissionPolicy" => {
+                create_if_absent(
+                    &Api::<ValidatingAdmissionPolicy>::all(c),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                create_if_absent(
+                    &Api::<ValidatingAdmissionPolicyBinding>::all(c),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+        .with_context(|| format!("creating the {kind} of deploy/kube-failover.yaml"))?;
+    }
+    Ok(())
+}
+
+/// A token of the controller's ServiceAccount, valid `seconds`.
+pub async fn controller_token(client: &Client, seconds: i64) -> Result<String> {
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": seconds}
+    }))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), CONTROLLER_NS)
+        .create_token_request(CONTROLLER_SA, &PostParams::default(), &request)
+        .await
+        .context("a token for the controller's ServiceAccount")?
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")
+}
