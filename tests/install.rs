@@ -1526,3 +1526,78 @@ async fn helm_install_rbac_suffices_for_a_failover_and_a_gitops_reapply_finds_no
         "the CRDs stay"
     );
 }
+
+#[tokio::test]
+async fn namespaced_mode_rbac_suffices_for_a_failover() {
+    let release_ns = TestNamespace::new("helm-nm").await;
+    let app = TestNamespace::new("helm-nm-app").await;
+    let admin = release_ns.client.clone();
+    let release = format!("nm{:x}", std::process::id() & 0xffff);
+    let watch = format!("watchNamespace={}", app.name);
+    let install = helm_cluster(&[
+        "install",
+        &release,
+        &chart_dir(),
+        "--namespace",
+        &release_ns.name,
+        "--set",
+        "crds.install=false",
+        "--set",
+        &watch,
+    ])
+    .await;
+    assert!(install.ok, "{install}");
+    let sa = format!("{release}-kube-failover");
+    let config = service_account_config(&release_ns.name, &sa).await;
+    let as_sa = Client::try_from(config.clone()).unwrap();
+    // Outside the watched namespace, what concerns instances is refused.
+    forbidden(
+        Api::<Pod>::namespaced(as_sa.clone(), &release_ns.name)
+            .list(&ListParams::default())
+            .await,
+        "list pods outside the watched namespace",
+    );
+    forbidden(
+        Api::<FailoverClusterInstance>::all(as_sa.clone())
+            .list(&ListParams::default())
+            .await,
+        "list instances in every namespace",
+    );
+    forbidden(
+        Api::<Namespace>::all(as_sa.clone())
+            .get(&release_ns.name)
+            .await,
+        "read a Namespace other than the watched one",
+    );
+
+    // The controller, as that ServiceAccount, on the watched namespace only.
+    let _one = ONE_CONTROLLER.lock().await;
+    let _replica = Replica::start_with_client_config(
+        config,
+        Some(&app.name),
+        "nm-r1",
+        Some(&release_ns.name),
+        None,
+    );
+    let cluster = format!("nm{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&admin, &cluster, 3, json!({})).await;
+    let fci = kube_failover_lab::demo::instance("db", &cluster, &nodes, None).unwrap();
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(admin.clone(), &app.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    let db = wait_for(fcis.clone(), "db", T, "db Online", is_online).await;
+    let owner = status(&db).owner_node.unwrap();
+    control_plane().nodes.kill(&owner).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "db failed over",
+        |f: Option<&FailoverClusterInstance>| {
+            is_online(f) && f.map(status).and_then(|s| s.owner_node) != Some(owner.clone())
+        },
+    )
+    .await;
+    assert_eq!(status(&moved).failover_count, 1);
+    let uninstall = helm_cluster(&["uninstall", &release, "--namespace", &release_ns.name]).await;
+    assert!(uninstall.ok, "{uninstall}");
+}
