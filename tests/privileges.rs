@@ -495,6 +495,25 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
         held.status.unwrap().owner_node.as_deref(),
         Some(owner.as_str())
     );
+    // The cluster says which of its instances it holds.
+    let clusters: Api<kube_failover::api::FailoverCluster> = Api::all(admin.clone());
+    wait_for(
+        clusters,
+        &cluster,
+        T,
+        "the cluster's Tenancy condition names db",
+        |c: Option<&kube_failover::api::FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == condition::TENANCY
+                        && c.status == "False"
+                        && c.reason == reason::NAMESPACE_NOT_ALLOWED
+                        && c.message.contains(&format!("{}/db", allowed.name))
+                })
+            })
+        },
+    )
+    .await;
     control_plane().nodes.kill(&owner).await.unwrap();
     // Twice the detection threshold (3 s) and more: no move starts.
     let moved = wait_for(

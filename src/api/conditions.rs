@@ -11,6 +11,8 @@ pub mod condition {
     pub const VALID: &str = "Valid";
     /// The cluster has enough healthy members to fail over automatically.
     pub const QUORUM: &str = "Quorum";
+    /// On a FailoverCluster: every instance that names it is in a namespace it allows.
+    pub const TENANCY: &str = "Tenancy";
     /// A move is in progress.
     pub const MOVING: &str = "Moving";
 }
@@ -28,6 +30,8 @@ pub mod reason {
     pub const NETWORK_NAME_TAKEN: &str = "NetworkNameTaken";
     /// The cluster does not allow the instance's namespace (`spec.allowedNamespaces`).
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// On a FailoverCluster: no instance that names it is held for its namespace.
+    pub const ALL_NAMESPACES_ALLOWED: &str = "AllNamespacesAllowed";
 
     // Quorum (on instances and clusters)
     pub const QUORUM_HELD: &str = "QuorumHeld";

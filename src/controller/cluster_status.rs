@@ -29,9 +29,20 @@ pub fn desired_status(
     now: jiff::Timestamp,
 ) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
     let mut hosted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut held: Vec<String> = Vec::new();
     for i in ctx.stores.instances.state() {
         if i.spec.cluster_ref != cluster.name_any() {
             continue;
+        }
+        let ns = i.namespace().unwrap_or_default();
+        let labels = ctx
+            .stores
+            .namespaces
+            .get(&kube::runtime::reflector::ObjectRef::new(&ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        if !cluster.spec.allowed_namespaces.allows(&ns, &labels) {
+            held.push(format!("{ns}/{}", i.name_any()));
         }
         if let Some(owner) = i.status.as_ref().and_then(|s| s.owner_node.clone()) {
             hosted.entry(owner).or_default().push(format!(
@@ -87,7 +98,48 @@ pub fn desired_status(
             last_transition_time: Time(now),
         },
     );
+    held.sort();
+    set_condition(&mut status.conditions, tenancy(&held, cluster, now));
     (status, recheck)
+}
+
+/// The `Tenancy` condition: False, naming them, while instances that name this cluster are
+/// held because their namespace is not allowed (`spec.allowedNamespaces`).
+fn tenancy(held: &[String], cluster: &FailoverCluster, now: jiff::Timestamp) -> Condition {
+    const SHOWN: usize = 10;
+    let (status, reason, message) = if held.is_empty() {
+        (
+            "True",
+            reason::ALL_NAMESPACES_ALLOWED,
+            "every instance of this cluster is in a namespace it allows".to_string(),
+        )
+    } else {
+        let mut names = held
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if held.len() > SHOWN {
+            names.push_str(&format!(" and {} more", held.len() - SHOWN));
+        }
+        (
+            "False",
+            reason::NAMESPACE_NOT_ALLOWED,
+            format!(
+                "{} instance(s) held, not placed or failed over, because spec.allowedNamespaces does not allow their namespace: {names}",
+                held.len()
+            ),
+        )
+    };
+    Condition {
+        type_: condition::TENANCY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
 }
 
 /// Removes the out-of-service taint this controller added to members that have been

@@ -282,6 +282,8 @@ pub fn build_controller(
     let on_node = instances.clone();
     let cluster_changed = Arc::new(tokio::sync::Notify::new());
     let node_changed = cluster_changed.clone();
+    let spec_changed = cluster_changed.clone();
+    let namespace_changed = cluster_changed.clone();
     let on_attachment = instances.clone();
     let on_cluster = instances.clone();
     let on_namespace = instances.clone();
@@ -335,6 +337,8 @@ pub fn build_controller(
                 .collect::<Vec<_>>()
         })
         .watches_stream(cluster_stream, move |c: FailoverCluster| {
+            // Its spec may have changed what its status says (members, tenancy).
+            spec_changed.notify_one();
             let name = c.name_any();
             on_cluster
                 .state()
@@ -345,6 +349,7 @@ pub fn build_controller(
         })
         // A namespace relabelled may gain or lose the right to use a cluster.
         .watches_stream(namespace_stream, move |n: Namespace| {
+            namespace_changed.notify_one();
             let name = n.name_any();
             on_namespace
                 .state()
