@@ -81,6 +81,17 @@ fn pod(name: &str, ns: &str, owner: Option<&FailoverClusterInstance>, label: boo
     p
 }
 
+/// The UIDs of the pods `api` lists.
+async fn uids(api: &Api<Pod>) -> Vec<String> {
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.uid().unwrap())
+        .collect()
+}
+
 /// One row of the table: a write, RBAC's answer, and the API server's.
 struct Row {
     what: &'static str,
@@ -456,14 +467,7 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
     .await;
     let owner = online.status.unwrap().owner_node.unwrap();
     let pods = Api::<Pod>::namespaced(admin.clone(), &allowed.name);
-    let pod_before = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.uid().unwrap())
-        .collect::<Vec<_>>();
+    let pod_before = uids(&pods).await;
 
     // The cluster withdraws the namespace: the instance is held with a condition and an
     // Event, and what runs is not disturbed, even when its owner fails.
@@ -532,14 +536,7 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
             .is_err(),
         "a held instance started a move"
     );
-    let pod_after = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.uid().unwrap())
-        .collect::<Vec<_>>();
+    let pod_after = uids(&pods).await;
     assert_eq!(pod_after, pod_before, "the pod is left as it was");
     let events =
         Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), &allowed.name)
