@@ -543,18 +543,26 @@ fn rules(role: &Value) -> BTreeMap<(String, String, Vec<String>), BTreeSet<Strin
     out
 }
 
-#[tokio::test]
-async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
-    let r = helm(&[
+/// The chart rendered as release `kube-failover` in namespace `kube-failover` (what
+/// `deploy/` holds), with `extra` arguments for `helm template`, as documents.
+async fn template_default(extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let mut args = vec![
         "template",
         "kube-failover",
-        &chart_dir(),
+        &chart,
         "--namespace",
         "kube-failover",
-    ])
-    .await;
+    ];
+    args.extend_from_slice(extra);
+    let r = helm(&args).await;
     assert!(r.ok, "{r}");
-    let all = docs(&r.stdout);
+    docs(&r.stdout)
+}
+
+#[tokio::test]
+async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
+    let all = template_default(&[]).await;
 
     let cluster_role = one_of_kind(&all, "ClusterRole");
     let want: BTreeMap<_, BTreeSet<String>> = CLUSTER_RULES
@@ -694,18 +702,7 @@ async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
 
 #[tokio::test]
 async fn namespaced_mode_grants_instance_rights_in_that_namespace_only() {
-    let r = helm(&[
-        "template",
-        "kube-failover",
-        &chart_dir(),
-        "--namespace",
-        "kube-failover",
-        "--set",
-        "watchNamespace=apps",
-    ])
-    .await;
-    assert!(r.ok, "{r}");
-    let all = docs(&r.stdout);
+    let all = template_default(&["--set", "watchNamespace=apps"]).await;
     let cluster_rules = rules(one_of_kind(&all, "ClusterRole"));
     for (_, resource, names) in cluster_rules.keys() {
         assert!(
@@ -759,18 +756,7 @@ async fn namespaced_mode_grants_instance_rights_in_that_namespace_only() {
 #[tokio::test]
 async fn admission_policies_render_on_by_default_and_can_be_turned_off() {
     async fn render(extra: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
-        let chart = chart_dir();
-        let mut args = vec![
-            "template",
-            "kube-failover",
-            &chart,
-            "--namespace",
-            "kube-failover",
-        ];
-        args.extend_from_slice(extra);
-        let r = helm(&args).await;
-        assert!(r.ok, "{r}");
-        let all = docs(&r.stdout);
+        let all = template_default(extra).await;
         let names = |kind: &str| -> BTreeSet<String> {
             of_kind(&all, kind)
                 .iter()
