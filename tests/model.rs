@@ -296,6 +296,7 @@ impl Model {
             namespace_allowed: true,
             higher_priority_starting: false,
             dns_name: "db.ns.svc".into(),
+            vip_holders: Default::default(),
         }
     }
 

@@ -81,7 +81,7 @@ impl AllowedNamespaces {
 
 /// Heartbeat thresholds. A member is down when its Lease in `kube-node-lease` has not been
 /// renewed for `leaseStaleSeconds`, or its Ready condition has been False or Unknown for
-/// `notReadySeconds`.
+/// `notReadySeconds`. Which Lease is `source`'s choice.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
@@ -95,7 +95,28 @@ pub struct Heartbeat {
     #[serde(default = "default_not_ready")]
     #[schemars(range(min = 1, max = 3600))]
     pub not_ready_seconds: u32,
+    /// Whose Lease is the heartbeat. `Kubelet` (default): the node's own Lease, renewed
+    /// every 10 s. `Agent`: the Lease `kube-failover-agent-<node>` that kube-failover's node
+    /// agent renews every second (`agent.renewSeconds`), so that `leaseStaleSeconds` can be
+    /// a few seconds; a member without an agent Lease is judged by its kubelet's Lease, with
+    /// a threshold of at least 20 s.
+    #[serde(default)]
+    pub source: HeartbeatSource,
 }
+
+/// See `Heartbeat::source`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum HeartbeatSource {
+    #[default]
+    Kubelet,
+    Agent,
+}
+
+/// The least `leaseStaleSeconds` applied to a kubelet's Lease (renewed every 10 s) when the
+/// cluster's heartbeat source is `Agent` and a member has no agent Lease.
+pub const KUBELET_LEASE_STALE_FLOOR: u32 = 20;
 
 fn default_lease_stale() -> u32 {
     20
@@ -109,6 +130,7 @@ impl Default for Heartbeat {
         Self {
             lease_stale_seconds: default_lease_stale(),
             not_ready_seconds: default_not_ready(),
+            source: HeartbeatSource::Kubelet,
         }
     }
 }

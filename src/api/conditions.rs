@@ -101,6 +101,8 @@ pub mod reason {
     pub const STARTING_POD: &str = "StartingPod";
     pub const WAITING_FOR_READY: &str = "WaitingForReady";
     pub const PUBLISHING_ENDPOINT: &str = "PublishingEndpoint";
+    /// Another node's agent may still hold the virtual IPs (`vipMode: Agent`).
+    pub const AWAITING_VIP_RELEASE: &str = "AwaitingVIPRelease";
 
     // Why a member node is not Up (member status, and the `NodeDown: …` move reason)
     /// The node's Lease has not been renewed for `heartbeat.leaseStaleSeconds`.

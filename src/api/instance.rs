@@ -31,13 +31,23 @@ pub struct FailoverClusterInstanceSpec {
     /// The name clients use: a Service of that name, without selector, whose
     /// EndpointSlice lists only the active pod.
     pub network_name: NetworkName,
-    /// Virtual IP addresses (IPv4 or IPv6) served on the network name's Service as
-    /// external IPs, announced from the owner node (`externalTrafficPolicy: Local`).
+    /// Virtual IP addresses (IPv4 or IPv6) of the network name, served from the owner node
+    /// only. How they are announced is `vipMode`.
     #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[x_kube(validation = Rule::new("self.all(ip, isIP(ip))").message("each virtualIPs entry must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub virtual_ips: Vec<String>,
+    /// How the virtual IPs reach clients. `ExternalIPs` (default, the behaviour of
+    /// v1alpha1 so far): the Service lists them as `externalIPs`; something else must route
+    /// them to the owner. `LoadBalancer`: the Service is of type LoadBalancer asking for
+    /// them (`spec.loadBalancerIP` for a single address and the annotations MetalLB and
+    /// kube-vip read), with `externalTrafficPolicy: Local`, so that an announcer answers
+    /// from the node of the only ready endpoint, the owner. `Agent`: kube-failover's node
+    /// agent brings them up on the owner's interface and announces them (gratuitous ARP,
+    /// unsolicited neighbour advertisement); the Service is a plain ClusterIP one.
+    #[serde(default, rename = "vipMode")]
+    pub vip_mode: VipMode,
     /// Storage that moves with the instance.
     #[serde(default)]
     pub storage: Storage,
@@ -115,6 +125,17 @@ pub struct NetworkPort {
     /// TCP (default), UDP or SCTP.
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+/// See `FailoverClusterInstanceSpec::vip_mode`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum VipMode {
+    #[default]
+    ExternalIPs,
+    LoadBalancer,
+    Agent,
 }
 
 #[derive(
@@ -354,6 +375,10 @@ pub struct Served {
     /// Address of the active pod in the EndpointSlice, if published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// With `vipMode: Agent`, the one node whose agent may bring the virtual IPs up: the
+    /// owner, once no other node's agent may still hold them. Unset during a move.
+    #[serde(default, rename = "vipNode", skip_serializing_if = "Option::is_none")]
+    pub vip_node: Option<String>,
 }
 
 /// One move of the instance, with the time each step was done (microsecond precision).
@@ -371,6 +396,14 @@ pub struct Move {
     pub endpoint_withdrawn: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced: Option<MicroTime>,
+    /// With `vipMode: Agent`: when no node but the new owner could still hold the virtual
+    /// IPs (the old owner's agent said it released them, or it had fenced itself).
+    #[serde(
+        default,
+        rename = "vipReleased",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vip_released: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_pod_gone: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

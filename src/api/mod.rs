@@ -56,3 +56,17 @@ impl FailoverClusterInstance {
         brought.chain(made).collect()
     }
 }
+
+/// The node agent's heartbeat: a Lease in `kube-node-lease` per node, renewed every second.
+pub fn agent_lease_name(node: &str) -> String {
+    format!("{AGENT_LEASE_PREFIX}{node}")
+}
+pub const AGENT_LEASE_PREFIX: &str = "kube-failover-agent-";
+/// On a node agent's Lease: the instances (`namespace/name`) whose virtual IPs are up on its
+/// node, as a JSON list of strings. The controller grants an instance's virtual IPs to a new
+/// owner only once no other live agent lists it.
+pub const AGENT_HOLDS_ANNOTATION: &str = "kube-failover.io/holds-virtual-ips";
+/// On a node agent's Lease (or on a Node, for another agent): the seconds after which the
+/// agent stops the node's instance workloads and takes its virtual IPs down once it cannot
+/// renew its Lease.
+pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";

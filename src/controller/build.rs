@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
+use crate::api::{
+    CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim, VipMode,
+};
 
 pub const SPEC_HASH_ANNOTATION: &str = "kube-failover.io/spec-hash";
 pub const EXTERNAL_DNS_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
@@ -67,30 +69,57 @@ fn service_ports(fci: &FailoverClusterInstance) -> Vec<ServicePort> {
 /// whether it needs applying.
 pub fn service_hash(fci: &FailoverClusterInstance) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&(&fci.spec.network_name, &fci.spec.virtual_ips))
-        .unwrap_or_default()
-        .hash(&mut h);
+    serde_json::to_string(&(
+        &fci.spec.network_name,
+        &fci.spec.virtual_ips,
+        fci.spec.vip_mode,
+    ))
+    .unwrap_or_default()
+    .hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
+/// Annotations that MetalLB and kube-vip read for the addresses a LoadBalancer Service asks
+/// for (`spec.loadBalancerIP` is deprecated and holds one address only).
+pub const LOAD_BALANCER_IP_ANNOTATIONS: [&str; 2] =
+    ["metallb.io/loadBalancerIPs", "kube-vip.io/loadbalancerIPs"];
+
 /// The Service of the network name: no selector (the controller owns its EndpointSlice),
-/// the virtual IPs as external IPs, traffic kept on the owner node.
+/// traffic kept on the owner node. The virtual IPs go where `vipMode` says: external IPs,
+/// a LoadBalancer request, or nowhere (the node agent brings them up on the owner).
 pub fn service(fci: &FailoverClusterInstance) -> Service {
     let mut m = meta(fci, fci.spec.network_name.name.clone(), BTreeMap::new());
     let mut annotations = BTreeMap::from([(SPEC_HASH_ANNOTATION.to_string(), service_hash(fci))]);
     if let Some(host) = &fci.spec.network_name.external_hostname {
         annotations.insert(EXTERNAL_DNS_ANNOTATION.into(), host.clone());
     }
-    m.annotations = Some(annotations);
     let vips = &fci.spec.virtual_ips;
+    let mut spec = ServiceSpec {
+        ports: Some(service_ports(fci)),
+        ..Default::default()
+    };
+    match fci.spec.vip_mode {
+        _ if vips.is_empty() => {}
+        VipMode::ExternalIPs => {
+            spec.external_ips = Some(vips.clone());
+            spec.external_traffic_policy = Some("Local".into());
+        }
+        VipMode::LoadBalancer => {
+            spec.type_ = Some("LoadBalancer".into());
+            spec.external_traffic_policy = Some("Local".into());
+            if let [one] = vips.as_slice() {
+                spec.load_balancer_ip = Some(one.clone());
+            }
+            for key in LOAD_BALANCER_IP_ANNOTATIONS {
+                annotations.insert(key.into(), vips.join(","));
+            }
+        }
+        VipMode::Agent => {}
+    }
+    m.annotations = Some(annotations);
     Service {
         metadata: m,
-        spec: Some(ServiceSpec {
-            ports: Some(service_ports(fci)),
-            external_ips: (!vips.is_empty()).then(|| vips.clone()),
-            external_traffic_policy: (!vips.is_empty()).then(|| "Local".into()),
-            ..Default::default()
-        }),
+        spec: Some(spec),
         status: None,
     }
 }

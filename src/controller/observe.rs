@@ -1,6 +1,6 @@
 //! `observe`: reads the reflector stores (never the API) into what `decide` needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -12,7 +12,11 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
-use crate::api::{FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim};
+use crate::api::{
+    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance,
+    Heartbeat, HeartbeatSource, INSTANCE_LABEL, InstanceClaim, KUBELET_LEASE_STALE_FLOOR,
+    agent_lease_name,
+};
 use crate::decide::health::OUT_OF_SERVICE_TAINT;
 use crate::decide::{
     AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health, required_healthy,
@@ -39,19 +43,77 @@ pub struct Stores {
 
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-/// Annotation a node agent sets on its Node: the seconds after which it stops the node's
-/// workloads by itself once it cannot reach the API server.
-pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+pub use crate::api::SELF_FENCE_ANNOTATION;
+
+/// The Leases that carry a node's heartbeats: its kubelet's and, where kube-failover's node
+/// agent runs, the agent's.
+pub struct NodeLeases {
+    pub kubelet: Option<std::sync::Arc<Lease>>,
+    pub agent: Option<std::sync::Arc<Lease>>,
+}
+
+impl NodeLeases {
+    pub fn of(node: &str, stores: &Stores) -> Self {
+        let get = |name: &str| {
+            stores
+                .leases
+                .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE))
+        };
+        Self {
+            kubelet: get(node),
+            agent: get(&agent_lease_name(node)),
+        }
+    }
+}
+
+fn self_fence_of(annotations: &BTreeMap<String, String>) -> Option<u32> {
+    annotations
+        .get(SELF_FENCE_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+}
 
 /// What the controller knows of a node, every time on its own clock (see `heartbeats`).
-pub fn node_facts(node: &Node, lease: Option<&Lease>, heartbeats: &Heartbeats) -> NodeFacts {
+/// With the heartbeat source `Agent`, the agent's Lease (when there is one) stands for the
+/// kubelet's; `hb` comes back with the threshold that applies to the Lease used.
+pub fn node_facts(
+    node: &Node,
+    leases: &NodeLeases,
+    heartbeats: &Heartbeats,
+    hb: &Heartbeat,
+) -> (NodeFacts, Heartbeat) {
     let name = node.name_any();
     let spec = node.spec.as_ref();
     let status = ready_status(node);
     let since = heartbeats.ready(&name, status);
-    let ready = ready_fact(status, has_ready_condition(node), lease.is_some()).map(|r| (r, since));
-    NodeFacts {
-        lease_renewed: lease.map(|l| heartbeats.lease(&name, renew_time(l))),
+    let mut hb = hb.clone();
+    let lease_renewed = match (hb.source, &leases.agent) {
+        (HeartbeatSource::Agent, Some(agent)) => {
+            Some(heartbeats.lease(&agent.name_any(), renew_time(agent)))
+        }
+        (source, _) => {
+            if source == HeartbeatSource::Agent {
+                hb.lease_stale_seconds = hb.lease_stale_seconds.max(KUBELET_LEASE_STALE_FLOOR);
+            }
+            leases
+                .kubelet
+                .as_ref()
+                .map(|l| heartbeats.lease(&name, renew_time(l)))
+        }
+    };
+    let ready =
+        ready_fact(status, has_ready_condition(node), lease_renewed.is_some()).map(|r| (r, since));
+    let self_fence_seconds = [
+        self_fence_of(node.annotations()),
+        leases
+            .agent
+            .as_ref()
+            .and_then(|l| self_fence_of(l.annotations())),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let facts = NodeFacts {
+        lease_renewed,
         ready,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         out_of_service: spec
@@ -60,12 +122,10 @@ pub fn node_facts(node: &Node, lease: Option<&Lease>, heartbeats: &Heartbeats) -
         fenced_by_controller: node
             .annotations()
             .contains_key(super::fence::FENCED_AT_ANNOTATION),
-        self_fence_seconds: node
-            .annotations()
-            .get(SELF_FENCE_ANNOTATION)
-            .and_then(|v| v.parse().ok()),
+        self_fence_seconds,
         name,
-    }
+    };
+    (facts, hb)
 }
 
 /// The health of the node `name` now, member or not; `None` when there is no such Node.
@@ -76,14 +136,12 @@ pub fn node_health_of(
     now: jiff::Timestamp,
 ) -> Option<NodeHealth> {
     let node = stores.nodes.get(&ObjectRef::new(name))?;
-    let lease = stores
-        .leases
-        .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE));
-    let facts = node_facts(&node, lease.as_deref(), &stores.heartbeats);
-    Some(node_health(&facts, &cluster.spec.heartbeat, now))
+    let leases = NodeLeases::of(name, stores);
+    let (facts, hb) = node_facts(&node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
+    Some(node_health(&facts, &hb, now))
 }
 
-/// Every member node of `cluster`: what its Node and Lease say, and the verdict on it now.
+/// Every member node of `cluster`: what its Node and Leases say, and the verdict on it now.
 /// The one place member health is judged, for instances and for the cluster's status alike.
 pub fn member_health(
     cluster: &FailoverCluster,
@@ -94,14 +152,69 @@ pub fn member_health(
     members(cluster, &nodes)
         .into_iter()
         .map(|node| {
-            let lease = stores
-                .leases
-                .get(&ObjectRef::new(&node.name_any()).within(NODE_LEASE_NAMESPACE));
-            let facts = node_facts(node, lease.as_deref(), &stores.heartbeats);
-            let health = node_health(&facts, &cluster.spec.heartbeat, now);
+            let leases = NodeLeases::of(&node.name_any(), stores);
+            let (facts, hb) =
+                node_facts(node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
+            let health = node_health(&facts, &hb, now);
             (facts, health)
         })
         .collect()
+}
+
+/// The instances (`namespace/name`) a node agent's Lease says it holds the virtual IPs of.
+pub fn agent_holds(lease: &Lease) -> Vec<String> {
+    lease
+        .annotations()
+        .get(AGENT_HOLDS_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+/// A margin on top of an agent's self-fence time, as in fencing (see `decide::moves`).
+const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
+
+/// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
+/// its Lease lists the instance, and it cannot be trusted to have dropped them: the node
+/// exists, is not out of service, and the Lease was seen renewed less than its self-fence
+/// time (plus a margin) ago. An agent without a self-fence time is trusted only to have
+/// stopped with its node's deletion or fencing.
+pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet<String> {
+    let mut holders = BTreeSet::new();
+    for lease in stores.leases.state() {
+        let Some(node) = lease
+            .name_any()
+            .strip_prefix(AGENT_LEASE_PREFIX)
+            .map(String::from)
+        else {
+            continue;
+        };
+        if lease.namespace().as_deref() != Some(NODE_LEASE_NAMESPACE)
+            || !agent_holds(&lease).iter().any(|k| k == key)
+        {
+            continue;
+        }
+        let Some(n) = stores.nodes.get(&ObjectRef::new(&node)) else {
+            continue;
+        };
+        let fenced = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+        if fenced {
+            continue;
+        }
+        let seen = stores
+            .heartbeats
+            .lease(&lease.name_any(), renew_time(&lease));
+        let dropped_by_itself = self_fence_of(lease.annotations()).is_some_and(|s| {
+            seen + jiff::SignedDuration::from_secs(i64::from(s) + SELF_FENCE_MARGIN_SECONDS) <= now
+        });
+        if !dropped_by_itself {
+            holders.insert(node);
+        }
+    }
+    holders
 }
 
 /// The labels of a control-plane node. Such a node is a member only when the cluster's
@@ -191,7 +304,11 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         service_taken: false,
         higher_priority_starting: false,
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
+        vip_holders: BTreeSet::new(),
     };
+    if fci.spec.vip_mode == crate::api::VipMode::Agent && !fci.spec.virtual_ips.is_empty() {
+        obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, now);
+    }
     if let Some(cluster) = &cluster {
         let labels = stores
             .namespaces

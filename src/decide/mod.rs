@@ -12,7 +12,7 @@ mod moves;
 mod placement;
 mod steady;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
@@ -90,6 +90,10 @@ pub struct Observed {
     pub higher_priority_starting: bool,
     /// The in-cluster DNS name of the network name.
     pub dns_name: String,
+    /// Nodes whose agent may still have the instance's virtual IPs up: it lists them on its
+    /// Lease, and neither released them since, nor can be trusted to have dropped them (its
+    /// node fenced or deleted, or its Lease silent past its self-fence time).
+    pub vip_holders: BTreeSet<String>,
 }
 
 impl Observed {
@@ -330,10 +334,40 @@ pub fn decide(
         dns_name: obs.dns_name.clone(),
         virtual_ips: spec.virtual_ips.clone(),
         endpoint: obs.endpoints.first().cloned(),
+        vip_node: vip_node(spec, &d.status, obs),
     });
     placement::prune_counts(spec, &mut d.status, now);
     d.status.failover_count = failovers_in_period(spec, &d.status, now);
     d
+}
+
+/// The node whose agent may bring the virtual IPs up (`vipMode: Agent`): the owner, outside
+/// a move, once no other node's agent may still hold them. During a move nobody: the old
+/// owner's agent takes them down as the endpoint is withdrawn, and the new owner's brings
+/// them up once the move is over.
+fn vip_node(
+    spec: &FailoverClusterInstanceSpec,
+    status: &FailoverClusterInstanceStatus,
+    obs: &Observed,
+) -> Option<String> {
+    if spec.vip_mode != crate::api::VipMode::Agent
+        || spec.virtual_ips.is_empty()
+        || status.current_move.is_some()
+        || !matches!(status.phase, crate::api::Phase::Online)
+    {
+        return None;
+    }
+    let owner = status.owner_node.clone()?;
+    obs.vip_holders.iter().all(|n| *n == owner).then_some(owner)
+}
+
+/// Nodes other than `to` whose agent may still hold the instance's virtual IPs.
+pub(crate) fn other_vip_holders(obs: &Observed, to: &str) -> Vec<String> {
+    obs.vip_holders
+        .iter()
+        .filter(|n| *n != to)
+        .cloned()
+        .collect()
 }
 
 pub(crate) fn condition_reason<'a>(

@@ -24,7 +24,7 @@ use super::{
     micro, pod_name,
 };
 use crate::api::{
-    FailoverClusterInstanceSpec, FencingMode, MemberState, Move, Phase, condition, reason,
+    FailoverClusterInstanceSpec, FencingMode, MemberState, Move, Phase, VipMode, condition, reason,
     set_condition,
 };
 
@@ -111,6 +111,7 @@ pub(super) fn start_move(
         started: micro(now),
         endpoint_withdrawn: None,
         fenced: None,
+        vip_released: None,
         old_pod_gone: None,
         volumes_detached: None,
         pod_created: None,
@@ -550,6 +551,19 @@ fn publish(r: &mut Round) -> Flow {
         let msg = format!("waiting for pod {} on {to} to be ready", r.new_pod);
         return Flow::Park(reason::WAITING_FOR_READY, msg);
     };
+    if r.spec.vip_mode == VipMode::Agent && !r.spec.virtual_ips.is_empty() {
+        let others = super::other_vip_holders(r.obs, &to);
+        if !others.is_empty() {
+            let msg = format!(
+                "waiting for {} to release the virtual IPs (its node agent still lists them)",
+                others.join(", ")
+            );
+            return Flow::Park(reason::AWAITING_VIP_RELEASE, msg);
+        }
+        if r.m.vip_released.is_none() {
+            r.m.vip_released = Some(micro(now));
+        }
+    }
     if r.obs.endpoints != [ip.clone()] {
         r.d.actions.push(Action::SetEndpoints(vec![ip]));
         let msg = format!("pod {} ready on {to}; publishing its endpoint", r.new_pod);

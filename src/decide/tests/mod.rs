@@ -74,6 +74,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         namespace_allowed: true,
         higher_priority_starting: false,
         dns_name: "db.ns.svc".into(),
+        vip_holders: Default::default(),
     }
 }
 
@@ -552,4 +553,59 @@ fn new_owner_failing_before_online_starts_a_new_failover() {
     );
     assert_eq!(st.phase, Phase::Online);
     assert_eq!(obs.pods.len(), 1);
+}
+
+#[test]
+fn agent_vips_go_to_the_new_owner_only_once_the_old_one_released_them() {
+    let mut s = spec(&["a", "b", "c"]);
+    s.vip_mode = crate::api::VipMode::Agent;
+    s.virtual_ips = vec!["192.0.2.10".into()];
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let vip_node = |st: &FailoverClusterInstanceStatus| st.served.as_ref()?.vip_node.clone();
+    assert_eq!(
+        vip_node(&st).as_deref(),
+        Some("a"),
+        "granted to the owner once online"
+    );
+    // a's agent brought them up; a goes silent and is not yet known to have dropped them.
+    obs.vip_holders.insert("a".into());
+    obs.members.insert("a".into(), down(90));
+    settle(&s, &mut st, &mut obs);
+    let m = st.current_move.clone().expect("the move waits");
+    assert_eq!(vip_node(&st), None, "nobody holds the grant during a move");
+    assert_eq!(m.vip_released, None);
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.reason == reason::AWAITING_VIP_RELEASE && c.message.contains('a')),
+        "{:?}",
+        st.conditions
+    );
+    assert!(
+        obs.endpoints.is_empty(),
+        "nothing published before the release"
+    );
+    // a's agent dropped them (or its self-fence time passed): the move completes.
+    obs.vip_holders.clear();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(vip_node(&st).as_deref(), Some("b"));
+    let m = st.history.last().unwrap();
+    assert!(
+        m.vip_released.is_some() && m.vip_released <= m.online,
+        "{m:?}"
+    );
+}
+
+#[test]
+fn other_vip_modes_grant_nothing() {
+    let mut s = spec(&["a"]);
+    s.virtual_ips = vec!["192.0.2.10".into()];
+    let mut obs = observed(&[("a", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(st.served.as_ref().unwrap().vip_node, None);
 }
