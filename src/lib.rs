@@ -6,12 +6,15 @@
 //!
 //! - [`api`]: the `kube-failover.io/v1alpha1` types, and the CRDs generated from them ([`crd`]).
 //! - [`decide`]: what to do, as a pure function of the spec, the observed cluster and the clock.
+//! - [`agent`]: the node agent (`kube-failover agent`): virtual IPs on the owner's
+//!   interface, a one-second heartbeat Lease, and self-fencing.
 //! - [`controller`]: observes through watches, applies what `decide` returns, and serves
 //!   `/metrics`, `/healthz` and `/readyz`.
 //!
 //! The local control plane, the demo and the benchmark are in the `kube-failover-lab` crate,
 //! which never ships.
 
+pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod crd;

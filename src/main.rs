@@ -22,6 +22,8 @@ enum Command {
     },
     /// Run the controller against the cluster of the current kubeconfig or service account.
     Run(RunArgs),
+    /// Run the node agent on this node: virtual IPs, a one-second heartbeat, self-fencing.
+    Agent(kube_failover::agent::AgentArgs),
     /// Print the version.
     Version,
 }
@@ -112,6 +114,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd { out_dir: None } => print!("{}", kube_failover::crd::render()?),
         Command::Crd { out_dir: Some(dir) } => kube_failover::crd::write_dir(&dir)?,
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
+        Command::Agent(args) => {
+            init_tracing(false);
+            let client = kube::Client::try_default().await?;
+            kube_failover::agent::run(client, args).await?;
+        }
         Command::Run(args) => {
             init_tracing(args.log_json);
             let identity = choose_identity(args.identity, hostname(), args.leader_elect)?;
