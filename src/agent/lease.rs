@@ -46,7 +46,7 @@ pub fn desired(
     );
     annotations.insert(
         SELF_FENCE_ANNOTATION.into(),
-        args.self_fence_seconds.to_string(),
+        args.announced_self_fence().to_string(),
     );
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     spec.holder_identity = Some(args.node.clone());

@@ -76,6 +76,12 @@ impl AgentArgs {
         Duration::from_millis(self.renew_ms.max(100))
     }
 
+    /// What the agent promises on its Lease: within this many seconds of its last renewal,
+    /// its virtual IPs are down and the stop command has ended.
+    pub fn announced_self_fence(&self) -> u64 {
+        u64::from(self.self_fence_seconds) + self.workloads.stop_timeout_seconds
+    }
+
     fn self_fence_after(&self) -> Duration {
         Duration::from_secs(u64::from(self.self_fence_seconds))
     }

@@ -10,8 +10,13 @@ pub struct WorkloadArgs {
     /// the node. Without it, the agent only takes its virtual IPs down.
     #[arg(long, env = "KUBE_FAILOVER_AGENT_STOP_COMMAND")]
     pub stop_command: Option<String>,
-    /// Seconds the stop command may take before it is killed.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds the stop command may take before it is killed; counted in the self-fence time
+    /// the agent announces.
+    #[arg(
+        long,
+        env = "KUBE_FAILOVER_AGENT_STOP_TIMEOUT_SECONDS",
+        default_value_t = 2
+    )]
     pub stop_timeout_seconds: u64,
 }
 

@@ -269,13 +269,15 @@ pub fn build_controller(
     // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
     // Each renewal is dated the moment it arrives, on this controller's clock.
     tokio::spawn(heartbeats::probe_api(client.clone(), heartbeats.clone()));
+    // A node agent's Lease also says which instances' virtual IPs are up on its node: a move
+    // waiting for the old owner to release them goes on when it changes.
     let seen = heartbeats.clone();
-    tokio::spawn(lease_stream.for_each(move |l| {
-        if let Ok(lease) = &l {
+    let on_agent_lease = instances.clone();
+    let lease_stream = lease_stream.inspect(move |l| {
+        if let Ok(lease) = l {
             seen.observe_lease(lease);
         }
-        async {}
-    }));
+    });
     tokio::spawn(claim_stream.for_each(|_| async {}));
     tokio::spawn(volume_stream.for_each(|_| async {}));
 
@@ -317,6 +319,18 @@ pub fn build_controller(
         })
         .watches_stream(slice_stream, move |s: EndpointSlice| {
             by_label(s.namespace(), s.labels())
+        })
+        .watches_stream(lease_stream, move |l: Lease| {
+            if !l.name_any().starts_with(crate::api::AGENT_LEASE_PREFIX) {
+                return Vec::new();
+            }
+            on_agent_lease
+                .state()
+                .iter()
+                .filter(|i| i.spec.vip_mode == crate::api::VipMode::Agent)
+                .filter(|i| i.status.as_ref().is_some_and(|s| s.current_move.is_some()))
+                .map(|i| ObjectRef::from(i.as_ref()))
+                .collect::<Vec<_>>()
         })
         .watches_stream(node_stream, move |n: Node| {
             node_changed.notify_one();

@@ -558,6 +558,8 @@ fn publish(r: &mut Round) -> Flow {
                 "waiting for {} to release the virtual IPs (its node agent still lists them)",
                 others.join(", ")
             );
+            // The holder's self-fence time may pass without any event: look again.
+            r.d.recheck_at = Some(now + SignedDuration::from_secs(1));
             return Flow::Park(reason::AWAITING_VIP_RELEASE, msg);
         }
         if r.m.vip_released.is_none() {

@@ -106,3 +106,18 @@ watched namespace. */}}
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+
+{{/* Labels that select the node agent's pods (apart from the controller's). */}}
+{{- define "kube-failover.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kube-failover.name" . }}-agent
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kube-failover.agentLabels" -}}
+helm.sh/chart: {{ include "kube-failover.chart" . }}
+{{ include "kube-failover.agentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: agent
+app.kubernetes.io/part-of: kube-failover
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
