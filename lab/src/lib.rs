@@ -13,3 +13,4 @@ pub mod chaos;
 pub mod controlplane;
 pub mod demo;
 pub mod harness;
+pub mod netlab;

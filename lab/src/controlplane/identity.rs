@@ -45,8 +45,59 @@ fn namespace_of(v: &serde_yaml::Value) -> String {
 /// Creates (where absent) the namespace, ServiceAccount, ClusterRole, Roles, their bindings
 /// and the ValidatingAdmissionPolicies with their bindings, from [`MANIFEST`].
 pub async fn install_controller_identity(client: &Client) -> Result<()> {
+    install_identity(client, MANIFEST).await
+}
+
+/// The node agent's identity as the chart makes it with `agent.enabled=true`: its
+/// ServiceAccount, RBAC and admission policy (not its DaemonSet), rendered by `helm`.
+pub async fn install_agent_identity(client: &Client, helm: &std::path::Path) -> Result<()> {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/kube-failover");
+    let out = std::process::Command::new(helm)
+        .args(["template", "kube-failover"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            CONTROLLER_NS,
+            "--set",
+            "agent.enabled=true",
+            "--show-only",
+            "templates/agent.yaml",
+        ])
+        .output()
+        .context("helm template (the agent)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    install_identity(client, &String::from_utf8(out.stdout)?).await
+}
+
+/// A token of the agent's ServiceAccount bound to `pod` (which runs on the agent's node), so
+/// that it carries the node's name as a real agent's token does.
+pub async fn agent_token(client: &Client, pod: &k8s_openapi::api::core::v1::Pod) -> Result<String> {
+    use kube::ResourceExt;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 6 * 3600, "boundObjectRef": {
+            "kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid(),
+        }}
+    }))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), CONTROLLER_NS)
+        .create_token_request(AGENT_SA, &PostParams::default(), &request)
+        .await
+        .context("a token for the agent's ServiceAccount")?
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")
+}
+
+/// The node agent's ServiceAccount, as the chart names it (release `kube-failover`).
+pub const AGENT_SA: &str = "kube-failover-agent";
+
+async fn install_identity(client: &Client, manifest: &str) -> Result<()> {
     use serde::Deserialize;
-    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+    for doc in serde_yaml::Deserializer::from_str(manifest) {
         let v = serde_yaml::Value::deserialize(doc)?;
         let kind = v
             .get("kind")
@@ -106,7 +157,7 @@ pub async fn install_controller_identity(client: &Client) -> Result<()> {
             }
             _ => Ok(()),
         }
-        .with_context(|| format!("creating the {kind} of deploy/kube-failover.yaml"))?;
+        .with_context(|| format!("creating the {kind} of the manifest"))?;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ use kube::{Client, Config};
 
 pub use attacher::play_csi_attacher;
 pub use identity::{
+    AGENT_SA, agent_token, install_agent_identity,
     CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, controller_token, create_if_absent,
     install_controller_identity,
 };

@@ -1,0 +1,206 @@
+//! Real networking for the virtual IP tests: a network namespace per simulated node and one
+//! for a client, each with a veth on one bridge in the root namespace, the control plane
+//! reachable from all of them through a TCP relay on the bridge's address.
+//!
+//! ```text
+//!   kfvip-c (client .100)   kfvip-n0 (.10)   kfvip-n1 (.11)   kfvip-n2 (.12)
+//!          eth0                  eth0             eth0             eth0
+//!           |                     |                |                |
+//!   ------------------------ kfvip0 bridge, 10.213.0.1/24 ------------------------
+//!                      relay 10.213.0.1:P -> kube-apiserver 127.0.0.1
+//! ```
+//!
+//! Needs root and `ip` (iproute2). Everything is named `kfvip*` and removed on drop (and
+//! before creation, should an earlier run have died without cleaning up).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+pub const BRIDGE: &str = "kfvip0";
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 100);
+/// The virtual IP the tests move.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 200);
+pub const CLIENT_NS: &str = "kfvip-c";
+
+/// `ip ARGS`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn node_ns(i: usize) -> String {
+    format!("kfvip-n{i}")
+}
+
+/// The root side of node `i`'s veth: cut it and the node is partitioned.
+fn node_port(i: usize) -> String {
+    format!("kfvip-p{i}")
+}
+
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 213, 0, 10 + i as u8)
+}
+
+/// The network of one test.
+pub struct NetLab {
+    pub nodes: usize,
+    /// `GATEWAY:port`, relayed to the API server.
+    pub api_relay: SocketAddr,
+    relay: tokio::task::JoinHandle<()>,
+    children: Vec<Child>,
+}
+
+impl NetLab {
+    /// Creates the bridge, the namespaces of `nodes` nodes and the client, and the relay to
+    /// the API server at `api` (on loopback).
+    pub async fn create(nodes: usize, api: SocketAddr) -> Result<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("the virtual IP tests need root (network namespaces, veth, raw sockets)");
+        }
+        cleanup(nodes);
+        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", BRIDGE])?;
+        ip(&["link", "set", BRIDGE, "up"])?;
+        let mut hosts: Vec<(String, String, Ipv4Addr)> = (0..nodes)
+            .map(|i| (node_ns(i), node_port(i), node_ip(i)))
+            .collect();
+        hosts.push((CLIENT_NS.into(), "kfvip-pc".into(), CLIENT_IP));
+        for (ns, port, addr) in &hosts {
+            ip(&["netns", "add", ns])?;
+            ip(&[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["link", "set", port, "master", BRIDGE])?;
+            ip(&["link", "set", port, "up"])?;
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
+        }
+        let listener = tokio::net::TcpListener::bind((GATEWAY, 0))
+            .await
+            .context("relay listener on the bridge")?;
+        let api_relay = listener.local_addr()?;
+        let relay = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(api).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            nodes,
+            api_relay,
+            relay,
+            children: Vec::new(),
+        })
+    }
+
+    pub fn node_ns(&self, i: usize) -> String {
+        node_ns(i)
+    }
+
+    /// Starts `program args` inside node `i`'s namespace (`None`: the client's), its
+    /// output to `log`. The process is killed when the lab is dropped, unless taken back
+    /// with [`Self::kill`] first.
+    pub fn spawn(&mut self, node: Option<usize>, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
+        let ns = node.map(node_ns).unwrap_or_else(|| CLIENT_NS.into());
+        let out = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {} in {ns}", program.display()))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Kills a process started by [`Self::spawn`] at once (SIGKILL), as a power cut does.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(pos);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Cuts node `i` off the network (its side keeps running) or joins it again.
+    pub fn partition(&self, i: usize, cut: bool) -> Result<()> {
+        ip(&["link", "set", &node_port(i), if cut { "down" } else { "up" }])?;
+        Ok(())
+    }
+
+    /// Takes node `i`'s own interface down (with its processes killed: a power cut) or up.
+    pub fn power(&self, i: usize, on: bool) -> Result<()> {
+        ip(&["-n", &node_ns(i), "link", "set", "eth0", if on { "up" } else { "down" }])?;
+        if on {
+            // The default route goes with the link.
+            let _ = ip(&["-n", &node_ns(i), "route", "replace", "default", "via", &GATEWAY.to_string()]);
+        }
+        Ok(())
+    }
+
+    /// Whether `addr` is on node `i`'s interface.
+    pub fn has_address(&self, i: usize, addr: Ipv4Addr) -> Result<bool> {
+        let out = ip(&["-n", &node_ns(i), "-o", "addr", "show", "dev", "eth0"])?;
+        let needle = format!(" {addr}/");
+        Ok(out.contains(&needle))
+    }
+
+    /// The MAC address of node `i`'s interface.
+    pub fn mac(&self, i: usize) -> Result<String> {
+        let out = ip(&["-n", &node_ns(i), "-o", "link", "show", "dev", "eth0"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .context("no MAC on eth0")
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        self.relay.abort();
+        for mut child in self.children.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        cleanup(self.nodes);
+    }
+}
+
+fn cleanup(nodes: usize) {
+    for i in 0..nodes.max(8) {
+        let _ = ip(&["netns", "del", &node_ns(i)]);
+        let _ = ip(&["link", "del", &node_port(i)]);
+    }
+    let _ = ip(&["netns", "del", CLIENT_NS]);
+    let _ = ip(&["link", "del", "kfvip-pc"]);
+    let _ = ip(&["link", "del", BRIDGE]);
+}
+
+/// The lab's network helper scripts (`lab/net/`).
+pub fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("net").join(name)
+}
