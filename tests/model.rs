@@ -252,6 +252,7 @@ impl Model {
                     heartbeat_stale: stale,
                     // Every node runs the agent that fences itself after 30 s alone.
                     self_fence_seconds: Some(30),
+                    heartbeat_seen: None,
                 },
             );
         }

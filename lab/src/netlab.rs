@@ -86,10 +86,26 @@ impl NetLab {
             ])?;
             ip(&["link", "set", port, "master", BRIDGE])?;
             ip(&["link", "set", port, "up"])?;
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &GATEWAY.to_string(),
+            ])?;
         }
         let listener = tokio::net::TcpListener::bind((GATEWAY, 0))
             .await
@@ -119,7 +135,13 @@ impl NetLab {
     /// Starts `program args` inside node `i`'s namespace (`None`: the client's), its
     /// output to `log`. The process is killed when the lab is dropped, unless taken back
     /// with [`Self::kill`] first.
-    pub fn spawn(&mut self, node: Option<usize>, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
+    pub fn spawn(
+        &mut self,
+        node: Option<usize>,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<u32> {
         let ns = node.map(node_ns).unwrap_or_else(|| CLIENT_NS.into());
         let out = std::fs::File::create(log)?;
         let child = Command::new("ip")
@@ -147,16 +169,36 @@ impl NetLab {
 
     /// Cuts node `i` off the network (its side keeps running) or joins it again.
     pub fn partition(&self, i: usize, cut: bool) -> Result<()> {
-        ip(&["link", "set", &node_port(i), if cut { "down" } else { "up" }])?;
+        ip(&[
+            "link",
+            "set",
+            &node_port(i),
+            if cut { "down" } else { "up" },
+        ])?;
         Ok(())
     }
 
     /// Takes node `i`'s own interface down (with its processes killed: a power cut) or up.
     pub fn power(&self, i: usize, on: bool) -> Result<()> {
-        ip(&["-n", &node_ns(i), "link", "set", "eth0", if on { "up" } else { "down" }])?;
+        ip(&[
+            "-n",
+            &node_ns(i),
+            "link",
+            "set",
+            "eth0",
+            if on { "up" } else { "down" },
+        ])?;
         if on {
             // The default route goes with the link.
-            let _ = ip(&["-n", &node_ns(i), "route", "replace", "default", "via", &GATEWAY.to_string()]);
+            let _ = ip(&[
+                "-n",
+                &node_ns(i),
+                "route",
+                "replace",
+                "default",
+                "via",
+                &GATEWAY.to_string(),
+            ]);
         }
         Ok(())
     }
@@ -202,5 +244,7 @@ fn cleanup(nodes: usize) {
 
 /// The lab's network helper scripts (`lab/net/`).
 pub fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("net").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("net")
+        .join(name)
 }

@@ -47,6 +47,9 @@ pub struct NodeHealth {
     pub heartbeat_stale: bool,
     /// See `NodeFacts::self_fence_seconds`.
     pub self_fence_seconds: Option<u32>,
+    /// When the controller saw the node's heartbeat Lease last renewed (`NodeFacts::lease_renewed`):
+    /// a self-fencing agent's timer started no later.
+    pub heartbeat_seen: Option<Timestamp>,
 }
 
 impl NodeHealth {
@@ -97,6 +100,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             recheck_at: None,
             heartbeat_stale: false,
             self_fence_seconds: facts.self_fence_seconds,
+            heartbeat_seen: facts.lease_renewed,
         };
     }
     let heartbeat_stale = lease_deadline.is_some_and(|d| d <= now);
@@ -114,6 +118,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             recheck_at: lease_deadline.filter(|d| *d > now),
             heartbeat_stale,
             self_fence_seconds: facts.self_fence_seconds,
+            heartbeat_seen: facts.lease_renewed,
         };
     }
     let recheck_at = [lease_deadline, not_ready_deadline]
@@ -139,6 +144,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         recheck_at,
         heartbeat_stale,
         self_fence_seconds: facts.self_fence_seconds,
+        heartbeat_seen: facts.lease_renewed,
     }
 }
 

@@ -283,15 +283,17 @@ fn fence(r: &mut Round) -> Flow {
         return Flow::Park(reason::AWAITING_FENCE, msg);
     }
     let down_since = health.as_ref().and_then(|h| h.down_since).unwrap_or(now);
-    let mut delay = SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
+    let mut at = down_since + SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
     if let Some(s) = health.as_ref().and_then(|h| h.self_fence_seconds) {
-        // The node's agent stops its workloads by itself after that long without the API
-        // server: a partitioned node has stopped before a second copy starts.
-        delay = delay.max(SignedDuration::from_secs(
-            i64::from(s) + SELF_FENCE_MARGIN_SECONDS,
-        ));
+        // The node's agent stops its workloads by itself that long after its last renewal,
+        // which this controller saw no sooner than it was made: a partitioned node has
+        // stopped before a second copy starts.
+        let since = health
+            .as_ref()
+            .and_then(|h| h.heartbeat_seen)
+            .unwrap_or(down_since);
+        at = at.max(since + SignedDuration::from_secs(i64::from(s) + SELF_FENCE_MARGIN_SECONDS));
     }
-    let at = down_since + delay;
     if at <= now {
         r.d.actions.push(Action::Fence { node: node.clone() });
         return Flow::Park(reason::FENCING, format!("tainting {node} out of service"));

@@ -83,7 +83,7 @@ pub async fn agent_token(client: &Client, pod: &k8s_openapi::api::core::v1::Pod)
             "kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid(),
         }}
     }))?;
-    Api::<ServiceAccount>::namespaced(client.clone(), CONTROLLER_NS)
+    Api::<ServiceAccount>::namespaced(client.clone(), AGENT_NS)
         .create_token_request(AGENT_SA, &PostParams::default(), &request)
         .await
         .context("a token for the agent's ServiceAccount")?
@@ -94,6 +94,8 @@ pub async fn agent_token(client: &Client, pod: &k8s_openapi::api::core::v1::Pod)
 
 /// The node agent's ServiceAccount, as the chart names it (release `kube-failover`).
 pub const AGENT_SA: &str = "kube-failover-agent";
+/// Its namespace (the chart's `agent.namespace`).
+pub const AGENT_NS: &str = "kube-system";
 
 async fn install_identity(client: &Client, manifest: &str) -> Result<()> {
     use serde::Deserialize;

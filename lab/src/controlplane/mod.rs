@@ -33,9 +33,8 @@ use kube::{Client, Config};
 
 pub use attacher::play_csi_attacher;
 pub use identity::{
-    AGENT_SA, agent_token, install_agent_identity,
-    CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, controller_token, create_if_absent,
-    install_controller_identity,
+    AGENT_NS, AGENT_SA, CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, agent_token,
+    controller_token, create_if_absent, install_agent_identity, install_controller_identity,
 };
 pub use kubelet::{AbortOnDrop, OUT_OF_SERVICE_TAINT, resync_pod_readiness};
 use nix::sys::signal::Signal;

@@ -361,3 +361,19 @@ fn a_pod_created_late_after_the_way_was_cleared_is_removed_again() {
     let m = d.status.current_move.as_ref().unwrap();
     assert!(m.old_pod_gone.is_none() && m.volumes_detached.is_none());
 }
+
+#[test]
+fn the_self_fence_wait_counts_from_the_last_heartbeat_seen() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // Last renewal seen at 98, stale (down) at 100: the agent stopped by 98 + 10.
+    let mut silent = down(100);
+    silent.self_fence_seconds = Some(10);
+    silent.heartbeat_seen = Some(t(98));
+    obs.members.insert("a".into(), silent);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+    assert_eq!(d.recheck_at, Some(t(110)), "seen at 98 + 10 s + 2 s margin");
+}

@@ -28,6 +28,7 @@ fn up() -> NodeHealth {
         recheck_at: None,
         heartbeat_stale: false,
         self_fence_seconds: None,
+        heartbeat_seen: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn down(since: i64) -> NodeHealth {
         recheck_at: None,
         heartbeat_stale: true,
         self_fence_seconds: None,
+        heartbeat_seen: None,
     }
 }
 
@@ -50,6 +52,7 @@ fn fenced() -> NodeHealth {
         recheck_at: None,
         heartbeat_stale: true,
         self_fence_seconds: None,
+        heartbeat_seen: None,
     }
 }
 
