@@ -170,8 +170,7 @@ pub fn agent_holds(lease: &Lease) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A margin on top of an agent's self-fence time, as in fencing (see `decide::moves`).
-const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
+use crate::decide::SELF_FENCE_MARGIN_SECONDS;
 
 /// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
 /// its Lease lists the instance, and it cannot be trusted to have dropped them: the node

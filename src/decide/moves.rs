@@ -43,7 +43,7 @@ pub enum Step {
 /// A margin on top of a node agent's self-fence time before the controller fences the node
 /// itself: the agent's timer starts at its last successful renewal, which the controller
 /// saw a little later.
-const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
+pub const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
 
 /// One step: carries the move as far as it can and says how the round goes on.
 type StepFn = fn(&mut Round) -> Flow;
