@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd { out_dir: Some(dir) } => kube_failover::crd::write_dir(&dir)?,
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
         Command::Agent(args) => {
+            args.validate()?;
             init_tracing(false);
             let client = kube::Client::try_default().await?;
             kube_failover::agent::run(client, args).await?;

@@ -251,7 +251,7 @@ impl Model {
                     recheck_at: None,
                     heartbeat_stale: stale,
                     // Every node runs the agent that fences itself after 30 s alone.
-                    self_fence_seconds: Some(30),
+                    self_fence: Some(jiff::SignedDuration::from_secs(30)),
                     heartbeat_seen: None,
                 },
             );

@@ -793,9 +793,10 @@ async fn a_self_fencing_node_is_tainted_only_after_its_self_fence_time() {
     .await;
     let after = killed.elapsed();
     // The last renewal was at most a renewal period (1 s) before the kill; the agent stops
-    // its workloads the self-fence time after it, and the taint waits a 2 s margin more.
+    // its workloads the self-fence time after it, and the taint waits the margin more.
+    let margin = kube_failover::decide::SELF_FENCE_MARGIN.unsigned_abs();
     assert!(
-        after >= Duration::from_secs(SELF_FENCE + 2 - 1),
+        after >= Duration::from_secs(SELF_FENCE - 1) + margin,
         "tainted {after:?} after the node went silent, before its self-fence time had passed"
     );
     wait_for(

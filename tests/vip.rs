@@ -157,12 +157,27 @@ struct Round {
 /// 20 ms); a partitioned owner took the VIP down and stopped its workload before the new
 /// owner's pod was created. Prints the client-observed failover times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not passing yet: the client sees ARP replies from two MACs (cause not found); run with --ignored"]
 async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
-    let rounds: usize = std::env::var("VIP_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let rounds: usize = env("VIP_ROUNDS", "30").parse().unwrap();
+    // The agent's timings: a 1 s heartbeat by default (VIP_RENEW_MS), a self-fence time of
+    // twice that, and what the stop command may take.
+    let renew_ms: u64 = env("VIP_RENEW_MS", "1000").parse().unwrap();
+    let self_fence = env(
+        "VIP_SELF_FENCE_SECONDS",
+        &format!("{}", (2 * renew_ms) as f64 / 1000.0),
+    );
+    let stop_timeout = env("VIP_STOP_TIMEOUT_SECONDS", "0.5");
+    let lease_stale: u32 = env(
+        "VIP_LEASE_STALE_SECONDS",
+        &(renew_ms * 2).div_ceil(1000).to_string(),
+    )
+    .parse()
+    .unwrap();
+    eprintln!(
+        "agent: renew every {renew_ms} ms, self-fence {self_fence} s, stop timeout {stop_timeout} s; \
+         lease stale after {lease_stale} s"
+    );
     let ns = TestNamespace::new("vip-agent").await;
     let client = ns.client.clone();
     let cp = control_plane();
@@ -171,7 +186,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         "vip-agent",
         3,
         serde_json::json!({
-            "heartbeat": {"source": "Agent", "leaseStaleSeconds": 2, "notReadySeconds": 60},
+            "heartbeat": {"source": "Agent", "leaseStaleSeconds": lease_stale, "notReadySeconds": 60},
             "fencing": {"unfenceAfterSeconds": 1},
         }),
     )
@@ -257,11 +272,11 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
                 "--interface",
                 "eth0",
                 "--renew-ms",
-                "1000",
+                &renew_ms.to_string(),
                 "--self-fence-seconds",
-                "2",
+                &self_fence,
                 "--stop-timeout-seconds",
-                "1",
+                &stop_timeout,
                 "--state-dir",
                 &state,
                 "--stop-command",
@@ -383,6 +398,8 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
             lab.kill(agent_pids[&o]);
             lab.kill(serve_pids[&o]);
             lab.power(o, false).unwrap();
+            // A rebooted node's /run is empty.
+            let _ = std::fs::remove_dir_all(dir.join(format!("state-{o}")));
         }
         cp.nodes.kill(&owner).await.unwrap();
         let moved = wait_for(
@@ -481,10 +498,20 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         .await;
         owner = to;
     }
+    let samples_all = std::mem::take(&mut *samples.lock().unwrap());
     drop(samples);
     let _ = sampler.await;
 
     // No instant with two holders, on the wire or on the interfaces.
+    let two: Vec<_> = samples_all
+        .iter()
+        .filter(|(_, on)| on.len() > 1)
+        .take(5)
+        .collect();
+    assert!(
+        two.is_empty(),
+        "the VIP was up on two nodes at once: {two:?}"
+    );
     let all = probes(&probe_log);
     let double: Vec<&Probe> = all.iter().filter(|p| p.macs.len() > 1).collect();
     assert!(

@@ -178,28 +178,36 @@ impl NetLab {
         Ok(())
     }
 
-    /// Takes node `i`'s own interface down (with its processes killed: a power cut) or up.
+    /// A power cut of node `i` (`on = false`; its processes are the caller's to kill): its
+    /// interface goes down and loses every address, as a machine that reboots comes back
+    /// with none of the addresses it had brought up. `on = true` boots it: its own address,
+    /// the link and the default route.
     pub fn power(&self, i: usize, on: bool) -> Result<()> {
+        let ns = node_ns(i);
+        if !on {
+            ip(&["-n", &ns, "link", "set", "eth0", "down"])?;
+            ip(&["-n", &ns, "addr", "flush", "dev", "eth0"])?;
+            return Ok(());
+        }
         ip(&[
             "-n",
-            &node_ns(i),
-            "link",
-            "set",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", node_ip(i)),
+            "dev",
             "eth0",
-            if on { "up" } else { "down" },
         ])?;
-        if on {
-            // The default route goes with the link.
-            let _ = ip(&[
-                "-n",
-                &node_ns(i),
-                "route",
-                "replace",
-                "default",
-                "via",
-                &GATEWAY.to_string(),
-            ]);
-        }
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "replace",
+            "default",
+            "via",
+            &GATEWAY.to_string(),
+        ])?;
         Ok(())
     }
 

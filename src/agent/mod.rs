@@ -33,7 +33,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::api::{FailoverClusterInstance, VipMode};
+use crate::api::{FailoverClusterInstance, GRANT_CONFIRM_MILLISECONDS, VipMode};
 pub use workloads::Workloads;
 
 /// How the agent runs (the `kube-failover agent` flags).
@@ -48,15 +48,17 @@ pub struct AgentArgs {
     /// Milliseconds between renewals of the heartbeat Lease.
     #[arg(long, env = "KUBE_FAILOVER_AGENT_RENEW_MS", default_value_t = 1000)]
     pub renew_ms: u64,
-    /// Seconds without a successful renewal after which the agent takes its virtual IPs down
-    /// and stops the instance workloads on its node. Announced on its Lease; the controller
-    /// fences the node only after the Lease is stale plus this plus a margin.
+    /// Seconds (fractions allowed) without a successful renewal after which the agent takes
+    /// its virtual IPs down and stops the instance workloads on its node. At least twice the
+    /// renewal interval, so that one lost renewal does not fence a healthy node. Announced on
+    /// its Lease; the controller fences the node only after this plus the stop timeout plus a
+    /// margin have passed since the last renewal it saw.
     #[arg(
         long,
         env = "KUBE_FAILOVER_AGENT_SELF_FENCE_SECONDS",
-        default_value_t = 3
+        default_value_t = 3.0
     )]
-    pub self_fence_seconds: u32,
+    pub self_fence_seconds: f64,
     /// Announcements (gratuitous ARP / unsolicited NA) sent when an address comes up.
     #[arg(long, default_value_t = 3)]
     pub announcements: u32,
@@ -77,25 +79,62 @@ impl AgentArgs {
     }
 
     /// What the agent promises on its Lease: within this many seconds of its last renewal,
-    /// its virtual IPs are down and the stop command has ended.
-    pub fn announced_self_fence(&self) -> u64 {
-        u64::from(self.self_fence_seconds) + self.workloads.stop_timeout_seconds
+    /// its virtual IPs are down and the stop command has ended (millisecond precision).
+    pub fn announced_self_fence(&self) -> f64 {
+        let ms = ((self.self_fence_seconds + self.workloads.stop_timeout_seconds) * 1000.0).ceil();
+        ms / 1000.0
     }
 
     fn self_fence_after(&self) -> Duration {
-        Duration::from_secs(u64::from(self.self_fence_seconds))
+        Duration::from_secs_f64(self.self_fence_seconds)
+    }
+
+    /// Refuses settings under which the agent would fence a healthy node, or promise what it
+    /// cannot keep.
+    pub fn validate(&self) -> Result<()> {
+        let renew = self.renew_every().as_secs_f64();
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite(self.self_fence_seconds) || !finite(self.workloads.stop_timeout_seconds) {
+            anyhow::bail!(
+                "--self-fence-seconds and --stop-timeout-seconds must be non-negative numbers"
+            );
+        }
+        if self.self_fence_seconds < 2.0 * renew {
+            anyhow::bail!(
+                "--self-fence-seconds {} is less than twice the renewal interval ({renew} s): one \
+                 late renewal would fence a healthy node; raise it to at least {} or renew more \
+                 often (--renew-ms)",
+                self.self_fence_seconds,
+                2.0 * renew
+            );
+        }
+        Ok(())
     }
 }
 
 /// What the renewer and the address loop share.
-#[derive(Default)]
 struct Shared {
     /// When the last successful renewal was sent (its request's start).
     renewed: Mutex<Option<Instant>>,
-    /// Instances (`namespace/name`) whose virtual IPs are up here, as the Lease says.
+    /// Instances (`namespace/name`) whose virtual IPs are up here, or about to be: what the
+    /// Lease should say.
     holds: Mutex<BTreeSet<String>>,
     /// Renew now: what the Lease says changed.
     poke: Notify,
+    /// The last successful renewal: when it was sent and the instances it listed.
+    last: tokio::sync::watch::Sender<Option<(Instant, BTreeSet<String>)>>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            // Counted from start: an agent restarted on a node cut off fences itself all the same.
+            renewed: Mutex::new(Some(Instant::now())),
+            holds: Mutex::default(),
+            poke: Notify::new(),
+            last: tokio::sync::watch::Sender::new(None),
+        }
+    }
 }
 
 /// Runs the agent until the process is stopped.
@@ -103,9 +142,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     let interface = addresses::Interface::open(&args.interface).await?;
     let state = StateFile::new(&args.state_dir, &args.node)?;
     let workloads = Workloads::new(&args.workloads, &args.node);
-    let shared = Arc::new(Shared::default());
-    // Counted from start: an agent restarted on a node cut off fences itself all the same.
-    *shared.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    let shared = Arc::new(Shared::new());
     tracing::info!(
         node = %args.node,
         interface = %args.interface,
@@ -116,7 +153,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
 
     tokio::spawn(lease::renew(client.clone(), args.clone(), shared.clone()));
 
-    let api: Api<FailoverClusterInstance> = Api::all(client);
+    let api: Api<FailoverClusterInstance> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let watch = {
@@ -133,6 +170,8 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     tokio::spawn(watch);
 
     let mut agent = Addresses {
+        client,
+        confirm_failing: false,
         interface,
         state,
         args: args.clone(),
@@ -187,6 +226,9 @@ pub fn granted(node: &str, instances: &[Arc<FailoverClusterInstance>]) -> BTreeM
 }
 
 struct Addresses {
+    client: kube::Client,
+    /// The last attempt to confirm a grant failed (logged once until one succeeds).
+    confirm_failing: bool,
     interface: addresses::Interface,
     state: StateFile,
     args: AgentArgs,
@@ -250,8 +292,33 @@ impl Addresses {
             tracing::info!("Lease renewed again: no longer fenced");
             self.fenced = false;
         }
+        let new: BTreeSet<String> = want
+            .iter()
+            .filter(|(ip, _)| !held.contains_key(ip))
+            .map(|(_, k)| k.clone())
+            .collect();
+        let confirmed = if new.is_empty() {
+            BTreeSet::new()
+        } else {
+            match self.confirm(&new, &held).await {
+                Ok(c) => {
+                    self.confirm_failing = false;
+                    c
+                }
+                Err(e) => {
+                    if !self.confirm_failing {
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "a granted virtual IP stays down until the grant is confirmed; retrying"
+                        );
+                        self.confirm_failing = true;
+                    }
+                    BTreeSet::new()
+                }
+            }
+        };
         for (ip, instance) in &want {
-            if held.contains_key(ip) {
+            if held.contains_key(ip) || !confirmed.contains(instance) {
                 continue;
             }
             // Recorded first: an agent that dies between the two still knows to take it down.
@@ -266,13 +333,61 @@ impl Addresses {
                 }
             });
         }
-        let holds: BTreeSet<String> = held.values().cloned().collect();
+        self.set_holds(held.values().cloned().collect());
+        Ok(())
+    }
+
+    /// What the Lease should list; a change is written at once.
+    fn set_holds(&self, holds: BTreeSet<String>) {
         let mut shared = self.shared.holds.lock().unwrap_or_else(|e| e.into_inner());
         if *shared != holds {
             *shared = holds;
             self.shared.poke.notify_one();
         }
-        Ok(())
+    }
+
+    /// Of the instances `new` granted here by the watch's view, those whose grant a
+    /// consistent read confirms and which a Lease write has listed as held, all within
+    /// [`GRANT_CONFIRM_MILLISECONDS`] of starting (the watch may be stale: a node back from a
+    /// partition must not bring up what was meanwhile granted elsewhere). Only these may
+    /// come up.
+    async fn confirm(
+        &self,
+        new: &BTreeSet<String>,
+        held: &BTreeMap<IpAddr, String>,
+    ) -> Result<BTreeSet<String>> {
+        let window = Duration::from_millis(GRANT_CONFIRM_MILLISECONDS);
+        let attempt = async {
+            let reads = new.iter().map(|key| {
+                let (ns, name) = key.split_once('/').unwrap_or_default();
+                let api: Api<FailoverClusterInstance> = Api::namespaced(self.client.clone(), ns);
+                async move { anyhow::Ok((key, api.get_opt(name).await?)) }
+            });
+            let mut confirmed = BTreeSet::new();
+            for (key, fci) in futures::future::try_join_all(reads).await? {
+                if fci.is_some_and(|f| !granted(&self.args.node, &[Arc::new(f)]).is_empty()) {
+                    confirmed.insert(key.clone());
+                }
+            }
+            if confirmed.is_empty() {
+                return Ok(confirmed);
+            }
+            let mut rx = self.shared.last.subscribe();
+            let listed = Instant::now();
+            let mut holds: BTreeSet<String> = held.values().cloned().collect();
+            holds.extend(confirmed.iter().cloned());
+            self.set_holds(holds);
+            rx.wait_for(|last| {
+                last.as_ref()
+                    .is_some_and(|(sent, h)| *sent >= listed && confirmed.is_subset(h))
+            })
+            .await
+            .context("the Lease renewer stopped")?;
+            Ok(confirmed)
+        };
+        tokio::time::timeout(window, attempt)
+            .await
+            .with_context(|| format!("grant not confirmed within {window:?}"))?
     }
 }
 

@@ -15,9 +15,9 @@ pub struct WorkloadArgs {
     #[arg(
         long,
         env = "KUBE_FAILOVER_AGENT_STOP_TIMEOUT_SECONDS",
-        default_value_t = 2
+        default_value_t = 2.0
     )]
-    pub stop_timeout_seconds: u64,
+    pub stop_timeout_seconds: f64,
 }
 
 pub struct Workloads {
@@ -48,7 +48,7 @@ impl Workloads {
             .env("NODE_NAME", &self.node)
             .kill_on_drop(true)
             .status();
-        let limit = Duration::from_secs(self.args.stop_timeout_seconds);
+        let limit = Duration::from_secs_f64(self.args.stop_timeout_seconds);
         match tokio::time::timeout(limit, run).await {
             Ok(Ok(status)) if status.success() => {
                 tracing::warn!("instance workloads stopped (stop command succeeded)");

@@ -62,11 +62,21 @@ pub fn agent_lease_name(node: &str) -> String {
     format!("{AGENT_LEASE_PREFIX}{node}")
 }
 pub const AGENT_LEASE_PREFIX: &str = "kube-failover-agent-";
+/// The label on every agent Lease (the controller lists them by it).
+pub const AGENT_LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kube-failover-agent");
 /// On a node agent's Lease: the instances (`namespace/name`) whose virtual IPs are up on its
-/// node, as a JSON list of strings. The controller grants an instance's virtual IPs to a new
-/// owner only once no other live agent lists it.
+/// node, or about to be (listed before an address comes up), as a JSON list of strings. The
+/// controller grants an instance's virtual IPs to a new owner only once no other live agent
+/// lists it.
 pub const AGENT_HOLDS_ANNOTATION: &str = "kube-failover.io/holds-virtual-ips";
-/// On a node agent's Lease (or on a Node, for another agent): the seconds after which the
-/// agent stops the node's instance workloads and takes its virtual IPs down once it cannot
-/// renew its Lease.
+/// On a node agent's Lease (or on a Node, for another agent): the seconds (a decimal number,
+/// fractions allowed) within which, counted from the start of its last successful renewal,
+/// the agent has taken its virtual IPs down and stopped the node's instance workloads once
+/// it cannot renew its Lease.
 pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+/// An agent brings a virtual IP up only if its consistent read of the grant and the write of
+/// its Lease listing the instance both completed within this many milliseconds of starting;
+/// the controller hands a revoked grant to another node no sooner than this plus a margin
+/// after revoking it. Together: an agent that read a grant before it was revoked lists the
+/// instance on its Lease before the controller looks for holders.
+pub const GRANT_CONFIRM_MILLISECONDS: u64 = 500;

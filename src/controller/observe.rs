@@ -66,10 +66,16 @@ impl NodeLeases {
     }
 }
 
-fn self_fence_of(annotations: &BTreeMap<String, String>) -> Option<u32> {
-    annotations
-        .get(SELF_FENCE_ANNOTATION)
-        .and_then(|v| v.parse().ok())
+/// `kube-failover.io/self-fence-seconds`, a decimal number of seconds, to the millisecond
+/// (rounded up: the wait must not be shorter than announced).
+fn self_fence_of(annotations: &BTreeMap<String, String>) -> Option<jiff::SignedDuration> {
+    let seconds: f64 = annotations
+        .get(SELF_FENCE_ANNOTATION)?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds))
+        .then(|| jiff::SignedDuration::from_millis((seconds * 1000.0).ceil() as i64))
 }
 
 /// What the controller knows of a node, every time on its own clock (see `heartbeats`).
@@ -102,7 +108,7 @@ pub fn node_facts(
     };
     let ready =
         ready_fact(status, has_ready_condition(node), lease_renewed.is_some()).map(|r| (r, since));
-    let self_fence_seconds = [
+    let self_fence = [
         self_fence_of(node.annotations()),
         leases
             .agent
@@ -122,7 +128,7 @@ pub fn node_facts(
         fenced_by_controller: node
             .annotations()
             .contains_key(super::fence::FENCED_AT_ANNOTATION),
-        self_fence_seconds,
+        self_fence,
         name,
     };
     (facts, hb)
@@ -170,7 +176,7 @@ pub fn agent_holds(lease: &Lease) -> Vec<String> {
         .unwrap_or_default()
 }
 
-use crate::decide::SELF_FENCE_MARGIN_SECONDS;
+use crate::decide::SELF_FENCE_MARGIN;
 
 /// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
 /// its Lease lists the instance, and it cannot be trusted to have dropped them: the node
@@ -178,8 +184,24 @@ use crate::decide::SELF_FENCE_MARGIN_SECONDS;
 /// time (plus a margin) ago. An agent without a self-fence time is trusted only to have
 /// stopped with its node's deletion or fencing.
 pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet<String> {
+    vip_holders_among(
+        key,
+        stores.leases.state().iter().map(|l| l.as_ref()),
+        stores,
+        now,
+    )
+}
+
+/// [`vip_holders`] judged from `leases` (read fresh from the API server, say) rather than
+/// the cache; nodes, fencing and the times Leases were seen still come from `stores`.
+pub fn vip_holders_among<'a>(
+    key: &str,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> BTreeSet<String> {
     let mut holders = BTreeSet::new();
-    for lease in stores.leases.state() {
+    for lease in leases {
         let Some(node) = lease
             .name_any()
             .strip_prefix(AGENT_LEASE_PREFIX)
@@ -188,7 +210,7 @@ pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet
             continue;
         };
         if lease.namespace().as_deref() != Some(NODE_LEASE_NAMESPACE)
-            || !agent_holds(&lease).iter().any(|k| k == key)
+            || !agent_holds(lease).iter().any(|k| k == key)
         {
             continue;
         }
@@ -205,10 +227,9 @@ pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet
         }
         let seen = stores
             .heartbeats
-            .lease(&lease.name_any(), renew_time(&lease));
-        let dropped_by_itself = self_fence_of(lease.annotations()).is_some_and(|s| {
-            seen + jiff::SignedDuration::from_secs(i64::from(s) + SELF_FENCE_MARGIN_SECONDS) <= now
-        });
+            .lease(&lease.name_any(), renew_time(lease));
+        let dropped_by_itself =
+            self_fence_of(lease.annotations()).is_some_and(|s| seen + s + SELF_FENCE_MARGIN <= now);
         if !dropped_by_itself {
             holders.insert(node);
         }

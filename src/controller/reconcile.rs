@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -15,8 +16,9 @@ use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
 use super::observe;
+use super::observe::NODE_LEASE_NAMESPACE;
 use super::{Context, FIELD_MANAGER};
-use crate::api::{FINALIZER, FailoverClusterInstance};
+use crate::api::{AGENT_LEASE_LABEL, FINALIZER, FailoverClusterInstance};
 use crate::decide::{self, Action};
 
 pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> Result<Requeue> {
@@ -65,6 +67,17 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// Whether this round may hand an instance's virtual IPs to a node (`vipMode: Agent`, during
+/// a move).
+fn hands_over_vips(fci: &FailoverClusterInstance) -> bool {
+    fci.spec.vip_mode == crate::api::VipMode::Agent
+        && !fci.spec.virtual_ips.is_empty()
+        && fci
+            .status
+            .as_ref()
+            .is_some_and(|s| s.current_move.is_some())
 }
 
 /// Whether the cluster's status already shows this instance under its current owner.
@@ -116,7 +129,23 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     let name = fci.name_any();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let now = ctx.stores.heartbeats.clock().now();
-    let observed = observe::observe(fci, &ctx.stores, now);
+    let mut observed = observe::observe(fci, &ctx.stores, now);
+    if hands_over_vips(fci) {
+        // Who may hold the virtual IPs decides when they go to the new owner: read the agent
+        // Leases fresh (the cache may lag), on top of what the cache says.
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+        let selector = format!("{}={}", AGENT_LEASE_LABEL.0, AGENT_LEASE_LABEL.1);
+        let live = leases
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let key = format!("{ns}/{name}");
+        observed.vip_holders.extend(observe::vip_holders_among(
+            &key,
+            &live.items,
+            &ctx.stores,
+            now,
+        ));
+    }
     let decision = decide::decide(
         &name,
         fci.metadata.generation,

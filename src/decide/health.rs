@@ -24,9 +24,10 @@ pub struct NodeFacts {
     pub out_of_service: bool,
     /// That taint was added by this controller (which marks the Node when it fences it).
     pub fenced_by_controller: bool,
-    /// Seconds after which a node agent on this node stops its workloads once it cannot
-    /// reach the API server (the node's `kube-failover.io/self-fence-seconds` annotation).
-    pub self_fence_seconds: Option<u32>,
+    /// How long after its last renewal a node agent on this node has stopped its workloads
+    /// once it cannot reach the API server (`kube-failover.io/self-fence-seconds` on the
+    /// agent's Lease or the Node).
+    pub self_fence: Option<SignedDuration>,
 }
 
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
@@ -45,8 +46,8 @@ pub struct NodeHealth {
     /// silent. Only such a node may ever be fenced; a node whose kubelet still heartbeats
     /// but reports NotReady is unhealthy, never fenced.
     pub heartbeat_stale: bool,
-    /// See `NodeFacts::self_fence_seconds`.
-    pub self_fence_seconds: Option<u32>,
+    /// See `NodeFacts::self_fence`.
+    pub self_fence: Option<SignedDuration>,
     /// When the controller saw the node's heartbeat Lease last renewed (`NodeFacts::lease_renewed`):
     /// a self-fencing agent's timer started no later.
     pub heartbeat_seen: Option<Timestamp>,
@@ -99,7 +100,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             reason: Some(reason::NEVER_REPORTED.into()),
             recheck_at: None,
             heartbeat_stale: false,
-            self_fence_seconds: facts.self_fence_seconds,
+            self_fence: facts.self_fence,
             heartbeat_seen: facts.lease_renewed,
         };
     }
@@ -117,7 +118,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             // A NotReady node may yet go silent: look again when its Lease would be stale.
             recheck_at: lease_deadline.filter(|d| *d > now),
             heartbeat_stale,
-            self_fence_seconds: facts.self_fence_seconds,
+            self_fence: facts.self_fence,
             heartbeat_seen: facts.lease_renewed,
         };
     }
@@ -143,7 +144,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         reason,
         recheck_at,
         heartbeat_stale,
-        self_fence_seconds: facts.self_fence_seconds,
+        self_fence: facts.self_fence,
         heartbeat_seen: facts.lease_renewed,
     }
 }
@@ -192,7 +193,7 @@ mod tests {
             unschedulable: false,
             out_of_service: false,
             fenced_by_controller: false,
-            self_fence_seconds: None,
+            self_fence: None,
         }
     }
 

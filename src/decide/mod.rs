@@ -22,7 +22,7 @@ use crate::api::{
     set_condition,
 };
 pub use health::{NodeFacts, NodeHealth, node_health, required_healthy, unfence_at};
-pub use moves::SELF_FENCE_MARGIN_SECONDS;
+pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
 
 /// How many finished moves `status.history` keeps.

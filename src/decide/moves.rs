@@ -41,9 +41,16 @@ pub enum Step {
 }
 
 /// A margin on top of a node agent's self-fence time before the controller fences the node
-/// itself: the agent's timer starts at its last successful renewal, which the controller
-/// saw a little later.
-pub const SELF_FENCE_MARGIN_SECONDS: i64 = 2;
+/// itself. The agent's timer starts when it sent its last successful renewal, which the
+/// controller saw later, so the bound holds without the margin; the margin covers the agent's
+/// 100 ms check interval, taking the addresses down, and a stalled process.
+pub const SELF_FENCE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
+
+/// How long after a move began (and revoked the old owner's grant) the virtual IPs may go
+/// to the new owner: the agents' confirmation window, plus a margin for the status write that
+/// revoked the grant.
+pub const GRANT_HANDOVER: SignedDuration =
+    SignedDuration::from_millis(crate::api::GRANT_CONFIRM_MILLISECONDS as i64 + 1000);
 
 /// One step: carries the move as far as it can and says how the round goes on.
 type StepFn = fn(&mut Round) -> Flow;
@@ -284,7 +291,7 @@ fn fence(r: &mut Round) -> Flow {
     }
     let down_since = health.as_ref().and_then(|h| h.down_since).unwrap_or(now);
     let mut at = down_since + SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
-    if let Some(s) = health.as_ref().and_then(|h| h.self_fence_seconds) {
+    if let Some(s) = health.as_ref().and_then(|h| h.self_fence) {
         // The node's agent stops its workloads by itself that long after its last renewal,
         // which this controller saw no sooner than it was made: a partitioned node has
         // stopped before a second copy starts.
@@ -292,7 +299,7 @@ fn fence(r: &mut Round) -> Flow {
             .as_ref()
             .and_then(|h| h.heartbeat_seen)
             .unwrap_or(down_since);
-        at = at.max(since + SignedDuration::from_secs(i64::from(s) + SELF_FENCE_MARGIN_SECONDS));
+        at = at.max(since + s + SELF_FENCE_MARGIN);
     }
     if at <= now {
         r.d.actions.push(Action::Fence { node: node.clone() });
@@ -554,6 +561,18 @@ fn publish(r: &mut Round) -> Flow {
         return Flow::Park(reason::WAITING_FOR_READY, msg);
     };
     if r.spec.vip_mode == VipMode::Agent && !r.spec.virtual_ips.is_empty() {
+        if r.m.from.is_some() {
+            // The old owner's grant was revoked as the move began: an agent that read it just
+            // before lists the instance on its Lease within the confirmation window.
+            let handover = r.m.started.0 + GRANT_HANDOVER;
+            if now < handover {
+                let msg = format!(
+                    "handing the virtual IPs over no sooner than {handover}, once an agent that read the old grant would list them"
+                );
+                r.d.recheck_at = Some(handover);
+                return Flow::Park(reason::AWAITING_VIP_RELEASE, msg);
+            }
+        }
         let others = super::other_vip_holders(r.obs, &to);
         if !others.is_empty() {
             let msg = format!(

@@ -140,17 +140,17 @@ fn a_self_fencing_node_is_fenced_only_after_its_self_fence_time() {
     let mut st = FailoverClusterInstanceStatus::default();
     settle(&s, &mut st, &mut obs);
     let mut silent = down(100);
-    silent.self_fence_seconds = Some(10);
+    silent.self_fence = Some(jiff::SignedDuration::from_secs(10));
     obs.members.insert("a".into(), silent);
     let d = decide("db", Some(1), &s, Some(&st), &obs);
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
     assert_eq!(
         d.recheck_at,
-        Some(t(112)),
-        "down since 100 + 10 s + 2 s margin"
+        Some(t(110) + crate::decide::SELF_FENCE_MARGIN),
+        "down since 100 + 10 s + the margin"
     );
     st = d.status;
-    obs.now = t(112);
+    obs.now = t(110) + crate::decide::SELF_FENCE_MARGIN;
     let d = decide("db", Some(1), &s, Some(&st), &obs);
     assert!(d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
 }
@@ -370,10 +370,14 @@ fn the_self_fence_wait_counts_from_the_last_heartbeat_seen() {
     settle(&s, &mut st, &mut obs);
     // Last renewal seen at 98, stale (down) at 100: the agent stopped by 98 + 10.
     let mut silent = down(100);
-    silent.self_fence_seconds = Some(10);
+    silent.self_fence = Some(jiff::SignedDuration::from_secs(10));
     silent.heartbeat_seen = Some(t(98));
     obs.members.insert("a".into(), silent);
     let d = decide("db", Some(1), &s, Some(&st), &obs);
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
-    assert_eq!(d.recheck_at, Some(t(110)), "seen at 98 + 10 s + 2 s margin");
+    assert_eq!(
+        d.recheck_at,
+        Some(t(108) + crate::decide::SELF_FENCE_MARGIN),
+        "seen at 98 + 10 s + the margin"
+    );
 }

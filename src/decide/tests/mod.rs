@@ -27,7 +27,7 @@ fn up() -> NodeHealth {
         reason: None,
         recheck_at: None,
         heartbeat_stale: false,
-        self_fence_seconds: None,
+        self_fence: None,
         heartbeat_seen: None,
     }
 }
@@ -39,7 +39,7 @@ fn down(since: i64) -> NodeHealth {
         reason: Some(reason::LEASE_STALE.into()),
         recheck_at: None,
         heartbeat_stale: true,
-        self_fence_seconds: None,
+        self_fence: None,
         heartbeat_seen: None,
     }
 }
@@ -51,7 +51,7 @@ fn fenced() -> NodeHealth {
         reason: Some(reason::LEASE_STALE.into()),
         recheck_at: None,
         heartbeat_stale: true,
-        self_fence_seconds: None,
+        self_fence: None,
         heartbeat_seen: None,
     }
 }
@@ -590,8 +590,15 @@ fn agent_vips_go_to_the_new_owner_only_once_the_old_one_released_them() {
         obs.endpoints.is_empty(),
         "nothing published before the release"
     );
-    // a's agent dropped them (or its self-fence time passed): the move completes.
+    // a's agent dropped them (or its self-fence time passed), but an agent that read the
+    // grant just before the move began may not have said so yet: the handover waits.
     obs.vip_holders.clear();
+    settle(&s, &mut st, &mut obs);
+    let handover = m.started.0 + crate::decide::GRANT_HANDOVER;
+    assert!(obs.now < handover);
+    assert_eq!(st.phase, Phase::Moving, "not before the handover time");
+    assert!(obs.endpoints.is_empty());
+    obs.now = handover;
     settle(&s, &mut st, &mut obs);
     assert_eq!(st.phase, Phase::Online);
     assert_eq!(vip_node(&st).as_deref(), Some("b"));
