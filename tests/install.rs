@@ -456,6 +456,23 @@ async fn values_schema_refuses_wrong_types_and_unknown_keys() {
                 .contains("replicaCount > 1 requires leaderElection.enabled"),
         "{r}"
     );
+    let r = template(
+        "agent:\n  enabled: true\n  renewMilliseconds: 1000\n  selfFenceSeconds: 1.5\n",
+        201,
+    )
+    .await;
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("agent.selfFenceSeconds must be at least twice agent.renewMilliseconds"),
+        "{r}"
+    );
+    let r = template(
+        "agent:\n  enabled: true\n  renewMilliseconds: 250\n  selfFenceSeconds: 0.5\n",
+        202,
+    )
+    .await;
+    assert!(r.ok, "{r}");
 }
 
 /// Every rule of the ClusterRole, as (group, resource, verbs): exactly what the controller

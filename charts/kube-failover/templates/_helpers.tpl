@@ -63,6 +63,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled requires metrics.service.enabled" }}
 {{- end }}
+{{- if and .Values.agent.enabled (lt (float64 .Values.agent.selfFenceSeconds) (divf (mulf 2 .Values.agent.renewMilliseconds) 1000)) }}
+{{- fail "agent.selfFenceSeconds must be at least twice agent.renewMilliseconds: one late renewal would fence a healthy node" }}
+{{- end }}
 {{- end }}
 
 {{/* A list of strings as CEL string literals, comma-separated: 'a', 'b'. */}}
