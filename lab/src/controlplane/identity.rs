@@ -77,16 +77,26 @@ pub async fn install_agent_identity(client: &Client, helm: &std::path::Path) -> 
 /// that it carries the node's name as a real agent's token does.
 pub async fn agent_token(client: &Client, pod: &k8s_openapi::api::core::v1::Pod) -> Result<String> {
     use kube::ResourceExt;
+    let spec = serde_json::json!({"expirationSeconds": 6 * 3600, "boundObjectRef": {
+        "kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid(),
+    }});
+    service_account_token(client, AGENT_NS, AGENT_SA, spec).await
+}
+
+/// A token of the ServiceAccount `ns/name`, as TokenRequest `spec` asks.
+async fn service_account_token(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<String> {
     let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 6 * 3600, "boundObjectRef": {
-            "kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid(),
-        }}
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec,
     }))?;
-    Api::<ServiceAccount>::namespaced(client.clone(), AGENT_NS)
-        .create_token_request(AGENT_SA, &PostParams::default(), &request)
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
         .await
-        .context("a token for the agent's ServiceAccount")?
+        .with_context(|| format!("a token for the ServiceAccount {ns}/{name}"))?
         .status
         .and_then(|s| s.token)
         .context("TokenRequest returned no token")
@@ -166,15 +176,6 @@ async fn install_identity(client: &Client, manifest: &str) -> Result<()> {
 
 /// A token of the controller's ServiceAccount, valid `seconds`.
 pub async fn controller_token(client: &Client, seconds: i64) -> Result<String> {
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": seconds}
-    }))?;
-    Api::<ServiceAccount>::namespaced(client.clone(), CONTROLLER_NS)
-        .create_token_request(CONTROLLER_SA, &PostParams::default(), &request)
-        .await
-        .context("a token for the controller's ServiceAccount")?
-        .status
-        .and_then(|s| s.token)
-        .context("TokenRequest returned no token")
+    let spec = serde_json::json!({"expirationSeconds": seconds});
+    service_account_token(client, CONTROLLER_NS, CONTROLLER_SA, spec).await
 }
