@@ -8,12 +8,40 @@ use crate::api::{FailoverCluster, FailoverClusterInstance};
 /// Every CRD of the project, with the file name it has under `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("failoverclusters.yaml", FailoverCluster::crd()),
+        (
+            "failoverclusters.yaml",
+            known_formats(FailoverCluster::crd()),
+        ),
         (
             "failoverclusterinstances.yaml",
-            FailoverClusterInstance::crd(),
+            known_formats(FailoverClusterInstance::crd()),
         ),
     ]
+}
+
+/// The API server knows `int32` and `int64` for integers and warns on every apply about the
+/// `uint8`…`uint64` formats the schema generator writes for unsigned fields: they become the
+/// signed format that holds them (the `minimum: 0` beside them stays).
+fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(f)) = map.get_mut("format") {
+                    match f.as_str() {
+                        "uint8" | "uint16" => *f = "int32".into(),
+                        "uint32" | "uint64" | "uint" => *f = "int64".into(),
+                        _ => {}
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut v);
+    serde_json::from_value(v).expect("the same CRD deserializes")
 }
 
 /// One CRD as the YAML document committed under `crds/`.

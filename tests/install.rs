@@ -1604,3 +1604,28 @@ async fn namespaced_mode_rbac_suffices_for_a_failover() {
     let uninstall = helm_cluster(&["uninstall", &release, "--namespace", &release_ns.name]).await;
     assert!(uninstall.ok, "{uninstall}");
 }
+
+/// The committed CRDs apply without a single warning from the API server (it used to warn
+/// `unrecognized format "uint32"` on every apply, for each unsigned field). The API server
+/// warns only about what an update adds, so the CRDs are applied (dry run) under another
+/// group, as new.
+#[tokio::test]
+async fn the_crds_apply_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["failoverclusters.yaml", "failoverclusterinstances.yaml"] {
+        let text = std::fs::read_to_string(repo().join("crds").join(file)).unwrap();
+        let renamed = text.replace("kube-failover.io", "format-check.kube-failover.io");
+        std::fs::write(dir.path().join(file), renamed).unwrap();
+    }
+    let r = kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        &dir.path().display().to_string(),
+    ])
+    .await;
+    assert!(r.ok, "{r}");
+    assert_eq!(r.stdout.matches("(server dry run)").count(), 2, "{r}");
+    assert!(!r.stderr.contains("Warning"), "{r}");
+}
