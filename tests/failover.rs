@@ -861,3 +861,61 @@ async fn deleting_an_instance_removes_exactly_what_it_created() {
         "unrelated pod stays"
     );
 }
+
+/// An instance whose claim does not exist yet waits, says so in status and in a Warning
+/// Event, and comes online as soon as the claim is created: claims are watched and mapped to
+/// the instances that mount them, not noticed at the next periodic resync (5 minutes).
+#[tokio::test]
+async fn a_claim_created_late_brings_the_waiting_instance_online() {
+    let ns = TestNamespace::new("lateclaim").await;
+    let client = ns.client.clone();
+    let cluster = format!("lc{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 2, serde_json::json!({})).await;
+    let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
+    let _replica = Replica::start(&ns.name, "r1", false);
+    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("late")).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let waiting = wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "waiting for its claim",
+        |i: Option<&FailoverClusterInstance>| {
+            online_reason(i).as_deref() == Some(reason::CLAIMS_MISSING)
+        },
+    )
+    .await;
+    let message = status(&waiting)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::ONLINE)
+        .map(|c| c.message.clone())
+        .unwrap();
+    assert!(
+        message.contains("late") && message.contains("spec.storage.claims"),
+        "{message}"
+    );
+    let reasons = event_reasons_until(&client, &ns.name, "db", |r| {
+        r.contains(reason::CLAIMS_MISSING)
+    })
+    .await;
+    assert!(reasons.contains(reason::CLAIMS_MISSING), "{reasons:?}");
+
+    let created = std::time::Instant::now();
+    csi_claim(&client, &ns.name, "late").await.unwrap();
+    // Woken by the claim's own event (0.2 s here), not by the 30 s recheck of a waiting
+    // instance: the wait is bounded well under that.
+    wait_for(
+        fcis,
+        "db",
+        Duration::from_secs(15),
+        "instance Online",
+        is_online,
+    )
+    .await;
+    eprintln!(
+        "online {:.1} s after its claim was created",
+        created.elapsed().as_secs_f64()
+    );
+    attacher.abort();
+}

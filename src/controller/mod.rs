@@ -43,7 +43,7 @@ use metrics::Metrics;
 use observe::{NODE_LEASE_NAMESPACE, Stores};
 pub use reconcile::{error_policy, reconcile};
 pub use watches::wait_synced;
-use watches::{QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch};
+use watches::{QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch, uses_claim};
 
 /// The one field manager for every server-side apply of this controller.
 pub const FIELD_MANAGER: &str = "kube-failover";
@@ -278,7 +278,6 @@ pub fn build_controller(
             seen.observe_lease(lease);
         }
     });
-    tokio::spawn(claim_stream.for_each(|_| async {}));
     tokio::spawn(volume_stream.for_each(|_| async {}));
 
     let on_node = instances.clone();
@@ -289,6 +288,7 @@ pub fn build_controller(
     let on_attachment = instances.clone();
     let on_cluster = instances.clone();
     let on_namespace = instances.clone();
+    let on_claim = instances.clone();
     // Everything is reconciled again when the caches have synced (reconciles before that
     // decide nothing) and on becoming leader (standbys decide nothing).
     let (reconcile_all_tx, reconcile_all_rx) = watch::channel(());
@@ -339,6 +339,15 @@ pub fn build_controller(
                 .state()
                 .iter()
                 .filter(|i| affected_by_node(i, &name))
+                .map(|i| ObjectRef::from(i.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(claim_stream, move |c: PersistentVolumeClaim| {
+            let (ns, name) = (c.namespace(), c.name_any());
+            on_claim
+                .state()
+                .iter()
+                .filter(|i| uses_claim(i, ns.as_deref(), &name))
                 .map(|i| ObjectRef::from(i.as_ref()))
                 .collect::<Vec<_>>()
         })

@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -270,6 +270,13 @@ pub fn affected_by_node(fci: &FailoverClusterInstance, node: &str) -> bool {
         )
 }
 
+/// Whether instance `fci` mounts the claim `ns/name`: one of its `storage.claims`, or one it
+/// creates from its `storage.claimTemplates` (`<instance>-<template>`). A claim created or
+/// bound after the instance then wakes it at once.
+pub fn uses_claim(fci: &FailoverClusterInstance, ns: Option<&str>, name: &str) -> bool {
+    fci.namespace().as_deref() == ns && fci.claims().iter().any(|c| c.claim == name)
+}
+
 /// The instance named by an object's instance label, in the object's namespace.
 pub fn by_label(
     obj_ns: Option<String>,
@@ -346,5 +353,37 @@ mod tests {
         assert!(!watches.views()[0].ended);
         drop(events);
         assert!(watches.views()[0].ended);
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_wakes_the_instances_that_mount_it_in_its_namespace() {
+        let fci: FailoverClusterInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "spec": {
+                "clusterRef": "c",
+                "networkName": {"name": "db", "ports": [{"name": "sql", "port": 5432}]},
+                "storage": {"claims": ["data"], "claimTemplates": [{"name": "logs", "spec": {}}]},
+                "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+            }
+        }))
+        .unwrap();
+        assert!(uses_claim(&fci, Some("apps"), "data"));
+        assert!(uses_claim(&fci, Some("apps"), "db-logs"));
+        assert!(
+            !uses_claim(&fci, Some("other"), "data"),
+            "another namespace"
+        );
+        assert!(
+            !uses_claim(&fci, Some("apps"), "logs"),
+            "a template's bare name"
+        );
+        assert!(!uses_claim(&fci, Some("apps"), "db-data"));
     }
 }

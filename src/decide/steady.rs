@@ -105,10 +105,10 @@ fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
     d.status.phase = Phase::Pending;
     if !obs.missing_claims.is_empty() {
         let msg = format!(
-            "waiting for PersistentVolumeClaims {:?}",
-            obs.missing_claims
+            "waiting for PersistentVolumeClaims {} in this namespace: create them, or correct spec.storage.claims",
+            obs.missing_claims.join(", ")
         );
-        return online_condition(d, false, reason::CLAIMS_MISSING, msg, now);
+        return online_warning(d, reason::CLAIMS_MISSING, msg, now);
     }
     match candidates(spec, obs, None).first() {
         Some(target) => start_move(d, None, Some(target.clone()), reason::PLACEMENT, true, now),
