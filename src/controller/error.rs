@@ -18,10 +18,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// A write refused because it was made from an older version of the object than the API
+    /// server's: a resourceVersion conflict (409), or the finalizer patch whose `test` of
+    /// the finalizer list failed (422) because the cache had not yet seen the last change.
+    /// The newer version is on its way through the watch; retrying soon is all it takes.
+    pub fn is_stale_write(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(kube::Error::Api(e)) => e.code == 409,
+            Error::Finalizer(f) => match f.as_ref() {
+                F::AddFinalizer(kube::Error::Api(e)) | F::RemoveFinalizer(kube::Error::Api(e)) => {
+                    e.code == 409 || e.code == 422
+                }
+                F::ApplyFailed(inner) | F::CleanupFailed(inner) => inner.is_stale_write(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// The metric label of a failed reconcile.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            e if e.is_stale_write() => "conflict",
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::NotLeader => "not_leader",
@@ -72,5 +91,35 @@ pub fn ignore_exists<T>(r: kube::Result<T>) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::finalizer::Error as F;
+
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_finalizer_patch_from_a_stale_cache_is_a_conflict_not_a_failure() {
+        let finalizer = |e: F<Error>| Error::Finalizer(Box::new(e));
+        assert!(Error::Kube(api(409)).is_stale_write());
+        assert!(finalizer(F::AddFinalizer(api(422))).is_stale_write());
+        assert!(finalizer(F::RemoveFinalizer(api(422))).is_stale_write());
+        assert!(finalizer(F::ApplyFailed(Error::Kube(api(409)))).is_stale_write());
+        assert_eq!(finalizer(F::AddFinalizer(api(422))).label(), "conflict");
+        assert!(!finalizer(F::AddFinalizer(api(403))).is_stale_write());
+        assert!(
+            !Error::Kube(api(422)).is_stale_write(),
+            "a refused object is not stale"
+        );
+        assert!(!finalizer(F::ApplyFailed(Error::NotLeader)).is_stale_write());
     }
 }

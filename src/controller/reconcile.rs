@@ -114,7 +114,8 @@ pub fn error_policy(
         .inc();
     match error {
         // A newer version of the instance is on its way through the watch.
-        Error::Kube(kube::Error::Api(e)) if e.code == 409 => {
+        e if e.is_stale_write() => {
+            tracing::debug!(error = %e, "write from a stale version; retrying");
             Requeue::requeue(Duration::from_millis(200))
         }
         Error::NotLeader => Requeue::await_change(),
