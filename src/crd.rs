@@ -19,9 +19,13 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     ]
 }
 
-/// The API server knows `int32` and `int64` for integers and warns on every apply about the
-/// `uint8`…`uint64` formats the schema generator writes for unsigned fields: they become the
-/// signed format that holds them (the `minimum: 0` beside them stays).
+/// Tidies what the schema generator writes:
+/// - the API server knows `int32` and `int64` for integers and warns on every apply about
+///   the `uint8`…`uint64` formats written for unsigned fields: they become the signed format
+///   that holds them (the `minimum: 0` beside them stays);
+/// - descriptions come from doc comments wrapped at 100 columns: `kubectl explain` would
+///   break their sentences there, so lines are joined into paragraphs (list items and blank
+///   lines kept).
 fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn walk(v: &mut serde_json::Value) {
         match v {
@@ -33,6 +37,9 @@ fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
                         _ => {}
                     }
                 }
+                if let Some(serde_json::Value::String(d)) = map.get_mut("description") {
+                    *d = reflow(d);
+                }
                 map.values_mut().for_each(walk);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
@@ -42,6 +49,25 @@ fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let mut v = serde_json::to_value(&crd).expect("a CRD serializes");
     walk(&mut v);
     serde_json::from_value(v).expect("the same CRD deserializes")
+}
+
+/// Joins the lines of each paragraph of `text` with spaces; a line that starts a list item
+/// (`- `, `* `) stays on its own line.
+pub fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|para| {
+            let mut out = String::new();
+            for line in para.lines().map(str::trim_end) {
+                let item = line.starts_with("- ") || line.starts_with("* ");
+                if !out.is_empty() {
+                    out.push(if item { '\n' } else { ' ' });
+                }
+                out.push_str(if item { line } else { line.trim_start() });
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// One CRD as the YAML document committed under `crds/`.

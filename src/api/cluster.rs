@@ -211,16 +211,22 @@ pub enum FencingMode {
     None,
 }
 
+/// What the controller sees of the cluster: its members' health and the quorum.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverClusterStatus {
+    /// The `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Member nodes and their state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// Members counted for the quorum: how many there are, how many are healthy, how many
+    /// automatic failover needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumStatus>,
+    /// `Ready` (the cluster's spec is valid and its members are known) and `Quorum`
+    /// (enough healthy members for automatic failover), with a reason and a message each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -228,7 +234,11 @@ pub struct FailoverClusterStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// The node's name.
     pub name: String,
+    /// `Up`; `Down` (its heartbeats stopped, or it reports NotReady past the threshold);
+    /// `Paused` (cordoned: keeps what it hosts, takes nothing new); `Fenced` (tainted
+    /// out of service).
     pub state: MemberState,
     /// When the controller saw the node's Lease last renewed, on its own clock (never the
     /// node's renewTime, which comes from the node's clock).
@@ -253,7 +263,9 @@ pub enum MemberState {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QuorumStatus {
+    /// Member nodes.
     pub total: u32,
+    /// Member nodes that are Up or Paused.
     pub healthy: u32,
     /// Healthy members needed for automatic failover.
     pub required: u32,

@@ -116,6 +116,7 @@ pub struct NetworkPort {
         regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
+    /// The port clients connect to on the network name (the Service port).
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Port on the pod; defaults to `port`.
@@ -168,11 +169,14 @@ pub struct Storage {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimTemplate {
+    /// Names the claim `<instance>-<name>`, and the pod volume that mounts it `<name>`.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
+    /// A PersistentVolumeClaim spec (accessModes, resources, storageClassName…), validated
+    /// by the API server when the claim is created.
     #[schemars(schema_with = "preserve_unknown_object")]
     pub spec: PersistentVolumeClaimSpec,
 }
@@ -257,9 +261,12 @@ pub struct Failback {
     /// `Never` (default), `Immediate`, or `Window`: only between the hours below (UTC).
     #[serde(default)]
     pub mode: FailbackMode,
+    /// With `mode: Window`: the hour (0–23, UTC) failback may begin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 23))]
     pub window_start_hour: Option<u8>,
+    /// With `mode: Window`: the hour (0–23, UTC) failback must not begin after; may be less
+    /// than the start hour for a window across midnight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 23))]
     pub window_end_hour: Option<u8>,
@@ -312,25 +319,33 @@ pub enum Phase {
     Unknown,
 }
 
+/// Where the instance runs, what it serves, and the moves that brought it there.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverClusterInstanceStatus {
+    /// The `metadata.generation` of the spec this status was decided from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Pending`, `Online`, `Moving`, `Offline`, `Failed` or `Unknown`; the `Online`
+    /// condition's reason and message say why.
     #[serde(default)]
     pub phase: Phase,
     /// The node that owns the instance (its pod runs there), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_node: Option<String>,
+    /// `Online` (true when the instance serves on its owner; otherwise its reason says what
+    /// it waits for) and `Ready` (the spec was accepted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What clients reach: the DNS name, the virtual IPs, the endpoint behind them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<Served>,
     /// The move in progress: recorded before the first step so that any replica can carry
     /// it on from the first step not yet done.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "move")]
     pub current_move: Option<Move>,
-    /// The last failovers, newest last (at most 10).
+    /// The last moves, newest last (at most 10): placements, failovers and planned moves,
+    /// each with its reason and the time of each step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Move>,
     /// Number of the latest move; the instance's pod of move N is named `<instance>-N`.
@@ -370,6 +385,7 @@ pub struct RestartsSeen {
 pub struct Served {
     /// The in-cluster DNS name of the network name.
     pub dns_name: String,
+    /// The virtual IPs, as the Service carries them.
     #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
     pub virtual_ips: Vec<String>,
     /// Address of the active pod in the EndpointSlice, if published.
@@ -385,11 +401,17 @@ pub struct Served {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Move {
+    /// The node the instance moved from (none for a first placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The node it moved to, once chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Why it moved: `Placement`, `NodeDown: <why>`, `RestartThresholdExceeded`,
+    /// `Failback`…
     pub reason: String,
+    /// A graceful move (placement, failback): the old pod was stopped with its grace
+    /// period, no node was fenced.
     pub planned: bool,
     pub started: MicroTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
