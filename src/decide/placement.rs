@@ -64,15 +64,46 @@ pub fn candidates(
         if out.contains(n) || Some(n.as_str()) == exclude {
             continue;
         }
-        if !obs.members.get(n).is_some_and(NodeHealth::eligible) {
-            continue;
+        if ineligible(obs, n).is_none() {
+            out.push(n.clone());
         }
-        if obs.pinned_claims.values().any(|pinned| pinned != n) {
-            continue;
-        }
-        out.push(n.clone());
     }
     out
+}
+
+/// Why node `n` cannot take the instance now, if it cannot: said in status and Events, so
+/// that nobody has to guess why a preferred owner was passed over.
+pub fn ineligible(obs: &Observed, n: &str) -> Option<String> {
+    let Some(health) = obs.members.get(n) else {
+        return Some("not a member of the cluster (no such node, or not selected)".into());
+    };
+    if !NodeHealth::eligible(health) {
+        let why = health
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        return Some(format!("{:?}{why}", health.state));
+    }
+    obs.pinned_claims
+        .iter()
+        .find(|(_, pinned)| pinned.as_str() != n)
+        .map(|(claim, pinned)| format!("claim {claim} is bound to {pinned}"))
+}
+
+/// The preferred owners ahead of `chosen` (all of them when none was chosen) that were
+/// passed over, with why: `node-0: Down (LeaseStale)`.
+pub fn skipped(
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    chosen: Option<&str>,
+) -> Vec<String> {
+    spec.owners
+        .preferred
+        .iter()
+        .take_while(|n| Some(n.as_str()) != chosen)
+        .filter_map(|n| ineligible(obs, n).map(|why| format!("{n}: {why}")))
+        .collect()
 }
 
 pub(super) fn failback_target(

@@ -111,9 +111,24 @@ fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
         return online_warning(d, reason::CLAIMS_MISSING, msg, now);
     }
     match candidates(spec, obs, None).first() {
-        Some(target) => start_move(d, None, Some(target.clone()), reason::PLACEMENT, true, now),
+        Some(target) => {
+            let passed = super::placement::skipped(spec, obs, Some(target));
+            if !passed.is_empty() {
+                let msg = format!("placing on {target}; skipped {}", passed.join("; "));
+                d.actions.push(event(false, reason::PLACEMENT, msg));
+            }
+            start_move(d, None, Some(target.clone()), reason::PLACEMENT, true, now);
+        }
         None => {
-            let msg = "no preferred or possible owner node is up".to_string();
+            let passed = super::placement::skipped(spec, obs, None);
+            let msg = if passed.is_empty() {
+                "no preferred or possible owner node is up".to_string()
+            } else {
+                format!(
+                    "no preferred or possible owner node is up: {}",
+                    passed.join("; ")
+                )
+            };
             online_condition(d, false, reason::NO_ELIGIBLE_OWNER, msg, now);
         }
     }

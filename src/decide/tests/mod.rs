@@ -619,3 +619,37 @@ fn other_vip_modes_grant_nothing() {
     assert_eq!(st.phase, Phase::Online);
     assert_eq!(st.served.as_ref().unwrap().vip_node, None);
 }
+
+#[test]
+fn placement_says_why_a_preferred_owner_was_skipped() {
+    let s = spec(&["a", "b", "z"]);
+    let obs = observed(&[("a", down(0)), ("b", up())]);
+    let d = decide("db", Some(1), &s, None, &obs);
+    let said: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) if e.reason == reason::PLACEMENT => Some(e.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["placing on b; skipped a: Down (LeaseStale)"]);
+
+    // Nowhere to go: the condition names each preferred owner and why not.
+    let obs = observed(&[("a", down(0)), ("b", fenced())]);
+    let d = decide("db", Some(1), &s, None, &obs);
+    let online = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::ONLINE)
+        .unwrap();
+    assert_eq!(online.reason, reason::NO_ELIGIBLE_OWNER);
+    assert!(
+        online.message.contains("a: Down (LeaseStale)")
+            && online.message.contains("b: Fenced (LeaseStale)")
+            && online.message.contains("z: not a member"),
+        "{}",
+        online.message
+    );
+}
