@@ -200,7 +200,9 @@ pub(super) fn step_move(
 
 /// A graceful move waits for the old owner's kubelet to stop the old pod. If that kubelet
 /// goes silent before it has (a NotReady node that then dies), no one ever will: the move
-/// becomes a failover, which fences the node first like any other.
+/// becomes a failover, which fences the node first like any other. Not without the quorum:
+/// when most members look silent at once, this controller may be the one that cannot hear
+/// (a replica just made leader, a watch behind); the move stays graceful and waits.
 fn escalate_if_silent(m: &mut Move, obs: &Observed, d: &mut Decision) {
     let Some(from) = m.from.as_deref() else {
         return;
@@ -208,7 +210,7 @@ fn escalate_if_silent(m: &mut Move, obs: &Observed, d: &mut Decision) {
     let silent = obs
         .node(from)
         .is_some_and(|h| h.heartbeat_stale || h.state == MemberState::Fenced);
-    if !m.planned || m.old_pod_gone.is_some() || !silent {
+    if !m.planned || m.old_pod_gone.is_some() || !silent || !obs.has_quorum() {
         return;
     }
     m.planned = false;

@@ -330,6 +330,33 @@ fn a_not_ready_owner_that_then_goes_silent_is_failed_over_fenced() {
     assert_eq!(d.status.failover_count, 1);
 }
 
+/// Found by the chaos run (seed 7): a replica that took over the leadership saw every
+/// Lease silent for a few seconds (0 of 6 members up) and turned two graceful moves off
+/// healthy nodes into failovers. Without the quorum the silence is in doubt: the move stays
+/// graceful, and nothing is counted as a failover.
+#[test]
+fn a_graceful_move_is_not_escalated_without_quorum() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), not_ready());
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    st = d.status;
+    assert!(st.current_move.as_ref().unwrap().planned);
+    // Every member looks silent at once: this controller may be the one cut off.
+    for n in ["a", "b", "c"] {
+        obs.members.insert(n.into(), down(95));
+    }
+    assert!(!obs.has_quorum());
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+    let m = d.status.current_move.as_ref().unwrap();
+    assert!(m.planned, "escalated without quorum: {}", m.reason);
+    assert_eq!(d.status.failover_count, 0);
+    assert!(d.status.failovers.is_empty());
+}
+
 /// Found by the model checker (tests/model.rs): a pod created late by a leader that was
 /// paused and deposed, after the way was cleared, used to block the move for ever (the new
 /// pod waits for it to go, and nothing deleted it).
