@@ -473,6 +473,50 @@ async fn values_schema_refuses_wrong_types_and_unknown_keys() {
     )
     .await;
     assert!(r.ok, "{r}");
+    // The agent reaches the container runtime through the node's CRI socket, mounted where
+    // it is on the node and required to be a socket, and runs as root to use it.
+    let r = template(
+        "agent:\n  enabled: true\n  criSocket: /run/k3s/containerd/containerd.sock\n",
+        203,
+    )
+    .await;
+    assert!(r.ok, "{r}");
+    let rendered = docs(&r.stdout);
+    let ds = &of_kind(&rendered, "DaemonSet")[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    let path = "/run/k3s/containerd/containerd.sock";
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "cri-socket")
+        .unwrap_or_else(|| panic!("no cri-socket volume: {pod}"));
+    assert_eq!(volume["hostPath"]["path"], path);
+    assert_eq!(volume["hostPath"]["type"], "Socket");
+    let container = &pod["containers"][0];
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "cri-socket" && m["mountPath"] == path),
+        "{container}"
+    );
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "KUBE_FAILOVER_AGENT_CRI_SOCKET" && e["value"] == path),
+        "{container}"
+    );
+    assert_eq!(container["securityContext"]["runAsUser"], 0);
+    // Without a socket, nothing of it.
+    let r = template("agent:\n  enabled: true\n  criSocket: \"\"\n", 204).await;
+    assert!(r.ok, "{r}");
+    assert!(!r.stdout.contains("cri-socket"), "{r}");
+    let r = template("agent:\n  enabled: true\n  criSocket: run/crio.sock\n", 205).await;
+    assert!(!r.ok && r.stderr.contains("criSocket"), "{r}");
 }
 
 /// Every rule of the ClusterRole, as (group, resource, verbs): exactly what the controller

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: sets up everything a fresh machine needs, then runs every check.
-#   0. system packages the tests use (iproute2, python3)
+#   0. system packages the build and tests use (protoc; iproute2, python3, containerd)
 #   1. the pinned Rust toolchain (rust-toolchain.toml; rustup installs it when missing)
 #   2. the control-plane tools, built from pinned Go modules into a cache (slow once)
 #   3. formatting, lints, generated-CRD drift, unit, property and integration tests of the
@@ -18,18 +18,9 @@ if [ "${free_kib:-0}" -lt $((12 * 1024 * 1024)) ]; then
   echo "warning: $((free_kib / 1024 / 1024)) GiB free here; the test build needs about 12 GiB" >&2
 fi
 
-step "system packages"
-# The virtual IP tests build network namespaces (iproute2) and run a client and workload
-# stand-ins (python3); they run as root.
-missing=()
-for pkg in iproute2 python3; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
-[ "$(id -u)" = 0 ] || echo "warning: not root: the virtual IP tests (tests/vip.rs) will fail" >&2
+step "system packages (lab/tools/packages.sh)"
+bash lab/tools/packages.sh test
+[ "$(id -u)" = 0 ] || echo "warning: not root: the virtual IP and container runtime tests (tests/vip.rs, tests/cri.rs) will fail" >&2
 
 step "Rust toolchain"
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube_failover::api::{FailoverClusterInstance, Phase};
-use kube_failover_lab::controlplane::{AGENT_NS, agent_token, install_agent_identity};
+use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for,
@@ -191,13 +191,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         }),
     )
     .await;
-    let api: std::net::SocketAddr = {
-        let url = cp.config().cluster_url.clone();
-        format!("127.0.0.1:{}", url.port_u16().unwrap())
-            .parse()
-            .unwrap()
-    };
-    let mut lab = NetLab::create(3, api).await.unwrap();
+    let mut lab = NetLab::create(3, cp.api_addr().unwrap()).await.unwrap();
     install_agent_identity(&client, &cp.tools_bin().join("helm"))
         .await
         .unwrap();
@@ -206,31 +200,14 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
     std::fs::create_dir_all(&dir).unwrap();
     let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_kube-failover"));
 
-    // Per node: a pod for the agent's token to be bound to, a kubeconfig through the relay,
-    // the workload stand-in, and the agent.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), AGENT_NS);
+    // Per node: a kubeconfig through the relay (its token bound to a pod on the node), the
+    // workload stand-in, and the agent.
     let mut kubeconfigs = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("agent-{node}")},
-            "spec": {"nodeName": node, "serviceAccountName": "kube-failover-agent", "containers": [{"name": "agent", "image": "agent"}],
-                     "tolerations": [{"operator": "Exists"}]},
-        }))
-        .unwrap();
-        let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-        let token = agent_token(&client, &pod).await.unwrap();
-        let path = cp
-            .kubeconfig_with_token(&format!("agent-{i}"), &token)
-            .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            &format!("server: https://{api}"),
-            &format!(
-                "server: https://{}\n    tls-server-name: kubernetes",
-                lab.api_relay
-            ),
-        );
         let path = dir.join(format!("kubeconfig-{i}"));
-        std::fs::write(&path, text).unwrap();
+        lab.agent_kubeconfig(cp, &client, node, &path)
+            .await
+            .unwrap();
         kubeconfigs.push(path);
     }
     let serve = |lab: &mut NetLab, i: usize| -> u32 {

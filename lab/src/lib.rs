@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod containerd;
 pub mod controlplane;
 pub mod demo;
 pub mod harness;

@@ -128,6 +128,44 @@ impl NetLab {
         })
     }
 
+    /// Writes to `path` a kubeconfig for the agent of `node` that reaches the API server
+    /// through the relay: the agent's ServiceAccount token, bound to a pod of its own on
+    /// that node, as the kubelet gives a DaemonSet's pod (the agent's identity must be
+    /// installed, [`crate::controlplane::install_agent_identity`]).
+    pub async fn agent_kubeconfig(
+        &self,
+        cp: &crate::controlplane::ControlPlane,
+        client: &kube::Client,
+        node: &str,
+        path: &Path,
+    ) -> Result<()> {
+        use crate::controlplane::{AGENT_NS, agent_token};
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client.clone(), AGENT_NS);
+        let pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("agent-{node}")},
+            "spec": {"nodeName": node, "serviceAccountName": "kube-failover-agent",
+                     "containers": [{"name": "agent", "image": "agent"}],
+                     "tolerations": [{"operator": "Exists"}]},
+        }))?;
+        let pod = pods
+            .create(&kube::api::PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("the agent pod of {node}"))?;
+        let token = agent_token(client, &pod).await?;
+        let direct = cp.kubeconfig_with_token(&format!("agent-{node}"), &token)?;
+        let api = cp.api_addr()?;
+        let text = std::fs::read_to_string(&direct)?.replace(
+            &format!("server: https://{api}"),
+            &format!(
+                "server: https://{}\n    tls-server-name: kubernetes",
+                self.api_relay
+            ),
+        );
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
     pub fn node_ns(&self, i: usize) -> String {
         node_ns(i)
     }

@@ -18,6 +18,7 @@
 
 mod addresses;
 pub mod announce;
+pub mod cri;
 mod lease;
 mod workloads;
 
@@ -79,7 +80,8 @@ impl AgentArgs {
     }
 
     /// What the agent promises on its Lease: within this many seconds of its last renewal,
-    /// its virtual IPs are down and the stop command has ended (millisecond precision).
+    /// its virtual IPs are down and its instance workloads stopped, or the stop timeout
+    /// spent trying (millisecond precision).
     pub fn announced_self_fence(&self) -> f64 {
         let ms = ((self.self_fence_seconds + self.workloads.stop_timeout_seconds) * 1000.0).ceil();
         ms / 1000.0
@@ -142,6 +144,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     let interface = addresses::Interface::open(&args.interface).await?;
     let state = StateFile::new(&args.state_dir, &args.node)?;
     let workloads = Workloads::new(&args.workloads, &args.node);
+    workloads.check().await;
     let shared = Arc::new(Shared::new());
     tracing::info!(
         node = %args.node,
@@ -287,6 +290,8 @@ impl Addresses {
         if cut_off && !self.fenced {
             self.workloads.stop_all().await;
             self.fenced = true;
+        } else if cut_off {
+            self.workloads.keep_stopped().await;
         }
         if !cut_off && self.fenced {
             tracing::info!("Lease renewed again: no longer fenced");

@@ -1,17 +1,28 @@
 //! Stopping the instance workloads on this node when the agent fences itself.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::cri::{InstanceSandbox, Runtime};
 
 /// How the agent stops the instance workloads on its node when it fences itself.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct WorkloadArgs {
-    /// A command run (by `sh -c`) to stop the instance workloads on this node, with
-    /// `NODE_NAME` set: a wrapper around the container runtime, or a watchdog that reboots
-    /// the node. Without it, the agent only takes its virtual IPs down.
+    /// The container runtime's CRI socket (containerd: /run/containerd/containerd.sock,
+    /// CRI-O: /var/run/crio/crio.sock). When fenced, the agent stops every pod sandbox of an
+    /// instance on this node through it (containers first, given the stop timeout less a
+    /// second to exit), and again every second while it stays fenced, since the kubelet
+    /// would restart them.
+    #[arg(long, env = "KUBE_FAILOVER_AGENT_CRI_SOCKET")]
+    pub cri_socket: Option<PathBuf>,
+    /// A command run (by `sh -c`) when the agent fences itself, with `NODE_NAME` set: a
+    /// watchdog that reboots the node, or another way to stop the instance workloads. Runs
+    /// beside the CRI stop. With neither, the agent only takes its virtual IPs down.
     #[arg(long, env = "KUBE_FAILOVER_AGENT_STOP_COMMAND")]
     pub stop_command: Option<String>,
-    /// Seconds the stop command may take before it is killed; counted in the self-fence time
-    /// the agent announces.
+    /// Seconds (fractions allowed) the workloads are given to stop, through CRI and the stop
+    /// command alike; what is still running then is killed (CRI) or given up on (command).
+    /// Counted in the self-fence time the agent announces.
     #[arg(
         long,
         env = "KUBE_FAILOVER_AGENT_STOP_TIMEOUT_SECONDS",
@@ -20,9 +31,29 @@ pub struct WorkloadArgs {
     pub stop_timeout_seconds: f64,
 }
 
+impl WorkloadArgs {
+    fn stop_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.stop_timeout_seconds.max(0.0))
+    }
+
+    /// The grace each container gets after SIGTERM: the stop timeout less a second for the
+    /// runtime to kill and tear down, in whole seconds as CRI counts them.
+    fn grace(&self) -> Duration {
+        Duration::from_secs(
+            self.stop_timeout()
+                .saturating_sub(Duration::from_secs(1))
+                .as_secs(),
+        )
+    }
+}
+
+/// How often a fenced agent looks for instance pods restarted by the kubelet.
+const KEEP_STOPPED_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Workloads {
     args: WorkloadArgs,
     node: String,
+    last_sweep: Option<Instant>,
 }
 
 impl Workloads {
@@ -30,32 +61,144 @@ impl Workloads {
         Self {
             args: args.clone(),
             node: node.into(),
+            last_sweep: None,
         }
     }
 
-    /// Stops every instance workload on this node, as configured; logs what it did.
-    pub async fn stop_all(&self) {
-        let Some(cmd) = &self.args.stop_command else {
-            tracing::warn!(
-                "no --stop-command: instance workloads on this node keep running; only the \
-                 virtual IPs were taken down"
+    /// At start: says how workloads will be stopped, and whether the runtime answers.
+    pub async fn check(&self) {
+        match &self.args.cri_socket {
+            Some(socket) => match Runtime::connect(socket).await {
+                Ok(mut rt) => match rt.instance_sandboxes().await {
+                    Ok(found) => tracing::info!(
+                        socket = %socket.display(),
+                        instance_pods = found.len(),
+                        "container runtime reachable: instance pods are stopped through it when fenced"
+                    ),
+                    Err(e) => tracing::error!(
+                        socket = %socket.display(),
+                        error = %format!("{e:#}"),
+                        "the container runtime does not list pods: self-fencing could not stop them"
+                    ),
+                },
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "the container runtime is not reachable: self-fencing could not stop instance pods"
+                ),
+            },
+            None if self.args.stop_command.is_none() => tracing::warn!(
+                "neither --cri-socket nor --stop-command: when fenced, the agent only takes its \
+                 virtual IPs down; instance workloads keep running"
+            ),
+            None => {}
+        }
+    }
+
+    /// Stops every instance workload on this node, as configured, within the stop timeout;
+    /// logs what it did.
+    pub async fn stop_all(&mut self) {
+        let limit = self.args.stop_timeout();
+        let work = futures::future::join(self.stop_through_cri(), self.run_stop_command());
+        if tokio::time::timeout(limit, work).await.is_err() {
+            tracing::error!(
+                ?limit,
+                "instance workloads not all stopped within the stop timeout"
             );
+        }
+        self.last_sweep = Some(Instant::now());
+    }
+
+    /// While fenced: stops again, at most once a second, what the kubelet restarted.
+    pub async fn keep_stopped(&mut self) {
+        if self.args.cri_socket.is_none()
+            || self
+                .last_sweep
+                .is_some_and(|t| t.elapsed() < KEEP_STOPPED_EVERY)
+        {
+            return;
+        }
+        self.last_sweep = Some(Instant::now());
+        let limit = self.args.stop_timeout();
+        if tokio::time::timeout(limit, self.stop_through_cri())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                ?limit,
+                "instance workloads not all stopped within the stop timeout"
+            );
+        }
+    }
+
+    async fn stop_through_cri(&self) {
+        let Some(socket) = &self.args.cri_socket else {
             return;
         };
-        let run = tokio::process::Command::new("sh")
+        let stopped = async {
+            let mut rt = Runtime::connect(socket).await?;
+            let sandboxes = rt.instance_sandboxes().await?;
+            let mut stopped: Vec<InstanceSandbox> = Vec::new();
+            for s in sandboxes {
+                match rt.stop(&s, self.args.grace()).await {
+                    Ok(()) => stopped.push(s),
+                    Err(e) => {
+                        tracing::error!(pod = %s.pod, error = %format!("{e:#}"), "instance pod not stopped")
+                    }
+                }
+            }
+            anyhow::Ok(stopped)
+        };
+        match stopped.await {
+            Ok(s) if s.is_empty() => {}
+            Ok(s) => {
+                let pods: Vec<&str> = s.iter().map(|s| s.pod.as_str()).collect();
+                tracing::warn!(?pods, "instance pods stopped through the container runtime");
+            }
+            Err(e) => tracing::error!(
+                error = %format!("{e:#}"),
+                "instance pods not stopped: the container runtime failed"
+            ),
+        }
+    }
+
+    async fn run_stop_command(&self) {
+        let Some(cmd) = &self.args.stop_command else {
+            return;
+        };
+        let status = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(cmd)
             .env("NODE_NAME", &self.node)
             .kill_on_drop(true)
-            .status();
-        let limit = Duration::from_secs_f64(self.args.stop_timeout_seconds);
-        match tokio::time::timeout(limit, run).await {
-            Ok(Ok(status)) if status.success() => {
-                tracing::warn!("instance workloads stopped (stop command succeeded)");
+            .status()
+            .await;
+        match status {
+            Ok(status) if status.success() => {
+                tracing::warn!("stop command succeeded");
             }
-            Ok(Ok(status)) => tracing::error!(%status, "the stop command failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "the stop command could not run"),
-            Err(_) => tracing::error!(?limit, "the stop command did not finish in time"),
+            Ok(status) => tracing::error!(%status, "the stop command failed"),
+            Err(e) => tracing::error!(error = %e, "the stop command could not run"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(stop: f64) -> WorkloadArgs {
+        WorkloadArgs {
+            stop_timeout_seconds: stop,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn containers_get_the_stop_timeout_less_a_second() {
+        assert_eq!(args(2.0).grace(), Duration::from_secs(1));
+        assert_eq!(args(10.5).grace(), Duration::from_secs(9));
+        // Less than a second: killed at once, there is no time for more.
+        assert_eq!(args(0.5).grace(), Duration::ZERO);
+        assert_eq!(args(-1.0).grace(), Duration::ZERO);
     }
 }

@@ -97,9 +97,9 @@ pub struct Heartbeat {
     pub not_ready_seconds: u32,
     /// Whose Lease is the heartbeat. `Kubelet` (default): the node's own Lease, renewed
     /// every 10 s. `Agent`: the Lease `kube-failover-agent-<node>` that kube-failover's node
-    /// agent renews every second (`agent.renewSeconds`), so that `leaseStaleSeconds` can be
-    /// a few seconds; a member without an agent Lease is judged by its kubelet's Lease, with
-    /// a threshold of at least 20 s.
+    /// agent renews every second (the chart's `agent.renewMilliseconds`), so that
+    /// `leaseStaleSeconds` can be a few seconds; a member without an agent Lease is judged
+    /// by its kubelet's Lease, with a threshold of at least 20 s.
     #[serde(default)]
     pub source: HeartbeatSource,
 }
@@ -174,8 +174,9 @@ pub struct Fencing {
     #[serde(default)]
     pub mode: FencingMode,
     /// Seconds to wait after a node is declared down before fencing it. Default 0. For a
-    /// node whose agent fences itself (it announces `kube-failover.io/self-fence-seconds`),
-    /// the controller waits at least that long plus a margin of 2 s, whatever this says.
+    /// node whose agent fences itself (it announces `kube-failover.io/self-fence-seconds`:
+    /// its self-fence time plus its stop timeout), the controller waits at least that long
+    /// after the last renewal it saw, plus a margin of 1 s, whatever this says.
     #[serde(default)]
     #[schemars(range(max = 3600))]
     pub delay_seconds: u32,

@@ -421,6 +421,16 @@ impl ControlPlane {
         &self.config
     }
 
+    /// The API server's address on loopback.
+    pub fn api_addr(&self) -> Result<std::net::SocketAddr> {
+        let port = self
+            .config
+            .cluster_url
+            .port_u16()
+            .context("the API server's URL has no port")?;
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
