@@ -310,7 +310,12 @@ pub enum Priority {
 pub enum Phase {
     #[default]
     Pending,
+    /// Serving on its owner: the pod is ready and its endpoint published.
     Online,
+    /// Placed on its owner, but not serving: the pod is not ready (or is being recreated),
+    /// so its endpoint is withdrawn. The owner keeps it (and, with `vipMode: Agent`, its
+    /// virtual IPs) until it is ready again or the restart threshold moves it.
+    Degraded,
     Moving,
     Offline,
     Failed,
@@ -326,8 +331,9 @@ pub struct FailoverClusterInstanceStatus {
     /// The `metadata.generation` of the spec this status was decided from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Pending`, `Online`, `Moving`, `Offline`, `Failed` or `Unknown`; the `Online`
-    /// condition's reason and message say why.
+    /// `Pending`, `Online`, `Degraded` (on its owner, pod not ready, endpoint withdrawn),
+    /// `Moving`, `Offline`, `Failed` or `Unknown`; the `Online` condition's reason and
+    /// message say why.
     #[serde(default)]
     pub phase: Phase,
     /// The node that owns the instance (its pod runs there), if any.

@@ -354,7 +354,10 @@ fn vip_node(
     if spec.vip_mode != crate::api::VipMode::Agent
         || spec.virtual_ips.is_empty()
         || status.current_move.is_some()
-        || !matches!(status.phase, crate::api::Phase::Online)
+        || !matches!(
+            status.phase,
+            crate::api::Phase::Online | crate::api::Phase::Degraded
+        )
     {
         return None;
     }

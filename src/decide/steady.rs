@@ -364,6 +364,7 @@ fn serve(name: &str, obs: &Observed, owner: &str, d: &mut Decision) {
             d.actions.push(Action::SetEndpoints(Vec::new()));
         }
         let msg = format!("recreating pod {pod_name} on {owner}");
+        d.status.phase = Phase::Degraded;
         return online_condition(d, false, reason::POD_MISSING, msg, now);
     };
     let want: Vec<String> = if p.ready && !p.terminating && !p.failed {
@@ -376,6 +377,7 @@ fn serve(name: &str, obs: &Observed, owner: &str, d: &mut Decision) {
     }
     if want.is_empty() {
         let msg = format!("pod {} on {owner} is not ready; endpoint withdrawn", p.name);
+        d.status.phase = Phase::Degraded;
         online_condition(d, false, reason::NOT_READY, msg, now);
     } else {
         online_condition(d, true, reason::ONLINE, format!("online on {owner}"), now);

@@ -653,3 +653,36 @@ fn placement_says_why_a_preferred_owner_was_skipped() {
         online.message
     );
 }
+
+/// Issue found trying it as a new user: `PHASE` said `Online` while the pod was not ready
+/// and its endpoint withdrawn. It says `Degraded` now; the owner keeps the instance and its
+/// virtual IPs (no flapping of the address while the pod recovers).
+#[test]
+fn a_pod_not_ready_on_its_owner_is_degraded_not_online() {
+    let mut s = spec(&["a", "b"]);
+    s.vip_mode = crate::api::VipMode::Agent;
+    s.virtual_ips = vec!["192.0.2.10".into()];
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    obs.pods[0].ready = false;
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Degraded);
+    assert!(obs.endpoints.is_empty(), "endpoint withdrawn");
+    assert_eq!(st.owner_node.as_deref(), Some("a"), "the owner keeps it");
+    assert_eq!(
+        st.served.as_ref().unwrap().vip_node.as_deref(),
+        Some("a"),
+        "and its virtual IPs"
+    );
+    let online = st.conditions.iter().find(|c| c.type_ == "Online").unwrap();
+    assert_eq!(
+        (online.status.as_str(), online.reason.as_str()),
+        ("False", reason::NOT_READY)
+    );
+    obs.pods[0].ready = true;
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert!(!obs.endpoints.is_empty(), "published again");
+}
