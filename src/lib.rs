@@ -10,12 +10,15 @@
 //!   interface, a one-second heartbeat Lease, and self-fencing.
 //! - [`controller`]: observes through watches, applies what `decide` returns, and serves
 //!   `/metrics`, `/healthz` and `/readyz`.
+//! - [`cli`]: the operator's verbs, `kubectl failover …` (the `kubectl-failover` plugin) and
+//!   `kube-failover …`.
 //!
 //! The local control plane, the demo and the benchmark are in the `kube-failover-lab` crate,
 //! which never ships.
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod decide;

@@ -26,6 +26,9 @@ enum Command {
     Agent(kube_failover::agent::AgentArgs),
     /// Print the version.
     Version,
+    /// The operator's verbs, also the `kubectl failover` plugin.
+    #[command(flatten)]
+    Verb(kube_failover::cli::Verb),
 }
 
 #[derive(clap::Args)]
@@ -109,8 +112,14 @@ fn init_tracing(json: bool) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
+        Command::Verb(verb) => {
+            return Ok(verb.run().await.unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }));
+        }
         Command::Crd { out_dir: None } => print!("{}", kube_failover::crd::render()?),
         Command::Crd { out_dir: Some(dir) } => kube_failover::crd::write_dir(&dir)?,
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
@@ -158,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

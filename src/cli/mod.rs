@@ -1,0 +1,125 @@
+//! The operator's verbs: `kubectl failover …` (the `kubectl-failover` plugin) and the same
+//! as `kube-failover …` subcommands. They read and act through the API server only, with
+//! the caller's kubeconfig and rights.
+
+mod history;
+mod status;
+
+use anyhow::Result;
+
+pub use history::{HistoryArgs, timeline};
+pub use status::{StatusArgs, StatusReport};
+
+/// The verbs, shared by both binaries.
+#[derive(Debug, clap::Subcommand)]
+pub enum Verb {
+    /// Member nodes (state, heartbeat age, instances, why not Up), each cluster's quorum and
+    /// its margin, and the instances (owner, phase, VIP, endpoint, failovers, what they wait
+    /// for).
+    Status(StatusArgs),
+    /// The moves of an instance (placements, failovers, planned moves), one line per step
+    /// with its time.
+    History(HistoryArgs),
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Tables.
+    #[default]
+    Table,
+    /// Tables with more columns.
+    Wide,
+    Json,
+    Yaml,
+}
+
+impl Verb {
+    /// Runs the verb with the client of the current kubeconfig (`KUBECONFIG`, its current
+    /// context) or the pod's service account; returns the process's exit status.
+    pub async fn run(self) -> Result<std::process::ExitCode> {
+        let client = kube::Client::try_default().await?;
+        match self {
+            Verb::Status(args) => status::run(client, args).await,
+            Verb::History(args) => history::run(client, args).await,
+        }
+    }
+}
+
+/// The namespace of the current kubeconfig context, else `default`.
+async fn default_namespace() -> String {
+    kube::Config::infer()
+        .await
+        .map(|c| c.default_namespace)
+        .unwrap_or_else(|_| "default".into())
+}
+
+/// `d` as people read it: `850ms`, `12s`, `4m`, `3h`, `2d`.
+pub fn human_age(d: jiff::SignedDuration) -> String {
+    let ms = d.as_millis().max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..120_000 => format!("{}s", ms / 1_000),
+        120_000..7_200_000 => format!("{}m", ms / 60_000),
+        7_200_000..172_800_000 => format!("{}h", ms / 3_600_000),
+        _ => format!("{}d", ms / 86_400_000),
+    }
+}
+
+/// Rows as a table: columns padded to their widest cell, three spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        let s = jiff::SignedDuration::from_millis;
+        assert_eq!(human_age(s(850)), "850ms");
+        assert_eq!(human_age(s(12_400)), "12s");
+        assert_eq!(human_age(s(4 * 60_000)), "4m");
+        assert_eq!(human_age(s(3 * 3_600_000)), "3h");
+        assert_eq!(human_age(s(50 * 3_600_000)), "2d");
+        assert_eq!(
+            human_age(s(-5)),
+            "0ms",
+            "a clock ahead is not a negative age"
+        );
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["node-0".into(), "Up".into()],
+                vec!["n1".into(), "Down".into()],
+            ],
+        );
+        assert_eq!(t, "NAME     STATE\nnode-0   Up\nn1       Down\n");
+    }
+}
