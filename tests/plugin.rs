@@ -19,6 +19,19 @@ const T: Duration = Duration::from_secs(60);
 /// `kubectl failover ARGS` with the plugin and kubectl on PATH and the admin kubeconfig;
 /// returns (exit status, stdout), with stderr shown on failure.
 fn kubectl_failover(args: &[&str]) -> (bool, String) {
+    let out = kubectl_failover_command(args).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "kubectl failover {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.success(), stdout)
+}
+
+fn kubectl_failover_command(args: &[&str]) -> Command {
     let cp = control_plane();
     let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-failover"))
         .parent()
@@ -31,22 +44,12 @@ fn kubectl_failover(args: &[&str]) -> (bool, String) {
             )),
     )
     .unwrap();
-    let out = Command::new(cp.tools_bin().join("kubectl"))
-        .arg("failover")
+    let mut c = Command::new(cp.tools_bin().join("kubectl"));
+    c.arg("failover")
         .args(args)
         .env("PATH", path)
-        .env("KUBECONFIG", cp.kubeconfig())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "kubectl failover {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (out.status.success(), stdout)
+        .env("KUBECONFIG", cp.kubeconfig());
+    c
 }
 
 /// Waits until the controller's status of cluster `plugin` says `up` members are Up and
@@ -131,6 +134,27 @@ async fn status_and_history_as_a_user_runs_them() {
     assert_eq!(report["instances"][0]["phase"], "Online");
     assert_eq!(report["instances"][0]["owner"], nodes[0].as_str());
 
+    // `--watch` prints the report again as things change.
+    let mut watch = kubectl_failover_command(&["status", "-n", &ns.name, "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        use std::io::BufRead;
+        let (stdout, watched) = (watch.stdout.take().unwrap(), watched.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut w = watched.lock().unwrap();
+                w.push_str(&line);
+                w.push('\n');
+            }
+        });
+    }
+
     // The owner dies: the instance fails over, and both verbs say so.
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     let moved = wait_for(
@@ -143,6 +167,24 @@ async fn status_and_history_as_a_user_runs_them() {
     .await;
     let to = online_on(Some(&moved)).unwrap();
     cluster_status(&client, 2, &to).await;
+    let deadline = std::time::Instant::now() + T;
+    let reported = |owner: &str| {
+        watched.lock().unwrap().lines().any(|l| {
+            l.starts_with(&ns.name) && l.contains(&format!(" {owner} ")) && l.contains(" Online ")
+        })
+    };
+    while !reported(&to) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--watch never reported the new owner:\n{}",
+            watched.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported(&nodes[0]), "the first report is there too");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
     let (ok, out) = kubectl_failover(&["history", "db", "-n", &ns.name]);
     assert!(ok, "{out}");
     println!("{out}");
