@@ -298,6 +298,7 @@ impl Model {
             higher_priority_starting: false,
             dns_name: "db.ns.svc".into(),
             vip_holders: Default::default(),
+            requests: Default::default(),
         }
     }
 

@@ -77,6 +77,18 @@ async fn cluster_status(client: &kube::Client, up: usize, owner: &str) {
     .await;
 }
 
+/// Waits until instance `db` is online on `node`.
+async fn online_there(fcis: &Api<FailoverClusterInstance>, node: &str) {
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        &format!("online on {node}"),
+        |i: Option<&FailoverClusterInstance>| online_on(i).as_deref() == Some(node),
+    )
+    .await;
+}
+
 fn online_on(i: Option<&FailoverClusterInstance>) -> Option<String> {
     let s = i?.status.as_ref()?;
     (s.phase == Phase::Online && s.current_move.is_none())
@@ -96,14 +108,7 @@ async fn status_and_history_as_a_user_runs_them() {
     fci.spec.virtual_ips = vec!["192.0.2.44".into()];
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     fcis.create(&PostParams::default(), &fci).await.unwrap();
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "online",
-        |i: Option<&FailoverClusterInstance>| online_on(i).as_deref() == Some(nodes[0].as_str()),
-    )
-    .await;
+    online_there(&fcis, &nodes[0]).await;
     cluster_status(&client, 3, &nodes[0]).await;
 
     let (ok, out) = kubectl_failover(&["status", "-n", &ns.name]);
@@ -244,4 +249,174 @@ async fn status_and_history_as_a_user_runs_them() {
     // A missing instance is an error that says so.
     let (ok, _) = kubectl_failover(&["history", "nope", "-n", &ns.name]);
     assert!(!ok);
+}
+
+/// Runs `kubectl ARGS` with the admin kubeconfig; returns (exit code, stdout + stderr).
+fn kubectl(args: &[&str]) -> (i32, String) {
+    let cp = control_plane();
+    let out = Command::new(cp.tools_bin().join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `stop` and `start` as a user runs them on an instance a GitOps tool applied: a
+/// `NoAutoStart` instance started, stopped (pod gone gracefully, claims-free Service and
+/// name kept, nothing fenced), started again; after each verb the GitOps tool's server-side
+/// diff of its manifest is empty.
+#[tokio::test]
+async fn start_and_stop_as_a_user_runs_them_without_drift() {
+    let ns = TestNamespace::new("plugin-ss").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "plugin-ss", 3, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "plugin-ss", false);
+    let mut fci = instance("db", "plugin-ss", &nodes[..1], None).unwrap();
+    fci.spec.priority = kube_failover::api::Priority::NoAutoStart;
+    fci.metadata.namespace = Some(ns.name.clone());
+    let manifest = std::env::temp_dir().join(format!("{}-db.yaml", ns.name));
+    let mut doc = serde_json::to_value(&fci).unwrap();
+    doc["apiVersion"] = "kube-failover.io/v1alpha1".into();
+    doc["kind"] = "FailoverClusterInstance".into();
+    doc.as_object_mut().unwrap().remove("status");
+    std::fs::write(&manifest, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let manifest = manifest.display().to_string();
+    let gitops = [
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        manifest.as_str(),
+    ];
+    let (code, out) = kubectl(&[&["apply"][..], &gitops].concat());
+    assert_eq!(code, 0, "{out}");
+    let no_drift = |when: &str| {
+        let (code, out) = kubectl(&[&["diff"][..], &gitops].concat());
+        assert_eq!(code, 0, "drift after {when}:\n{out}");
+    };
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "offline (NoAutoStart)",
+        |i: Option<&FailoverClusterInstance>| {
+            i.and_then(|i| i.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Offline)
+        },
+    )
+    .await;
+
+    let (ok, out) = kubectl_failover(&["start", "db", "-n", &ns.name, "--wait", "--timeout", "60"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("online"), "{out}");
+    assert_eq!(
+        online_on(Some(&fcis.get("db").await.unwrap())).as_deref(),
+        Some(nodes[0].as_str())
+    );
+    no_drift("start");
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pod = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let (ok, out) = kubectl_failover(&["stop", "db", "-n", &ns.name, "--wait", "--timeout", "60"]);
+    assert!(ok, "{out}");
+    let stopped = fcis.get("db").await.unwrap();
+    let st = stopped.status.unwrap();
+    assert_eq!((st.phase, st.owner_node), (Phase::Offline, None));
+    assert!(
+        pods.get_opt(&pod.metadata.name.clone().unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "the pod is gone"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        services.get_opt("db").await.unwrap().is_some(),
+        "the network name stays"
+    );
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(client.clone(), &ns.name);
+    let slice = slices.get("db").await.unwrap();
+    assert!(
+        slice.endpoints.unwrap_or_default().is_empty(),
+        "no endpoint"
+    );
+    let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let owner = nodes_api.get(&nodes[0]).await.unwrap();
+    assert!(
+        !owner
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/out-of-service"),
+        "a stop fences nothing"
+    );
+    no_drift("stop");
+
+    let (ok, out) = kubectl_failover(&["start", "db", "-n", &ns.name, "--wait", "--timeout", "60"]);
+    assert!(ok, "{out}");
+    no_drift("start again");
+    let (ok, out) = kubectl_failover(&["status", "-n", &ns.name]);
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.starts_with(&ns.name) && l.contains(" Online ")),
+        "{out}"
+    );
+}
+
+/// `start` of an instance left Failed (failover threshold reached): its count is reset and
+/// it comes online on the next node.
+#[tokio::test]
+async fn start_brings_a_failed_instance_back() {
+    let ns = TestNamespace::new("plugin-failed").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "plugin-failed", 5, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "plugin-failed", false);
+    let mut fci = instance("db", "plugin-failed", &nodes[..3], None).unwrap();
+    fci.spec.failover.threshold = Some(1);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    online_there(&fcis, &nodes[0]).await;
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    online_there(&fcis, &nodes[1]).await;
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "Failed",
+        |i: Option<&FailoverClusterInstance>| {
+            i.and_then(|i| i.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await;
+    let (ok, out) = kubectl_failover(&["status", "-n", &ns.name]);
+    assert!(
+        ok && out.contains(" Failed ") && out.contains("left Failed until a person acts"),
+        "{out}"
+    );
+
+    let (ok, out) = kubectl_failover(&["start", "db", "-n", &ns.name, "--wait", "--timeout", "60"]);
+    assert!(ok, "{out}");
+    let st = fcis.get("db").await.unwrap().status.unwrap();
+    println!("{}", kubectl_failover(&["history", "db", "-n", &ns.name]).1);
+    assert_eq!(st.owner_node.as_deref(), Some(nodes[2].as_str()));
+    assert_eq!(
+        st.failover_count, 1,
+        "counted afresh: the failover the start made"
+    );
 }

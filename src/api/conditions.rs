@@ -56,6 +56,13 @@ pub mod reason {
     pub const POD_MISSING: &str = "PodMissing";
     /// The pod is not ready: its endpoint is withdrawn.
     pub const NOT_READY: &str = "NotReady";
+    /// An operator took it offline (`kube-failover.io/offline`): its pod is being stopped.
+    pub const STOPPING: &str = "Stopping";
+    /// An operator took it offline (`kube-failover.io/offline`); its claims, Service and
+    /// name are kept.
+    pub const STOPPED: &str = "Stopped";
+    /// An Event: an operator asked for it to start (`kube-failover.io/start-requested`).
+    pub const START_REQUESTED: &str = "StartRequested";
 
     // Events and move reasons
     /// A move that brings a new instance online.

@@ -357,6 +357,10 @@ pub struct FailoverClusterInstanceStatus {
     /// Number of the latest move; the instance's pod of move N is named `<instance>-N`.
     #[serde(default)]
     pub move_seq: u64,
+    /// The last `kube-failover.io/start-requested` value acted on, so that each request to
+    /// start is acted on once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_request: Option<String>,
     /// Failovers counted against `failover.threshold` (within the period).
     #[serde(default)]
     pub failover_count: u32,

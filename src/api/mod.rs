@@ -74,6 +74,13 @@ pub const AGENT_HOLDS_ANNOTATION: &str = "kube-failover.io/holds-virtual-ips";
 /// the agent has taken its virtual IPs down and stopped the node's instance workloads once
 /// it cannot renew its Lease.
 pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+/// On an instance, `"true"`: an operator took it offline (`kubectl failover stop`). Its pod
+/// is stopped with its grace period; its claims, Service and name are kept.
+pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";
+/// On an instance: when an operator last asked for it to start (`kubectl failover start`,
+/// an RFC 3339 time). Each new value is acted on once: a `Failed` instance has its failover
+/// count reset and comes online; a `NoAutoStart` one is placed.
+pub const START_ANNOTATION: &str = "kube-failover.io/start-requested";
 /// An agent brings a virtual IP up only if its consistent read of the grant and the write of
 /// its Lease listing the instance both completed within this many milliseconds of starting;
 /// the controller hands a revoked grant to another node no sooner than this plus a margin

@@ -3,11 +3,13 @@
 //! the caller's kubeconfig and rights.
 
 mod history;
+mod start_stop;
 mod status;
 
 use anyhow::Result;
 
 pub use history::{HistoryArgs, timeline};
+pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
 
 /// The verbs, shared by both binaries.
@@ -20,6 +22,12 @@ pub enum Verb {
     /// The moves of an instance (placements, failovers, planned moves), one line per step
     /// with its time.
     History(HistoryArgs),
+    /// Bring an instance online: one left Failed (its failover count is reset), Offline, or
+    /// NoAutoStart.
+    Start(StartStopArgs),
+    /// Take an instance offline: its endpoint withdrawn, its pod stopped with its grace
+    /// period; its claims, Service and name kept.
+    Stop(StartStopArgs),
 }
 
 /// How a report is printed.
@@ -42,6 +50,8 @@ impl Verb {
         match self {
             Verb::Status(args) => status::run(client, args).await,
             Verb::History(args) => history::run(client, args).await,
+            Verb::Start(args) => start_stop::run(client, args, true).await,
+            Verb::Stop(args) => start_stop::run(client, args, false).await,
         }
     }
 }

@@ -303,6 +303,19 @@ fn pinned_node(pv: &PersistentVolume) -> Option<String> {
     }
 }
 
+/// What an operator asked for through the instance's annotations.
+pub fn requests(annotations: &BTreeMap<String, String>) -> crate::decide::Requests {
+    crate::decide::Requests {
+        offline: annotations
+            .get(crate::api::OFFLINE_ANNOTATION)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        start: annotations
+            .get(crate::api::START_ANNOTATION)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+    }
+}
+
 pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timestamp) -> Observed {
     let ns = fci.namespace().unwrap_or_default();
     let name = fci.name_any();
@@ -325,6 +338,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         higher_priority_starting: false,
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
         vip_holders: BTreeSet::new(),
+        requests: requests(fci.annotations()),
     };
     if fci.spec.vip_mode == crate::api::VipMode::Agent && !fci.spec.virtual_ips.is_empty() {
         obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, now);

@@ -95,6 +95,21 @@ pub struct Observed {
     /// Lease, and neither released them since, nor can be trusted to have dropped them (its
     /// node fenced or deleted, or its Lease silent past its self-fence time).
     pub vip_holders: BTreeSet<String>,
+    /// What an operator asked for through the instance's annotations.
+    pub requests: Requests,
+}
+
+/// What an operator asked for (`kubectl failover stop` / `start`), read from the instance's
+/// annotations: declarative, so that it is audited, survives a controller restart, and is
+/// invisible to a GitOps tool that applies the instance's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `kube-failover.io/offline: "true"`: take it offline, keeping its claims, Service and
+    /// name.
+    pub offline: bool,
+    /// `kube-failover.io/start-requested`: bring it online; a new value resets a `Failed`
+    /// instance's failover count, and a `NoAutoStart` one is placed while it is set.
+    pub start: Option<String>,
 }
 
 impl Observed {

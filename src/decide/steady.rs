@@ -57,6 +57,23 @@ pub(super) fn steady(
     quorum_ok: bool,
     d: &mut Decision,
 ) {
+    if obs.requests.offline {
+        return stop(obs, d);
+    }
+    if let Some(request) = obs.requests.start.as_ref()
+        && d.status.start_request.as_ref() != Some(request)
+    {
+        d.status.start_request = Some(request.clone());
+        // The person has acted: the failovers counted so far are forgiven, and a Failed
+        // instance may fail over again.
+        d.status.failovers.clear();
+        d.status.failover_count = 0;
+        if d.status.phase == Phase::Failed {
+            d.status.phase = Phase::Pending;
+        }
+        let msg = "start requested: failover count reset; bringing it online".to_string();
+        d.actions.push(event(false, reason::START_REQUESTED, msg));
+    }
     let Some(owner) = d.status.owner_node.clone() else {
         return place(spec, obs, d);
     };
@@ -97,7 +114,7 @@ fn online_warning(d: &mut Decision, reason: &str, msg: String, now: jiff::Timest
 /// Initial placement on the first eligible owner.
 fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
     let now = obs.now;
-    if spec.priority == Priority::NoAutoStart {
+    if spec.priority == Priority::NoAutoStart && obs.requests.start.is_none() {
         d.status.phase = Phase::Offline;
         let msg = "priority NoAutoStart: not brought online automatically".to_string();
         return online_condition(d, false, reason::NO_AUTO_START, msg, now);
@@ -132,6 +149,50 @@ fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
             online_condition(d, false, reason::NO_ELIGIBLE_OWNER, msg, now);
         }
     }
+}
+
+/// Taken offline by an operator: the endpoint is withdrawn and the pod stopped with its
+/// grace period by its node's kubelet; once it is gone the instance has no owner, and its
+/// claims, Service and name stay. An owner that does not heartbeat cannot stop its pod: the
+/// instance says so and keeps it as its owner (nothing is fenced for a stop), so that a
+/// start fails it over as usual.
+fn stop(obs: &Observed, d: &mut Decision) {
+    let now = obs.now;
+    d.status.phase = Phase::Offline;
+    if !obs.endpoints.is_empty() {
+        d.actions.push(Action::SetEndpoints(Vec::new()));
+    }
+    let stopped = "taken offline by an operator (kube-failover.io/offline): claims, Service and \
+                   name kept; `kubectl failover start` brings it back";
+    let Some(owner) = d.status.owner_node.clone() else {
+        return online_condition(d, false, reason::STOPPED, stopped.into(), now);
+    };
+    if obs.pods.is_empty() {
+        d.status.owner_node = None;
+        d.actions
+            .push(event(false, reason::STOPPED, format!("stopped on {owner}")));
+        return online_condition(d, false, reason::STOPPED, stopped.into(), now);
+    }
+    if obs.node(&owner).is_none_or(|h| h.heartbeat_stale) {
+        let msg = format!(
+            "taken offline by an operator, but {owner} is silent: its pod stays until the node \
+             is back or fenced"
+        );
+        return online_condition(d, false, reason::STOPPING, msg, now);
+    }
+    for p in obs.pods.iter().filter(|p| !p.terminating) {
+        d.actions.push(Action::DeletePod {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            force: false,
+        });
+    }
+    let pods: Vec<&str> = obs.pods.iter().map(|p| p.name.as_str()).collect();
+    let msg = format!(
+        "taken offline by an operator: stopping {} on {owner}",
+        pods.join(", ")
+    );
+    online_condition(d, false, reason::STOPPING, msg, now);
 }
 
 /// With too few members up this controller may be the one cut off: it moves nothing.

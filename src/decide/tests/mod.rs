@@ -78,6 +78,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         higher_priority_starting: false,
         dns_name: "db.ns.svc".into(),
         vip_holders: Default::default(),
+        requests: Default::default(),
     }
 }
 
@@ -685,4 +686,84 @@ fn a_pod_not_ready_on_its_owner_is_degraded_not_online() {
     settle(&s, &mut st, &mut obs);
     assert_eq!(st.phase, Phase::Online);
     assert!(!obs.endpoints.is_empty(), "published again");
+}
+
+/// `kubectl failover start` on a Failed instance: its failover count is reset and it fails
+/// over; the same request seen again does nothing more.
+#[test]
+fn start_brings_a_failed_instance_online_with_its_count_reset() {
+    let mut s = spec(&["a", "b", "c"]);
+    s.failover.threshold = Some(1);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("b".into(), down(95));
+    obs.members.insert("d".into(), up());
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Failed);
+    assert_eq!(st.failover_count, 1);
+    obs.requests.start = Some("2026-11-22T19:00:00Z".into());
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(st.owner_node.as_deref(), Some("c"));
+    assert_eq!(st.start_request.as_deref(), Some("2026-11-22T19:00:00Z"));
+    assert_eq!(
+        st.failover_count, 1,
+        "the failover it just did, counted afresh"
+    );
+    // The request stays on the instance; it is not acted on twice.
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.reason == reason::START_REQUESTED)),
+        "{:?}",
+        d.actions
+    );
+}
+
+/// `kubectl failover stop` then `start`: the pod is stopped gracefully and the endpoint
+/// withdrawn, nothing is fenced, the instance has no owner while offline; started, it comes
+/// back on its preferred owner. A `NoAutoStart` instance is placed once started.
+#[test]
+fn stop_takes_it_offline_gracefully_and_start_brings_it_back() {
+    let mut s = spec(&["a", "b"]);
+    s.priority = Priority::NoAutoStart;
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Offline, "NoAutoStart");
+    obs.requests.start = Some("t1".into());
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+
+    obs.requests.offline = true;
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::DeletePod { force: false, .. })),
+        "{acts:?}"
+    );
+    assert!(
+        !acts.iter().any(|a| matches!(
+            a,
+            Action::Fence { .. } | Action::DeletePod { force: true, .. } | Action::CreatePod { .. }
+        )),
+        "{acts:?}"
+    );
+    assert_eq!(st.phase, Phase::Offline);
+    assert_eq!(st.owner_node, None);
+    assert!(obs.endpoints.is_empty() && obs.pods.is_empty());
+    let online = st.conditions.iter().find(|c| c.type_ == "Online").unwrap();
+    assert_eq!(online.reason, reason::STOPPED);
+
+    obs.requests.offline = false;
+    obs.requests.start = Some("t2".into());
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    assert!(!obs.endpoints.is_empty());
 }
