@@ -52,25 +52,28 @@ fn kubectl_failover_command(args: &[&str]) -> Command {
     c
 }
 
-/// Waits until the controller's status of cluster `plugin` says `up` members are Up and
-/// that `owner` owns the instance.
-async fn cluster_status(client: &kube::Client, up: usize, owner: &str) {
+/// Waits until the controller's status of cluster `name` says `up` members are Up and, if
+/// given, that `owner` owns an instance.
+async fn cluster_status_of(client: &kube::Client, name: &str, up: usize, owner: Option<&str>) {
     let clusters: Api<FailoverCluster> = Api::all(client.clone());
     wait_for(
         clusters,
-        "plugin",
+        name,
         T,
         "cluster status",
         |c: Option<&FailoverCluster>| {
             c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
-                s.members
+                let ups = s
+                    .members
                     .iter()
                     .filter(|m| m.state == MemberState::Up)
-                    .count()
-                    == up
-                    && s.members
-                        .iter()
-                        .any(|m| m.name == owner && !m.instances.is_empty())
+                    .count();
+                ups == up
+                    && owner.is_none_or(|o| {
+                        s.members
+                            .iter()
+                            .any(|m| m.name == o && !m.instances.is_empty())
+                    })
             })
         },
     )
@@ -109,7 +112,7 @@ async fn status_and_history_as_a_user_runs_them() {
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     fcis.create(&PostParams::default(), &fci).await.unwrap();
     online_there(&fcis, &nodes[0]).await;
-    cluster_status(&client, 3, &nodes[0]).await;
+    cluster_status_of(&client, "plugin", 3, Some(&nodes[0])).await;
 
     let (ok, out) = kubectl_failover(&["status", "-n", &ns.name]);
     assert!(ok, "{out}");
@@ -119,7 +122,10 @@ async fn status_and_history_as_a_user_runs_them() {
         "{out}"
     );
     for node in &nodes {
-        let row = out.lines().find(|l| l.starts_with(node.as_str())).unwrap();
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap();
         assert!(row.contains(" Up "), "{row}");
     }
     let row = out.lines().find(|l| l.starts_with(&ns.name)).unwrap();
@@ -171,7 +177,7 @@ async fn status_and_history_as_a_user_runs_them() {
     )
     .await;
     let to = online_on(Some(&moved)).unwrap();
-    cluster_status(&client, 2, &to).await;
+    cluster_status_of(&client, "plugin", 2, Some(&to)).await;
     let deadline = std::time::Instant::now() + T;
     let reported = |owner: &str| {
         watched.lock().unwrap().lines().any(|l| {
@@ -226,7 +232,7 @@ async fn status_and_history_as_a_user_runs_them() {
     println!("{out}");
     let dead = out
         .lines()
-        .find(|l| l.starts_with(nodes[0].as_str()))
+        .find(|l| l.starts_with(&format!("{} ", nodes[0])))
         .unwrap();
     assert!(
         (dead.contains(" Down ") || dead.contains(" Fenced ")) && dead.contains("LeaseStale"),
@@ -242,7 +248,7 @@ async fn status_and_history_as_a_user_runs_them() {
     // Members are listed by name.
     let listed: Vec<&str> = out
         .lines()
-        .filter_map(|l| nodes.iter().find(|n| l.starts_with(n.as_str())))
+        .filter_map(|l| nodes.iter().find(|n| l.starts_with(&format!("{n} "))))
         .map(String::as_str)
         .collect();
     assert_eq!(listed, nodes.iter().map(String::as_str).collect::<Vec<_>>());
@@ -419,4 +425,120 @@ async fn start_brings_a_failed_instance_back() {
         st.failover_count, 1,
         "counted afresh: the failover the start made"
     );
+}
+
+/// `move` as a user runs it: refused with a clear message for a node that is not a member
+/// and for one that is down; a planned move to a healthy node with no fencing and never two
+/// Ready pods (every pod event watched), which failback then leaves alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_as_a_user_runs_it() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let ns = TestNamespace::new("plugin-mv").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "plugin-mv", 4, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "plugin-mv", false);
+    let mut fci = instance("db", "plugin-mv", &nodes[..3], None).unwrap();
+    fci.spec.failback.mode = kube_failover::api::FailbackMode::Immediate;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    online_there(&fcis, &nodes[0]).await;
+
+    let (ok, _) = kubectl_failover(&["move", "db", "-n", &ns.name, "--to", "nope"]);
+    assert!(!ok, "a move to a node that is not a member");
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    cluster_status_of(&client, "plugin-mv", 3, None).await;
+    let out = kubectl_failover_command(&["move", "db", "-n", &ns.name, "--to", &nodes[1]])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a move to a down node");
+    assert!(
+        stderr.contains(&format!(
+            "cannot move {}/db to {}: {} is Down",
+            ns.name, nodes[1], nodes[1]
+        )),
+        "{stderr}"
+    );
+
+    // Every pod event: never two Ready pods of the instance at once.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
+    let max_ready = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let max_ready = max_ready.clone();
+        tokio::spawn(async move {
+            let mut ready = std::collections::BTreeMap::<String, bool>::new();
+            let mut events = std::pin::pin!(watcher(pods, Default::default()).default_backoff());
+            while let Some(Ok(e)) = events.next().await {
+                let (pod, gone) = match e {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+                    watcher::Event::Delete(p) => (p, true),
+                    _ => continue,
+                };
+                let is_ready = !gone
+                    && pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                ready.insert(pod.metadata.name.clone().unwrap_or_default(), is_ready);
+                let n = ready.values().filter(|r| **r).count();
+                max_ready.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let (ok, out) = kubectl_failover(&[
+        "move",
+        "db",
+        "-n",
+        &ns.name,
+        "--to",
+        &nodes[2],
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("online on {}", nodes[2])), "{out}");
+    watch.abort();
+    assert_eq!(
+        max_ready.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "two Ready pods at once"
+    );
+    let (_, history) = kubectl_failover(&["history", "db", "-n", &ns.name]);
+    let heading = format!(
+        "planned move from {} to {} (MoveRequested)",
+        nodes[0], nodes[2]
+    );
+    let at = history
+        .lines()
+        .position(|l| l.starts_with(&heading))
+        .unwrap_or_else(|| panic!("{heading} missing:\n{history}"));
+    let steps: Vec<&str> = history
+        .lines()
+        .skip(at + 1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(
+        !steps.iter().any(|l| l.contains("fenced")),
+        "a planned move fences nothing:\n{history}"
+    );
+    let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let old = nodes_api.get(&nodes[0]).await.unwrap();
+    assert!(
+        !old.spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/out-of-service")
+    );
+    // Failback (Immediate; nodes[0] is preferred and up) leaves the operator's choice
+    // alone (unit test `a_requested_move_is_planned_sticks_and_is_refused_to_a_down_node`);
+    // the status says so.
+    let st = fcis.get("db").await.unwrap().status.unwrap();
+    assert!(st.moved_by_operator);
+    assert_eq!(st.owner_node.as_deref(), Some(nodes[2].as_str()));
 }

@@ -76,6 +76,11 @@ pub mod reason {
     pub const RESTART_THRESHOLD_EXCEEDED: &str = "RestartThresholdExceeded";
     /// A more preferred owner is up again and the failback policy allows moving back.
     pub const FAILBACK: &str = "Failback";
+    /// A move an operator asked for (`kube-failover.io/move-requested`).
+    pub const MOVE_REQUESTED: &str = "MoveRequested";
+    /// An Event: a requested move was refused (the instance is not online, or the target
+    /// cannot take it), and why.
+    pub const MOVE_REFUSED: &str = "MoveRefused";
     pub const FENCED: &str = "Fenced";
     /// The new owner failed before the instance came online there.
     pub const NEW_OWNER_FAILED: &str = "NewOwnerFailed";

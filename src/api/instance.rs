@@ -361,6 +361,13 @@ pub struct FailoverClusterInstanceStatus {
     /// start is acted on once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_request: Option<String>,
+    /// The last `kube-failover.io/move-requested` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_request: Option<String>,
+    /// The owner was chosen by an operator's move: failback leaves it there. Cleared by the
+    /// next move of any other kind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved_by_operator: bool,
     /// Failovers counted against `failover.threshold` (within the period).
     #[serde(default)]
     pub failover_count: u32,

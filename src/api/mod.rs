@@ -81,6 +81,12 @@ pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";
 /// an RFC 3339 time). Each new value is acted on once: a `Failed` instance has its failover
 /// count reset and comes online; a `NoAutoStart` one is placed.
 pub const START_ANNOTATION: &str = "kube-failover.io/start-requested";
+/// On an instance: when an operator last asked for a planned move (`kubectl failover move`,
+/// an RFC 3339 time), acted on once per value; the target is `kube-failover.io/move-to`, or
+/// the next eligible owner by preference when that is absent.
+pub const MOVE_ANNOTATION: &str = "kube-failover.io/move-requested";
+/// The node a requested move goes to (see [`MOVE_ANNOTATION`]).
+pub const MOVE_TO_ANNOTATION: &str = "kube-failover.io/move-to";
 /// An agent brings a virtual IP up only if its consistent read of the grant and the write of
 /// its Lease listing the instance both completed within this many milliseconds of starting;
 /// the controller hands a revoked grant to another node no sooner than this plus a margin

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-/// Operate failover cluster instances: status, history, start, stop.
+/// Operate failover cluster instances: status, history, move, start, stop.
 #[derive(Parser)]
 #[command(
     name = "kubectl failover",

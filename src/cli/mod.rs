@@ -3,12 +3,14 @@
 //! the caller's kubeconfig and rights.
 
 mod history;
+mod move_verb;
 mod start_stop;
 mod status;
 
 use anyhow::Result;
 
 pub use history::{HistoryArgs, timeline};
+pub use move_verb::MoveArgs;
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
 
@@ -25,6 +27,10 @@ pub enum Verb {
     /// Bring an instance online: one left Failed (its failover count is reset), Offline, or
     /// NoAutoStart.
     Start(StartStopArgs),
+    /// A planned move: the endpoint withdrawn, the pod stopped with its grace period, its
+    /// volumes detached, then started on the target and published; nothing is fenced.
+    /// Refused when the target cannot take it. Failback does not undo it.
+    Move(MoveArgs),
     /// Take an instance offline: its endpoint withdrawn, its pod stopped with its grace
     /// period; its claims, Service and name kept.
     Stop(StartStopArgs),
@@ -51,6 +57,7 @@ impl Verb {
             Verb::Status(args) => status::run(client, args).await,
             Verb::History(args) => history::run(client, args).await,
             Verb::Start(args) => start_stop::run(client, args, true).await,
+            Verb::Move(args) => move_verb::run(client, args).await,
             Verb::Stop(args) => start_stop::run(client, args, false).await,
         }
     }

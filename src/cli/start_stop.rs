@@ -19,6 +19,7 @@ use crate::api::{FailoverClusterInstance, OFFLINE_ANNOTATION, Phase, START_ANNOT
 /// The field manager of the verbs' writes.
 pub const FIELD_MANAGER: &str = "kubectl-failover";
 
+/// The instance a verb acts on, and whether to wait for the outcome.
 #[derive(Debug, clap::Args)]
 pub struct StartStopArgs {
     /// The instance.
@@ -26,7 +27,7 @@ pub struct StartStopArgs {
     /// Its namespace (default: the kubeconfig context's).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Wait until it is online (start) or offline with its pod gone (stop).
+    /// Wait for the outcome: online (start, move), or offline with its pod gone (stop).
     #[arg(long)]
     pub wait: bool,
     /// How long `--wait` waits, in seconds.
@@ -42,6 +43,26 @@ fn online(i: Option<&FailoverClusterInstance>) -> bool {
 fn stopped(i: Option<&FailoverClusterInstance>) -> bool {
     i.and_then(|i| i.status.as_ref())
         .is_some_and(|s| s.phase == Phase::Offline && s.owner_node.is_none())
+}
+
+/// Sets (or, with `null`, removes) annotations of instance `name`, as this tool.
+pub(super) async fn annotate(
+    api: &Api<FailoverClusterInstance>,
+    name: &str,
+    annotations: serde_json::Value,
+) -> Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| format!("annotating {name}"))?;
+    Ok(())
 }
 
 pub async fn run(client: Client, args: StartStopArgs, start: bool) -> Result<ExitCode> {
@@ -64,17 +85,7 @@ pub async fn run(client: Client, args: StartStopArgs, start: bool) -> Result<Exi
     } else {
         serde_json::json!({ OFFLINE_ANNOTATION: "true" })
     };
-    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
-    api.patch(
-        &args.instance,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .with_context(|| format!("annotating {ns}/{}", args.instance))?;
+    annotate(&api, &args.instance, annotations).await?;
     let (verb, done) = if start {
         ("start", "online")
     } else {

@@ -313,6 +313,17 @@ pub fn requests(annotations: &BTreeMap<String, String>) -> crate::decide::Reques
             .get(crate::api::START_ANNOTATION)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty()),
+        moves: annotations
+            .get(crate::api::MOVE_ANNOTATION)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(|id| {
+                let to = annotations
+                    .get(crate::api::MOVE_TO_ANNOTATION)
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty());
+                (id, to)
+            }),
     }
 }
 

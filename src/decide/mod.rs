@@ -110,6 +110,9 @@ pub struct Requests {
     /// `kube-failover.io/start-requested`: bring it online; a new value resets a `Failed`
     /// instance's failover count, and a `NoAutoStart` one is placed while it is set.
     pub start: Option<String>,
+    /// `kube-failover.io/move-requested` and `kube-failover.io/move-to`: a planned move, to
+    /// that node or the next eligible owner; acted on once per request.
+    pub moves: Option<(String, Option<String>)>,
 }
 
 impl Observed {

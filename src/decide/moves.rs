@@ -110,6 +110,7 @@ pub(super) fn start_move(
     now: Timestamp,
 ) {
     d.status.move_seq += 1;
+    d.status.moved_by_operator = reason == crate::api::reason::MOVE_REQUESTED;
     d.status.current_move = Some(Move {
         from,
         to,

@@ -74,6 +74,25 @@ pub(super) fn steady(
         let msg = "start requested: failover count reset; bringing it online".to_string();
         d.actions.push(event(false, reason::START_REQUESTED, msg));
     }
+    if let Some((id, to)) = obs.requests.moves.as_ref()
+        && d.status.move_request.as_ref() != Some(id)
+    {
+        d.status.move_request = Some(id.clone());
+        let serving = matches!(d.status.phase, Phase::Online | Phase::Degraded);
+        match d.status.owner_node.clone() {
+            Some(owner) if serving && obs.node(&owner).is_some_and(|h| !h.failed()) => {
+                return requested_move(spec, obs, &owner, to.as_deref(), d);
+            }
+            _ => d.actions.push(event(
+                true,
+                reason::MOVE_REFUSED,
+                format!(
+                    "move refused: the instance is {:?}, not serving on a healthy owner",
+                    d.status.phase
+                ),
+            )),
+        }
+    }
     let Some(owner) = d.status.owner_node.clone() else {
         return place(spec, obs, d);
     };
@@ -148,6 +167,53 @@ fn place(spec: &FailoverClusterInstanceSpec, obs: &Observed, d: &mut Decision) {
             };
             online_condition(d, false, reason::NO_ELIGIBLE_OWNER, msg, now);
         }
+    }
+}
+
+/// A planned move an operator asked for, from a healthy `owner` to `to` (else the next
+/// eligible owner by preference): refused, with a Warning Event saying why, when the target
+/// cannot take the instance.
+fn requested_move(
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    owner: &str,
+    to: Option<&str>,
+    d: &mut Decision,
+) {
+    let eligible = candidates(spec, obs, Some(owner));
+    let target = match to {
+        Some(t) if t == owner => Err(format!("{t} already owns it")),
+        Some(t) if eligible.iter().any(|e| e == t) => Ok(t.to_string()),
+        Some(t) => Err(match super::placement::ineligible(obs, t) {
+            Some(why) => format!("{t} cannot take it: {why}"),
+            None => format!("{t} is not one of its possible owners"),
+        }),
+        None => eligible
+            .first()
+            .cloned()
+            .ok_or_else(|| "no other node can take it".to_string()),
+    };
+    match target {
+        Ok(target) => {
+            d.actions.push(event(
+                false,
+                reason::PLANNED_MOVE,
+                format!("moving from {owner} to {target}, as requested"),
+            ));
+            start_move(
+                d,
+                Some(owner.into()),
+                Some(target),
+                reason::MOVE_REQUESTED,
+                true,
+                obs.now,
+            );
+        }
+        Err(why) => d.actions.push(event(
+            true,
+            reason::MOVE_REFUSED,
+            format!("move refused: {why}"),
+        )),
     }
 }
 
@@ -389,6 +455,10 @@ fn healthy_owner(
         ));
     }
     serve(name, obs, owner, d);
+    // An operator's move sticks: failback does not undo it.
+    if d.status.moved_by_operator {
+        return;
+    }
     if let Some(target) = failback_target(spec, obs, owner) {
         start_move(
             d,

@@ -767,3 +767,48 @@ fn stop_takes_it_offline_gracefully_and_start_brings_it_back() {
     assert_eq!(st.owner_node.as_deref(), Some("a"));
     assert!(!obs.endpoints.is_empty());
 }
+
+/// `kubectl failover move`: a planned move to the node asked for, nothing fenced; failback
+/// does not undo it; a target that cannot take the instance is refused, saying why.
+#[test]
+fn a_requested_move_is_planned_sticks_and_is_refused_to_a_down_node() {
+    let mut s = spec(&["a", "b", "c"]);
+    s.failback.mode = crate::api::FailbackMode::Immediate;
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", down(90))]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+
+    obs.requests.moves = Some(("t1".into(), Some("c".into())));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(d.status.current_move.is_none());
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Event(e)
+            if e.reason == reason::MOVE_REFUSED && e.message.contains("c cannot take it: Down"))),
+        "{:?}",
+        d.actions
+    );
+    st = d.status;
+    assert_eq!(st.move_request.as_deref(), Some("t1"));
+
+    obs.requests.moves = Some(("t2".into(), Some("b".into())));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert_eq!(st.phase, Phase::Online);
+    let m = st.history.last().unwrap();
+    assert!(
+        m.planned && m.reason == reason::MOVE_REQUESTED && m.fenced.is_none(),
+        "{m:?}"
+    );
+    assert!(
+        !acts.iter().any(|a| matches!(
+            a,
+            Action::Fence { .. } | Action::DeletePod { force: true, .. }
+        )),
+        "{acts:?}"
+    );
+    // Failback (Immediate, a preferred over b) leaves an operator's move alone.
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert!(st.moved_by_operator);
+}
