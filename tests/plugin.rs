@@ -542,3 +542,156 @@ async fn move_as_a_user_runs_it() {
     assert!(st.moved_by_operator);
     assert_eq!(st.owner_node.as_deref(), Some(nodes[2].as_str()));
 }
+
+/// `drain` as a user runs it: refused when an instance would have nowhere to go; a drain of
+/// a node hosting three instances moves them off with planned moves, higher priority
+/// first, places nothing new on it while it is paused, and keeps it in the quorum;
+/// `resume --failback` brings back what the drain moved off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_resume_as_a_user_runs_them() {
+    use kube_failover::api::Priority;
+    let ns = TestNamespace::new("plugin-dr").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "plugin-dr", 4, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "plugin-dr", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let on =
+        |i: Option<&FailoverClusterInstance>, node: &str| online_on(i).as_deref() == Some(node);
+    // Created lowest priority first, so that the order of the moves is priority's, not age's.
+    let instances = [
+        ("low", Priority::Low),
+        ("mid", Priority::Medium),
+        ("high", Priority::High),
+    ];
+    for (k, (name, priority)) in instances.iter().enumerate() {
+        let mut fci = instance(name, "plugin-dr", &nodes[..2], None).unwrap();
+        fci.spec.priority = *priority;
+        fci.spec.virtual_ips = vec![format!("192.0.2.{}", 20 + k)];
+        fcis.create(&PostParams::default(), &fci).await.unwrap();
+    }
+    let mut pinned = instance("pinned", "plugin-dr", &nodes[3..], None).unwrap();
+    pinned.spec.owners.possible = vec![nodes[3].clone()];
+    pinned.spec.virtual_ips = vec!["192.0.2.30".into()];
+    fcis.create(&PostParams::default(), &pinned).await.unwrap();
+    for (name, _) in &instances {
+        wait_for(
+            fcis.clone(),
+            name,
+            T,
+            "online on the first node",
+            |i: Option<&FailoverClusterInstance>| on(i, &nodes[0]),
+        )
+        .await;
+    }
+    wait_for(
+        fcis.clone(),
+        "pinned",
+        T,
+        "online",
+        |i: Option<&FailoverClusterInstance>| on(i, &nodes[3]),
+    )
+    .await;
+    cluster_status_of(&client, "plugin-dr", 4, Some(&nodes[0])).await;
+
+    // Nowhere to go: refused, and the node is left as it was.
+    let out = kubectl_failover_command(&["drain", &nodes[3]])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a drain that strands an instance");
+    assert!(
+        stderr.contains(&format!(
+            "{}/pinned: no other member is Up among its possible owners",
+            ns.name
+        )),
+        "{stderr}"
+    );
+    let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let unschedulable = |n: &k8s_openapi::api::core::v1::Node| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+    };
+    assert!(!unschedulable(&nodes_api.get(&nodes[3]).await.unwrap()));
+
+    let (ok, out) = kubectl_failover(&["drain", &nodes[0], "--timeout", "120"]);
+    assert!(ok, "{out}");
+    let order = format!(
+        "higher priority first: {0}/high (High), {0}/mid (Medium), {0}/low (Low)",
+        ns.name
+    );
+    assert!(out.contains(&order), "{out}");
+    assert!(out.contains(&format!("node/{} drained", nodes[0])), "{out}");
+    let mut created = Vec::new();
+    for (name, _) in &instances {
+        let st = fcis.get(name).await.unwrap().status.unwrap();
+        assert_eq!(st.phase, Phase::Online, "{name}");
+        assert_ne!(st.owner_node.as_deref(), Some(nodes[0].as_str()), "{name}");
+        let last = st.history.last().unwrap();
+        assert!(last.planned && last.fenced.is_none(), "{name}: {last:?}");
+        assert!(last.reason.starts_with("Unschedulable"), "{name}: {last:?}");
+        created.push((last.pod_created.clone().unwrap().0, *name));
+    }
+    created.sort();
+    let by_time: Vec<&str> = created.iter().map(|(_, n)| *n).collect();
+    assert_eq!(
+        by_time,
+        ["high", "mid", "low"],
+        "pods started in priority order"
+    );
+    // Paused: in the quorum, hosting nothing, and taking nothing new.
+    let clusters: Api<FailoverCluster> = Api::all(client.clone());
+    wait_for(
+        clusters,
+        "plugin-dr",
+        T,
+        "drained member paused",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.quorum.as_ref().is_some_and(|q| q.healthy == 4)
+                    && s.members.iter().any(|m| {
+                        m.name == nodes[0]
+                            && m.state == MemberState::Paused
+                            && m.instances.is_empty()
+                    })
+            })
+        },
+    )
+    .await;
+    let mut late = instance("late", "plugin-dr", &nodes[..1], None).unwrap();
+    late.spec.virtual_ips = vec!["192.0.2.31".into()];
+    fcis.create(&PostParams::default(), &late).await.unwrap();
+    let placed = wait_for(
+        fcis.clone(),
+        "late",
+        T,
+        "late placed",
+        |i: Option<&FailoverClusterInstance>| online_on(i).is_some(),
+    )
+    .await;
+    assert_ne!(
+        online_on(Some(&placed)).as_deref(),
+        Some(nodes[0].as_str()),
+        "placed on a paused node"
+    );
+
+    let (ok, out) = kubectl_failover(&["resume", &nodes[0], "--failback", "--timeout", "120"]);
+    assert!(ok, "{out}");
+    assert!(!unschedulable(&nodes_api.get(&nodes[0]).await.unwrap()));
+    for (name, _) in &instances {
+        assert!(
+            out.contains(&format!(
+                "{}/{name}: failback to {} requested",
+                ns.name, nodes[0]
+            )),
+            "{out}"
+        );
+        let i = fcis.get(name).await.unwrap();
+        assert!(on(Some(&i), &nodes[0]), "{name} back on {}", nodes[0]);
+    }
+    assert!(
+        !out.contains("late"),
+        "resume moves back only what the drain moved off: {out}"
+    );
+}

@@ -77,6 +77,9 @@ pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
 /// On an instance, `"true"`: an operator took it offline (`kubectl failover stop`). Its pod
 /// is stopped with its grace period; its claims, Service and name are kept.
 pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";
+/// Set on a Node by `kubectl failover drain` (with `spec.unschedulable`), to the time of the
+/// drain; removed by `resume`. `kubectl failover status` and `update-run` read it.
+pub const DRAINED_ANNOTATION: &str = "kube-failover.io/drained";
 /// On an instance: when an operator last asked for it to start (`kubectl failover start`,
 /// an RFC 3339 time). Each new value is acted on once: a `Failed` instance has its failover
 /// count reset and comes online; a `NoAutoStart` one is placed.

@@ -2,6 +2,7 @@
 //! as `kube-failover …` subcommands. They read and act through the API server only, with
 //! the caller's kubeconfig and rights.
 
+mod drain;
 mod history;
 mod move_verb;
 mod start_stop;
@@ -9,6 +10,7 @@ mod status;
 
 use anyhow::Result;
 
+pub use drain::{DrainArgs, ResumeArgs};
 pub use history::{HistoryArgs, timeline};
 pub use move_verb::MoveArgs;
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
@@ -31,6 +33,12 @@ pub enum Verb {
     /// volumes detached, then started on the target and published; nothing is fenced.
     /// Refused when the target cannot take it. Failback does not undo it.
     Move(MoveArgs),
+    /// Pause a member node and move every instance it hosts off, higher priority first,
+    /// with planned moves; nothing new is placed on it (it is cordoned). Refused if an
+    /// instance would have nowhere to go.
+    Drain(DrainArgs),
+    /// Make a drained node eligible again; `--failback` moves back what the drain moved off.
+    Resume(ResumeArgs),
     /// Take an instance offline: its endpoint withdrawn, its pod stopped with its grace
     /// period; its claims, Service and name kept.
     Stop(StartStopArgs),
@@ -59,6 +67,8 @@ impl Verb {
             Verb::Start(args) => start_stop::run(client, args, true).await,
             Verb::Move(args) => move_verb::run(client, args).await,
             Verb::Stop(args) => start_stop::run(client, args, false).await,
+            Verb::Drain(args) => drain::drain(client, args).await,
+            Verb::Resume(args) => drain::resume(client, args).await,
         }
     }
 }

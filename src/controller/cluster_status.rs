@@ -70,7 +70,10 @@ pub fn desired_status(
         });
     }
     let total = list.len() as u32;
-    let healthy = list.iter().filter(|m| m.state == MemberState::Up).count() as u32;
+    let healthy = list
+        .iter()
+        .filter(|m| matches!(m.state, MemberState::Up | MemberState::Paused))
+        .count() as u32;
     let required = required_healthy(&cluster.spec.quorum.min_healthy, total);
     let ok = healthy >= required;
     status.members = list;

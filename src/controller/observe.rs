@@ -465,8 +465,11 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
 }
 
 /// How long an instance of lower priority lets a higher one go first, at most: priority
-/// orders the start, it never blocks one instance on another that cannot move.
+/// orders the start, it never blocks one instance on another that cannot move. A failover
+/// waits little (its service is down); a planned move (a drain) may wait for a higher
+/// one's graceful stop, which takes up to its pod's grace period.
 const PRIORITY_HOLD_SECONDS: i64 = 5;
+const PLANNED_PRIORITY_HOLD_SECONDS: i64 = 60;
 
 fn higher_priority_starting(
     fci: &FailoverClusterInstance,
@@ -476,7 +479,16 @@ fn higher_priority_starting(
     let mine = fci.spec.priority;
     let moving = fci.status.as_ref().and_then(|s| s.current_move.as_ref());
     let Some(m) = moving else { return false };
-    if now.duration_since(m.started.0) > jiff::SignedDuration::from_secs(PRIORITY_HOLD_SECONDS) {
+    // Counted from when this instance could start its pod (its old one gone, volumes
+    // detached), not from the start of the move: a graceful stop may take longer than the
+    // hold, and all the instances of a drained node then become ready to start together.
+    let ready = m.volumes_detached.as_ref().unwrap_or(&m.started);
+    let hold = if m.planned {
+        PLANNED_PRIORITY_HOLD_SECONDS
+    } else {
+        PRIORITY_HOLD_SECONDS
+    };
+    if now.duration_since(ready.0) > jiff::SignedDuration::from_secs(hold) {
         return false;
     }
     stores.instances.state().iter().any(|other| {

@@ -180,9 +180,15 @@ fn requested_move(
     to: Option<&str>,
     d: &mut Decision,
 ) {
+    if to == Some(owner) {
+        // Already where the operator wants it (a failback got there first): nothing moves,
+        // and failback leaves it there as it would after the move.
+        d.status.moved_by_operator = true;
+        let msg = format!("move to {owner} requested: it is already there");
+        return d.actions.push(event(false, reason::MOVE_REQUESTED, msg));
+    }
     let eligible = candidates(spec, obs, Some(owner));
     let target = match to {
-        Some(t) if t == owner => Err(format!("{t} already owns it")),
         Some(t) if eligible.iter().any(|e| e == t) => Ok(t.to_string()),
         Some(t) => Err(match super::placement::ineligible(obs, t) {
             Some(why) => format!("{t} cannot take it: {why}"),

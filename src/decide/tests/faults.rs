@@ -408,3 +408,36 @@ fn the_self_fence_wait_counts_from_the_last_heartbeat_seen() {
         "seen at 98 + 10 s + the margin"
     );
 }
+
+#[test]
+fn a_drained_node_counts_for_the_quorum_and_a_failover_proceeds() {
+    // Three members, two needed: one drained (Paused, heartbeating), the owner dies. The
+    // drained node is heard from, so the quorum holds and the instance fails over to the
+    // one node that may take it.
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+    let mut paused = up();
+    paused.state = MemberState::Paused;
+    paused.reason = Some(reason::UNSCHEDULABLE.into());
+    obs.members.insert("b".into(), paused);
+    obs.members.insert("a".into(), down(90));
+    assert!(obs.has_quorum(), "2 of 3 heard from, 2 required");
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(
+        st.owner_node.as_deref(),
+        Some("c"),
+        "never on the drained node"
+    );
+    // Without the drained node's heartbeat, no quorum: nothing moves.
+    let mut st2 = FailoverClusterInstanceStatus::default();
+    let mut obs2 = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    settle(&s, &mut st2, &mut obs2);
+    obs2.members.insert("b".into(), down(90));
+    obs2.members.insert("a".into(), down(90));
+    let acts = settle(&s, &mut st2, &mut obs2);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert_eq!(st2.owner_node.as_deref(), Some("a"));
+}
