@@ -63,7 +63,13 @@ struct Seen {
 /// Whether this controller can see the API server.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sight {
-    /// Since when the API server has not answered, if it does not.
+    /// The API server does not answer its version probe.
+    api_lost: bool,
+    /// The Lease watch failed and has delivered no Lease since: renewals may be arriving
+    /// unseen (a watch in backoff after an API server restart, or refused while the
+    /// restarted server's authorizer warms up).
+    leases_lost: bool,
+    /// Since when either has been so, if it is.
     lost: Option<Timestamp>,
     /// When it answered again after it had not.
     regained: Option<Timestamp>,
@@ -88,22 +94,41 @@ impl Heartbeats {
 
     /// The API server did not answer: until it does, no node counts as silent.
     pub fn api_unreachable(&self) {
-        let now = self.clock.now();
-        let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
-        if sight.lost.is_none() {
-            tracing::warn!(
-                "the API server does not answer: no node counts as silent until it does"
-            );
-            sight.lost = Some(now);
-        }
+        self.lose("the API server does not answer", |s| s.api_lost = true);
     }
 
     /// The API server answered: if it had not, every node counts as renewed now.
     pub fn api_reachable(&self) {
+        self.regain(|s| s.api_lost = false);
+    }
+
+    /// The Lease watch failed: until it delivers a Lease again, no node counts as silent.
+    pub fn leases_unseen(&self) {
+        self.lose("the Lease watch failed", |s| s.leases_lost = true);
+    }
+
+    /// The Lease watch delivered a Lease: if it had failed, every node counts as renewed
+    /// now (once the API server answers too).
+    pub fn leases_seen(&self) {
+        self.regain(|s| s.leases_lost = false);
+    }
+
+    fn lose(&self, why: &str, f: impl FnOnce(&mut Sight)) {
         let now = self.clock.now();
         let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
-        if sight.lost.take().is_some() {
-            tracing::info!("the API server answers again: node silence is measured from now");
+        f(&mut sight);
+        if sight.lost.is_none() {
+            tracing::warn!("{why}: no node counts as silent until heartbeats are seen again");
+            sight.lost = Some(now);
+        }
+    }
+
+    fn regain(&self, f: impl FnOnce(&mut Sight)) {
+        let now = self.clock.now();
+        let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut sight);
+        if !sight.api_lost && !sight.leases_lost && sight.lost.take().is_some() {
+            tracing::info!("heartbeats in sight again: node silence is measured from now");
             sight.regained = Some(now);
         }
     }
@@ -295,6 +320,33 @@ mod tests {
             hb.lease("n", Some(t(2))) > back,
             "a new renewal is newer still"
         );
+    }
+
+    #[test]
+    fn no_node_counts_silent_while_the_lease_watch_is_failing() {
+        // Seen on the real control plane (chaos run): the API server answered again, but
+        // the Lease watch was still backing off, and three healthy nodes' instances were
+        // about to fail over on Leases the cache had not seen renewed.
+        let hb = Heartbeats::default();
+        let first = hb.lease("n", Some(t(1)));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        hb.leases_unseen();
+        hb.api_reachable();
+        assert!(
+            hb.lease("n", Some(t(1))) > first,
+            "the API server answering is not enough while the watch fails"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        hb.leases_seen();
+        let back = hb.lease("n", Some(t(1)));
+        assert!(back > first);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(hb.lease("n", Some(t(1))), back, "measured from then on");
+        // Both must be in sight: the watch flowing does not hide an unanswered probe.
+        hb.api_unreachable();
+        hb.leases_seen();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(hb.lease("n", Some(t(1))) > back);
     }
 
     #[test]

@@ -273,10 +273,12 @@ pub fn build_controller(
     // waiting for the old owner to release them goes on when it changes.
     let seen = heartbeats.clone();
     let on_agent_lease = instances.clone();
-    let lease_stream = lease_stream.inspect(move |l| {
-        if let Ok(lease) = l {
+    let lease_stream = lease_stream.inspect(move |l| match l {
+        Ok(lease) => {
+            seen.leases_seen();
             seen.observe_lease(lease);
         }
+        Err(_) => seen.leases_unseen(),
     });
     tokio::spawn(volume_stream.for_each(|_| async {}));
 
