@@ -261,6 +261,14 @@ pub enum MemberState {
     Fenced,
 }
 
+impl MemberState {
+    /// Up or Paused: heartbeating and not fenced; counted for the quorum (a drained node
+    /// still heartbeats, and its silence would be seen like any other's).
+    pub fn heard(self) -> bool {
+        matches!(self, MemberState::Up | MemberState::Paused)
+    }
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QuorumStatus {

@@ -17,8 +17,8 @@ use super::fence::unfence;
 use super::observe::member_health;
 use super::{Context, FIELD_MANAGER};
 use crate::api::{
-    FailoverCluster, FailoverClusterStatus, MemberState, MemberStatus, QuorumStatus, condition,
-    reason, set_condition,
+    FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition, reason,
+    set_condition,
 };
 use crate::decide::{required_healthy, unfence_at};
 
@@ -70,10 +70,7 @@ pub fn desired_status(
         });
     }
     let total = list.len() as u32;
-    let healthy = list
-        .iter()
-        .filter(|m| matches!(m.state, MemberState::Up | MemberState::Paused))
-        .count() as u32;
+    let healthy = list.iter().filter(|m| m.state.heard()).count() as u32;
     let required = required_healthy(&cluster.spec.quorum.min_healthy, total);
     let ok = healthy >= required;
     status.members = list;

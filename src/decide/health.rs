@@ -59,11 +59,6 @@ impl NodeHealth {
         self.state == MemberState::Up
     }
 
-    /// Up or Paused: heartbeating and not fenced; counted for the quorum.
-    pub fn heard(&self) -> bool {
-        matches!(self.state, MemberState::Up | MemberState::Paused)
-    }
-
     /// Down or fenced: what it hosts must move.
     pub fn failed(&self) -> bool {
         matches!(self.state, MemberState::Down | MemberState::Fenced)

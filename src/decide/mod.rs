@@ -116,10 +116,9 @@ pub struct Requests {
 }
 
 impl Observed {
-    /// Members heard from and not fenced: Up, or Paused (a drained node still heartbeats,
-    /// and its silence would be seen like any other's).
+    /// Members heard from and not fenced (`MemberState::heard`).
     pub fn healthy_members(&self) -> u32 {
-        self.members.values().filter(|h| h.heard()).count() as u32
+        self.members.values().filter(|h| h.state.heard()).count() as u32
     }
 
     pub fn has_quorum(&self) -> bool {
