@@ -919,3 +919,142 @@ async fn a_claim_created_late_brings_the_waiting_instance_online() {
     );
     attacher.abort();
 }
+
+/// Nodes hosting pods of more than one instance, from every pod seen in `ns` (terminating
+/// ones too: they may still run), checked on every pod event until the returned flag is
+/// read.
+fn watch_shared_nodes(client: Client, ns: &str) -> Arc<Mutex<Vec<String>>> {
+    use kube::runtime::reflector;
+    let shared = Arc::new(Mutex::new(Vec::new()));
+    let seen = shared.clone();
+    let (store, writer) = reflector::store::<Pod>();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<Pod>::namespaced(client, ns),
+            watcher::Config::default(),
+        ),
+    );
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if ev.is_err() {
+                continue;
+            }
+            let mut by_node: std::collections::BTreeMap<String, BTreeSet<String>> =
+                Default::default();
+            for p in store.state() {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+                let inst = p.labels().get(kube_failover::api::INSTANCE_LABEL).cloned();
+                if let (Some(node), Some(inst)) = (node, inst) {
+                    by_node.entry(node).or_default().insert(inst);
+                }
+            }
+            for (node, insts) in by_node.into_iter().filter(|(_, i)| i.len() > 1) {
+                seen.lock().unwrap().push(format!("{node}: {insts:?}"));
+            }
+        }
+    });
+    shared
+}
+
+#[tokio::test]
+async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
+    let ns = TestNamespace::new("antiaff").await;
+    let client = ns.client.clone();
+    let cluster = format!("aa{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 4, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "r1", false);
+    let shared = watch_shared_nodes(client.clone(), &ns.name);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    // Three instances of one class, all preferring the same nodes in the same order:
+    // without the class they would all land on the first.
+    let create = |name: &'static str, mode: &'static str| {
+        let (fcis, cluster, nodes) = (fcis.clone(), cluster.clone(), nodes.clone());
+        async move {
+            let mut fci = instance(name, &cluster, &nodes, None).unwrap();
+            fci.spec.anti_affinity_classes = vec!["sql".into()];
+            fci.spec.anti_affinity_mode = serde_json::from_value(mode.into()).unwrap();
+            fcis.create(&PostParams::default(), &fci).await.unwrap();
+        }
+    };
+    for name in ["sql-a", "sql-b", "sql-c"] {
+        create(name, "Preferred").await;
+    }
+    let mut owners = std::collections::BTreeMap::new();
+    for name in ["sql-a", "sql-b", "sql-c"] {
+        let i = wait_for(fcis.clone(), name, T, "instance Online", is_online).await;
+        owners.insert(name, status(&i).owner_node.unwrap());
+    }
+    let distinct: BTreeSet<&String> = owners.values().collect();
+    assert_eq!(distinct.len(), 3, "one node each: {owners:?}");
+    let free = nodes
+        .iter()
+        .find(|n| !distinct.contains(n))
+        .unwrap()
+        .clone();
+
+    // The owner of sql-a dies: it fails over to the one free node, not to a preferred one
+    // that hosts another of its class.
+    let dead = owners["sql-a"].clone();
+    control_plane().nodes.kill(&dead).await.unwrap();
+    let moved = wait_for(
+        fcis.clone(),
+        "sql-a",
+        T,
+        "sql-a online on the free node",
+        |i: Option<&FailoverClusterInstance>| {
+            is_online(i)
+                && i.and_then(|i| i.status.as_ref()?.owner_node.clone()) == Some(free.clone())
+        },
+    )
+    .await;
+    assert!(!failovers(&moved).is_empty(), "a failover, fenced");
+
+    // A strict fourth one: every live node hosts one of its class, so it waits, saying why,
+    // rather than share.
+    create("sql-d", "Strict").await;
+    let waiting = wait_for(
+        fcis.clone(),
+        "sql-d",
+        T,
+        "sql-d waits for a node of its own",
+        |i: Option<&FailoverClusterInstance>| {
+            online_reason(i).as_deref() == Some(reason::NO_ELIGIBLE_OWNER)
+        },
+    )
+    .await;
+    let message = status(&waiting)
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == condition::ONLINE)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("anti-affinity class sql, Strict"),
+        "{message}"
+    );
+    assert!(pods_of(&client, &ns.name).await.iter().all(|p| {
+        p.labels()
+            .get(kube_failover::api::INSTANCE_LABEL)
+            .map(String::as_str)
+            != Some("sql-d")
+    }));
+
+    // The dead node comes back (unfenced): sql-d takes it.
+    control_plane().nodes.revive(&dead).await.unwrap();
+    let placed = wait_for(fcis.clone(), "sql-d", T, "sql-d Online", is_online).await;
+    assert_eq!(status(&placed).owner_node.as_deref(), Some(dead.as_str()));
+    let mut all = BTreeSet::new();
+    for name in ["sql-a", "sql-b", "sql-c", "sql-d"] {
+        let i = fcis.get(name).await.unwrap();
+        assert!(is_online(Some(&i)), "{name} still online");
+        all.insert(status(&i).owner_node.unwrap());
+    }
+    assert_eq!(all.len(), 4, "four nodes, one each");
+    let shared = shared.lock().unwrap().clone();
+    assert!(
+        shared.is_empty(),
+        "pods of two instances shared a node: {shared:?}"
+    );
+}

@@ -296,6 +296,7 @@ impl Model {
             service_taken: false,
             namespace_allowed: true,
             higher_priority_starting: false,
+            neighbours: Default::default(),
             dns_name: "db.ns.svc".into(),
             vip_holders: Default::default(),
             requests: Default::default(),

@@ -76,6 +76,9 @@ pub mod reason {
     pub const RESTART_THRESHOLD_EXCEEDED: &str = "RestartThresholdExceeded";
     /// A more preferred owner is up again and the failback policy allows moving back.
     pub const FAILBACK: &str = "Failback";
+    /// Its owner also hosts an instance of one of its anti-affinity classes that ranks
+    /// above it, and a free node is up: the instance moves there.
+    pub const ANTI_AFFINITY: &str = "AntiAffinity";
     /// A move an operator asked for (`kube-failover.io/move-requested`).
     pub const MOVE_REQUESTED: &str = "MoveRequested";
     /// An Event: a requested move was refused (the instance is not online, or the target

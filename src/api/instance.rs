@@ -71,6 +71,40 @@ pub struct FailoverClusterInstanceSpec {
     /// The order in which instances come online when many move at once.
     #[serde(default)]
     pub priority: Priority,
+    /// Anti-affinity classes (WSFC's AntiAffinityClassNames): instances of the same
+    /// FailoverCluster, in any namespace, that share a class keep off each other's nodes.
+    /// At placement, failover, failback and planned moves without a target, a node hosting
+    /// one (or where one is moving) comes after every other eligible node; see
+    /// `antiAffinityMode`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub anti_affinity_classes: Vec<String>,
+    /// `Preferred` (default): a shared node is used when no other eligible node is left, and
+    /// the instance moves off it again when failback is allowed (`failback.mode`) and a
+    /// free node is up. `Strict`: the instance never starts on a node that hosts one of its
+    /// classes, and stays offline rather than share (WSFC's ClusterEnforcedAntiAffinity);
+    /// should two still meet (both placed in the same instant), the one of lower priority
+    /// (then later name) moves off as soon as a free node is up. A pair is strict when
+    /// either instance says `Strict`.
+    #[serde(default)]
+    pub anti_affinity_mode: AntiAffinityMode,
+}
+
+/// How hard instances sharing an anti-affinity class avoid each other's nodes.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum AntiAffinityMode {
+    #[default]
+    Preferred,
+    Strict,
 }
 
 /// The schema of the pod template is the API server's own PodTemplateSpec; embedding its

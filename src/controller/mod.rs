@@ -60,6 +60,8 @@ pub struct Context {
     pub leader: Leadership,
     pub metrics: Arc<Metrics>,
     pub health: Health,
+    /// Statuses written and not yet in the cache, for anti-affinity decisions.
+    pub written: observe::Written,
 }
 
 impl Context {
@@ -401,6 +403,7 @@ pub fn build_controller(
         leader,
         metrics,
         health,
+        written: Default::default(),
     });
     (controller, ctx)
 }

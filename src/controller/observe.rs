@@ -347,6 +347,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         service_current: false,
         service_taken: false,
         higher_priority_starting: false,
+        neighbours: Default::default(),
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
         vip_holders: BTreeSet::new(),
         requests: requests(fci.annotations()),
@@ -453,6 +454,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             .collect();
     }
     obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
+    obs.neighbours = neighbours(fci, stores.instances.state().iter().map(|i| i.as_ref()));
     let service = stores.services.get(&ObjectRef::new(net).within(&ns));
     obs.service_taken = service
         .as_deref()
@@ -462,6 +464,128 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             == Some(&super::build::service_hash(fci))
     });
     obs
+}
+
+/// The statuses this replica wrote for instances with anti-affinity classes, that its cache
+/// may not show yet. Its lock is held from observing to writing the status, so that two
+/// instances of one class decided at once see each other's choice: without it both would
+/// be placed from a cache that shows neither (as the scheduler assumes a pod bound before
+/// its cache says so).
+#[derive(Clone, Default)]
+pub struct Written(std::sync::Arc<tokio::sync::Mutex<BTreeMap<String, Recorded>>>);
+
+#[derive(Clone)]
+pub struct Recorded {
+    instance: std::sync::Arc<FailoverClusterInstance>,
+    at: std::time::Instant,
+}
+
+/// How long a written status stands in for the cache's: the watch delivers it long before.
+const WRITTEN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Written {
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, BTreeMap<String, Recorded>> {
+        self.0.lock().await
+    }
+}
+
+fn instance_key(i: &FailoverClusterInstance) -> String {
+    format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any())
+}
+
+/// Records `written` (as the API server returned it) and forgets what the cache now shows.
+pub fn record_written(
+    written: &mut BTreeMap<String, Recorded>,
+    instance: FailoverClusterInstance,
+    stores: &Stores,
+) {
+    let now = std::time::Instant::now();
+    written.retain(|_, r| {
+        now.duration_since(r.at) < WRITTEN_FOR
+            && stores
+                .instances
+                .get(&ObjectRef::from_obj(r.instance.as_ref()))
+                .is_some_and(|cached| cached.resource_version() != r.instance.resource_version())
+    });
+    written.insert(
+        instance_key(&instance),
+        Recorded {
+            instance: std::sync::Arc::new(instance),
+            at: now,
+        },
+    );
+}
+
+/// The instances in the cache, each replaced by the one this replica wrote when the cache
+/// does not show that write yet.
+pub fn instances_as_written(
+    stores: &Stores,
+    written: &BTreeMap<String, Recorded>,
+) -> Vec<std::sync::Arc<FailoverClusterInstance>> {
+    let now = std::time::Instant::now();
+    stores
+        .instances
+        .state()
+        .into_iter()
+        .map(|cached| match written.get(&instance_key(&cached)) {
+            Some(r)
+                if now.duration_since(r.at) < WRITTEN_FOR
+                    && r.instance.uid() == cached.uid()
+                    && r.instance.resource_version() != cached.resource_version() =>
+            {
+                r.instance.clone()
+            }
+            _ => cached,
+        })
+        .collect()
+}
+
+/// The nodes of the instances (of the same cluster, any namespace) that share an
+/// anti-affinity class with `fci`: where each is settled, or where it is moving. A moving
+/// instance is counted at its target only: the node it leaves is being emptied.
+pub fn neighbours<'a>(
+    fci: &FailoverClusterInstance,
+    instances: impl IntoIterator<Item = &'a FailoverClusterInstance>,
+) -> BTreeMap<String, Vec<crate::decide::Neighbour>> {
+    let mut out: BTreeMap<String, Vec<crate::decide::Neighbour>> = BTreeMap::new();
+    let classes = &fci.spec.anti_affinity_classes;
+    if classes.is_empty() {
+        return out;
+    }
+    let key = instance_key;
+    let mine = (fci.spec.priority, key(fci));
+    let strict_here = fci.spec.anti_affinity_mode == crate::api::AntiAffinityMode::Strict;
+    for other in instances {
+        let theirs = (other.spec.priority, key(other));
+        if theirs.1 == mine.1 || other.spec.cluster_ref != fci.spec.cluster_ref {
+            continue;
+        }
+        let Some(class) = other
+            .spec
+            .anti_affinity_classes
+            .iter()
+            .find(|c| classes.contains(c))
+        else {
+            continue;
+        };
+        let status = other.status.as_ref();
+        let moving = status.and_then(|s| s.current_move.as_ref());
+        let node = match moving {
+            Some(m) => m.to.clone(),
+            None => status.and_then(|s| s.owner_node.clone()),
+        };
+        let Some(node) = node else { continue };
+        out.entry(node).or_default().push(crate::decide::Neighbour {
+            instance: theirs.1.clone(),
+            class: class.clone(),
+            strict: strict_here
+                || other.spec.anti_affinity_mode == crate::api::AntiAffinityMode::Strict,
+            outranks: theirs < mine,
+            settled: moving.is_none()
+                && status.is_some_and(|s| s.phase == crate::api::Phase::Online),
+        });
+    }
+    out
 }
 
 /// How long an instance of lower priority lets a higher one go first, at most: priority
@@ -511,6 +635,104 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn fci(
+        ns: &str,
+        name: &str,
+        cluster: &str,
+        spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> FailoverClusterInstance {
+        let mut base = serde_json::json!({
+            "clusterRef": cluster,
+            "networkName": {"name": name, "ports": [{"name": "sql", "port": 1433}]},
+            "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": base,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn neighbours_are_the_same_clusters_instances_sharing_a_class_where_they_are_or_go() {
+        let sql = serde_json::json!({"antiAffinityClasses": ["sql"]});
+        let online = |node: &str| serde_json::json!({"phase": "Online", "ownerNode": node});
+        let me = fci("a", "db", "c1", sql.clone(), serde_json::json!({}));
+        let others = [
+            // Same class, same cluster, another namespace; ranks above (same priority,
+            // earlier key).
+            fci("a", "ant", "c1", sql.clone(), online("n1")),
+            // Moving from n1 to n2: counted at n2 only, not settled; a lower priority.
+            fci(
+                "b",
+                "mover",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["web", "sql"], "priority": "Low", "antiAffinityMode": "Strict"}),
+                serde_json::json!({"phase": "Moving", "ownerNode": "n1", "move": {
+                    "from": "n1", "to": "n2", "reason": "x", "planned": true,
+                    "started": "2026-01-01T00:00:00.000000Z"}}),
+            ),
+            // Another cluster, or no shared class: never.
+            fci("a", "elsewhere", "c2", sql.clone(), online("n3")),
+            fci(
+                "a",
+                "web",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["web"]}),
+                online("n3"),
+            ),
+            // Itself: never.
+            fci("a", "db", "c1", sql.clone(), online("n4")),
+            // A higher priority ranks above whatever its name.
+            fci(
+                "z",
+                "zed",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["sql"], "priority": "High"}),
+                online("n5"),
+            ),
+        ];
+        let got = neighbours(&me, others.iter());
+        let summary: Vec<(&str, &str, bool, bool, bool)> = got
+            .iter()
+            .flat_map(|(node, xs)| {
+                xs.iter().map(move |x| {
+                    (
+                        node.as_str(),
+                        x.instance.as_str(),
+                        x.strict,
+                        x.outranks,
+                        x.settled,
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("n1", "a/ant", false, true, true),
+                ("n2", "b/mover", true, false, false),
+                ("n5", "z/zed", false, true, true),
+            ]
+        );
+        // No classes: no neighbours at all.
+        let plain = fci(
+            "a",
+            "db",
+            "c1",
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+        assert!(neighbours(&plain, others.iter()).is_empty());
     }
 
     #[test]

@@ -129,8 +129,19 @@ pub fn error_policy(
 async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
     let name = fci.name_any();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    // An instance with anti-affinity classes is decided one at a time, on its classmates'
+    // statuses as last written (see `observe::Written`).
+    let mut written = if fci.spec.anti_affinity_classes.is_empty() {
+        None
+    } else {
+        Some(ctx.written.lock().await)
+    };
     let now = ctx.stores.heartbeats.clock().now();
     let mut observed = observe::observe(fci, &ctx.stores, now);
+    if let Some(written) = &written {
+        let instances = observe::instances_as_written(&ctx.stores, written);
+        observed.neighbours = observe::neighbours(fci, instances.iter().map(|i| i.as_ref()));
+    }
     if hands_over_vips(fci) {
         // Who may hold the virtual IPs decides when they go to the new owner: read the agent
         // Leases fresh (the cache may lag), on top of what the cache says.
@@ -169,17 +180,22 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         let mut updated = fci.clone();
         updated.status = Some(decision.status.clone());
         let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
-        api.replace_status(
-            &name,
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &updated,
-        )
-        .await?;
+        let stored = api
+            .replace_status(
+                &name,
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &updated,
+            )
+            .await?;
+        if let Some(written) = written.as_mut() {
+            observe::record_written(written, stored, &ctx.stores);
+        }
         record_finished_moves(fci, &decision.status, ctx);
     }
+    drop(written);
     // The Service comes first (it may create the EndpointSlice); the actions of one round
     // are otherwise independent by construction (see `decide`) and go out together, so a
     // round costs one API round trip, not one per action. Events do not hold the round up.

@@ -97,6 +97,36 @@ pub struct Observed {
     pub vip_holders: BTreeSet<String>,
     /// What an operator asked for through the instance's annotations.
     pub requests: Requests,
+    /// Nodes hosting another instance of the cluster that shares an anti-affinity class
+    /// with this one, or where such an instance is moving: node → those instances.
+    pub neighbours: BTreeMap<String, Vec<Neighbour>>,
+}
+
+/// Another instance sharing an anti-affinity class with the one decided on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// `namespace/name`.
+    pub instance: String,
+    /// The first class the two share.
+    pub class: String,
+    /// Either of the two is `Strict`: they never share a node.
+    pub strict: bool,
+    /// It ranks above the instance decided on (a higher priority, or the same and an
+    /// earlier `namespace/name`): when the two share a node, the lower one moves off.
+    pub outranks: bool,
+    /// It is online on that node, no move in progress.
+    pub settled: bool,
+}
+
+impl Neighbour {
+    /// `ns/b (anti-affinity class sql, Strict)`.
+    pub fn describe(&self) -> String {
+        let strict = if self.strict { ", Strict" } else { "" };
+        format!(
+            "{} (anti-affinity class {}{strict})",
+            self.instance, self.class
+        )
+    }
 }
 
 /// What an operator asked for (`kubectl failover stop` / `start`), read from the instance's

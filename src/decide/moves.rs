@@ -454,10 +454,12 @@ fn detach(r: &mut Round) -> Flow {
 
 /// Step 5: the new owner: the one chosen if still eligible, else the best candidate now.
 fn choose_owner(r: &mut Round) -> Flow {
+    // Judged again each round until the pod is created: the target may have failed, or an
+    // instance it must never share a node with may have been seen going there.
     let target_ok =
         r.m.to
             .as_ref()
-            .is_some_and(|t| r.obs.members.get(t).is_some_and(NodeHealth::eligible));
+            .is_some_and(|t| super::placement::ineligible(r.obs, t).is_none());
     if !target_ok && r.m.pod_created.is_none() {
         r.m.to = candidates(r.spec, r.obs, r.m.from.as_deref())
             .into_iter()

@@ -48,7 +48,8 @@ pub(super) fn prune_counts(
 
 /// Candidate owners in order: preferred first, then possible owners (or every member when
 /// none are listed), keeping only members that may take new work, minus `exclude`, and
-/// only the pinned node when a claim is pinned.
+/// only the pinned node when a claim is pinned. Nodes hosting an instance that shares an
+/// anti-affinity class come last (never, if the pair is strict: see [`ineligible`]).
 pub fn candidates(
     spec: &FailoverClusterInstanceSpec,
     obs: &Observed,
@@ -68,6 +69,8 @@ pub fn candidates(
             out.push(n.clone());
         }
     }
+    // A stable sort: preference order holds within the free nodes and within the shared.
+    out.sort_by_key(|n| obs.neighbours.contains_key(n));
     out
 }
 
@@ -85,10 +88,21 @@ pub fn ineligible(obs: &Observed, n: &str) -> Option<String> {
             .unwrap_or_default();
         return Some(format!("{:?}{why}", health.state));
     }
-    obs.pinned_claims
-        .iter()
-        .find(|(_, pinned)| pinned.as_str() != n)
-        .map(|(claim, pinned)| format!("claim {claim} is bound to {pinned}"))
+    if let Some((claim, pinned)) = obs.pinned_claims.iter().find(|(_, p)| p.as_str() != n) {
+        return Some(format!("claim {claim} is bound to {pinned}"));
+    }
+    obs.neighbours
+        .get(n)
+        .and_then(|ns| ns.iter().find(|x| x.strict))
+        .map(|x| format!("hosts {}", x.describe()))
+}
+
+/// Why node `n` comes after the free nodes: it hosts an instance sharing an anti-affinity
+/// class (one that is not strict; a strict one makes it [`ineligible`]).
+fn shared(obs: &Observed, n: &str) -> Option<String> {
+    let ns = obs.neighbours.get(n)?;
+    let names: Vec<String> = ns.iter().map(super::Neighbour::describe).collect();
+    Some(format!("hosts {}", names.join(", ")))
 }
 
 /// The preferred owners ahead of `chosen` (all of them when none was chosen) that were
@@ -102,20 +116,22 @@ pub fn skipped(
         .preferred
         .iter()
         .take_while(|n| Some(n.as_str()) != chosen)
-        .filter_map(|n| ineligible(obs, n).map(|why| format!("{n}: {why}")))
+        .filter_map(|n| {
+            ineligible(obs, n)
+                .or_else(|| chosen.and_then(|_| shared(obs, n)))
+                .map(|why| format!("{n}: {why}"))
+        })
         .collect()
 }
 
-pub(super) fn failback_target(
-    spec: &FailoverClusterInstanceSpec,
-    obs: &Observed,
-    owner: &str,
-) -> Option<String> {
-    let allowed = match spec.failback.mode {
+/// Whether failback (and, for `Preferred` anti-affinity, moving off a shared node) is
+/// allowed now by `failback.mode`.
+fn failback_allowed(spec: &FailoverClusterInstanceSpec, now: Timestamp) -> bool {
+    match spec.failback.mode {
         FailbackMode::Never => false,
         FailbackMode::Immediate => true,
         FailbackMode::Window => {
-            let hour = obs.now.to_zoned(jiff::tz::TimeZone::UTC).hour() as u8;
+            let hour = now.to_zoned(jiff::tz::TimeZone::UTC).hour() as u8;
             let (start, end) = (
                 spec.failback.window_start_hour.unwrap_or(0),
                 spec.failback.window_end_hour.unwrap_or(0),
@@ -126,8 +142,40 @@ pub(super) fn failback_target(
                 hour >= start || hour <= end
             }
         }
-    };
-    if !allowed {
+    }
+}
+
+/// Where an instance sharing its `owner` with an instance of one of its anti-affinity
+/// classes should go: only the lower-ranked of the two moves, only while the other is
+/// settled there, only to a node hosting none of its classes, and, unless the pair is
+/// strict, only when failback is allowed and an operator did not put it there.
+pub(super) fn anti_affinity_target(
+    spec: &FailoverClusterInstanceSpec,
+    status: &FailoverClusterInstanceStatus,
+    obs: &Observed,
+    owner: &str,
+) -> Option<(String, String)> {
+    let above = obs
+        .neighbours
+        .get(owner)?
+        .iter()
+        .filter(|x| x.outranks && x.settled)
+        .max_by_key(|x| x.strict)?;
+    if !above.strict && (status.moved_by_operator || !failback_allowed(spec, obs.now)) {
+        return None;
+    }
+    let target = candidates(spec, obs, Some(owner))
+        .into_iter()
+        .find(|n| !obs.neighbours.contains_key(n))?;
+    Some((target, above.describe()))
+}
+
+pub(super) fn failback_target(
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    owner: &str,
+) -> Option<String> {
+    if !failback_allowed(spec, obs.now) {
         return None;
     }
     let rank = |n: &str| spec.owners.preferred.iter().position(|p| p == n);

@@ -3,7 +3,7 @@
 //! the cluster, its workload restarts too often, or failback calls it home.
 
 use super::moves::{start_move, step_move};
-use super::placement::failback_target;
+use super::placement::{anti_affinity_target, failback_target};
 use super::{
     Action, Decision, NodeHealth, Observed, PodFacts, candidates, cond, condition_reason, event,
     failover_threshold, failovers_in_period, pod_name, time,
@@ -461,6 +461,18 @@ fn healthy_owner(
         ));
     }
     serve(name, obs, owner, d);
+    if let Some((target, other)) = anti_affinity_target(spec, &d.status, obs, owner) {
+        start_move(
+            d,
+            Some(owner.into()),
+            Some(target.clone()),
+            reason::ANTI_AFFINITY,
+            true,
+            now,
+        );
+        let msg = format!("{owner} also hosts {other}; moving to {target}");
+        return d.actions.push(event(false, reason::ANTI_AFFINITY, msg));
+    }
     // An operator's move sticks: failback does not undo it.
     if d.status.moved_by_operator {
         return;
