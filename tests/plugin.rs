@@ -695,3 +695,190 @@ async fn drain_and_resume_as_a_user_runs_them() {
         "resume moves back only what the drain moved off: {out}"
     );
 }
+
+/// Records the most members drained (marked or cordoned) at any one time, from every Node
+/// event, until the test reads it.
+fn most_drained_at_once(
+    client: &kube::Client,
+    label: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let worst = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = worst.clone();
+    let (store, writer) = reflector::store::<Node>();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().labels(label),
+        ),
+    )
+    .default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {
+            let drained: Vec<String> = store
+                .state()
+                .iter()
+                .filter(|n| {
+                    n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+                        || n.annotations()
+                            .contains_key(kube_failover::api::DRAINED_ANNOTATION)
+                })
+                .map(|n| n.name_any())
+                .collect();
+            let mut worst = record.lock().unwrap();
+            if drained.len() > worst.len() {
+                *worst = drained;
+            }
+        }
+    });
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_run_goes_one_node_at_a_time_and_on_where_it_stopped() {
+    let ns = TestNamespace::new("plugin-ur").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "plugin-ur", 3, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "plugin-ur", false);
+    let worst = most_drained_at_once(&client, "plugin-ur.test/member=true");
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let names = ["a", "b", "c"];
+    for (k, name) in names.iter().enumerate() {
+        let mut preferred = nodes.clone();
+        preferred.rotate_left(k);
+        let mut fci = instance(name, "plugin-ur", &preferred, None).unwrap();
+        fci.spec.virtual_ips = vec![format!("192.0.2.{}", 40 + k)];
+        fcis.create(&PostParams::default(), &fci).await.unwrap();
+        wait_for(
+            fcis.clone(),
+            name,
+            T,
+            "online on its node",
+            |i: Option<&FailoverClusterInstance>| online_on(i).as_ref() == Some(&preferred[0]),
+        )
+        .await;
+    }
+    cluster_status_of(&client, "plugin-ur", 3, Some(&nodes[2])).await;
+
+    // The hook stands for an update with a restart: the node's heartbeats stop for 4 s
+    // (past leaseStaleSeconds: it is seen down) and resume. It fails on the second node
+    // until a file exists.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    let allow = dir.path().join("allow");
+    let alive = kube_failover_lab::controlplane::NODE_ALIVE_LABEL;
+    let hook = format!(
+        "echo {{node}} >> {log}; [ {{node}} != {second} ] || [ -e {allow} ] || exit 3; \
+         kubectl label node {{node}} {alive}=false --overwrite >/dev/null && sleep 4 && \
+         kubectl label node {{node}} {alive}=true --overwrite >/dev/null",
+        log = log.display(),
+        allow = allow.display(),
+        second = nodes[1],
+    );
+    let args = [
+        "update-run",
+        "--exec",
+        &hook,
+        "--cluster",
+        "plugin-ur",
+        "--timeout",
+        "120",
+    ];
+    let out = kubectl_failover_command(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "stops at the failing hook:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the hook failed on {}, which stays drained",
+            nodes[1]
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("node/{}: updated (1 of 3)", nodes[0])),
+        "{stdout}"
+    );
+    let cluster = Api::<FailoverCluster>::all(client.clone())
+        .get("plugin-ur")
+        .await
+        .unwrap();
+    let recorded = &cluster.metadata.annotations.as_ref().unwrap()["kube-failover.io/update-run"];
+    assert!(
+        recorded.contains(&format!("\"done\":[\"{}\"]", nodes[0])),
+        "{recorded}"
+    );
+
+    // Run again: it goes on with the second node (its hook again), then the third.
+    std::fs::write(&allow, "").unwrap();
+    let (ok, stdout) = kubectl_failover(&args);
+    println!("$ kubectl failover update-run …\n{stdout}");
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("going on with the interrupted update run"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("update run of plugin-ur complete: 3 node(s) updated"),
+        "{stdout}"
+    );
+    let hooks = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        hooks.lines().collect::<Vec<_>>(),
+        [&nodes[0], &nodes[1], &nodes[1], &nodes[2]],
+        "each node once, the failed one again"
+    );
+    // Never two drained at once; each did drain.
+    let worst = worst.lock().unwrap().clone();
+    assert_eq!(
+        worst.len(),
+        1,
+        "at most one member drained at a time: {worst:?}"
+    );
+    for name in names {
+        let i = wait_for(
+            fcis.clone(),
+            name,
+            T,
+            "online at the end",
+            |i: Option<&FailoverClusterInstance>| online_on(i).is_some(),
+        )
+        .await;
+        let moved_by_run = i
+            .status
+            .unwrap()
+            .history
+            .iter()
+            .any(|m| m.planned && m.reason.starts_with("Unschedulable"));
+        assert!(moved_by_run, "{name} was drained off its node");
+    }
+    let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for n in &nodes {
+        let node = nodes_api.get(n).await.unwrap();
+        assert_ne!(
+            node.spec.as_ref().and_then(|s| s.unschedulable),
+            Some(true),
+            "{n} resumed"
+        );
+    }
+    let cluster = Api::<FailoverCluster>::all(client.clone())
+        .get("plugin-ur")
+        .await
+        .unwrap();
+    assert!(
+        !cluster
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kube-failover.io/update-run"),
+        "the finished run's record is removed"
+    );
+}

@@ -80,6 +80,10 @@ pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";
 /// Set on a Node by `kubectl failover drain` (with `spec.unschedulable`), to the time of the
 /// drain; removed by `resume`. `kubectl failover status` and `update-run` read it.
 pub const DRAINED_ANNOTATION: &str = "kube-failover.io/drained";
+/// On a FailoverCluster: where `kubectl failover update-run` is (JSON: its hook, the nodes
+/// done, the node in progress and its step), so that the run goes on after an
+/// interruption; removed when the run completes.
+pub const UPDATE_RUN_ANNOTATION: &str = "kube-failover.io/update-run";
 /// On an instance: when an operator last asked for it to start (`kubectl failover start`,
 /// an RFC 3339 time). Each new value is acted on once: a `Failed` instance has its failover
 /// count reset and comes online; a `NoAutoStart` one is placed.

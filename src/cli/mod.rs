@@ -7,6 +7,7 @@ mod history;
 mod move_verb;
 mod start_stop;
 mod status;
+mod update_run;
 
 use anyhow::Result;
 
@@ -15,6 +16,7 @@ pub use history::{HistoryArgs, timeline};
 pub use move_verb::MoveArgs;
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
+pub use update_run::UpdateRunArgs;
 
 /// The verbs, shared by both binaries.
 #[derive(Debug, clap::Subcommand)]
@@ -42,6 +44,10 @@ pub enum Verb {
     /// Take an instance offline: its endpoint withdrawn, its pod stopped with its grace
     /// period; its claims, Service and name kept.
     Stop(StartStopArgs),
+    /// Rolling maintenance (Cluster-Aware Updating): one member at a time, drain it, run
+    /// the hook (`--exec 'CMD {node}'`), wait until it is back, resume it; stops at the
+    /// first failure, never costs the quorum, goes on where it stopped when run again.
+    UpdateRun(UpdateRunArgs),
 }
 
 /// How a report is printed.
@@ -69,6 +75,7 @@ impl Verb {
             Verb::Stop(args) => start_stop::run(client, args, false).await,
             Verb::Drain(args) => drain::drain(client, args).await,
             Verb::Resume(args) => drain::resume(client, args).await,
+            Verb::UpdateRun(args) => update_run::run(client, args).await,
         }
     }
 }
