@@ -396,24 +396,32 @@ fn print_welcome(
         "  its log: {}\n  its metrics: http://{metrics_addr}/metrics",
         state.logs.join("kube-failover.log").display()
     );
-    if here.is_some_and(|h| !h.join("kubectl-failover").is_file()) {
+    if let Some(here) = here
+        .as_ref()
+        .filter(|h| !h.join("kubectl-failover").is_file())
+    {
+        let release = if here.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        };
         println!(
-            "The kubectl plugin is not built beside this binary: cargo build -p kube-failover --bin kubectl-failover"
+            "The kubectl plugin is not built beside this binary: cargo build{release} -p kube-failover --bin kubectl-failover"
         );
     }
     println!("\nThings to try:");
     println!(
-        "  kubectl apply -f {}   # two instances, one with a VIP and a CSI volume",
+        "  kubectl apply -f {}  # db (a VIP, a CSI volume) and web",
         example.display()
     );
     println!("  kubectl get fci -w");
     println!("  kubectl failover status");
-    println!("  {lab} kill {first}           # a power cut: its heartbeats and its kubelet stop");
+    println!("  {lab} kill {first}  # a power cut: its heartbeats and its kubelet stop");
     println!("  kubectl failover history db");
     println!("  {lab} revive {first}");
     println!("  {lab} list");
     println!(
-        "\nState in {} . Ctrl-C stops the playground and every process it started.",
+        "\nState in {}; Ctrl-C stops the playground and every process it started.",
         dir.display()
     );
 }
