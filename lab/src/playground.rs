@@ -46,6 +46,7 @@ const SOCKET: &str = "control.sock";
 const KUBECONFIG: &str = "kubeconfig";
 const STATE: &str = "playground.json";
 const TOKEN: &str = "controller.token";
+const CONTROLLER_KUBECONFIG: &str = "kubeconfig-controller";
 /// How long the controller's ServiceAccount tokens last; a new one is written every half.
 const TOKEN_SECONDS: u64 = 2 * 3600;
 
@@ -58,6 +59,10 @@ pub struct PlaygroundArgs {
     /// same one.
     #[arg(long, env = "KUBE_FAILOVER_PLAYGROUND_DIR")]
     pub dir: Option<PathBuf>,
+    /// Run this controller binary (`kube-failover run`) as a process of its own, instead of
+    /// the controller built into this one (the same sources, never stale).
+    #[arg(long)]
+    pub controller_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -113,6 +118,11 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("a playground needs at least one node");
     }
+    if let Some(bin) = &args.controller_bin
+        && !bin.is_file()
+    {
+        bail!("the controller binary {} does not exist", bin.display());
+    }
     let dir = state_dir(args.dir.as_deref())?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -131,7 +141,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
         );
     }
     // What a playground that was killed left behind.
-    for stale in [SOCKET, KUBECONFIG, STATE, TOKEN] {
+    for stale in [SOCKET, KUBECONFIG, STATE, TOKEN, CONTROLLER_KUBECONFIG] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
 
@@ -208,12 +218,29 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
 
     let controller_log = cp.logs_dir().join("kube-failover.log");
     let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut controller = start_controller(
-        cp.config().clone(),
-        &token_file,
-        &controller_log,
-        metrics_addr,
-    )?;
+    let mut controller = match &args.controller_bin {
+        None => start_controller(
+            cp.config().clone(),
+            &token_file,
+            &controller_log,
+            metrics_addr,
+        )?,
+        Some(bin) => {
+            let kubeconfig = dir.join(CONTROLLER_KUBECONFIG);
+            write_kubeconfig_with_token_file(&cp.kubeconfig(), &token_file, &kubeconfig)?;
+            spawn_controller(
+                bin,
+                &kubeconfig,
+                cp.process_group_id(),
+                &controller_log,
+                metrics_addr,
+            )?
+        }
+    };
+    controller
+        .ready(metrics_addr, &controller_log)
+        .await
+        .context("starting the controller")?;
 
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("listening on {}", socket.display()))?;
@@ -233,23 +260,27 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
         nodes.clone(),
     )));
 
-    print_welcome(&cp, &dir, args.dir.is_some(), &state, metrics_addr);
+    print_welcome(
+        &cp,
+        &dir,
+        args.dir.is_some(),
+        &state,
+        args.controller_bin.as_deref(),
+        metrics_addr,
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
-        exited = &mut controller.exited => Err(match exited {
-            Ok(Err(e)) => e.context(format!("the controller stopped (log: {})", controller_log.display())),
-            _ => anyhow::anyhow!("the controller stopped (log: {})", controller_log.display()),
-        }),
+        exited = &mut controller.exited => Err(stopped(exited, &controller_log)),
     };
     println!("\nStopping the playground…");
     // The socket first: from now on `node` says that no playground runs.
-    for file in [SOCKET, STATE, KUBECONFIG, TOKEN] {
+    for file in [SOCKET, STATE, KUBECONFIG, TOKEN, CONTROLLER_KUBECONFIG] {
         let _ = std::fs::remove_file(dir.join(file));
     }
-    controller.runtime.shutdown_background();
+    controller.stop().await;
     let logs = cp.logs_dir();
     let mut cp = cp;
     cp.stop();
@@ -282,6 +313,25 @@ fn write_kubeconfig(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// As the admin kubeconfig, but authenticated with the token in `token_file` (which the
+/// client re-reads every minute): the controller's, for `--controller-bin`.
+fn write_kubeconfig_with_token_file(from: &Path, token_file: &Path, to: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(from)?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    for user in config
+        .get_mut("users")
+        .and_then(|u| u.as_sequence_mut())
+        .context("the control plane's kubeconfig has no users")?
+    {
+        if let Some(user) = user.get_mut("user").and_then(|u| u.as_mapping_mut()) {
+            user.clear();
+            user.insert("tokenFile".into(), token_file.display().to_string().into());
+        }
+    }
+    std::fs::write(to, serde_yaml::to_string(&config)?)?;
+    Ok(())
+}
+
 async fn write_token(client: &Client, path: &Path) -> Result<()> {
     let token = controller_token(client, TOKEN_SECONDS as i64).await?;
     // Written whole, then renamed: the client never reads half a token.
@@ -300,10 +350,138 @@ async fn renew_token(client: Client, path: PathBuf) {
     }
 }
 
+/// The controller, in this process or as a process of its own.
 struct Controller {
-    /// A runtime of its own: shutting it down ends every task of the controller at once.
-    runtime: tokio::runtime::Runtime,
+    /// In this process: a runtime of its own, whose shutdown ends every task of the
+    /// controller at once.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// A process: asks the task that waits for it to stop it, and that task.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    waiter: Option<tokio::task::JoinHandle<()>>,
+    /// Receives why the controller stopped, should it stop by itself.
     exited: tokio::sync::oneshot::Receiver<Result<()>>,
+}
+
+fn stopped(
+    exited: Result<Result<()>, tokio::sync::oneshot::error::RecvError>,
+    log: &Path,
+) -> anyhow::Error {
+    let log = format!("the controller stopped (its log: {})", log.display());
+    match exited {
+        Ok(Err(e)) => e.context(log),
+        _ => anyhow::anyhow!(log),
+    }
+}
+
+impl Controller {
+    /// Waits until the controller's caches have synced (its /readyz answers 200), or fails
+    /// when it stops first or takes more than 120 s. Nothing tells before it listens: polled.
+    async fn ready(&mut self, addr: std::net::SocketAddr, log: &Path) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok((200, _)) = crate::controlplane::http_get(addr, "/readyz").await {
+                return Ok(());
+            }
+            match self.exited.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                Ok(result) => return Err(stopped(Ok(result), log)),
+                Err(_) => {
+                    return Err(anyhow::anyhow!(
+                        "the controller stopped (its log: {})",
+                        log.display()
+                    ));
+                }
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the controller was not ready within 120 s (its log: {})",
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.await;
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (which blocks) on an async thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `bin run` as a process in the control plane's process group (its watchdog kills it
+/// with the rest however this process ends), logging to `log`. Stopped with SIGTERM, then
+/// SIGKILL after 10 s.
+fn spawn_controller(
+    bin: &Path,
+    kubeconfig: &Path,
+    process_group: i32,
+    log: &Path,
+    metrics_addr: std::net::SocketAddr,
+) -> Result<Controller> {
+    let file = std::fs::File::create(log)?;
+    let mut child = tokio::process::Command::new(bin)
+        .args(["run", "--leader-elect", "false", "--identity", "playground"])
+        .args(["--metrics-addr", &metrics_addr.to_string()])
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_COLOR", "1")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,kube_client=warn,kube_runtime=warn".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(process_group)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let (tx, exited) = tokio::sync::oneshot::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let name = bin.display().to_string();
+    let waiter = tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => {
+                let _ = tx.send(Err(match status {
+                    Ok(status) => anyhow::anyhow!("{name} exited: {status}"),
+                    Err(e) => anyhow::Error::from(e).context(format!("waiting for {name}")),
+                }));
+            }
+            _ = stop_rx => {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    });
+    Ok(Controller {
+        runtime: None,
+        stop: Some(stop),
+        waiter: Some(waiter),
+        exited,
+    })
 }
 
 /// The controller, as `kube-failover run` runs it (the same `controller::run_with_config`,
@@ -348,7 +526,12 @@ fn start_controller(
         .await;
         let _ = tx.send(result);
     });
-    Ok(Controller { runtime, exited })
+    Ok(Controller {
+        runtime: Some(runtime),
+        stop: None,
+        waiter: None,
+        exited,
+    })
 }
 
 fn print_welcome(
@@ -356,6 +539,7 @@ fn print_welcome(
     dir: &Path,
     dir_given: bool,
     state: &State,
+    controller_bin: Option<&Path>,
     metrics_addr: std::net::SocketAddr,
 ) {
     let here = std::env::current_exe()
@@ -389,8 +573,12 @@ fn print_welcome(
     println!(
         "Namespace {NAMESPACE} (the kubeconfig's default); the cluster allows every namespace."
     );
+    let controller = match controller_bin {
+        Some(bin) => format!("{} run", bin.display()),
+        None => "in this process".to_string(),
+    };
     println!(
-        "The controller runs in this process as the ServiceAccount {CONTROLLER_NS}/{CONTROLLER_SA} of deploy/kube-failover.yaml;"
+        "The controller runs ({controller}) as the ServiceAccount {CONTROLLER_NS}/{CONTROLLER_SA} of deploy/kube-failover.yaml;"
     );
     println!(
         "  its log: {}\n  its metrics: http://{metrics_addr}/metrics",
@@ -429,26 +617,31 @@ fn print_welcome(
 /// Answers `node` requests on the control socket: one line in (`kill NODE`, `revive NODE`,
 /// `list`), then `ok` or `error` on a line and the text to show.
 async fn serve(listener: UnixListener, sim: SimulatedNodes, client: Client, nodes: Vec<String>) {
+    let nodes = std::sync::Arc::new(nodes);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        // One request, at most a line's worth.
-        if BufReader::new(read.take(4096))
-            .read_line(&mut line)
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        let reply = match handle(line.trim(), &sim, &client, &nodes).await {
-            Ok(text) => format!("ok\n{text}"),
-            Err(e) => format!("error\n{e:#}"),
-        };
-        let _ = write.write_all(reply.as_bytes()).await;
-        let _ = write.shutdown().await;
+        let (sim, client, nodes) = (sim.clone(), client.clone(), nodes.clone());
+        // Each request on its own: a client that never sends its line holds up no other.
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read.take(4096));
+            let read_line = reader.read_line(&mut line);
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(10), read_line).await,
+                Ok(Ok(_))
+            ) {
+                return;
+            }
+            let reply = match handle(line.trim(), &sim, &client, &nodes).await {
+                Ok(text) => format!("ok\n{text}"),
+                Err(e) => format!("error\n{e:#}"),
+            };
+            let _ = write.write_all(reply.as_bytes()).await;
+            let _ = write.shutdown().await;
+        });
     }
 }
 
