@@ -309,7 +309,7 @@ fn write_kubeconfig(from: &Path, to: &Path) -> Result<()> {
             ctx.insert("namespace".into(), NAMESPACE.into());
         }
     }
-    std::fs::write(to, serde_yaml::to_string(&config)?)?;
+    write_private(to, &serde_yaml::to_string(&config)?)?;
     Ok(())
 }
 
@@ -328,7 +328,22 @@ fn write_kubeconfig_with_token_file(from: &Path, token_file: &Path, to: &Path) -
             user.insert("tokenFile".into(), token_file.display().to_string().into());
         }
     }
-    std::fs::write(to, serde_yaml::to_string(&config)?)?;
+    write_private(to, &serde_yaml::to_string(&config)?)?;
+    Ok(())
+}
+
+/// Writes a file only its owner may read: it holds a credential.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
     Ok(())
 }
 
@@ -336,7 +351,7 @@ async fn write_token(client: &Client, path: &Path) -> Result<()> {
     let token = controller_token(client, TOKEN_SECONDS as i64).await?;
     // Written whole, then renamed: the client never reads half a token.
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, token)?;
+    write_private(&tmp, &token)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

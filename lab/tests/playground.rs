@@ -142,6 +142,15 @@ async fn playground_runs_kills_and_revives_nodes_and_stops_cleanly() {
     .unwrap();
     let api_port = config.cluster_url.port_u16().unwrap();
     assert_eq!(config.default_namespace, "playground");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the admin kubeconfig is its owner's only"
+        );
+    }
     let client = Client::try_from(config).unwrap();
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("playground.json")).unwrap())
@@ -241,6 +250,14 @@ async fn playground_runs_kills_and_revives_nodes_and_stops_cleanly() {
     eprintln!(
         "{owner} Up again after {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+
+    let again = node(&dir, &["revive", &owner]);
+    assert!(
+        again.status.success()
+            && String::from_utf8_lossy(&again.stdout).contains("is already running"),
+        "{}",
+        text(&again)
     );
 
     let nosuch = node(&dir, &["kill", "nosuch"]);
