@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: the packages the build needs, then the failover
-# demonstration (`kube-failover-lab demo`; arguments are passed on, e.g. `--keep-running`).
+# demonstration (`kube-failover-lab demo`, which ends once the failover is shown; to keep
+# a control plane running and try things by hand, see `cargo lab playground`).
 # The control-plane tools are built on first use (lab/tools/install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

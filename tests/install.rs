@@ -1149,7 +1149,15 @@ async fn examples_are_accepted_by_the_api_server() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["cluster.yaml", "database.yaml", "file-server.yaml"]);
+    assert_eq!(
+        names,
+        [
+            "cluster.yaml",
+            "database.yaml",
+            "file-server.yaml",
+            "playground.yaml"
+        ]
+    );
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(

@@ -6,7 +6,7 @@
 //!   Go modules by `lab/tools/install.sh`, and a stand-in for a CSI attacher.
 //! - [`harness`]: what the integration tests share (one control plane per test binary, a
 //!   namespace per test, controller replicas, waits on watches).
-//! - [`demo`], [`bench`] and [`chaos`]: the `kube-failover-lab` commands.
+//! - [`demo`], [`bench`], [`chaos`] and [`playground`]: the `kube-failover-lab` commands.
 
 pub mod bench;
 pub mod chaos;
@@ -15,3 +15,4 @@ pub mod controlplane;
 pub mod demo;
 pub mod harness;
 pub mod netlab;
+pub mod playground;

@@ -20,6 +20,12 @@ enum Command {
     /// Inject faults at random (seeded) on a local control plane for some minutes while an
     /// independent watcher checks the safety invariants; exits non-zero on a violation.
     Chaos(kube_failover_lab::chaos::ChaosArgs),
+    /// Start a local control plane with simulated member nodes of one FailoverCluster and
+    /// the controller, and keep it running until Ctrl-C: prints a kubeconfig to try
+    /// kube-failover with kubectl.
+    Playground(kube_failover_lab::playground::PlaygroundArgs),
+    /// Kill, revive or list the simulated nodes of the running playground.
+    Node(kube_failover_lab::playground::NodeArgs),
 }
 
 #[tokio::main]
@@ -28,6 +34,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => kube_failover_lab::demo::run().await?,
         Command::Bench(args) => {
             kube_failover_lab::bench::run(args).await?;
+        }
+        Command::Playground(args) => kube_failover_lab::playground::run(args).await?,
+        Command::Node(args) => {
+            // A message for the person at the terminal, without a backtrace.
+            if let Err(e) = kube_failover_lab::playground::node(args).await {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
         }
         Command::Chaos(args) => {
             let summary = kube_failover_lab::chaos::run(args).await?;

@@ -297,11 +297,15 @@ pub fn build_controller(
     // decide nothing) and on becoming leader (standbys decide nothing).
     let (reconcile_all_tx, reconcile_all_rx) = watch::channel(());
     let mut leadership = leader.subscribe();
+    // The cluster status too: its loop decides nothing before either, and would otherwise
+    // wait for the next Node or cluster event (up to 30 s) to write the first status.
     let on_leadership = reconcile_all_tx.clone();
+    let (leader_status, synced_status) = (cluster_changed.clone(), cluster_changed.clone());
     tokio::spawn(async move {
         while leadership.changed().await.is_ok() {
             if *leadership.borrow() {
                 let _ = on_leadership.send(());
+                leader_status.notify_one();
             }
         }
     });
@@ -311,6 +315,7 @@ pub fn build_controller(
         synced.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!("caches synced");
         let _ = reconcile_all_tx.send(());
+        synced_status.notify_one();
     });
     let reconcile_all = stream_from_watch(reconcile_all_rx);
 

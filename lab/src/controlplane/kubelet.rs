@@ -38,15 +38,27 @@ fn ready(conditions: Option<&Vec<k8s_openapi::api::core::v1::PodCondition>>) -> 
 /// KWOK manages, Ready and not fenced, and has been so for 2 s (this task's clock), is
 /// reported ready. Runs until aborted.
 pub async fn resync_pod_readiness(client: Client, namespace: String) {
+    resync(client, Some(namespace)).await
+}
+
+/// As [`resync_pod_readiness`], for the pods of every namespace (the playground's kubelets).
+pub async fn resync_pod_readiness_everywhere(client: Client) {
+    resync(client, None).await
+}
+
+async fn resync(client: Client, namespace: Option<String>) {
     const SETTLE: Duration = Duration::from_secs(2);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (node_store, node_writer) = reflector::store::<Node>();
     let pod_events = watcher(pods.clone(), watcher::Config::default())
         .default_backoff()
         .reflect(pod_writer)
         .map(|_| ());
-    let node_events = watcher(Api::<Node>::all(client), watcher::Config::default())
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(node_writer)
         .map(|_| ());
@@ -120,7 +132,9 @@ pub async fn resync_pod_readiness(client: Client, namespace: String) {
                 {"type": "Ready", "status": "True", "lastTransitionTime": at},
                 {"type": "ContainersReady", "status": "True", "lastTransitionTime": at},
             ]}});
-            if let Err(e) = pods
+            let in_namespace: Api<Pod> =
+                Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
+            if let Err(e) = in_namespace
                 .patch_status(
                     &p.name_any(),
                     &PatchParams::default(),

@@ -36,7 +36,9 @@ pub use identity::{
     AGENT_NS, AGENT_SA, CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, agent_token,
     controller_token, create_if_absent, install_agent_identity, install_controller_identity,
 };
-pub use kubelet::{AbortOnDrop, OUT_OF_SERVICE_TAINT, resync_pod_readiness};
+pub use kubelet::{
+    AbortOnDrop, OUT_OF_SERVICE_TAINT, resync_pod_readiness, resync_pod_readiness_everywhere,
+};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 pub use nodes::{NODE_ALIVE_LABEL, SimulatedNodes};
