@@ -388,6 +388,11 @@ pub struct FailoverClusterInstanceStatus {
     /// each with its reason and the time of each step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Move>,
+    /// `history`, one line per move: when it started (UTC), what it was, how long it took
+    /// (`kubectl describe` runs the entries of `history` together; `kubectl failover
+    /// history` shows every step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_summary: Vec<String>,
     /// Number of the latest move; the instance's pod of move N is named `<instance>-N`.
     #[serde(default)]
     pub move_seq: u64,
@@ -485,4 +490,44 @@ pub struct Move {
     pub pod_created: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<MicroTime>,
+}
+
+impl Move {
+    /// `placement`, `planned move` or `failover`.
+    pub fn kind(&self) -> &'static str {
+        match (self.from.is_some(), self.planned) {
+            (false, _) => "placement",
+            (true, true) => "planned move",
+            (true, false) => "failover",
+        }
+    }
+
+    /// `failover from node-0 to node-1 (NodeDown: LeaseStale)`, then how long it took
+    /// (`, 0.2 s`) once online, or `, in progress`.
+    pub fn heading(&self, in_progress: bool) -> String {
+        let route = match (&self.from, &self.to) {
+            (Some(f), Some(t)) => format!(" from {f} to {t}"),
+            (Some(f), None) => format!(" from {f}"),
+            (None, Some(t)) => format!(" on {t}"),
+            (None, None) => String::new(),
+        };
+        let took = match (in_progress, &self.online) {
+            (true, _) => ", in progress".to_string(),
+            (false, Some(t)) => format!(
+                ", {:.1} s",
+                t.0.duration_since(self.started.0).as_secs_f64()
+            ),
+            (false, None) => String::new(),
+        };
+        format!("{}{route} ({}){took}", self.kind(), self.reason)
+    }
+
+    /// One line for `status.historySummary`: when it started (UTC), then its heading.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}  {}",
+            self.started.0.strftime("%Y-%m-%d %H:%M:%S"),
+            self.heading(false)
+        )
+    }
 }

@@ -19,15 +19,6 @@ pub struct HistoryArgs {
     pub namespace: Option<String>,
 }
 
-/// What kind of move `m` was.
-fn kind(m: &Move) -> &'static str {
-    match (m.from.is_some(), m.planned) {
-        (false, _) => "placement",
-        (true, true) => "planned move",
-        (true, false) => "failover",
-    }
-}
-
 /// The steps of `m` that were done, in the order of the failover sequence.
 fn steps(m: &Move) -> Vec<(&'static str, &MicroTime)> {
     [
@@ -57,18 +48,8 @@ pub fn timeline(moves: &[Move], current: Option<&Move>) -> String {
         if n > 0 {
             out.push('\n');
         }
-        let route = match (&m.from, &m.to) {
-            (Some(f), Some(t)) => format!("from {f} to {t}"),
-            (Some(f), None) => format!("from {f}"),
-            (None, Some(t)) => format!("on {t}"),
-            (None, None) => String::new(),
-        };
-        let took = match (in_progress, &m.online) {
-            (true, _) => ", in progress".to_string(),
-            (false, Some(t)) => format!(", {:.1} s", t.0.duration_since(m.started.0).as_secs_f64()),
-            (false, None) => String::new(),
-        };
-        out.push_str(&format!("{} {route} ({}){took}\n", kind(m), m.reason));
+        out.push_str(&m.heading(in_progress));
+        out.push('\n');
         for (step, t) in steps(m) {
             let since = t.0.duration_since(m.started.0).as_secs_f64();
             out.push_str(&format!(

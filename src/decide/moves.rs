@@ -137,6 +137,7 @@ fn finish_move(d: &mut Decision, m: Move) {
     d.status.history.push(m);
     let excess = d.status.history.len().saturating_sub(HISTORY_LIMIT);
     d.status.history.drain(..excess);
+    d.status.history_summary = d.status.history.iter().map(Move::summary).collect();
     d.status.current_move = None;
 }
 

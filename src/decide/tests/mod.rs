@@ -189,6 +189,18 @@ fn fails_over_in_order_fence_delete_detach_create_publish() {
     );
     assert_eq!(st.owner_node.as_deref(), Some("b"));
     assert_eq!(st.phase, Phase::Online);
+    // One line per move, for `kubectl describe`.
+    assert_eq!(st.history_summary.len(), 2);
+    assert!(
+        st.history_summary[0].ends_with("placement on a (Placement), 0.0 s"),
+        "{:?}",
+        st.history_summary
+    );
+    assert!(
+        st.history_summary[1].contains("  failover from a to b (NodeDown: LeaseStale), "),
+        "{:?}",
+        st.history_summary
+    );
     let m = st.history.last().unwrap();
     assert!(!m.planned);
     for step in [
