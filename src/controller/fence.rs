@@ -67,7 +67,7 @@ pub async fn fence(node: &str, ctx: &Context) -> Result<()> {
         .get_or_insert_with(Default::default)
         .insert(
             FENCED_AT_ANNOTATION.into(),
-            jiff::Timestamp::now().to_string(),
+            ctx.stores.heartbeats.clock().now().to_string(),
         );
     api.replace(node, &params(), &n).await?;
     tracing::info!(node, "fenced: out-of-service taint added");

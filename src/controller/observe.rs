@@ -128,6 +128,10 @@ pub fn node_facts(
         fenced_by_controller: node
             .annotations()
             .contains_key(super::fence::FENCED_AT_ANNOTATION),
+        fenced_at: node
+            .annotations()
+            .get(super::fence::FENCED_AT_ANNOTATION)
+            .and_then(|v| v.parse().ok()),
         self_fence,
         name,
     };

@@ -24,6 +24,8 @@ pub struct NodeFacts {
     pub out_of_service: bool,
     /// That taint was added by this controller (which marks the Node when it fences it).
     pub fenced_by_controller: bool,
+    /// When it was added, on the clock of the replica that added it.
+    pub fenced_at: Option<Timestamp>,
     /// How long after its last renewal a node agent on this node has stopped its workloads
     /// once it cannot reach the API server (`kube-failover.io/self-fence-seconds` on the
     /// agent's Lease or the Node).
@@ -150,14 +152,18 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
 }
 
 /// When the out-of-service taint this controller added to a node may be removed: once the
-/// node heartbeats again and has been seen Ready for `after_seconds`. `None` while that
-/// cannot happen without a new event (not ours, silent, not Ready).
+/// node heartbeats again and has been seen Ready for `after_seconds`, counted from the
+/// fencing at the earliest (a node back before the node lifecycle controller marked it
+/// NotReady was Ready all along). `None` while that cannot happen without a new event (not
+/// ours, silent, not Ready).
 pub fn unfence_at(facts: &NodeFacts, health: &NodeHealth, after_seconds: u32) -> Option<Timestamp> {
     if !(facts.out_of_service && facts.fenced_by_controller) || health.heartbeat_stale {
         return None;
     }
     match facts.ready {
-        Some((true, since)) => Some(since + secs(after_seconds)),
+        Some((true, since)) => {
+            Some(since.max(facts.fenced_at.unwrap_or(since)) + secs(after_seconds))
+        }
         _ => None,
     }
 }
@@ -193,6 +199,7 @@ mod tests {
             unschedulable: false,
             out_of_service: false,
             fenced_by_controller: false,
+            fenced_at: None,
             self_fence: None,
         }
     }
@@ -269,6 +276,14 @@ mod tests {
         assert_eq!(unfence_at(&f, &silent, 60), None, "silent again");
         f.ready = Some((false, t(95)));
         assert_eq!(unfence_at(&f, &node_health(&f, &hb, t(101)), 60), None);
+        // Back before it was ever seen NotReady: Ready since long before the fencing,
+        // healthy counted from the fencing.
+        f.ready = Some((true, t(0)));
+        f.fenced_at = Some(t(98));
+        assert_eq!(
+            unfence_at(&f, &node_health(&f, &hb, t(101)), 60),
+            Some(t(158))
+        );
     }
 
     #[test]
