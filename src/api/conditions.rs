@@ -13,12 +13,22 @@ pub mod condition {
     pub const QUORUM: &str = "Quorum";
     /// On a FailoverCluster: every instance that names it is in a namespace it allows.
     pub const TENANCY: &str = "Tenancy";
+    /// On a FailoverCluster: the controller sees the nodes' heartbeats (the API server
+    /// answers and the Lease watch delivers). While False no node counts as silent, so
+    /// nothing fails over.
+    pub const HEARTBEATS_SEEN: &str = "HeartbeatsSeen";
     /// A move is in progress.
     pub const MOVING: &str = "Moving";
 }
 
 /// Reasons of conditions and Events, and why a move started.
 pub mod reason {
+    // HeartbeatsSeen
+    /// The API server answers and the Lease watch delivers.
+    pub const HEARTBEATS_IN_SIGHT: &str = "HeartbeatsInSight";
+    /// The API server does not answer, or the Lease watch fails: heartbeats may be arriving
+    /// unseen, so no node counts as silent.
+    pub const HEARTBEATS_OUT_OF_SIGHT: &str = "HeartbeatsOutOfSight";
     // Valid
     /// The spec was accepted.
     pub const VALID: &str = "Valid";

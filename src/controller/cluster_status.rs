@@ -100,7 +100,40 @@ pub fn desired_status(
     );
     held.sort();
     set_condition(&mut status.conditions, tenancy(&held, cluster, now));
+    let sight = ctx.stores.heartbeats.out_of_sight();
+    set_condition(&mut status.conditions, heartbeats_seen(sight, cluster, now));
     (status, recheck)
+}
+
+/// The `HeartbeatsSeen` condition: False while this controller cannot see heartbeats (and
+/// so fails nothing over), saying since when and why.
+fn heartbeats_seen(
+    out_of_sight: Option<(jiff::Timestamp, &str)>,
+    cluster: &FailoverCluster,
+    now: jiff::Timestamp,
+) -> Condition {
+    let (status, reason, message) = match out_of_sight {
+        None => (
+            "True",
+            reason::HEARTBEATS_IN_SIGHT,
+            "the nodes' Leases are watched: a silent node is seen".to_string(),
+        ),
+        Some((since, why)) => (
+            "False",
+            reason::HEARTBEATS_OUT_OF_SIGHT,
+            format!(
+                "since {since}: {why}, so renewals may arrive unseen: no node counts as silent and nothing fails over until heartbeats are seen again (see the controller's log)"
+            ),
+        ),
+    };
+    Condition {
+        type_: condition::HEARTBEATS_SEEN.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
 }
 
 /// The `Tenancy` condition: False, naming them, while instances that name this cluster are

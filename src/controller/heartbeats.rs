@@ -148,6 +148,18 @@ impl Heartbeats {
         self.clock
     }
 
+    /// Since when, and why, heartbeats are out of sight (no node counts as silent), if
+    /// they are.
+    pub fn out_of_sight(&self) -> Option<(Timestamp, &'static str)> {
+        let sight = *self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        let why = match (sight.api_lost, sight.leases_lost) {
+            (true, _) => "the API server does not answer",
+            (false, true) => "the Lease watch fails",
+            (false, false) => return None,
+        };
+        Some((sight.lost?, why))
+    }
+
     fn with<T>(&self, node: &str, f: impl FnOnce(&mut Seen, Timestamp) -> T) -> T {
         let now = self.clock.now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -330,14 +342,21 @@ mod tests {
         let hb = Heartbeats::default();
         let first = hb.lease("n", Some(t(1)));
         std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(hb.out_of_sight(), None);
         hb.leases_unseen();
         hb.api_reachable();
         assert!(
             hb.lease("n", Some(t(1))) > first,
             "the API server answering is not enough while the watch fails"
         );
+        // Said in the cluster's status (condition HeartbeatsSeen), not only in the log.
+        assert_eq!(
+            hb.out_of_sight().map(|(_, why)| why),
+            Some("the Lease watch fails")
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
         hb.leases_seen();
+        assert_eq!(hb.out_of_sight(), None);
         let back = hb.lease("n", Some(t(1)));
         assert!(back > first);
         std::thread::sleep(std::time::Duration::from_millis(5));
