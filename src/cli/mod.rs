@@ -7,6 +7,7 @@ mod history;
 mod move_verb;
 mod start_stop;
 mod status;
+mod validate;
 
 use anyhow::Result;
 
@@ -15,6 +16,7 @@ pub use history::{HistoryArgs, timeline};
 pub use move_verb::MoveArgs;
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
+pub use validate::{ValidateArgs, ValidateReport};
 
 /// The verbs, shared by both binaries.
 #[derive(Debug, clap::Subcommand)]
@@ -42,6 +44,11 @@ pub enum Verb {
     /// Take an instance offline: its endpoint withdrawn, its pod stopped with its grace
     /// period; its claims, Service and name kept.
     Stop(StartStopArgs),
+    /// Check that failover can work, as Test-Cluster does: the CRDs, the controller's leader
+    /// and its RBAC, the Kubernetes version, the members' heartbeats and clocks, each
+    /// cluster's quorum, and each instance's owners, claims and virtual IPs. Each check says
+    /// PASS, WARN or FAIL and what to do; the exit status is 1 when any fails.
+    Validate(ValidateArgs),
 }
 
 /// How a report is printed.
@@ -69,6 +76,7 @@ impl Verb {
             Verb::Stop(args) => start_stop::run(client, args, false).await,
             Verb::Drain(args) => drain::drain(client, args).await,
             Verb::Resume(args) => drain::resume(client, args).await,
+            Verb::Validate(args) => validate::run(client, args).await,
         }
     }
 }
