@@ -1385,6 +1385,14 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// An API error as the API server put it (`nodes is forbidden: User … cannot list …`).
+fn brief(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow::anyhow!("{}", s.message),
+        e => e.into(),
+    }
+}
+
 async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
@@ -1392,7 +1400,7 @@ where
     match api.get(name).await {
         Ok(o) => Ok(Some(o)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(brief(e)),
     }
 }
 
@@ -1435,7 +1443,7 @@ async fn find_service_account(
             .ok_or_else(|| {
                 format!("no leader pod and no Deployment labelled {selector} in namespace {ns}")
             }),
-        Err(e) => Err(format!("listing Deployments in {ns}: {e}")),
+        Err(e) => Err(format!("listing Deployments in {ns}: {}", brief(e))),
     }
 }
 
@@ -1502,7 +1510,7 @@ async fn check_rbac(
     for (a, r) in answers {
         match r {
             Ok(allowed) => done.push((a, allowed)),
-            Err(e) => return judge_rbac(Ok(sa), Err(&e.to_string())),
+            Err(e) => return judge_rbac(Ok(sa), Err(&brief(e).to_string())),
         }
     }
     judge_rbac(Ok(sa), Ok(&done))
@@ -1519,7 +1527,9 @@ async fn claim_facts(
     let drivers: Api<CSIDriver> = Api::all(client.clone());
     let mut out = Vec::new();
     for c in fci.claims() {
-        let pvc = get_opt(&pvcs, &c.claim).await?;
+        let pvc = get_opt(&pvcs, &c.claim)
+            .await
+            .with_context(|| format!("reading claim {}", c.claim))?;
         let template = c
             .from_template
             .then(|| {
@@ -1558,7 +1568,9 @@ async fn claim_facts(
             .and_then(|s| s.volume_name.clone())
             .filter(|v| !v.is_empty())
         {
-            Some(v) => get_opt(&pvs, &v).await?,
+            Some(v) => get_opt(&pvs, &v)
+                .await
+                .with_context(|| format!("reading PersistentVolume {v}"))?,
             None => None,
         };
         let mut facts = ClaimFacts {
@@ -1572,7 +1584,9 @@ async fn claim_facts(
             csi_driver: None,
         };
         if let Some(driver) = facts.driver() {
-            facts.csi_driver = get_opt(&drivers, &driver).await?;
+            facts.csi_driver = get_opt(&drivers, &driver)
+                .await
+                .with_context(|| format!("reading CSIDriver {driver}"))?;
         }
         out.push(facts);
     }
@@ -1619,12 +1633,16 @@ async fn vip_facts(
         }
         VipMode::LoadBalancer => {
             let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-            facts.service = get_opt(&services, &fci.spec.network_name.name).await?;
+            facts.service = get_opt(&services, &fci.spec.network_name.name)
+                .await
+                .context("reading the instance's Service")?;
         }
         VipMode::Agent => {
             let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
             for node in eligible {
-                let lease = get_opt(&leases, &agent_lease_name(node)).await?;
+                let lease = get_opt(&leases, &agent_lease_name(node))
+                    .await
+                    .context("reading the node agents' Leases")?;
                 let fresh = lease.map(|l| {
                     let duration = l
                         .spec
@@ -1642,38 +1660,71 @@ async fn vip_facts(
     Ok(facts)
 }
 
-/// Reads what the checks need and judges it.
+/// A check that could not be made: reading what it needs failed (often the caller's RBAC).
+fn unchecked(check: &'static str, subject: impl Into<String>, error: &anyhow::Error) -> Check {
+    Check::warn(
+        check,
+        subject,
+        format!("not checked: {error:#}"),
+        "run validate as someone who may read it (see docs/operations.md)",
+    )
+}
+
+/// Reads what the checks need and judges it. A read that fails leaves its check unmade, as a
+/// warning saying why; only when the API server cannot be reached, or the instances and
+/// clusters cannot be listed, is there no report.
 pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     let now = server_time(client).await?;
 
     // 1. CRDs.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut crds_present = true;
+    let mut crds_absent = false;
     for (_, generated) in crate::crd::all() {
-        let stored = get_opt(&crds, &generated.name_any())
+        let name = generated.name_any();
+        match get_opt(&crds, &name)
             .await
-            .context("reading CustomResourceDefinitions")?;
-        crds_present &= stored.is_some();
-        checks.push(judge_crd(&generated, stored.as_ref()));
+            .context("reading CustomResourceDefinitions")
+        {
+            Ok(stored) => {
+                crds_absent |= stored.is_none();
+                checks.push(judge_crd(&generated, stored.as_ref()));
+            }
+            Err(e) => checks.push(unchecked("crds", format!("CRD {name}"), &e)),
+        }
     }
 
     // 2. Leader.
-    let leader = get_opt(
+    let leader = match get_opt(
         &Api::<Lease>::namespaced(client.clone(), &args.controller_namespace),
         &args.lease_name,
     )
     .await
-    .context("reading the leader Lease")?;
-    checks.push(judge_leader(
-        &args.controller_namespace,
-        &args.lease_name,
-        leader.as_ref(),
-        now,
-    ));
+    .context("reading the leader Lease")
+    {
+        Ok(leader) => {
+            checks.push(judge_leader(
+                &args.controller_namespace,
+                &args.lease_name,
+                leader.as_ref(),
+                now,
+            ));
+            leader
+        }
+        Err(e) => {
+            let subject = format!(
+                "controller leader Lease {}/{}",
+                args.controller_namespace, args.lease_name
+            );
+            checks.push(unchecked("leader", subject, &e));
+            None
+        }
+    };
 
     // What the rest is about: the instances in scope and their clusters.
-    let (instances, clusters) = if crds_present {
+    let (instances, clusters) = if crds_absent {
+        (vec![], vec![])
+    } else {
         let fcis: Api<FailoverClusterInstance> = if args.all_namespaces {
             Api::all(client.clone())
         } else {
@@ -1686,6 +1737,7 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> 
         let instances = fcis
             .list(&ListParams::default())
             .await
+            .map_err(brief)
             .context("listing FailoverClusterInstances")?
             .items;
         let used: BTreeSet<&str> = instances
@@ -1695,14 +1747,13 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> 
         let clusters: Vec<FailoverCluster> = Api::<FailoverCluster>::all(client.clone())
             .list(&ListParams::default())
             .await
+            .map_err(brief)
             .context("listing FailoverClusters")?
             .items
             .into_iter()
             .filter(|c| args.all_namespaces || used.contains(c.name_any().as_str()))
             .collect();
         (instances, clusters)
-    } else {
-        (vec![], vec![])
     };
     let mut namespaces: BTreeSet<String> = instances.iter().filter_map(|i| i.namespace()).collect();
     if namespaces.is_empty()
@@ -1715,25 +1766,42 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> 
     checks.push(check_rbac(client, args, leader.as_ref(), &namespaces).await);
 
     // 4. Version.
-    let info = client
+    match client
         .apiserver_version()
         .await
-        .context("reading the API server's version")?;
-    checks.push(judge_version(&info));
+        .context("reading the API server's version")
+    {
+        Ok(info) => checks.push(judge_version(&info)),
+        Err(e) => checks.push(unchecked("version", "Kubernetes version", &e)),
+    }
 
     // 5. and 6. Heartbeats, clocks, quorum.
-    let nodes = Api::<Node>::all(client.clone())
+    let nodes = match Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .context("listing Nodes")?
-        .items;
+        .map_err(brief)
+        .context("listing Nodes")
+    {
+        Ok(list) => Some(list.items),
+        Err(e) => {
+            checks.push(unchecked("heartbeats", "members and owners", &e));
+            None
+        }
+    };
     let node_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     for cluster in &clusters {
-        for node in members_of(cluster, &nodes) {
-            let lease = get_opt(&node_leases, &node)
+        for node in nodes.iter().flat_map(|nodes| members_of(cluster, nodes)) {
+            match get_opt(&node_leases, &node)
                 .await
-                .context("reading node Leases")?;
-            checks.extend(judge_member_lease(&node, cluster, lease.as_ref(), now));
+                .context("reading node Leases")
+            {
+                Ok(lease) => checks.extend(judge_member_lease(&node, cluster, lease.as_ref(), now)),
+                Err(e) => checks.push(unchecked(
+                    "heartbeats",
+                    format!("member {node} (cluster {})", cluster.name_any()),
+                    &e,
+                )),
+            }
         }
         checks.push(judge_quorum(cluster));
     }
@@ -1742,8 +1810,8 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> 
     let classes = Api::<StorageClass>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .context("listing StorageClasses")?
-        .items;
+        .map_err(brief)
+        .context("listing StorageClasses");
     let namespace_api: Api<Namespace> = Api::all(client.clone());
     let mut namespace_labels = BTreeMap::new();
     for ns in &namespaces {
@@ -1752,20 +1820,35 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Vec<Check>> 
         }
     }
     for fci in &instances {
+        let key = instance_key(fci);
         let cluster = clusters
             .iter()
             .find(|c| c.name_any() == fci.spec.cluster_ref);
         let labels = fci.namespace().and_then(|ns| namespace_labels.get(&ns));
-        checks.extend(judge_owners(fci, cluster, &nodes, labels));
-        let members = cluster.map(|c| members_of(c, &nodes)).unwrap_or_default();
+        let Some(nodes) = &nodes else { continue };
+        checks.extend(judge_owners(fci, cluster, nodes, labels));
+        let members = cluster.map(|c| members_of(c, nodes)).unwrap_or_default();
         let eligible = eligible_owners(fci, &members);
-        for claim in claim_facts(client, fci, &classes).await? {
-            checks.extend(judge_claim(fci, &claim, eligible.len()));
+        let claims = match &classes {
+            Ok(classes) => claim_facts(client, fci, &classes.items).await,
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        match claims {
+            Ok(claims) => {
+                for claim in claims {
+                    checks.extend(judge_claim(fci, &claim, eligible.len()));
+                }
+            }
+            Err(e) => checks.push(unchecked("storage", format!("instance {key} claims"), &e)),
         }
-        checks.extend(judge_vips(
-            fci,
-            &vip_facts(client, fci, &eligible, now).await?,
-        ));
+        match vip_facts(client, fci, &eligible, now).await {
+            Ok(facts) => checks.extend(judge_vips(fci, &facts)),
+            Err(e) => checks.push(unchecked(
+                "virtualIPs",
+                format!("instance {key} virtual IPs"),
+                &e,
+            )),
+        }
     }
     Ok(checks)
 }
