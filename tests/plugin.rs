@@ -698,7 +698,13 @@ async fn drain_and_resume_as_a_user_runs_them() {
 
 /// `kubectl failover validate ARGS`: (exit code, stdout).
 fn validate(args: &[&str]) -> (i32, String) {
+    validate_with(args, &control_plane().kubeconfig())
+}
+
+/// `kubectl failover validate ARGS` as whoever `kubeconfig` authenticates.
+fn validate_with(args: &[&str], kubeconfig: &Path) -> (i32, String) {
     let out = kubectl_failover_command(&[&["validate"][..], args].concat())
+        .env("KUBECONFIG", kubeconfig)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -907,7 +913,8 @@ async fn validate_passes_a_healthy_setup() {
     online_there(&fcis, &nodes[0]).await;
     cluster_status_of(&client, "vok", 3, Some(&nodes[0])).await;
 
-    let sa = format!("{CONTROLLER_NS}/{CONTROLLER_SA}");
+    let sa_name = format!("{CONTROLLER_NS}/{CONTROLLER_SA}");
+    let sa = sa_name.as_str();
     let started = std::time::Instant::now();
     let (code, out) = validate(&[
         "-n",
@@ -915,7 +922,7 @@ async fn validate_passes_a_healthy_setup() {
         "--controller-namespace",
         &ns.name,
         "--controller-service-account",
-        &sa,
+        sa,
     ]);
     println!(
         "$ kubectl failover validate -n {0} --controller-namespace {0} \
@@ -935,7 +942,7 @@ async fn validate_passes_a_healthy_setup() {
         &["current"],
     );
     line_with(&out, "PASS  controller leader Lease", &["held by vok"]);
-    line_with(&out, "PASS  controller RBAC", &[&sa]);
+    line_with(&out, "PASS  controller RBAC", &[sa]);
     line_with(&out, "PASS  cluster vok", &["3 of 3 members up"]);
     line_with(
         &out,
@@ -954,5 +961,67 @@ async fn validate_passes_a_healthy_setup() {
     for node in &nodes {
         line_with(&out, "PASS  member", &[&format!("{node} (cluster vok)")]);
     }
+
+    // Someone who may only list the instances and the clusters: what they cannot read is
+    // not checked, and said so, rather than judged.
+    let viewer = format!("{}-viewer", ns.name);
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "viewer"}})).unwrap();
+    Api::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": viewer},
+        "rules": [{"apiGroups": ["kube-failover.io"],
+                   "resources": ["failoverclusters", "failoverclusterinstances"],
+                   "verbs": ["get", "list"]}],
+    }))
+    .unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": viewer},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": viewer},
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns.name}],
+        }))
+        .unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = kube_failover_lab::harness::service_account_token(&ns.name, "viewer").await;
+    let kubeconfig = control_plane()
+        .kubeconfig_with_token(&viewer, &token)
+        .unwrap();
+    let (code, out) = validate_with(
+        &[
+            "-n",
+            &ns.name,
+            "--controller-namespace",
+            &ns.name,
+            "--controller-service-account",
+            &sa_name,
+        ],
+        &kubeconfig,
+    );
+    println!("$ kubectl failover validate … (as {viewer})\n{out}");
+    assert_eq!(code, 0, "{out}");
+    line_with(
+        &out,
+        "WARN  CRD failoverclusters.kube-failover.io",
+        &["not checked"],
+    );
+    line_with(&out, "WARN  controller leader Lease", &["not checked"]);
+    line_with(
+        &out,
+        "WARN  controller RBAC",
+        &["you may not create SubjectAccessReviews"],
+    );
+    line_with(&out, "WARN  members and owners", &["not checked", "Nodes"]);
+    line_with(&out, "PASS  cluster vok", &["3 of 3 members up"]);
     attacher.abort();
 }
