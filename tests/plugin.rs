@@ -882,3 +882,333 @@ async fn an_update_run_goes_one_node_at_a_time_and_on_where_it_stopped() {
         "the finished run's record is removed"
     );
 }
+
+/// `kubectl failover validate ARGS`: (exit code, stdout).
+fn validate(args: &[&str]) -> (i32, String) {
+    validate_with(args, &control_plane().kubeconfig())
+}
+
+/// `kubectl failover validate ARGS` as whoever `kubeconfig` authenticates.
+fn validate_with(args: &[&str], kubeconfig: &Path) -> (i32, String) {
+    let out = kubectl_failover_command(&[&["validate"][..], args].concat())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "validate wrote to stderr: {stderr}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// The line of `out` that starts with `verdict` and contains every one of `parts`.
+fn line_with<'a>(out: &'a str, verdict: &str, parts: &[&str]) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(verdict) && parts.iter().all(|p| l.contains(p)))
+        .unwrap_or_else(|| panic!("no {verdict} line with {parts:?} in\n{out}"))
+}
+
+/// Five things that would stop a failover, in one namespace and one cluster: no controller
+/// leader, a member whose heartbeats stopped, a preferred owner that is no member, a claim
+/// whose StorageClass provisions on one node only (binding on first consumer), and a claim
+/// whose CSI driver does not attach. `validate` names each and exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_names_each_thing_that_would_stop_a_failover() {
+    use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+    let ns = TestNamespace::new("validate-bad").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "vbad", 3, serde_json::json!({})).await;
+    // A node outside the cluster (no member label).
+    let outsider = control_plane()
+        .nodes
+        .create("vbad-outside", 1, &Default::default())
+        .await
+        .unwrap()
+        .remove(0);
+
+    // A StorageClass that provisions on one node only, binding on first consumer.
+    let pinned_class = format!("{}-pinned", ns.name);
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pinned_class},
+        "provisioner": "sim.csi.kube-failover.io",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowedTopologies": [{"matchLabelExpressions": [
+            {"key": "kubernetes.io/hostname", "values": [nodes[0]]}]}],
+    }))
+    .unwrap();
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    // A CSI driver that does not attach, and a RWO volume of it bound to a claim.
+    let driver = format!("{}.noattach.test", ns.name);
+    let csi: CSIDriver = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": driver},
+        "spec": {"attachRequired": false},
+    }))
+    .unwrap();
+    Api::<CSIDriver>::all(client.clone())
+        .create(&PostParams::default(), &csi)
+        .await
+        .unwrap();
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{}-noattach", ns.name)},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": ns.name, "name": "noattach"},
+            "csi": {"driver": driver, "volumeHandle": "noattach"},
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    for (name, class, volume) in [
+        ("pinned", pinned_class.as_str(), None),
+        ("noattach", "", Some(format!("{}-noattach", ns.name))),
+    ] {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            }
+        }))
+        .unwrap();
+        pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    }
+    // An instance preferring the outsider, with both claims.
+    let mut fci = instance("db", "vbad", &[nodes[0].clone(), outsider.clone()], None).unwrap();
+    fci.spec.storage.claims = vec!["pinned".into(), "noattach".into()];
+    Api::<FailoverClusterInstance>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &fci)
+        .await
+        .unwrap();
+    // A member whose heartbeats stop: once the node lifecycle controller has seen it silent
+    // for its grace period (8 s), its Lease is past the cluster's 3 s.
+    control_plane().nodes.kill(&nodes[2]).await.unwrap();
+    wait_for(
+        Api::<Node>::all(client.clone()),
+        &nodes[2],
+        T,
+        "node not Ready",
+        |n: Option<&Node>| {
+            n.and_then(|n| n.status.as_ref()?.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status != "True"))
+        },
+    )
+    .await;
+
+    // No controller replica runs: no leader Lease in the namespace.
+    let started = std::time::Instant::now();
+    let (code, out) = validate(&["-n", &ns.name, "--controller-namespace", &ns.name]);
+    println!(
+        "$ kubectl failover validate -n {0} --controller-namespace {0}   ({1:.1} s)\n{out}",
+        ns.name,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 1, "{out}");
+    line_with(&out, "FAIL  controller leader Lease", &[&ns.name, "absent"]);
+    line_with(
+        &out,
+        "FAIL  member",
+        &[&format!("{} (cluster vbad)", nodes[2]), "stale"],
+    );
+    line_with(
+        &out,
+        "FAIL  instance",
+        &[&format!(
+            "{}/db: preferred owner {outsider} is not a member of cluster vbad",
+            ns.name
+        )],
+    );
+    line_with(
+        &out,
+        "FAIL  instance",
+        &[
+            "claim pinned",
+            &format!(
+                "StorageClass {pinned_class} provisions volumes on node {} only",
+                nodes[0]
+            ),
+            "WaitForFirstConsumer",
+        ],
+    );
+    line_with(
+        &out,
+        "FAIL  instance",
+        &[
+            "claim noattach",
+            &format!("CSIDriver {driver} has attachRequired=false"),
+        ],
+    );
+    // The healthy members and the rest pass.
+    for node in &nodes[..2] {
+        line_with(&out, "PASS  member", &[&format!("{node} (cluster vbad)")]);
+    }
+    line_with(
+        &out,
+        "PASS  CRD failoverclusters.kube-failover.io",
+        &["current"],
+    );
+    line_with(&out, "PASS  Kubernetes version", &[]);
+    // The controller's ServiceAccount is not found without a pod or Deployment: the check
+    // says which flag names it.
+    line_with(
+        &out,
+        "WARN  controller RBAC",
+        &["--controller-service-account"],
+    );
+
+    let (code, json) = validate(&[
+        "-n",
+        &ns.name,
+        "--controller-namespace",
+        &ns.name,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["failures"], 5, "{json}");
+}
+
+/// A healthy set-up: a leader, three members heartbeating, an instance online with an
+/// attaching CSI claim and an external IP. `validate` passes it with exit status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_passes_a_healthy_setup() {
+    use kube_failover_lab::controlplane::{CONTROLLER_NS, CONTROLLER_SA, play_csi_attacher};
+    use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim};
+    let ns = TestNamespace::new("validate-ok").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "vok", 3, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "vok", true);
+    csi_claim(&client, &ns.name, "data").await.unwrap();
+    let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
+    let fci = instance("db", "vok", &nodes, Some("data")).unwrap();
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    online_there(&fcis, &nodes[0]).await;
+    cluster_status_of(&client, "vok", 3, Some(&nodes[0])).await;
+
+    let sa_name = format!("{CONTROLLER_NS}/{CONTROLLER_SA}");
+    let sa = sa_name.as_str();
+    let started = std::time::Instant::now();
+    let (code, out) = validate(&[
+        "-n",
+        &ns.name,
+        "--controller-namespace",
+        &ns.name,
+        "--controller-service-account",
+        sa,
+    ]);
+    println!(
+        "$ kubectl failover validate -n {0} --controller-namespace {0} \
+         --controller-service-account {sa}   ({1:.1} s)\n{out}",
+        ns.name,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("FAIL") || l.starts_with("WARN")),
+        "{out}"
+    );
+    line_with(
+        &out,
+        "PASS  CRD failoverclusters.kube-failover.io",
+        &["current"],
+    );
+    line_with(&out, "PASS  controller leader Lease", &["held by vok"]);
+    line_with(&out, "PASS  controller RBAC", &[sa]);
+    line_with(&out, "PASS  cluster vok", &["3 of 3 members up"]);
+    line_with(
+        &out,
+        "PASS  instance",
+        &["db: its owners are members of cluster vok"],
+    );
+    line_with(
+        &out,
+        "PASS  instance",
+        &[
+            "claim data",
+            &format!("CSI driver {SIM_CSI_DRIVER} attaches"),
+        ],
+    );
+    line_with(&out, "PASS  instance", &["virtual IPs", "ExternalIPs"]);
+    for node in &nodes {
+        line_with(&out, "PASS  member", &[&format!("{node} (cluster vok)")]);
+    }
+
+    // Someone who may only list the instances and the clusters: what they cannot read is
+    // not checked, and said so, rather than judged.
+    let viewer = format!("{}-viewer", ns.name);
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "viewer"}})).unwrap();
+    Api::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": viewer},
+        "rules": [{"apiGroups": ["kube-failover.io"],
+                   "resources": ["failoverclusters", "failoverclusterinstances"],
+                   "verbs": ["get", "list"]}],
+    }))
+    .unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": viewer},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": viewer},
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns.name}],
+        }))
+        .unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = kube_failover_lab::harness::service_account_token(&ns.name, "viewer").await;
+    let kubeconfig = control_plane()
+        .kubeconfig_with_token(&viewer, &token)
+        .unwrap();
+    let (code, out) = validate_with(
+        &[
+            "-n",
+            &ns.name,
+            "--controller-namespace",
+            &ns.name,
+            "--controller-service-account",
+            &sa_name,
+        ],
+        &kubeconfig,
+    );
+    println!("$ kubectl failover validate … (as {viewer})\n{out}");
+    assert_eq!(code, 0, "{out}");
+    line_with(
+        &out,
+        "WARN  CRD failoverclusters.kube-failover.io",
+        &["not checked"],
+    );
+    line_with(&out, "WARN  controller leader Lease", &["not checked"]);
+    line_with(
+        &out,
+        "WARN  controller RBAC",
+        &["you may not create SubjectAccessReviews"],
+    );
+    line_with(&out, "WARN  members and owners", &["not checked", "Nodes"]);
+    line_with(&out, "PASS  cluster vok", &["3 of 3 members up"]);
+    attacher.abort();
+}

@@ -3,7 +3,8 @@
 
 use clap::Parser;
 
-/// Operate failover cluster instances: status, history, move, start, stop.
+/// Operate failover cluster instances: status, history, move, start, stop, drain, resume,
+/// validate.
 #[derive(Parser)]
 #[command(
     name = "kubectl failover",

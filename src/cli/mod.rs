@@ -8,6 +8,7 @@ mod move_verb;
 mod start_stop;
 mod status;
 mod update_run;
+mod validate;
 
 use anyhow::Result;
 
@@ -17,6 +18,7 @@ pub use move_verb::MoveArgs;
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
 pub use update_run::UpdateRunArgs;
+pub use validate::{ValidateArgs, ValidateReport};
 
 /// The verbs, shared by both binaries.
 #[derive(Debug, clap::Subcommand)]
@@ -48,6 +50,11 @@ pub enum Verb {
     /// the hook (`--exec 'CMD {node}'`), wait until it is back, resume it; stops at the
     /// first failure, never costs the quorum, goes on where it stopped when run again.
     UpdateRun(UpdateRunArgs),
+    /// Check that failover can work, as Test-Cluster does: the CRDs, the controller's leader
+    /// and its RBAC, the Kubernetes version, the members' heartbeats and clocks, each
+    /// cluster's quorum, and each instance's owners, claims and virtual IPs. Each check says
+    /// PASS, WARN or FAIL and what to do; the exit status is 1 when any fails.
+    Validate(ValidateArgs),
 }
 
 /// How a report is printed.
@@ -76,6 +83,7 @@ impl Verb {
             Verb::Drain(args) => drain::drain(client, args).await,
             Verb::Resume(args) => drain::resume(client, args).await,
             Verb::UpdateRun(args) => update_run::run(client, args).await,
+            Verb::Validate(args) => validate::run(client, args).await,
         }
     }
 }
