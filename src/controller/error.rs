@@ -15,6 +15,8 @@ pub enum Error {
     NetworkNameTaken(String),
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
+    #[error("no answer in time: {0}")]
+    Timeout(&'static str),
 }
 
 impl Error {
@@ -47,6 +49,7 @@ impl Error {
             Error::Missing(_) => "missing_field",
             Error::NetworkNameTaken(_) => "network_name_taken",
             Error::Serde(_) => "serialization",
+            Error::Timeout(_) => "timeout",
         }
     }
 }

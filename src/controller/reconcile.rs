@@ -21,6 +21,9 @@ use super::{Context, FIELD_MANAGER};
 use crate::api::{AGENT_LEASE_LABEL, FINALIZER, FailoverClusterInstance};
 use crate::decide::{self, Action};
 
+/// How long a status write may hold the anti-affinity lock.
+const ANTI_AFFINITY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> Result<Requeue> {
     if !ctx.leader.is_leader() {
         // Caches stay warm; everything is reconciled again on becoming leader.
@@ -180,16 +183,22 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         let mut updated = fci.clone();
         updated.status = Some(decision.status.clone());
         let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
-        let stored = api
-            .replace_status(
-                &name,
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &updated,
-            )
-            .await?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let write = api.replace_status(&name, &params, &updated);
+        let stored = if written.is_some() {
+            // The lock waits for this write: it must not hold the other instances of the
+            // class (and their failovers) for the client's whole read timeout.
+            tokio::time::timeout(ANTI_AFFINITY_WRITE_TIMEOUT, write)
+                .await
+                .map_err(|_| {
+                    Error::Timeout("status write of an instance with anti-affinity classes")
+                })??
+        } else {
+            write.await?
+        };
         if let Some(written) = written.as_mut() {
             observe::record_written(written, stored, &ctx.stores);
         }
