@@ -34,7 +34,7 @@ use crate::api::{
     FailoverCluster, FailoverClusterInstance, HeartbeatSource, KUBELET_LEASE_STALE_FLOOR, Phase,
     VipMode, agent_lease_name,
 };
-use crate::controller::observe::is_member;
+use crate::controller::observe::{is_member, pinned_node};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -1005,25 +1005,6 @@ fn one_host<'a>(values: impl Iterator<Item = &'a String>) -> Option<String> {
         .flatten()
 }
 
-/// The node a PV's node affinity pins it to.
-fn pv_pinned(pv: &PersistentVolume) -> Option<String> {
-    let terms = &pv
-        .spec
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
-    one_host(
-        terms
-            .iter()
-            .flat_map(|t| t.match_expressions.iter().flatten())
-            .filter(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
-            .flat_map(|e| e.values.iter().flatten()),
-    )
-}
-
 /// The node a StorageClass's allowedTopologies restricts its volumes to.
 fn class_pinned(class: &StorageClass) -> Option<String> {
     one_host(
@@ -1088,7 +1069,7 @@ pub fn judge_claim(fci: &FailoverClusterInstance, f: &ClaimFacts, owners: usize)
         .and_then(|c| c.volume_binding_mode.as_deref())
         == Some("WaitForFirstConsumer");
     if movable {
-        if let Some(node) = f.pv.as_ref().and_then(pv_pinned) {
+        if let Some(node) = f.pv.as_ref().and_then(pinned_node) {
             out.push(Check::fail(
                 "storage",
                 subject.clone(),

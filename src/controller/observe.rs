@@ -286,8 +286,9 @@ fn pod_facts(pod: &Pod) -> PodFacts {
     }
 }
 
-/// The node a volume is pinned to, if its node affinity names exactly one hostname.
-fn pinned_node(pv: &PersistentVolume) -> Option<String> {
+/// The node a volume is pinned to, if its node affinity names exactly one hostname (what
+/// the controller and `kubectl failover validate` both judge by).
+pub fn pinned_node(pv: &PersistentVolume) -> Option<String> {
     let terms = &pv
         .spec
         .as_ref()?
