@@ -459,7 +459,8 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             .collect();
     }
     obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
-    obs.neighbours = neighbours(fci, stores.instances.state().iter().map(|i| i.as_ref()));
+    // `neighbours` is left to the reconcile, which reads them under the anti-affinity lock
+    // from the statuses as last written (`Written`), not only as cached.
     let service = stores.services.get(&ObjectRef::new(net).within(&ns));
     obs.service_taken = service
         .as_deref()
