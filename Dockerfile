@@ -30,8 +30,10 @@ RUN case "${TARGETARCH:-amd64}" in \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Only the controller crate is built. Cargo reads every workspace member's manifest, so the
-# lab's is copied, with an empty library standing in for its sources (never compiled here).
+COPY crates ./crates
+# Only the `kube-failover` binary is built (its crates under crates/). Cargo reads every
+# workspace member's manifest, so the lab's is copied, with an empty library standing in
+# for its sources (never compiled here).
 COPY lab/Cargo.toml ./lab/Cargo.toml
 RUN mkdir -p lab/src && touch lab/src/lib.rs
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

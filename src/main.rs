@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kube_failover::controller::{self, LeaderConfig, RunOptions};
+use kube_failover_controller::{self as controller, LeaderConfig, RunOptions};
 
 /// Failover cluster instances for Kubernetes.
 #[derive(Parser)]
@@ -23,12 +23,12 @@ enum Command {
     /// Run the controller against the cluster of the current kubeconfig or service account.
     Run(RunArgs),
     /// Run the node agent on this node: virtual IPs, a one-second heartbeat, self-fencing.
-    Agent(kube_failover::agent::AgentArgs),
+    Agent(kube_failover_agent::AgentArgs),
     /// Print the version.
     Version,
     /// The operator's verbs, also the `kubectl failover` plugin.
     #[command(flatten)]
-    Verb(kube_failover::cli::Verb),
+    Verb(kubectl_failover::Verb),
 }
 
 #[derive(clap::Args)]
@@ -120,14 +120,14 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }));
         }
-        Command::Crd { out_dir: None } => print!("{}", kube_failover::crd::render()?),
-        Command::Crd { out_dir: Some(dir) } => kube_failover::crd::write_dir(&dir)?,
+        Command::Crd { out_dir: None } => print!("{}", kube_failover_core::crd::render()?),
+        Command::Crd { out_dir: Some(dir) } => write_crds(&dir)?,
         Command::Version => println!("kube-failover {}", env!("CARGO_PKG_VERSION")),
         Command::Agent(args) => {
             args.validate()?;
             init_tracing(false);
             let client = kube::Client::try_default().await?;
-            kube_failover::agent::run(client, args).await?;
+            kube_failover_agent::run(client, args).await?;
         }
         Command::Run(args) => {
             init_tracing(args.log_json);
@@ -168,6 +168,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Writes each CRD to its file in `dir` (the repository keeps them in `crds/`).
+fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, crd) in kube_failover_core::crd::all() {
+        std::fs::write(dir.join(file), kube_failover_core::crd::render_one(&crd)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

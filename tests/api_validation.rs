@@ -7,7 +7,7 @@
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams, Resource,
 };
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
 use kube_failover_lab::harness::TestNamespace;
 use serde_json::{Value, json};
 

@@ -5,8 +5,8 @@
 #[test]
 fn committed_crds_match_the_rust_types() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for (file, crd) in kube_failover::crd::all() {
-        let want = kube_failover::crd::render_one(&crd).unwrap();
+    for (file, crd) in kube_failover_core::crd::all() {
+        let want = kube_failover_core::crd::render_one(&crd).unwrap();
         let have = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
         assert!(
             have == want,
@@ -53,7 +53,7 @@ fn every_field_is_explained_in_whole_paragraphs() {
             }
         }
     }
-    for (file, crd) in kube_failover::crd::all() {
+    for (file, crd) in kube_failover_core::crd::all() {
         let crd = serde_json::to_value(&crd).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let (mut missing, mut broken) = (Vec::new(), Vec::new());
@@ -73,7 +73,7 @@ fn every_field_is_explained_in_whole_paragraphs() {
 fn reflow_joins_wrapped_lines_and_keeps_paragraphs_and_lists() {
     let text = "One sentence\nwrapped.\n\nA list:\n- first\n- second\nwrapped";
     assert_eq!(
-        kube_failover::crd::reflow(text),
+        kube_failover_core::crd::reflow(text),
         "One sentence wrapped.\n\nA list:\n- first\n- second wrapped"
     );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube_failover::api::{INSTANCE_LABEL, agent_lease_name};
+use kube_failover_core::api::{INSTANCE_LABEL, agent_lease_name};
 use kube_failover_lab::containerd::{Containerd, Kubelet};
 use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::harness::{TestNamespace, control_plane, nodes_and_cluster, wait_for};
@@ -151,10 +151,10 @@ async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped(
         "instance pod stopped {:.2} s after the cut, {after_renewal:.2} s after the last renewal \
          (announced: within {announced} s; the controller waits that plus {} s)",
         stopped_at.duration_since(cut).as_secs_f64(),
-        kube_failover::decide::SELF_FENCE_MARGIN.as_secs_f64(),
+        kube_failover_core::decide::SELF_FENCE_MARGIN.as_secs_f64(),
     );
     assert!(
-        after_renewal <= announced + kube_failover::decide::SELF_FENCE_MARGIN.as_secs_f64(),
+        after_renewal <= announced + kube_failover_core::decide::SELF_FENCE_MARGIN.as_secs_f64(),
         "stopped {after_renewal:.2} s after the last renewal: later than the controller waits; \
          see {}",
         agent_log.display()

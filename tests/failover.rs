@@ -15,7 +15,7 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kube_failover::api::{FailoverClusterInstance, Move, Phase, condition, reason};
+use kube_failover_core::api::{FailoverClusterInstance, Move, Phase, condition, reason};
 use kube_failover_lab::controlplane::play_csi_attacher;
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
 use kube_failover_lab::harness::{
@@ -25,7 +25,7 @@ use kube_failover_lab::harness::{
 
 const T: Duration = Duration::from_secs(90);
 
-fn status(i: &FailoverClusterInstance) -> kube_failover::api::FailoverClusterInstanceStatus {
+fn status(i: &FailoverClusterInstance) -> kube_failover_core::api::FailoverClusterInstanceStatus {
     i.status.clone().unwrap_or_default()
 }
 
@@ -466,16 +466,16 @@ async fn online_then_fails_over_to_next_preferred_node() {
     }
 
     // The cluster's status lists the members, their state and what each owns.
-    let fc: kube_failover::api::FailoverCluster = wait_for(
+    let fc: kube_failover_core::api::FailoverCluster = wait_for(
         Api::all(client.clone()),
         &cluster,
         T,
         "cluster status shows the dead member",
-        |c: Option<&kube_failover::api::FailoverCluster>| {
+        |c: Option<&kube_failover_core::api::FailoverCluster>| {
             c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
                 s.members
                     .iter()
-                    .any(|m| m.state == kube_failover::api::MemberState::Fenced)
+                    .any(|m| m.state == kube_failover_core::api::MemberState::Fenced)
                     && s.members.iter().any(|m| !m.instances.is_empty())
             })
         },
@@ -485,11 +485,11 @@ async fn online_then_fails_over_to_next_preferred_node() {
     let by_name = |n: &str| members.iter().find(|m| m.name == n).unwrap().clone();
     assert_eq!(
         by_name(&nodes[0]).state,
-        kube_failover::api::MemberState::Fenced
+        kube_failover_core::api::MemberState::Fenced
     );
     assert_eq!(
         by_name(&nodes[1]).state,
-        kube_failover::api::MemberState::Up
+        kube_failover_core::api::MemberState::Up
     );
     assert_eq!(
         by_name(&nodes[1]).instances,
@@ -945,7 +945,10 @@ fn watch_shared_nodes(client: Client, ns: &str) -> Arc<Mutex<Vec<String>>> {
                 Default::default();
             for p in store.state() {
                 let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                let inst = p.labels().get(kube_failover::api::INSTANCE_LABEL).cloned();
+                let inst = p
+                    .labels()
+                    .get(kube_failover_core::api::INSTANCE_LABEL)
+                    .cloned();
                 if let (Some(node), Some(inst)) = (node, inst) {
                     by_node.entry(node).or_default().insert(inst);
                 }
@@ -1036,7 +1039,7 @@ async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
     );
     assert!(pods_of(&client, &ns.name).await.iter().all(|p| {
         p.labels()
-            .get(kube_failover::api::INSTANCE_LABEL)
+            .get(kube_failover_core::api::INSTANCE_LABEL)
             .map(String::as_str)
             != Some("sql-d")
     }));

@@ -22,7 +22,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Phase};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, Phase};
 use kube_failover_lab::controlplane::{default_tools_bin, play_csi_attacher};
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim};
 use kube_failover_lab::harness::{
@@ -1206,7 +1206,7 @@ async fn examples_are_accepted_by_the_api_server() {
     );
 }
 
-fn status(i: &FailoverClusterInstance) -> kube_failover::api::FailoverClusterInstanceStatus {
+fn status(i: &FailoverClusterInstance) -> kube_failover_core::api::FailoverClusterInstanceStatus {
     i.status.clone().unwrap_or_default()
 }
 

@@ -30,10 +30,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use kube_failover::api::{
+use kube_failover_core::api::{
     FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, MemberState, Phase,
 };
-use kube_failover::decide::{
+use kube_failover_core::decide::{
     Action, AttachmentFacts, NodeHealth, Observed, PodFacts, decide, pod_name,
 };
 
@@ -695,7 +695,7 @@ fn round_broken(
     w: &World,
     c: &Cache,
     before: &FailoverClusterInstanceStatus,
-    d: &kube_failover::decide::Decision,
+    d: &kube_failover_core::decide::Decision,
 ) -> Option<String> {
     if before.current_move.is_none()
         && let Some(from) = d

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use kube_failover::api::{FailoverClusterInstance, Phase, reason};
+use kube_failover_core::api::{FailoverClusterInstance, Phase, reason};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, create_spread_instances, nodes_and_cluster, wait_for,
 };

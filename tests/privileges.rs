@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use kube_failover::api::{FailoverClusterInstance, condition, reason};
+use kube_failover_core::api::{FailoverClusterInstance, condition, reason};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, controller_config, nodes_and_cluster, wait_for,
 };
@@ -471,7 +471,7 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
 
     // The cluster withdraws the namespace: the instance is held with a condition and an
     // Event, and what runs is not disturbed, even when its owner fails.
-    Api::<kube_failover::api::FailoverCluster>::all(admin.clone())
+    Api::<kube_failover_core::api::FailoverCluster>::all(admin.clone())
         .patch(
             &cluster,
             &PatchParams::default(),
@@ -500,13 +500,13 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
         Some(owner.as_str())
     );
     // The cluster says which of its instances it holds.
-    let clusters: Api<kube_failover::api::FailoverCluster> = Api::all(admin.clone());
+    let clusters: Api<kube_failover_core::api::FailoverCluster> = Api::all(admin.clone());
     wait_for(
         clusters,
         &cluster,
         T,
         "the cluster's Tenancy condition names db",
-        |c: Option<&kube_failover::api::FailoverCluster>| {
+        |c: Option<&kube_failover_core::api::FailoverCluster>| {
             c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
                 s.conditions.iter().any(|c| {
                     c.type_ == condition::TENANCY

@@ -3,8 +3,8 @@
 #   0. system packages the build and tests use (protoc; iproute2, python3, containerd)
 #   1. the pinned Rust toolchain (rust-toolchain.toml; rustup installs it when missing)
 #   2. the control-plane tools, built from pinned Go modules into a cache (slow once)
-#   3. formatting, lints, generated-CRD drift, unit, property and integration tests of the
-#      whole workspace: the controller (this package) and the lab (lab/)
+#   3. formatting, what each product links, lints, generated-CRD drift, unit, property and
+#      integration tests of the whole workspace (crates/, the binary, the lab)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -29,6 +29,18 @@ tools_bin=$(bash lab/tools/install.sh)
 export KUBE_FAILOVER_TOOLS_BIN=$tools_bin
 step "cargo fmt --check"
 cargo fmt --all -- --check
+step "what each product links (cargo tree)"
+# The plugin must build for macOS and Windows: no controller, no agent, no gRPC or protoc
+# step, no netlink, on any target. The shipped binary never links the lab.
+forbidden_in_plugin='^(kube-failover-controller|kube-failover-agent|kube-failover-lab|tonic|tonic-build|tonic-prost-build|prost|prost-build|k8s-cri|rtnetlink|netlink-[a-z-]+|pnet[a-z_]*|protoc-[a-z-]+) '
+plugin_tree=$(cargo tree --locked -p kubectl-failover -e normal,build --target all --prefix none)
+if bad=$(grep -E "$forbidden_in_plugin" <<<"$plugin_tree" | sort -u) && [ -n "$bad" ]; then
+  printf 'kubectl-failover links what it must not:\n%s\n' "$bad" >&2; exit 1
+fi
+echo "kubectl-failover: $(sort -u <<<"$plugin_tree" | wc -l) crates, none of controller, agent, gRPC, protoc or netlink"
+if cargo tree --locked -p kube-failover -e normal,build --prefix none | grep -q '^kube-failover-lab '; then
+  echo "kube-failover links the lab" >&2; exit 1
+fi
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test"

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase, reason};
+use kube_failover_core::api::{
+    FailoverCluster, FailoverClusterInstance, MemberState, Phase, reason,
+};
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, create_spread_instances, free_addr, http_get,
@@ -292,7 +294,7 @@ fn online_reason(f: &FailoverClusterInstance) -> Option<String> {
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == kube_failover::api::condition::ONLINE)
+        .find(|c| c.type_ == kube_failover_core::api::condition::ONLINE)
         .map(|c| c.reason.clone())
 }
 
@@ -794,7 +796,7 @@ async fn a_self_fencing_node_is_tainted_only_after_its_self_fence_time() {
     let after = killed.elapsed();
     // The last renewal was at most a renewal period (1 s) before the kill; the agent stops
     // its workloads the self-fence time after it, and the taint waits the margin more.
-    let margin = kube_failover::decide::SELF_FENCE_MARGIN.unsigned_abs();
+    let margin = kube_failover_core::decide::SELF_FENCE_MARGIN.unsigned_abs();
     assert!(
         after >= Duration::from_secs(SELF_FENCE - 1) + margin,
         "tainted {after:?} after the node went silent, before its self-fence time had passed"

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube_failover::api::{FailoverClusterInstance, Phase};
+use kube_failover_core::api::{FailoverClusterInstance, Phase};
 use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
@@ -39,7 +39,7 @@ async fn load_balancer_mode_asks_for_the_vip_from_the_owner_only() {
     let nodes = nodes_and_cluster(&client, "vip-lb", 3, serde_json::json!({})).await;
     let _replica = Replica::start(&ns.name, "vip-lb", false);
     let mut fci = instance("db", "vip-lb", &nodes[1..2], None).unwrap();
-    fci.spec.vip_mode = kube_failover::api::VipMode::LoadBalancer;
+    fci.spec.vip_mode = kube_failover_core::api::VipMode::LoadBalancer;
     fci.spec.virtual_ips = vec!["192.0.2.10".into()];
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     fcis.create(&PostParams::default(), &fci).await.unwrap();
@@ -65,7 +65,7 @@ async fn load_balancer_mode_asks_for_the_vip_from_the_owner_only() {
         spec.health_check_node_port.is_some(),
         "the API server allocated the health check port"
     );
-    for key in kube_failover::controller::build::LOAD_BALANCER_IP_ANNOTATIONS {
+    for key in kube_failover_controller::build::LOAD_BALANCER_IP_ANNOTATIONS {
         assert_eq!(
             svc.annotations().get(key).map(String::as_str),
             Some("192.0.2.10"),
@@ -273,7 +273,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), "kube-node-lease");
     for node in &nodes {
-        let name = kube_failover::api::agent_lease_name(node);
+        let name = kube_failover_core::api::agent_lease_name(node);
         wait_for(
             leases.clone(),
             &name,
@@ -329,7 +329,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
 
     let _replica = Replica::start(&ns.name, "vip-agent", false);
     let mut fci = instance("db", "vip-agent", &nodes[..1], None).unwrap();
-    fci.spec.vip_mode = kube_failover::api::VipMode::Agent;
+    fci.spec.vip_mode = kube_failover_core::api::VipMode::Agent;
     fci.spec.virtual_ips = vec![VIP.to_string()];
     fci.spec.network_name.ports[0].port = 8080;
     fci.spec.failover.threshold = Some(1000);
@@ -456,18 +456,18 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         serve_pids.insert(o, serve(&mut lab, o));
         cp.nodes.revive(&owner).await.unwrap();
         // Wait until the healed node is a healthy member again (unfenced) before the next.
-        let clusters: Api<kube_failover::api::FailoverCluster> = Api::all(client.clone());
+        let clusters: Api<kube_failover_core::api::FailoverCluster> = Api::all(client.clone());
         let healed = owner.clone();
         wait_for(
             clusters,
             "vip-agent",
             T,
             "all members up",
-            move |c: Option<&kube_failover::api::FailoverCluster>| {
+            move |c: Option<&kube_failover_core::api::FailoverCluster>| {
                 c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
                     s.members
                         .iter()
-                        .all(|m| m.state == kube_failover::api::MemberState::Up)
+                        .all(|m| m.state == kube_failover_core::api::MemberState::Up)
                         && s.members.iter().any(|m| m.name == healed)
                 })
             },

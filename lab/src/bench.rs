@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Phase};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, Phase};
 
 const NS: &str = "bench";
 const MEMBER_LABEL: &str = "bench.kube-failover.io/member";
@@ -542,7 +542,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let client = cp.client()?;
     cp.install_crd_objects(
         &client,
-        kube_failover::crd::all()
+        kube_failover_core::crd::all()
             .into_iter()
             .map(|(_, c)| c)
             .collect(),

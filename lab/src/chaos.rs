@@ -49,7 +49,7 @@ use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
 use checker::{Change, Checker, CheckerConfig, Observation, Observed, Tally, Violation};
 pub use checker::{FaultKind, instance_online};
 use faults::{Controllers, Injector};
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
 
 /// The namespace of the instances.
 const NS: &str = "chaos";

@@ -367,7 +367,7 @@ pub struct Kubelet {
 impl Kubelet {
     pub async fn connect(socket: &Path) -> Result<Self> {
         Ok(Self {
-            client: RuntimeServiceClient::new(kube_failover::agent::cri::channel(socket).await?),
+            client: RuntimeServiceClient::new(kube_failover_agent::cri::channel(socket).await?),
         })
     }
 

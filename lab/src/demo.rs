@@ -11,8 +11,8 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, default_tools_bin};
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance, Move, Phase};
-use kube_failover::controller::{self, RunOptions};
+use kube_failover_controller::{self as controller, RunOptions};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, Move, Phase};
 
 /// The CSI driver the samples use; nothing serves it, the test rig plays its attacher.
 pub const SIM_CSI_DRIVER: &str = "sim.csi.kube-failover.io";

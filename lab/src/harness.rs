@@ -321,7 +321,7 @@ pub async fn nodes_and_cluster(
     cluster_spec: serde_json::Value,
 ) -> Vec<String> {
     use kube::api::PostParams;
-    use kube_failover::api::FailoverCluster;
+    use kube_failover_core::api::FailoverCluster;
     let label = format!("{prefix}.test/member");
     let nodes = control_plane()
         .nodes
@@ -424,7 +424,7 @@ impl Replica {
         lease_namespace: Option<&str>,
         metrics_addr: Option<std::net::SocketAddr>,
     ) -> Self {
-        use kube_failover::controller::{LeaderConfig, RunOptions};
+        use kube_failover_controller::{LeaderConfig, RunOptions};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -445,7 +445,7 @@ impl Replica {
         };
         rt.spawn(async move {
             let client = Client::try_from(config).expect("client");
-            if let Err(e) = kube_failover::controller::run(client, opts).await {
+            if let Err(e) = kube_failover_controller::run(client, opts).await {
                 eprintln!("replica stopped: {e:#}");
             }
         });
@@ -465,7 +465,7 @@ pub async fn create_spread_instances(
     nodes: &[String],
     n: usize,
 ) {
-    let fcis: Api<kube_failover::api::FailoverClusterInstance> =
+    let fcis: Api<kube_failover_core::api::FailoverClusterInstance> =
         Api::namespaced(client.clone(), namespace);
     for i in 0..n {
         let mut preferred = nodes.to_vec();

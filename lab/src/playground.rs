@@ -33,8 +33,8 @@ use crate::controlplane::{
     play_csi_attacher, resync_pod_readiness_everywhere,
 };
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
-use kube_failover::api::FailoverCluster;
-use kube_failover::controller::{self, RunOptions};
+use kube_failover_controller::{self as controller, RunOptions};
+use kube_failover_core::api::FailoverCluster;
 
 /// The FailoverCluster of the playground, and the namespace its kubeconfig defaults to.
 pub const CLUSTER: &str = "playground";
@@ -609,7 +609,7 @@ fn print_welcome(
             ""
         };
         println!(
-            "The kubectl plugin is not built beside this binary: cargo build{release} -p kube-failover --bin kubectl-failover"
+            "The kubectl plugin is not built beside this binary: cargo build{release} -p kubectl-failover"
         );
     }
     println!("\nThings to try:");

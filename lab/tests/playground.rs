@@ -12,7 +12,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use kube_failover::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase};
 use kube_failover_lab::controlplane::default_tools_bin;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;

@@ -18,7 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::{Resource, ResourceExt};
-use kube_failover::api::{FailoverClusterInstance, INSTANCE_LABEL, Move, Phase, reason};
+use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Move, Phase, reason};
 use serde::Serialize;
 
 /// Kubernetes' taint for non-graceful node shutdown: the node is fenced.

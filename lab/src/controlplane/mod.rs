@@ -611,7 +611,7 @@ impl ControlPlane {
     /// Applies the controller's CRDs (as the binary renders them) and waits until each is
     /// Established.
     pub async fn install_kube_failover_crds(&self, client: &Client) -> Result<Vec<String>> {
-        let crds = kube_failover::crd::all()
+        let crds = kube_failover_core::crd::all()
             .into_iter()
             .map(|(_, c)| c)
             .collect();

@@ -1,0 +1,422 @@
+//! The node agent (`kube-failover agent`), one per node (a DaemonSet, off unless enabled).
+//!
+//! On its node it:
+//! - renews a heartbeat Lease, `kube-node-lease/kube-failover-agent-<node>`, every second,
+//!   which a FailoverCluster may judge its members by (`heartbeat.source: Agent`);
+//! - brings up the virtual IPs of each instance with `vipMode: Agent` that the controller
+//!   grants this node (`status.served.vipNode`), announces them, and takes them down the
+//!   moment the grant goes; its Lease lists the instances whose addresses are up
+//!   (`kube-failover.io/holds-virtual-ips`), and the controller grants an instance to a new
+//!   owner only once no other live agent lists it;
+//! - fences itself: once it has not renewed its Lease for `--self-fence-seconds`, it takes
+//!   every virtual IP down and stops the instance workloads on its node, so that a node cut
+//!   off from the API server has stopped before the controller, which waits that long plus a
+//!   margin after the Lease went stale, lets another node start a second copy.
+//!
+//! The addresses it brought up are kept in a state file on the node (`--state-dir`, tmpfs),
+//! so that an agent restarted while cut off still knows what to take down.
+
+mod addresses;
+pub mod announce;
+pub mod cri;
+mod lease;
+mod workloads;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::sync::Notify;
+
+use kube_failover_core::api::{FailoverClusterInstance, GRANT_CONFIRM_MILLISECONDS, VipMode};
+pub use workloads::Workloads;
+
+/// How the agent runs (the `kube-failover agent` flags).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (the chart sets it from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+    /// The interface the virtual IPs are brought up on.
+    #[arg(long, env = "KUBE_FAILOVER_AGENT_INTERFACE")]
+    pub interface: String,
+    /// Milliseconds between renewals of the heartbeat Lease.
+    #[arg(long, env = "KUBE_FAILOVER_AGENT_RENEW_MS", default_value_t = 1000)]
+    pub renew_ms: u64,
+    /// Seconds (fractions allowed) without a successful renewal after which the agent takes
+    /// its virtual IPs down and stops the instance workloads on its node. At least twice the
+    /// renewal interval, so that one lost renewal does not fence a healthy node. Announced on
+    /// its Lease; the controller fences the node only after this plus the stop timeout plus a
+    /// margin have passed since the last renewal it saw.
+    #[arg(
+        long,
+        env = "KUBE_FAILOVER_AGENT_SELF_FENCE_SECONDS",
+        default_value_t = 3.0
+    )]
+    pub self_fence_seconds: f64,
+    /// Announcements (gratuitous ARP / unsolicited NA) sent when an address comes up.
+    #[arg(long, default_value_t = 3)]
+    pub announcements: u32,
+    /// Where the agent records the addresses it brought up (a tmpfs: /run).
+    #[arg(
+        long,
+        env = "KUBE_FAILOVER_AGENT_STATE_DIR",
+        default_value = "/run/kube-failover"
+    )]
+    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub workloads: workloads::WorkloadArgs,
+}
+
+impl AgentArgs {
+    fn renew_every(&self) -> Duration {
+        Duration::from_millis(self.renew_ms.max(100))
+    }
+
+    /// What the agent promises on its Lease: within this many seconds of its last renewal,
+    /// its virtual IPs are down and its instance workloads stopped, or the stop timeout
+    /// spent trying (millisecond precision).
+    pub fn announced_self_fence(&self) -> f64 {
+        let ms = ((self.self_fence_seconds + self.workloads.stop_timeout_seconds) * 1000.0).ceil();
+        ms / 1000.0
+    }
+
+    fn self_fence_after(&self) -> Duration {
+        Duration::from_secs_f64(self.self_fence_seconds)
+    }
+
+    /// Refuses settings under which the agent would fence a healthy node, or promise what it
+    /// cannot keep.
+    pub fn validate(&self) -> Result<()> {
+        let renew = self.renew_every().as_secs_f64();
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite(self.self_fence_seconds) || !finite(self.workloads.stop_timeout_seconds) {
+            anyhow::bail!(
+                "--self-fence-seconds and --stop-timeout-seconds must be non-negative numbers"
+            );
+        }
+        if self.self_fence_seconds < 2.0 * renew {
+            anyhow::bail!(
+                "--self-fence-seconds {} is less than twice the renewal interval ({renew} s): one \
+                 late renewal would fence a healthy node; raise it to at least {} or renew more \
+                 often (--renew-ms)",
+                self.self_fence_seconds,
+                2.0 * renew
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What the renewer and the address loop share.
+struct Shared {
+    /// When the last successful renewal was sent (its request's start).
+    renewed: Mutex<Option<Instant>>,
+    /// Instances (`namespace/name`) whose virtual IPs are up here, or about to be: what the
+    /// Lease should say.
+    holds: Mutex<BTreeSet<String>>,
+    /// Renew now: what the Lease says changed.
+    poke: Notify,
+    /// The last successful renewal: when it was sent and the instances it listed.
+    last: tokio::sync::watch::Sender<Option<(Instant, BTreeSet<String>)>>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            // Counted from start: an agent restarted on a node cut off fences itself all the same.
+            renewed: Mutex::new(Some(Instant::now())),
+            holds: Mutex::default(),
+            poke: Notify::new(),
+            last: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
+    let interface = addresses::Interface::open(&args.interface).await?;
+    let state = StateFile::new(&args.state_dir, &args.node)?;
+    let workloads = Workloads::new(&args.workloads, &args.node);
+    workloads.check().await;
+    let shared = Arc::new(Shared::new());
+    tracing::info!(
+        node = %args.node,
+        interface = %args.interface,
+        renew_ms = args.renew_ms,
+        self_fence_seconds = args.self_fence_seconds,
+        "node agent starting"
+    );
+
+    tokio::spawn(lease::renew(client.clone(), args.clone(), shared.clone()));
+
+    let api: Api<FailoverClusterInstance> = Api::all(client.clone());
+    let (store, writer) = reflector::store();
+    let changed = Arc::new(Notify::new());
+    let watch = {
+        let changed = changed.clone();
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .for_each(move |_| {
+                changed.notify_one();
+                futures::future::ready(())
+            })
+    };
+    tokio::spawn(watch);
+
+    let mut agent = Addresses {
+        client,
+        confirm_failing: false,
+        interface,
+        state,
+        args: args.clone(),
+        shared,
+        workloads,
+        fenced: false,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+        }
+        let ready = store.wait_until_ready();
+        let synced = futures::FutureExt::now_or_never(ready).is_some();
+        let instances = store.state();
+        if let Err(e) = agent.sync(synced.then_some(instances.as_slice())).await {
+            tracing::warn!(error = %format!("{e:#}"), "virtual IPs not in order; retrying");
+        }
+    }
+}
+
+/// The virtual IPs of an instance, parsed.
+fn vips(fci: &FailoverClusterInstance) -> Vec<IpAddr> {
+    fci.spec
+        .virtual_ips
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// The addresses this node should have up: those of every `vipMode: Agent` instance granted
+/// to it. Pure, for tests.
+pub fn granted(node: &str, instances: &[Arc<FailoverClusterInstance>]) -> BTreeMap<IpAddr, String> {
+    instances
+        .iter()
+        .filter(|f| f.spec.vip_mode == VipMode::Agent)
+        .filter(|f| {
+            f.status
+                .as_ref()
+                .and_then(|s| s.served.as_ref())
+                .and_then(|s| s.vip_node.as_deref())
+                == Some(node)
+        })
+        .flat_map(|f| vips(f).into_iter().map(move |ip| (ip, f.key())))
+        .collect()
+}
+
+struct Addresses {
+    client: kube::Client,
+    /// The last attempt to confirm a grant failed (logged once until one succeeds).
+    confirm_failing: bool,
+    interface: addresses::Interface,
+    state: StateFile,
+    args: AgentArgs,
+    shared: Arc<Shared>,
+    workloads: Workloads,
+    fenced: bool,
+}
+
+impl Addresses {
+    /// Brings the interface in line with the grants (`None` until the watch has listed them:
+    /// then nothing new comes up), or takes everything down when fenced.
+    async fn sync(&mut self, instances: Option<&[Arc<FailoverClusterInstance>]>) -> Result<()> {
+        let renewed = *self
+            .shared
+            .renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cut_off = renewed.is_none_or(|t| t.elapsed() >= self.args.self_fence_after());
+        if cut_off && !self.fenced {
+            tracing::warn!(
+                seconds = self.args.self_fence_seconds,
+                "no Lease renewal for the self-fence time: taking every virtual IP down and \
+                 stopping the instance workloads on this node"
+            );
+        }
+        // Without a renewal within the self-fence time nothing may be up: the controller
+        // may already have given it to another node.
+        let want: BTreeMap<IpAddr, String> = match instances {
+            Some(list) if !cut_off => granted(&self.args.node, list),
+            _ => BTreeMap::new(),
+        };
+        // Addresses to take down: what this agent brought up and is no longer granted, and
+        // any address of a `vipMode: Agent` instance not granted here (an earlier agent's).
+        let mut held = self.state.load();
+        if let Some(list) = instances {
+            let on_link: BTreeSet<IpAddr> = self.interface.addresses().await?.into_iter().collect();
+            for fci in list.iter().filter(|f| f.spec.vip_mode == VipMode::Agent) {
+                for ip in vips(fci) {
+                    if on_link.contains(&ip) {
+                        held.entry(ip).or_insert_with(|| fci.key());
+                    }
+                }
+            }
+        }
+        let down: Vec<IpAddr> = held
+            .keys()
+            .filter(|ip| !want.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in down {
+            self.interface.remove(ip).await?;
+            held.remove(&ip);
+            self.state.save(&held)?;
+            tracing::info!(%ip, "virtual IP taken down");
+        }
+        if cut_off && !self.fenced {
+            self.workloads.stop_all().await;
+            self.fenced = true;
+        } else if cut_off {
+            self.workloads.keep_stopped().await;
+        }
+        if !cut_off && self.fenced {
+            tracing::info!("Lease renewed again: no longer fenced");
+            self.fenced = false;
+        }
+        let new: BTreeSet<String> = want
+            .iter()
+            .filter(|(ip, _)| !held.contains_key(ip))
+            .map(|(_, k)| k.clone())
+            .collect();
+        let confirmed = if new.is_empty() {
+            BTreeSet::new()
+        } else {
+            match self.confirm(&new, &held).await {
+                Ok(c) => {
+                    self.confirm_failing = false;
+                    c
+                }
+                Err(e) => {
+                    if !self.confirm_failing {
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "a granted virtual IP stays down until the grant is confirmed; retrying"
+                        );
+                        self.confirm_failing = true;
+                    }
+                    BTreeSet::new()
+                }
+            }
+        };
+        for (ip, instance) in &want {
+            if held.contains_key(ip) || !confirmed.contains(instance) {
+                continue;
+            }
+            // Recorded first: an agent that dies between the two still knows to take it down.
+            held.insert(*ip, instance.clone());
+            self.state.save(&held)?;
+            self.interface.add(*ip).await?;
+            tracing::info!(%ip, %instance, "virtual IP up");
+            let (name, ip, count) = (self.interface.name.clone(), *ip, self.args.announcements);
+            tokio::spawn(async move {
+                if let Err(e) = announce::announce(&name, ip, count).await {
+                    tracing::warn!(%ip, error = %format!("{e:#}"), "virtual IP not announced");
+                }
+            });
+        }
+        self.set_holds(held.values().cloned().collect());
+        Ok(())
+    }
+
+    /// What the Lease should list; a change is written at once.
+    fn set_holds(&self, holds: BTreeSet<String>) {
+        let mut shared = self.shared.holds.lock().unwrap_or_else(|e| e.into_inner());
+        if *shared != holds {
+            *shared = holds;
+            self.shared.poke.notify_one();
+        }
+    }
+
+    /// Of the instances `new` granted here by the watch's view, those whose grant a
+    /// consistent read confirms and which a Lease write has listed as held, all within
+    /// [`GRANT_CONFIRM_MILLISECONDS`] of starting (the watch may be stale: a node back from a
+    /// partition must not bring up what was meanwhile granted elsewhere). Only these may
+    /// come up.
+    async fn confirm(
+        &self,
+        new: &BTreeSet<String>,
+        held: &BTreeMap<IpAddr, String>,
+    ) -> Result<BTreeSet<String>> {
+        let window = Duration::from_millis(GRANT_CONFIRM_MILLISECONDS);
+        let attempt = async {
+            let reads = new.iter().map(|key| {
+                let (ns, name) = key.split_once('/').unwrap_or_default();
+                let api: Api<FailoverClusterInstance> = Api::namespaced(self.client.clone(), ns);
+                async move { anyhow::Ok((key, api.get_opt(name).await?)) }
+            });
+            let mut confirmed = BTreeSet::new();
+            for (key, fci) in futures::future::try_join_all(reads).await? {
+                if fci.is_some_and(|f| !granted(&self.args.node, &[Arc::new(f)]).is_empty()) {
+                    confirmed.insert(key.clone());
+                }
+            }
+            if confirmed.is_empty() {
+                return Ok(confirmed);
+            }
+            let mut rx = self.shared.last.subscribe();
+            let listed = Instant::now();
+            let mut holds: BTreeSet<String> = held.values().cloned().collect();
+            holds.extend(confirmed.iter().cloned());
+            self.set_holds(holds);
+            rx.wait_for(|last| {
+                last.as_ref()
+                    .is_some_and(|(sent, h)| *sent >= listed && confirmed.is_subset(h))
+            })
+            .await
+            .context("the Lease renewer stopped")?;
+            Ok(confirmed)
+        };
+        tokio::time::timeout(window, attempt)
+            .await
+            .with_context(|| format!("grant not confirmed within {window:?}"))?
+    }
+}
+
+/// The addresses this agent brought up, on the node's tmpfs.
+struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    fn new(dir: &std::path::Path, node: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            path: dir.join(format!("agent-{node}.json")),
+        })
+    }
+
+    fn load(&self) -> BTreeMap<IpAddr, String> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, held: &BTreeMap<IpAddr, String>) -> Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(held)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}

@@ -1,0 +1,158 @@
+//! Carries out what `decide` asked for. Every action is idempotent: a round repeated after a
+//! crash or by a new leader doubles nothing.
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
+use super::fence::fence;
+use super::{Context, FIELD_MANAGER, build};
+use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
+use kube_failover_core::decide::{self, Action};
+
+pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Context) -> Result<()> {
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = fci.name_any();
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    match action {
+        Action::EnsureService => {
+            let svc = build::service(fci);
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+            // The cache holds only Services labelled as ours: a Service of the same name
+            // made by someone else is looked up before the (forced) apply, never taken over.
+            let net = &fci.spec.network_name.name;
+            if ctx
+                .stores
+                .services
+                .get(&ObjectRef::new(net).within(&ns))
+                .is_none()
+                && let Some(existing) = api.get_opt(net).await?
+                && !build::owned_by(&existing.metadata, fci)
+            {
+                return Err(Error::NetworkNameTaken(net.clone()));
+            }
+            api.patch(&fci.spec.network_name.name, &ssa, &Patch::Apply(&svc))
+                .await?;
+            let slice_ref = ObjectRef::new(&fci.spec.network_name.name).within(&ns);
+            if ctx.stores.slices.get(&slice_ref).is_none() {
+                set_endpoints(fci, &[], ctx).await?;
+            }
+        }
+        Action::EnsureClaims => {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            for claim in build::claims(fci) {
+                let claim_name = claim.name_any();
+                if ctx
+                    .stores
+                    .claims
+                    .get(&ObjectRef::new(&claim_name).within(&ns))
+                    .is_none()
+                {
+                    ignore_exists(api.create(&PostParams::default(), &claim).await)?;
+                }
+            }
+        }
+        Action::SetEndpoints(addresses) => set_endpoints(fci, addresses, ctx).await?,
+        Action::Fence { node } => fence(node, ctx).await?,
+        Action::DeletePod {
+            name: pod,
+            uid,
+            force,
+        } => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let dp = if *force {
+                DeleteParams::default().grace_period(0)
+            } else {
+                DeleteParams::default()
+            };
+            ignore_gone(api.delete(pod, &with_uid(dp, uid)).await)?;
+        }
+        Action::DeleteAttachment { name: va, uid } => {
+            let api: Api<VolumeAttachment> = Api::all(ctx.client.clone());
+            let dp = with_uid(DeleteParams::default(), uid);
+            ignore_gone(api.delete(va, &dp).await)?;
+        }
+        Action::CreatePod { node, seq } => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let pod = build::pod(fci, node, *seq);
+            let pod_name = pod.name_any();
+            // The API server's word, not the cache's: no other pod of the instance may exist.
+            let existing = api
+                .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
+                .await?;
+            if let Some(other) = existing.items.iter().find(|p| p.name_any() != pod_name) {
+                tracing::info!(instance = %name, other = %other.name_any(), "not creating the pod: another pod of the instance still exists");
+                return Ok(());
+            }
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            ignore_exists(api.create(&params, &pod).await)?;
+        }
+        Action::Event(ev) => publish_event(fci, ev, ctx.recorder.clone()),
+    }
+    Ok(())
+}
+
+/// Publishes an Event in the background: a slow events API must not slow a failover.
+pub fn publish_event(fci: &FailoverClusterInstance, ev: &decide::Event, recorder: Recorder) {
+    let reference: ObjectReference = fci.object_ref(&());
+    let event = KubeEvent {
+        type_: if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: ev.reason.clone(),
+        note: Some(ev.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    });
+}
+
+pub async fn set_endpoints(
+    fci: &FailoverClusterInstance,
+    addresses: &[String],
+    ctx: &Context,
+) -> Result<()> {
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    let pod = ctx.stores.pods.state().into_iter().find(|p| {
+        p.namespace().as_deref() == Some(&ns)
+            && p.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some_and(|ip| addresses.contains(ip))
+    });
+    let net = &fci.spec.network_name.name;
+    let service = ctx.stores.services.get(&ObjectRef::new(net).within(&ns));
+    let family = build::slice_family(fci, addresses, service.as_deref());
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    // The address type of a slice cannot change: one of the other family (made before the
+    // first address was known) is replaced.
+    if let Some(old) = ctx.stores.slices.get(&ObjectRef::new(net).within(&ns))
+        && old.address_type != family
+        && build::owned_by(&old.metadata, fci)
+    {
+        let dp = with_uid(DeleteParams::default(), &old.uid().unwrap_or_default());
+        ignore_gone(api.delete(net, &dp).await)?;
+    }
+    let slice = build::endpoint_slice(fci, family, addresses, pod.as_deref());
+    api.patch(
+        &fci.spec.network_name.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&slice),
+    )
+    .await?;
+    Ok(())
+}

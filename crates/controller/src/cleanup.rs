@@ -1,0 +1,58 @@
+//! What happens when an instance is deleted (the finalizer's cleanup).
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action as Requeue;
+
+use super::error::{Error, Result, ignore_missing};
+use super::{Context, build};
+use kube_failover_core::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL};
+
+/// Deleting an instance removes what the controller created for it, and nothing else: the
+/// pod, the Service and EndpointSlice of its network name, and claims made from its
+/// templates (those labelled as such: a claim made before the label existed is left to the
+/// garbage collector, which deletes it through its owner reference). Claims the user brought
+/// stay.
+pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
+    ctx.ensure_leader()?;
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = fci.name_any();
+    let owned = |meta: &kube::api::ObjectMeta| build::owned_by(meta, fci);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}"));
+    for p in pods
+        .list(&selector)
+        .await?
+        .items
+        .iter()
+        .filter(|p| owned(&p.metadata))
+    {
+        ignore_missing(pods.delete(&p.name_any(), &DeleteParams::default()).await)?;
+    }
+    let net = &fci.spec.network_name.name;
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(s) = slices.get_opt(net).await?
+        && owned(&s.metadata)
+    {
+        ignore_missing(slices.delete(net, &DeleteParams::default()).await)?;
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(s) = services.get_opt(net).await?
+        && owned(&s.metadata)
+    {
+        ignore_missing(services.delete(net, &DeleteParams::default()).await)?;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    for claim in fci.claims().into_iter().filter(|c| c.from_template) {
+        let claim = claim.claim;
+        if let Some(c) = claims.get_opt(&claim).await?
+            && owned(&c.metadata)
+            && c.labels().contains_key(CLAIM_TEMPLATE_LABEL)
+        {
+            ignore_missing(claims.delete(&claim, &DeleteParams::default()).await)?;
+        }
+    }
+    Ok(Requeue::await_change())
+}

@@ -1,0 +1,344 @@
+//! Status of FailoverClusters: member nodes and their state, the instances each owns, and
+//! the quorum. Recomputed when a node or an instance changes, and when a member's verdict
+//! would change with time (a Lease going stale); written only when something other than a
+//! heartbeat time changed, and only by the leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use super::fence::unfence;
+use super::observe::member_health;
+use super::{Context, FIELD_MANAGER};
+use kube_failover_core::api::{
+    FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition, reason,
+    set_condition,
+};
+use kube_failover_core::decide::{required_healthy, unfence_at};
+
+/// The status `cluster` should have now, and when to look again.
+pub fn desired_status(
+    cluster: &FailoverCluster,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
+    let mut hosted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut held: Vec<String> = Vec::new();
+    for i in ctx.stores.instances.state() {
+        if i.spec.cluster_ref != cluster.name_any() {
+            continue;
+        }
+        let ns = i.namespace().unwrap_or_default();
+        let labels = ctx
+            .stores
+            .namespaces
+            .get(&kube::runtime::reflector::ObjectRef::new(&ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        if !cluster.spec.allowed_namespaces.allows(&ns, &labels) {
+            held.push(format!("{ns}/{}", i.name_any()));
+        }
+        if let Some(owner) = i.status.as_ref().and_then(|s| s.owner_node.clone()) {
+            hosted.entry(owner).or_default().push(format!(
+                "{}/{}",
+                i.namespace().unwrap_or_default(),
+                i.name_any()
+            ));
+        }
+    }
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let mut recheck: Option<jiff::Timestamp> = None;
+    let mut list = Vec::new();
+    for (facts, health) in member_health(cluster, &ctx.stores, now) {
+        if let Some(at) = health.recheck_at {
+            recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
+        }
+        let mut instances = hosted.remove(&facts.name).unwrap_or_default();
+        instances.sort();
+        list.push(MemberStatus {
+            name: facts.name.clone(),
+            state: health.state,
+            last_heartbeat: facts.lease_renewed.map(Time),
+            reason: health.reason,
+            instances,
+        });
+    }
+    let total = list.len() as u32;
+    let healthy = list.iter().filter(|m| m.state.heard()).count() as u32;
+    let required = required_healthy(&cluster.spec.quorum.min_healthy, total);
+    let ok = healthy >= required;
+    status.members = list;
+    status.quorum = Some(QuorumStatus {
+        total,
+        healthy,
+        required,
+    });
+    status.observed_generation = cluster.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: condition::QUORUM.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: if ok {
+                reason::QUORUM_HELD
+            } else {
+                reason::QUORUM_LOST
+            }
+            .into(),
+            message: format!(
+                "{healthy} of {total} member nodes up, {required} required for automatic failover"
+            ),
+            observed_generation: cluster.metadata.generation,
+            last_transition_time: Time(now),
+        },
+    );
+    held.sort();
+    set_condition(&mut status.conditions, tenancy(&held, cluster, now));
+    let sight = ctx.stores.heartbeats.out_of_sight();
+    set_condition(&mut status.conditions, heartbeats_seen(sight, cluster, now));
+    (status, recheck)
+}
+
+/// The `HeartbeatsSeen` condition: False while this controller cannot see heartbeats (and
+/// so fails nothing over), saying since when and why.
+fn heartbeats_seen(
+    out_of_sight: Option<(jiff::Timestamp, &str)>,
+    cluster: &FailoverCluster,
+    now: jiff::Timestamp,
+) -> Condition {
+    let (status, reason, message) = match out_of_sight {
+        None => (
+            "True",
+            reason::HEARTBEATS_IN_SIGHT,
+            "the nodes' Leases are watched: a silent node is seen".to_string(),
+        ),
+        Some((since, why)) => (
+            "False",
+            reason::HEARTBEATS_OUT_OF_SIGHT,
+            format!(
+                "since {since}: {why}, so renewals may arrive unseen: no node counts as silent and nothing fails over until heartbeats are seen again (see the controller's log)"
+            ),
+        ),
+    };
+    Condition {
+        type_: condition::HEARTBEATS_SEEN.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// The `Tenancy` condition: False, naming them, while instances that name this cluster are
+/// held because their namespace is not allowed (`spec.allowedNamespaces`).
+fn tenancy(held: &[String], cluster: &FailoverCluster, now: jiff::Timestamp) -> Condition {
+    const SHOWN: usize = 10;
+    let (status, reason, message) = if held.is_empty() {
+        (
+            "True",
+            reason::ALL_NAMESPACES_ALLOWED,
+            "every instance of this cluster is in a namespace it allows".to_string(),
+        )
+    } else {
+        let mut names = held
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if held.len() > SHOWN {
+            names.push_str(&format!(" and {} more", held.len() - SHOWN));
+        }
+        (
+            "False",
+            reason::NAMESPACE_NOT_ALLOWED,
+            format!(
+                "{} instance(s) held, not placed or failed over, because spec.allowedNamespaces does not allow their namespace: {names}",
+                held.len()
+            ),
+        )
+    };
+    Condition {
+        type_: condition::TENANCY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// Removes the out-of-service taint this controller added to members that have been
+/// healthy for `fencing.unfenceAfterSeconds`, unless a move off the node is still clearing
+/// the way. Returns when to look again for a node not yet due.
+async fn unfence_returned(
+    cluster: &FailoverCluster,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    let mut next: Option<jiff::Timestamp> = None;
+    let after = cluster.spec.fencing.unfence_after_seconds;
+    for (facts, health) in member_health(cluster, &ctx.stores, now) {
+        let Some(at) = unfence_at(&facts, &health, after) else {
+            continue;
+        };
+        if at > now {
+            next = Some(next.map_or(at, |n| n.min(at)));
+            continue;
+        }
+        let clearing = ctx.stores.instances.state().iter().any(|i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.current_move.as_ref())
+                .is_some_and(|m| {
+                    m.from.as_deref() == Some(facts.name.as_str())
+                        && (m.old_pod_gone.is_none() || m.volumes_detached.is_none())
+                })
+        });
+        if clearing || ctx.ensure_leader().is_err() {
+            continue;
+        }
+        match unfence(&facts.name, ctx).await {
+            Ok(true) => {
+                let event = KubeEvent {
+                    type_: EventType::Normal,
+                    reason: reason::UNFENCED.into(),
+                    note: Some(format!(
+                        "{} has been healthy for {after} s: removed the out-of-service taint this controller added",
+                        facts.name
+                    )),
+                    action: "Unfence".into(),
+                    secondary: None,
+                };
+                let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(node = %facts.name, error = %e, "removing the out-of-service taint failed");
+                let soon = now + jiff::SignedDuration::from_secs(1);
+                next = Some(next.map_or(soon, |n| n.min(soon)));
+            }
+        }
+    }
+    next
+}
+
+/// Heartbeat times change every renewal; they alone do not warrant a write.
+fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
+    let mut s = s.clone();
+    for m in &mut s.members {
+        m.last_heartbeat = None;
+    }
+    s
+}
+
+/// Runs until the process ends.
+pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
+    loop {
+        let now = ctx.stores.heartbeats.clock().now();
+        let mut next: Option<jiff::Timestamp> = None;
+        // No decision before every cache has synced: an empty cache is not an empty cluster.
+        if ctx.leader.is_leader() && ctx.synced() {
+            for cluster in ctx.stores.clusters.state() {
+                // A replica limited to one namespace sees only that namespace's instances:
+                // it keeps the status of the clusters they use and leaves the others alone.
+                if ctx.namespace.is_some()
+                    && !ctx
+                        .stores
+                        .instances
+                        .state()
+                        .iter()
+                        .any(|i| i.spec.cluster_ref == cluster.name_any())
+                {
+                    continue;
+                }
+                let (desired, recheck) = desired_status(&cluster, &ctx, now);
+                if let Some(at) = recheck {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                if let Some(at) = unfence_returned(&cluster, &ctx, now).await {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                let current = cluster.status.clone().unwrap_or_default();
+                if without_heartbeats(&current) == without_heartbeats(&desired) {
+                    continue;
+                }
+                if let Err(e) = write(&cluster, &current, desired, &ctx).await {
+                    tracing::debug!(cluster = %cluster.name_any(), error = %e, "cluster status write");
+                    next = Some(now + jiff::SignedDuration::from_secs(1));
+                }
+            }
+        }
+        let wait = next
+            .map(|n| now.duration_until(n).unsigned_abs() + Duration::from_millis(50))
+            .unwrap_or(Duration::from_secs(30))
+            .min(Duration::from_secs(30));
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn write(
+    cluster: &FailoverCluster,
+    current: &FailoverClusterStatus,
+    desired: FailoverClusterStatus,
+    ctx: &Context,
+) -> Result<(), super::Error> {
+    ctx.ensure_leader()?;
+    let quorum = |s: &FailoverClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::QUORUM)
+            .map(|c| c.status.clone())
+    };
+    let (was, is) = (quorum(current), quorum(&desired));
+    let message = desired
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::QUORUM)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let mut updated = cluster.clone();
+    updated.status = Some(desired);
+    let api: Api<FailoverCluster> = Api::all(ctx.client.clone());
+    // Carries the resourceVersion read: a stale write is refused with a conflict.
+    api.replace_status(
+        &cluster.name_any(),
+        &PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &updated,
+    )
+    .await?;
+    if was.is_some() && was != is {
+        let lost = is.as_deref() == Some("False");
+        let event = KubeEvent {
+            type_: if lost {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if lost {
+                reason::QUORUM_LOST
+            } else {
+                reason::QUORUM_REGAINED
+            }
+            .into(),
+            note: Some(message),
+            action: "Observe".into(),
+            secondary: None,
+        };
+        let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,697 @@
+//! `observe`: reads the reflector stores (never the API) into what `decide` needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
+use kube_failover_core::api::{
+    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_PREFIX, FENCED_AT_ANNOTATION, FailoverCluster,
+    FailoverClusterInstance, Heartbeat, HeartbeatSource, INSTANCE_LABEL, InstanceClaim,
+    agent_lease_name,
+};
+use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
+use kube_failover_core::decide::{
+    AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health, required_healthy,
+};
+use kube_failover_core::rules::{is_member, kubelet_lease_stale_seconds, pinned_node};
+
+/// The controller's read side: one store per kind, fed by watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub instances: Store<FailoverClusterInstance>,
+    pub clusters: Store<FailoverCluster>,
+    pub nodes: Store<Node>,
+    pub leases: Store<Lease>,
+    pub pods: Store<Pod>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub volumes: Store<PersistentVolume>,
+    pub attachments: Store<VolumeAttachment>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    /// Namespaces (metadata only): their labels decide which clusters they may use.
+    pub namespaces: Store<Namespace>,
+    /// When each node's heartbeats were seen, on this controller's clock.
+    pub heartbeats: Heartbeats,
+}
+
+use kube_failover_core::api::NODE_LEASE_NAMESPACE;
+
+pub use kube_failover_core::api::SELF_FENCE_ANNOTATION;
+
+/// The Leases that carry a node's heartbeats: its kubelet's and, where kube-failover's node
+/// agent runs, the agent's.
+pub struct NodeLeases {
+    pub kubelet: Option<std::sync::Arc<Lease>>,
+    pub agent: Option<std::sync::Arc<Lease>>,
+}
+
+impl NodeLeases {
+    pub fn of(node: &str, stores: &Stores) -> Self {
+        let get = |name: &str| {
+            stores
+                .leases
+                .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE))
+        };
+        Self {
+            kubelet: get(node),
+            agent: get(&agent_lease_name(node)),
+        }
+    }
+}
+
+/// `kube-failover.io/self-fence-seconds`, a decimal number of seconds, to the millisecond
+/// (rounded up: the wait must not be shorter than announced).
+fn self_fence_of(annotations: &BTreeMap<String, String>) -> Option<jiff::SignedDuration> {
+    let seconds: f64 = annotations
+        .get(SELF_FENCE_ANNOTATION)?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds))
+        .then(|| jiff::SignedDuration::from_millis((seconds * 1000.0).ceil() as i64))
+}
+
+/// What the controller knows of a node, every time on its own clock (see `heartbeats`).
+/// With the heartbeat source `Agent`, the agent's Lease (when there is one) stands for the
+/// kubelet's; `hb` comes back with the threshold that applies to the Lease used.
+pub fn node_facts(
+    node: &Node,
+    leases: &NodeLeases,
+    heartbeats: &Heartbeats,
+    hb: &Heartbeat,
+) -> (NodeFacts, Heartbeat) {
+    let name = node.name_any();
+    let spec = node.spec.as_ref();
+    let status = ready_status(node);
+    let since = heartbeats.ready(&name, status);
+    let mut hb = hb.clone();
+    let lease_renewed = match (hb.source, &leases.agent) {
+        (HeartbeatSource::Agent, Some(agent)) => {
+            Some(heartbeats.lease(&agent.name_any(), renew_time(agent)))
+        }
+        _ => {
+            hb.lease_stale_seconds = kubelet_lease_stale_seconds(&hb);
+            leases
+                .kubelet
+                .as_ref()
+                .map(|l| heartbeats.lease(&name, renew_time(l)))
+        }
+    };
+    let ready =
+        ready_fact(status, has_ready_condition(node), lease_renewed.is_some()).map(|r| (r, since));
+    let self_fence = [
+        self_fence_of(node.annotations()),
+        leases
+            .agent
+            .as_ref()
+            .and_then(|l| self_fence_of(l.annotations())),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let facts = NodeFacts {
+        lease_renewed,
+        ready,
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        out_of_service: spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT)),
+        fenced_by_controller: node.annotations().contains_key(FENCED_AT_ANNOTATION),
+        fenced_at: node
+            .annotations()
+            .get(FENCED_AT_ANNOTATION)
+            .and_then(|v| v.parse().ok()),
+        self_fence,
+        name,
+    };
+    (facts, hb)
+}
+
+/// The health of the node `name` now, member or not; `None` when there is no such Node.
+pub fn node_health_of(
+    name: &str,
+    cluster: &FailoverCluster,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> Option<NodeHealth> {
+    let node = stores.nodes.get(&ObjectRef::new(name))?;
+    let leases = NodeLeases::of(name, stores);
+    let (facts, hb) = node_facts(&node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
+    Some(node_health(&facts, &hb, now))
+}
+
+/// Every member node of `cluster`: what its Node and Leases say, and the verdict on it now.
+/// The one place member health is judged, for instances and for the cluster's status alike.
+pub fn member_health(
+    cluster: &FailoverCluster,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> Vec<(NodeFacts, NodeHealth)> {
+    let nodes = stores.nodes.state();
+    members(cluster, &nodes)
+        .into_iter()
+        .map(|node| {
+            let leases = NodeLeases::of(&node.name_any(), stores);
+            let (facts, hb) =
+                node_facts(node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
+            let health = node_health(&facts, &hb, now);
+            (facts, health)
+        })
+        .collect()
+}
+
+/// The instances (`namespace/name`) a node agent's Lease says it holds the virtual IPs of.
+pub fn agent_holds(lease: &Lease) -> Vec<String> {
+    lease
+        .annotations()
+        .get(AGENT_HOLDS_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+use kube_failover_core::decide::SELF_FENCE_MARGIN;
+
+/// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
+/// its Lease lists the instance, and it cannot be trusted to have dropped them: the node
+/// exists, is not out of service, and the Lease was seen renewed less than its self-fence
+/// time (plus a margin) ago. An agent without a self-fence time is trusted only to have
+/// stopped with its node's deletion or fencing.
+pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet<String> {
+    vip_holders_among(
+        key,
+        stores.leases.state().iter().map(|l| l.as_ref()),
+        stores,
+        now,
+    )
+}
+
+/// [`vip_holders`] judged from `leases` (read fresh from the API server, say) rather than
+/// the cache; nodes, fencing and the times Leases were seen still come from `stores`.
+pub fn vip_holders_among<'a>(
+    key: &str,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> BTreeSet<String> {
+    let mut holders = BTreeSet::new();
+    for lease in leases {
+        let Some(node) = lease
+            .name_any()
+            .strip_prefix(AGENT_LEASE_PREFIX)
+            .map(String::from)
+        else {
+            continue;
+        };
+        if lease.namespace().as_deref() != Some(NODE_LEASE_NAMESPACE)
+            || !agent_holds(lease).iter().any(|k| k == key)
+        {
+            continue;
+        }
+        let Some(n) = stores.nodes.get(&ObjectRef::new(&node)) else {
+            continue;
+        };
+        let fenced = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+        if fenced {
+            continue;
+        }
+        let seen = stores
+            .heartbeats
+            .lease(&lease.name_any(), renew_time(lease));
+        let dropped_by_itself =
+            self_fence_of(lease.annotations()).is_some_and(|s| seen + s + SELF_FENCE_MARGIN <= now);
+        if !dropped_by_itself {
+            holders.insert(node);
+        }
+    }
+    holders
+}
+
+/// Nodes selected by the cluster's node selector, control-plane nodes only when it selects
+/// them explicitly.
+pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>]) -> Vec<&'a Node> {
+    nodes
+        .iter()
+        .map(|n| n.as_ref())
+        .filter(|n| is_member(&cluster.spec.node_selector, n.labels()))
+        .collect()
+}
+
+fn pod_facts(pod: &Pod) -> PodFacts {
+    let status = pod.status.as_ref();
+    let restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
+        .unwrap_or(0);
+    PodFacts {
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        restarts,
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        ip: status.and_then(|s| s.pod_ip.clone()),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
+    }
+}
+
+/// What an operator asked for through the instance's annotations.
+pub fn requests(annotations: &BTreeMap<String, String>) -> kube_failover_core::decide::Requests {
+    kube_failover_core::decide::Requests {
+        offline: annotations
+            .get(kube_failover_core::api::OFFLINE_ANNOTATION)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        start: annotations
+            .get(kube_failover_core::api::START_ANNOTATION)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+        moves: annotations
+            .get(kube_failover_core::api::MOVE_ANNOTATION)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(|id| {
+                let to = annotations
+                    .get(kube_failover_core::api::MOVE_TO_ANNOTATION)
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty());
+                (id, to)
+            }),
+    }
+}
+
+pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timestamp) -> Observed {
+    let ns = fci.namespace().unwrap_or_default();
+    let name = fci.name_any();
+    let cluster = stores.clusters.get(&ObjectRef::new(&fci.spec.cluster_ref));
+    let mut obs = Observed {
+        now,
+        cluster_found: cluster.is_some(),
+        namespace_allowed: false,
+        members: BTreeMap::new(),
+        quorum_required: 0,
+        fencing: Default::default(),
+        pods: Vec::new(),
+        attachments: Vec::new(),
+        pinned_claims: BTreeMap::new(),
+        missing_claims: Vec::new(),
+        outside: BTreeMap::new(),
+        endpoints: Vec::new(),
+        service_current: false,
+        service_taken: false,
+        higher_priority_starting: false,
+        neighbours: Default::default(),
+        dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
+        vip_holders: BTreeSet::new(),
+        requests: requests(fci.annotations()),
+    };
+    if fci.spec.vip_mode == kube_failover_core::api::VipMode::Agent
+        && !fci.spec.virtual_ips.is_empty()
+    {
+        obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, now);
+    }
+    if let Some(cluster) = &cluster {
+        let labels = stores
+            .namespaces
+            .get(&ObjectRef::new(&ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
+        obs.members = member_health(cluster, stores, now)
+            .into_iter()
+            .map(|(facts, health)| (facts.name, health))
+            .collect();
+        obs.quorum_required =
+            required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
+        obs.fencing = cluster.spec.fencing.clone();
+        let status = fci.status.as_ref();
+        let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(
+            status
+                .and_then(|s| s.current_move.as_ref())
+                .into_iter()
+                .flat_map(|m| {
+                    m.from
+                        .iter()
+                        .chain(m.to.iter())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                }),
+        );
+        for node in involved {
+            if !obs.members.contains_key(&node)
+                && let Some(health) = node_health_of(&node, cluster, stores, now)
+            {
+                obs.outside.insert(node, health);
+            }
+        }
+    }
+    obs.pods = stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(&ns) && p.labels().get(INSTANCE_LABEL) == Some(&name)
+        })
+        .map(|p| pod_facts(p))
+        .collect();
+    // Volume name → whether several nodes may use it at once.
+    let mut volumes: BTreeMap<String, bool> = BTreeMap::new();
+    for InstanceClaim {
+        claim,
+        from_template,
+        ..
+    } in fci.claims()
+    {
+        let Some(pvc) = stores.claims.get(&ObjectRef::new(&claim).within(&ns)) else {
+            // Claims made from templates are created by the controller as it goes.
+            if !from_template {
+                obs.missing_claims.push(claim);
+            }
+            continue;
+        };
+        let Some(volume) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
+            continue;
+        };
+        let pv = stores.volumes.get(&ObjectRef::new(&volume));
+        if let Some(node) = pv.as_deref().and_then(pinned_node) {
+            obs.pinned_claims.insert(claim, node);
+        }
+        let modes = pv
+            .as_deref()
+            .and_then(|pv| pv.spec.as_ref()?.access_modes.clone())
+            .unwrap_or_default();
+        let shared = modes
+            .iter()
+            .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
+        volumes.insert(volume, shared);
+    }
+    obs.attachments = stores
+        .attachments
+        .state()
+        .iter()
+        .filter_map(|a| {
+            let volume = a.spec.source.persistent_volume_name.as_ref()?;
+            Some(AttachmentFacts {
+                name: a.name_any(),
+                uid: a.uid().unwrap_or_default(),
+                node: a.spec.node_name.clone(),
+                shared: *volumes.get(volume)?,
+            })
+        })
+        .collect();
+    let net = &fci.spec.network_name.name;
+    if let Some(slice) = stores.slices.get(&ObjectRef::new(net).within(&ns)) {
+        obs.endpoints = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
+    }
+    obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
+    // `neighbours` is left to the reconcile, which reads them under the anti-affinity lock
+    // from the statuses as last written (`Written`), not only as cached.
+    let service = stores.services.get(&ObjectRef::new(net).within(&ns));
+    obs.service_taken = service
+        .as_deref()
+        .is_some_and(|svc| !super::build::owned_by(&svc.metadata, fci));
+    obs.service_current = service.is_some_and(|svc| {
+        svc.annotations().get(super::build::SPEC_HASH_ANNOTATION)
+            == Some(&super::build::service_hash(fci))
+    });
+    obs
+}
+
+/// The statuses this replica wrote for instances with anti-affinity classes, that its cache
+/// may not show yet. Its lock is held from observing to writing the status, so that two
+/// instances of one class decided at once see each other's choice: without it both would
+/// be placed from a cache that shows neither (as the scheduler assumes a pod bound before
+/// its cache says so).
+#[derive(Clone, Default)]
+pub struct Written(std::sync::Arc<tokio::sync::Mutex<BTreeMap<String, Recorded>>>);
+
+#[derive(Clone)]
+pub struct Recorded {
+    instance: std::sync::Arc<FailoverClusterInstance>,
+    at: std::time::Instant,
+}
+
+/// How long a written status stands in for the cache's: the watch delivers it long before.
+const WRITTEN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Written {
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, BTreeMap<String, Recorded>> {
+        self.0.lock().await
+    }
+}
+
+/// Records `written` (as the API server returned it) and forgets what the cache now shows.
+pub fn record_written(
+    written: &mut BTreeMap<String, Recorded>,
+    instance: FailoverClusterInstance,
+    stores: &Stores,
+) {
+    let now = std::time::Instant::now();
+    written.retain(|_, r| {
+        now.duration_since(r.at) < WRITTEN_FOR
+            && stores
+                .instances
+                .get(&ObjectRef::from_obj(r.instance.as_ref()))
+                .is_some_and(|cached| cached.resource_version() != r.instance.resource_version())
+    });
+    written.insert(
+        instance.key(),
+        Recorded {
+            instance: std::sync::Arc::new(instance),
+            at: now,
+        },
+    );
+}
+
+/// The instances in the cache, each replaced by the one this replica wrote when the cache
+/// does not show that write yet.
+pub fn instances_as_written(
+    stores: &Stores,
+    written: &BTreeMap<String, Recorded>,
+) -> Vec<std::sync::Arc<FailoverClusterInstance>> {
+    let now = std::time::Instant::now();
+    stores
+        .instances
+        .state()
+        .into_iter()
+        .map(|cached| match written.get(&cached.key()) {
+            Some(r)
+                if now.duration_since(r.at) < WRITTEN_FOR
+                    && r.instance.uid() == cached.uid()
+                    && r.instance.resource_version() != cached.resource_version() =>
+            {
+                r.instance.clone()
+            }
+            _ => cached,
+        })
+        .collect()
+}
+
+/// The nodes of the instances (of the same cluster, any namespace) that share an
+/// anti-affinity class with `fci`: where each is settled, or where it is moving. A moving
+/// instance is counted at its target only: the node it leaves is being emptied.
+pub fn neighbours<'a>(
+    fci: &FailoverClusterInstance,
+    instances: impl IntoIterator<Item = &'a FailoverClusterInstance>,
+) -> BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> {
+    let mut out: BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> = BTreeMap::new();
+    let classes = &fci.spec.anti_affinity_classes;
+    if classes.is_empty() {
+        return out;
+    }
+    let mine = (fci.spec.priority, fci.key());
+    let strict_here =
+        fci.spec.anti_affinity_mode == kube_failover_core::api::AntiAffinityMode::Strict;
+    for other in instances {
+        let theirs = (other.spec.priority, other.key());
+        if theirs.1 == mine.1 || other.spec.cluster_ref != fci.spec.cluster_ref {
+            continue;
+        }
+        let Some(class) = other
+            .spec
+            .anti_affinity_classes
+            .iter()
+            .find(|c| classes.contains(c))
+        else {
+            continue;
+        };
+        let status = other.status.as_ref();
+        let moving = status.and_then(|s| s.current_move.as_ref());
+        let node = match moving {
+            Some(m) => m.to.clone(),
+            None => status.and_then(|s| s.owner_node.clone()),
+        };
+        let Some(node) = node else { continue };
+        out.entry(node)
+            .or_default()
+            .push(kube_failover_core::decide::Neighbour {
+                instance: theirs.1.clone(),
+                class: class.clone(),
+                strict: strict_here
+                    || other.spec.anti_affinity_mode
+                        == kube_failover_core::api::AntiAffinityMode::Strict,
+                outranks: theirs < mine,
+                settled: moving.is_none()
+                    && status.is_some_and(|s| s.phase == kube_failover_core::api::Phase::Online),
+            });
+    }
+    out
+}
+
+/// How long an instance of lower priority lets a higher one go first, at most: priority
+/// orders the start, it never blocks one instance on another that cannot move. A failover
+/// waits little (its service is down); a planned move (a drain) may wait for a higher
+/// one's graceful stop, which takes up to its pod's grace period.
+const PRIORITY_HOLD_SECONDS: i64 = 5;
+const PLANNED_PRIORITY_HOLD_SECONDS: i64 = 60;
+
+fn higher_priority_starting(
+    fci: &FailoverClusterInstance,
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> bool {
+    let mine = fci.spec.priority;
+    let moving = fci.status.as_ref().and_then(|s| s.current_move.as_ref());
+    let Some(m) = moving else { return false };
+    // Counted from when this instance could start its pod (its old one gone, volumes
+    // detached), not from the start of the move: a graceful stop may take longer than the
+    // hold, and all the instances of a drained node then become ready to start together.
+    let ready = m.volumes_detached.as_ref().unwrap_or(&m.started);
+    let hold = if m.planned {
+        PLANNED_PRIORITY_HOLD_SECONDS
+    } else {
+        PRIORITY_HOLD_SECONDS
+    };
+    if now.duration_since(ready.0) > jiff::SignedDuration::from_secs(hold) {
+        return false;
+    }
+    stores.instances.state().iter().any(|other| {
+        other.spec.cluster_ref == fci.spec.cluster_ref
+            && other.spec.priority < mine
+            && other
+                .status
+                .as_ref()
+                .and_then(|s| s.current_move.as_ref())
+                .is_some_and(|om| om.pod_created.is_none() && om.from.is_some())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fci(
+        ns: &str,
+        name: &str,
+        cluster: &str,
+        spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> FailoverClusterInstance {
+        let mut base = serde_json::json!({
+            "clusterRef": cluster,
+            "networkName": {"name": name, "ports": [{"name": "sql", "port": 1433}]},
+            "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": base,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn neighbours_are_the_same_clusters_instances_sharing_a_class_where_they_are_or_go() {
+        let sql = serde_json::json!({"antiAffinityClasses": ["sql"]});
+        let online = |node: &str| serde_json::json!({"phase": "Online", "ownerNode": node});
+        let me = fci("a", "db", "c1", sql.clone(), serde_json::json!({}));
+        let others = [
+            // Same class, same cluster, another namespace; ranks above (same priority,
+            // earlier key).
+            fci("a", "ant", "c1", sql.clone(), online("n1")),
+            // Moving from n1 to n2: counted at n2 only, not settled; a lower priority.
+            fci(
+                "b",
+                "mover",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["web", "sql"], "priority": "Low", "antiAffinityMode": "Strict"}),
+                serde_json::json!({"phase": "Moving", "ownerNode": "n1", "move": {
+                    "from": "n1", "to": "n2", "reason": "x", "planned": true,
+                    "started": "2026-01-01T00:00:00.000000Z"}}),
+            ),
+            // Another cluster, or no shared class: never.
+            fci("a", "elsewhere", "c2", sql.clone(), online("n3")),
+            fci(
+                "a",
+                "web",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["web"]}),
+                online("n3"),
+            ),
+            // Itself: never.
+            fci("a", "db", "c1", sql.clone(), online("n4")),
+            // A higher priority ranks above whatever its name.
+            fci(
+                "z",
+                "zed",
+                "c1",
+                serde_json::json!({"antiAffinityClasses": ["sql"], "priority": "High"}),
+                online("n5"),
+            ),
+        ];
+        let got = neighbours(&me, others.iter());
+        let summary: Vec<(&str, &str, bool, bool, bool)> = got
+            .iter()
+            .flat_map(|(node, xs)| {
+                xs.iter().map(move |x| {
+                    (
+                        node.as_str(),
+                        x.instance.as_str(),
+                        x.strict,
+                        x.outranks,
+                        x.settled,
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("n1", "a/ant", false, true, true),
+                ("n2", "b/mover", true, false, false),
+                ("n5", "z/zed", false, true, true),
+            ]
+        );
+        // No classes: no neighbours at all.
+        let plain = fci(
+            "a",
+            "db",
+            "c1",
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+        assert!(neighbours(&plain, others.iter()).is_empty());
+    }
+}

@@ -1,0 +1,270 @@
+//! One reconcile of one instance: observe the caches, decide, record the decision in the
+//! status (guarded by the resourceVersion it was made from), then act.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+
+use super::actions::{execute, publish_event};
+use super::cleanup::cleanup;
+use super::error::{Error, Result};
+use super::metrics;
+use super::observe;
+use super::{Context, FIELD_MANAGER};
+use kube_failover_core::api::NODE_LEASE_NAMESPACE;
+use kube_failover_core::api::{AGENT_LEASE_LABEL, FINALIZER, FailoverClusterInstance};
+use kube_failover_core::decide::{self, Action};
+
+/// How long a status write may hold the anti-affinity lock.
+const ANTI_AFFINITY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> Result<Requeue> {
+    if !ctx.leader.is_leader() {
+        // Caches stay warm; everything is reconciled again on becoming leader.
+        return Ok(Requeue::await_change());
+    }
+    if !ctx.synced() {
+        // An empty cache is not an empty cluster: nothing is decided before every cache
+        // has synced, and everything is reconciled again then.
+        return Ok(Requeue::await_change());
+    }
+    let started = std::time::Instant::now();
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    if !cluster_lists_owner(&fci, &ctx) {
+        ctx.cluster_changed.notify_one();
+    }
+    let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, fci, |event| async {
+        match event {
+            Finalizer::Apply(fci) => match apply(&fci, &ctx).await {
+                // The cached instance is older than the API's. The watch normally catches up
+                // at once; after an API server restart it has been seen to lag for minutes,
+                // so the round is decided again, once, on the instance read from the API.
+                Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                    match api.get_opt(&fci.name_any()).await? {
+                        Some(fresh) if fresh.resource_version() != fci.resource_version() => {
+                            tracing::debug!(instance = %fci.name_any(), "stale cache: deciding on the instance read from the API");
+                            apply(&fresh, &ctx).await
+                        }
+                        _ => Err(Error::Kube(kube::Error::Api(e))),
+                    }
+                }
+                other => other,
+            },
+            Finalizer::Cleanup(fci) => cleanup(&fci, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Whether this round may hand an instance's virtual IPs to a node (`vipMode: Agent`, during
+/// a move).
+fn hands_over_vips(fci: &FailoverClusterInstance) -> bool {
+    fci.spec.vip_mode == kube_failover_core::api::VipMode::Agent
+        && !fci.spec.virtual_ips.is_empty()
+        && fci
+            .status
+            .as_ref()
+            .is_some_and(|s| s.current_move.is_some())
+}
+
+/// Whether the cluster's status already shows this instance under its current owner.
+fn cluster_lists_owner(fci: &FailoverClusterInstance, ctx: &Context) -> bool {
+    let Some(cluster) = ctx
+        .stores
+        .clusters
+        .get(&ObjectRef::new(&fci.spec.cluster_ref))
+    else {
+        return true;
+    };
+    let key = format!("{}/{}", fci.namespace().unwrap_or_default(), fci.name_any());
+    let owner = fci.status.as_ref().and_then(|s| s.owner_node.as_deref());
+    let members = cluster
+        .status
+        .as_ref()
+        .map(|s| s.members.as_slice())
+        .unwrap_or_default();
+    members
+        .iter()
+        .all(|m| (Some(m.name.as_str()) == owner) == m.instances.contains(&key))
+}
+
+pub fn error_policy(
+    _fci: Arc<FailoverClusterInstance>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Requeue {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&metrics::ErrorLabel {
+            error: error.label().into(),
+        })
+        .inc();
+    match error {
+        // A newer version of the instance is on its way through the watch.
+        e if e.is_stale_write() => {
+            tracing::debug!(error = %e, "write from a stale version; retrying");
+            Requeue::requeue(Duration::from_millis(200))
+        }
+        Error::NotLeader => Requeue::await_change(),
+        _ => {
+            tracing::warn!(error = %error, "reconcile failed");
+            Requeue::requeue(Duration::from_secs(2))
+        }
+    }
+}
+
+async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
+    let name = fci.name_any();
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    // An instance with anti-affinity classes is decided one at a time, on its classmates'
+    // statuses as last written (see `observe::Written`).
+    let mut written = if fci.spec.anti_affinity_classes.is_empty() {
+        None
+    } else {
+        Some(ctx.written.lock().await)
+    };
+    let now = ctx.stores.heartbeats.clock().now();
+    let mut observed = observe::observe(fci, &ctx.stores, now);
+    if let Some(written) = &written {
+        let instances = observe::instances_as_written(&ctx.stores, written);
+        observed.neighbours = observe::neighbours(fci, instances.iter().map(|i| i.as_ref()));
+    }
+    if hands_over_vips(fci) {
+        // Who may hold the virtual IPs decides when they go to the new owner: read the agent
+        // Leases fresh (the cache may lag), on top of what the cache says.
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+        let selector = format!("{}={}", AGENT_LEASE_LABEL.0, AGENT_LEASE_LABEL.1);
+        let live = leases
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let key = format!("{ns}/{name}");
+        observed.vip_holders.extend(observe::vip_holders_among(
+            &key,
+            &live.items,
+            &ctx.stores,
+            now,
+        ));
+    }
+    let decision = decide::decide(
+        &name,
+        fci.metadata.generation,
+        &fci.spec,
+        fci.status.as_ref(),
+        &observed,
+    );
+
+    // Record the intent before acting. `replace_status` carries the resourceVersion this
+    // decision was made from: if anything changed meanwhile (another leader, a user), the
+    // write fails with a conflict and nothing below runs. A round that would act writes
+    // even an unchanged status (the API server then stores nothing, but still checks the
+    // resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
+    let acts = decision
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event(_)));
+    if acts || fci.status.as_ref() != Some(&decision.status) {
+        ctx.ensure_leader()?;
+        let mut updated = fci.clone();
+        updated.status = Some(decision.status.clone());
+        let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let write = api.replace_status(&name, &params, &updated);
+        let stored = if written.is_some() {
+            // The lock waits for this write: it must not hold the other instances of the
+            // class (and their failovers) for the client's whole read timeout.
+            tokio::time::timeout(ANTI_AFFINITY_WRITE_TIMEOUT, write)
+                .await
+                .map_err(|_| {
+                    Error::Timeout("status write of an instance with anti-affinity classes")
+                })??
+        } else {
+            write.await?
+        };
+        if let Some(written) = written.as_mut() {
+            observe::record_written(written, stored, &ctx.stores);
+        }
+        record_finished_moves(fci, &decision.status, ctx);
+    }
+    drop(written);
+    // The Service comes first (it may create the EndpointSlice); the actions of one round
+    // are otherwise independent by construction (see `decide`) and go out together, so a
+    // round costs one API round trip, not one per action. Events do not hold the round up.
+    let (ensure, rest): (Vec<&Action>, Vec<&Action>) = decision
+        .actions
+        .iter()
+        .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
+    for action in ensure {
+        ctx.ensure_leader()?;
+        execute(fci, action, ctx).await?;
+    }
+    ctx.ensure_leader()?;
+    let (events, writes): (Vec<&Action>, Vec<&Action>) = rest
+        .into_iter()
+        .partition(|a| matches!(a, Action::Event(_)));
+    let written =
+        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx))).await;
+    // The round's intent is recorded in the status: its Events tell of it even when a write
+    // of the round failed (a Fence refused, say), or they would never be told at all.
+    for ev in events {
+        if let Action::Event(ev) = ev {
+            publish_event(fci, ev, ctx.recorder.clone());
+        }
+    }
+    written?;
+    Ok(match decision.recheck_at {
+        Some(at) => {
+            let wait = now.duration_until(at).unsigned_abs();
+            Requeue::requeue(wait.min(Duration::from_secs(300)) + Duration::from_millis(50))
+        }
+        None if decision.status.current_move.is_some() => Requeue::requeue(Duration::from_secs(5)),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn record_finished_moves(
+    fci: &FailoverClusterInstance,
+    new: &kube_failover_core::api::FailoverClusterInstanceStatus,
+    ctx: &Context,
+) {
+    let was_moving = fci
+        .status
+        .as_ref()
+        .is_some_and(|s| s.current_move.is_some());
+    // A move ends only by being appended to the history.
+    if !was_moving || new.current_move.is_some() {
+        return;
+    }
+    if let Some(m) = new.history.last()
+        && m.from.is_some()
+    {
+        let reason = m.reason.split(':').next().unwrap_or("Unknown").to_string();
+        ctx.metrics
+            .failovers
+            .get_or_create(&metrics::ReasonLabel { reason })
+            .inc();
+        if let Some(online) = &m.online {
+            ctx.metrics
+                .failover_duration
+                .observe(online.0.duration_since(m.started.0).as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The read side's plumbing: reflectors that strip what is never read and report whether
+//! they are alive, the wait for every cache to sync, and which instances a change of
+//! another kind concerns.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::observe::Stores;
+use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Phase};
+
+pub fn strip<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    obj.meta_mut()
+        .annotations
+        .as_mut()
+        .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
+}
+
+/// How long a watch waits before trying again after an error: from 250 ms, doubling, at
+/// most 4 s, and from the start again after a success. The usual policy (up to 30 s, reset
+/// after two quiet minutes) kept caches stale for over half a minute after an API server
+/// restart, and the controller decides on its caches: a failover would wait that long.
+#[derive(Clone, Debug)]
+pub struct QuickBackoff {
+    next: std::time::Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(4);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// How long a watch may go without completing a list (its first, or a relist after its
+/// resourceVersion expired) and without a page of it arriving before /healthz reports it.
+/// Generous: a liveness failure restarts the pod, and a restart brings no API server back.
+pub const WATCH_STALL_LIMIT: Duration = Duration::from_secs(300);
+
+/// Every watch of this replica and how it is doing, for /healthz.
+///
+/// A watch is alive while its stream has not ended (nor been dropped: the task polling it
+/// ended or panicked) and it is not stuck listing. Errors alone do not make it dead: the
+/// watcher retries with backoff, and it reports no successful re-watch, so a watch that
+/// failed and then resumed on a quiet resource looks the same as one still failing. An
+/// outage long enough for its resourceVersion to expire ends in a relist, which counts.
+#[derive(Clone, Default)]
+pub struct Watches {
+    all: Arc<Mutex<Vec<Arc<WatchState>>>>,
+}
+
+struct WatchState {
+    name: &'static str,
+    epoch: Instant,
+    /// Nanoseconds since `epoch` of the start of the list under way or of its last page;
+    /// `NOT_LISTING` once the list completed. A watch starts by listing (at `epoch`).
+    listing_since: AtomicU64,
+    ended: AtomicBool,
+}
+
+const NOT_LISTING: u64 = u64::MAX;
+
+/// One watch at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchView {
+    pub name: &'static str,
+    /// Its stream ended or was dropped: nothing will update its cache again.
+    pub ended: bool,
+    /// Listing, with no page since then; `None` when its cache is complete.
+    pub listing_since: Option<Instant>,
+}
+
+impl Watches {
+    pub fn views(&self) -> Vec<WatchView> {
+        let all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter()
+            .map(|w| {
+                let since = w.listing_since.load(Ordering::Acquire);
+                WatchView {
+                    name: w.name,
+                    ended: w.ended.load(Ordering::Acquire),
+                    listing_since: (since != NOT_LISTING)
+                        .then(|| w.epoch + Duration::from_nanos(since)),
+                }
+            })
+            .collect()
+    }
+
+    /// Passes a watcher's events through, noting under `name` whether it lists and whether
+    /// it ended.
+    pub fn track<K, S>(
+        &self,
+        name: &'static str,
+        events: S,
+    ) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+    where
+        S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    {
+        let state = Arc::new(WatchState {
+            name,
+            epoch: Instant::now(),
+            listing_since: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        });
+        self.all
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(state.clone());
+        Tracked {
+            events: Box::pin(events),
+            state,
+        }
+    }
+}
+
+struct Tracked<S> {
+    events: Pin<Box<S>>,
+    state: Arc<WatchState>,
+}
+
+impl<K, S> Stream for Tracked<S>
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>>,
+{
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = this.events.as_mut().poll_next(cx);
+        if let Poll::Ready(item) = &next {
+            let w = &this.state;
+            let now = || w.epoch.elapsed().as_nanos() as u64;
+            match item {
+                None => w.ended.store(true, Ordering::Release),
+                Some(Ok(watcher::Event::Init)) => {
+                    // A relist starts (a retry of a failed one keeps the first start).
+                    let _ = w.listing_since.compare_exchange(
+                        NOT_LISTING,
+                        now(),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                Some(Ok(watcher::Event::InitApply(_))) => {
+                    w.listing_since.store(now(), Ordering::Release);
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    w.listing_since.store(NOT_LISTING, Ordering::Release);
+                }
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) | Err(_)) => {}
+            }
+        }
+        next
+    }
+}
+
+impl<S> Drop for Tracked<S> {
+    fn drop(&mut self) {
+        self.state.ended.store(true, Ordering::Release);
+    }
+}
+
+/// A reflector, registered as `name` in `watches`: returns the store and the stream of
+/// changed objects (which must be polled).
+pub fn reflect<K>(
+    watches: &Watches,
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, config)
+        .backoff(QuickBackoff::default())
+        .modify(strip)
+        .reflect(writer);
+    (reader, watches.track(name, events).applied_objects())
+}
+
+pub async fn wait_synced(stores: &Stores) {
+    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters (its
+    /// readiness is a oneshot channel shared by every clone of the store), and the
+    /// Controller itself waits on the store of instances. Waiting again in short slices
+    /// re-polls the channel, so this returns even when the wake-up went to the other waiter.
+    async fn ready<K>(store: &Store<K>)
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+            .await
+            .is_err()
+        {}
+    }
+    tokio::join!(
+        ready(&stores.instances),
+        ready(&stores.clusters),
+        ready(&stores.nodes),
+        ready(&stores.leases),
+        ready(&stores.pods),
+        ready(&stores.claims),
+        ready(&stores.volumes),
+        ready(&stores.attachments),
+        ready(&stores.services),
+        ready(&stores.slices),
+        ready(&stores.namespaces),
+    );
+}
+
+pub fn stream_from_watch(rx: watch::Receiver<()>) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
+/// A node event matters to instances it hosts, and to instances waiting for a node.
+pub fn affected_by_node(fci: &FailoverClusterInstance, node: &str) -> bool {
+    let Some(status) = fci.status.as_ref() else {
+        return true;
+    };
+    status.owner_node.as_deref() == Some(node)
+        || status.current_move.is_some()
+        || matches!(
+            status.phase,
+            Phase::Pending | Phase::Offline | Phase::Unknown
+        )
+}
+
+/// Whether instance `fci` mounts the claim `ns/name`: one of its `storage.claims`, or one it
+/// creates from its `storage.claimTemplates` (`<instance>-<template>`). A claim created or
+/// bound after the instance then wakes it at once.
+pub fn uses_claim(fci: &FailoverClusterInstance, ns: Option<&str>, name: &str) -> bool {
+    fci.namespace().as_deref() == ns && fci.claims().iter().any(|c| c.claim == name)
+}
+
+/// The instance named by an object's instance label, in the object's namespace.
+pub fn by_label(
+    obj_ns: Option<String>,
+    labels: &BTreeMap<String, String>,
+) -> Option<ObjectRef<FailoverClusterInstance>> {
+    labels
+        .get(INSTANCE_LABEL)
+        .map(|n| ObjectRef::<FailoverClusterInstance>::new(n).within(&obj_ns.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::{Error, Event};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tracked_watch_lists_then_is_complete_and_ends_with_its_stream() {
+        let watches = Watches::default();
+        let (tx, rx) = futures::channel::mpsc::unbounded::<watcher::Result<Event<ConfigMap>>>();
+        let mut events = Box::pin(watches.track("configmaps", rx));
+        let view = || watches.views().remove(0);
+        // Listing from the start, until its list completes.
+        let started = view().listing_since.unwrap();
+        assert!(!view().ended);
+        for e in [
+            Ok(Event::Init),
+            Err(Error::NoResourceVersion),
+            Ok(Event::Init),
+        ] {
+            tx.unbounded_send(e).unwrap();
+            events.next().await.unwrap().ok();
+        }
+        assert_eq!(
+            view().listing_since,
+            Some(started),
+            "a retry keeps the start"
+        );
+        tx.unbounded_send(Ok(Event::InitApply(ConfigMap::default())))
+            .unwrap();
+        events.next().await.unwrap().unwrap();
+        assert!(
+            view().listing_since.unwrap() >= started,
+            "a page is progress"
+        );
+        tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+        events.next().await.unwrap().unwrap();
+        assert_eq!(view().listing_since, None);
+        // Errors while watching leave it alive: the watcher retries.
+        tx.unbounded_send(Err(Error::NoResourceVersion)).unwrap();
+        events.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            view(),
+            WatchView {
+                name: "configmaps",
+                ended: false,
+                listing_since: None
+            }
+        );
+        drop(tx);
+        assert!(events.next().await.is_none());
+        assert!(view().ended);
+    }
+
+    #[test]
+    fn a_dropped_watch_has_ended() {
+        let watches = Watches::default();
+        let events = watches.track(
+            "pods",
+            futures::stream::pending::<watcher::Result<watcher::Event<ConfigMap>>>(),
+        );
+        assert!(!watches.views()[0].ended);
+        drop(events);
+        assert!(watches.views()[0].ended);
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_wakes_the_instances_that_mount_it_in_its_namespace() {
+        let fci: FailoverClusterInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "spec": {
+                "clusterRef": "c",
+                "networkName": {"name": "db", "ports": [{"name": "sql", "port": 5432}]},
+                "storage": {"claims": ["data"], "claimTemplates": [{"name": "logs", "spec": {}}]},
+                "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
+            }
+        }))
+        .unwrap();
+        assert!(uses_claim(&fci, Some("apps"), "data"));
+        assert!(uses_claim(&fci, Some("apps"), "db-logs"));
+        assert!(
+            !uses_claim(&fci, Some("other"), "data"),
+            "another namespace"
+        );
+        assert!(
+            !uses_claim(&fci, Some("apps"), "logs"),
+            "a template's bare name"
+        );
+        assert!(!uses_claim(&fci, Some("apps"), "db-data"));
+    }
+}

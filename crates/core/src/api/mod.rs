@@ -1,0 +1,118 @@
+//! The `kube-failover.io/v1alpha1` API: `FailoverCluster` and `FailoverClusterInstance`.
+//!
+//! Every field has a documented default. What can be checked without looking at the
+//! cluster is checked at admission, by the OpenAPI schema and CEL rules generated from
+//! these types, so that a bad object is refused with a message rather than discovered by
+//! the controller later.
+
+mod cluster;
+mod conditions;
+mod instance;
+
+pub use cluster::*;
+pub use conditions::{condition, reason, set_condition};
+pub use instance::*;
+
+pub const GROUP: &str = "kube-failover.io";
+pub const FINALIZER: &str = "kube-failover.io/cleanup";
+/// Label on every object the controller creates for an instance: the instance's name.
+pub const INSTANCE_LABEL: &str = "kube-failover.io/instance";
+/// Label on a claim the controller made from one of an instance's `storage.claimTemplates`:
+/// the template's name. The only claims the controller may delete (its admission policy
+/// refuses it any other).
+pub const CLAIM_TEMPLATE_LABEL: &str = "kube-failover.io/claim-template";
+
+/// A claim that an instance's pod mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceClaim {
+    /// The PersistentVolumeClaim's name.
+    pub claim: String,
+    /// The name of the pod volume that mounts it: the claim's name for a claim the user
+    /// brought, the template's name for a claim made from a template.
+    pub volume: String,
+    /// Made by the controller from `storage.claimTemplates` (and deleted with the instance).
+    pub from_template: bool,
+}
+
+impl FailoverClusterInstance {
+    /// `namespace/name`: how logs, status and reports name an instance.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            kube::ResourceExt::namespace(self).unwrap_or_default(),
+            kube::ResourceExt::name_any(self)
+        )
+    }
+
+    /// The name of the claim the controller makes from the template `template`.
+    pub fn template_claim_name(&self, template: &str) -> String {
+        format!("{}-{template}", kube::ResourceExt::name_any(self))
+    }
+
+    /// Every claim the instance uses: the user's, then those made from templates.
+    pub fn claims(&self) -> Vec<InstanceClaim> {
+        let storage = &self.spec.storage;
+        let brought = storage.claims.iter().map(|c| InstanceClaim {
+            claim: c.clone(),
+            volume: c.clone(),
+            from_template: false,
+        });
+        let made = storage.claim_templates.iter().map(|t| InstanceClaim {
+            claim: self.template_claim_name(&t.name),
+            volume: t.name.clone(),
+            from_template: true,
+        });
+        brought.chain(made).collect()
+    }
+}
+
+/// Where every node's heartbeat Leases live: the kubelet's (named after the node) and the
+/// node agent's ([`agent_lease_name`]).
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// On a Node, the time the controller fenced it; the taint is the controller's to remove.
+pub const FENCED_AT_ANNOTATION: &str = "kube-failover.io/fenced-at";
+
+/// The node agent's heartbeat: a Lease in `kube-node-lease` per node, renewed every second.
+pub fn agent_lease_name(node: &str) -> String {
+    format!("{AGENT_LEASE_PREFIX}{node}")
+}
+pub const AGENT_LEASE_PREFIX: &str = "kube-failover-agent-";
+/// The label on every agent Lease (the controller lists them by it).
+pub const AGENT_LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kube-failover-agent");
+/// On a node agent's Lease: the instances (`namespace/name`) whose virtual IPs are up on its
+/// node, or about to be (listed before an address comes up), as a JSON list of strings. The
+/// controller grants an instance's virtual IPs to a new owner only once no other live agent
+/// lists it.
+pub const AGENT_HOLDS_ANNOTATION: &str = "kube-failover.io/holds-virtual-ips";
+/// On a node agent's Lease (or on a Node, for another agent): the seconds (a decimal number,
+/// fractions allowed) within which, counted from the start of its last successful renewal,
+/// the agent has taken its virtual IPs down and stopped the node's instance workloads once
+/// it cannot renew its Lease.
+pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+/// On an instance, `"true"`: an operator took it offline (`kubectl failover stop`). Its pod
+/// is stopped with its grace period; its claims, Service and name are kept.
+pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";
+/// Set on a Node by `kubectl failover drain` (with `spec.unschedulable`), to the time of the
+/// drain; removed by `resume`. `kubectl failover status` and `update-run` read it.
+pub const DRAINED_ANNOTATION: &str = "kube-failover.io/drained";
+/// On a FailoverCluster: where `kubectl failover update-run` is (JSON: its hook, the nodes
+/// done, the node in progress and its step), so that the run goes on after an
+/// interruption; removed when the run completes.
+pub const UPDATE_RUN_ANNOTATION: &str = "kube-failover.io/update-run";
+/// On an instance: when an operator last asked for it to start (`kubectl failover start`,
+/// an RFC 3339 time). Each new value is acted on once: a `Failed` instance has its failover
+/// count reset and comes online; a `NoAutoStart` one is placed.
+pub const START_ANNOTATION: &str = "kube-failover.io/start-requested";
+/// On an instance: when an operator last asked for a planned move (`kubectl failover move`,
+/// an RFC 3339 time), acted on once per value; the target is `kube-failover.io/move-to`, or
+/// the next eligible owner by preference when that is absent.
+pub const MOVE_ANNOTATION: &str = "kube-failover.io/move-requested";
+/// The node a requested move goes to (see [`MOVE_ANNOTATION`]).
+pub const MOVE_TO_ANNOTATION: &str = "kube-failover.io/move-to";
+/// An agent brings a virtual IP up only if its consistent read of the grant and the write of
+/// its Lease listing the instance both completed within this many milliseconds of starting;
+/// the controller hands a revoked grant to another node no sooner than this plus a margin
+/// after revoking it. Together: an agent that read a grant before it was revoked lists the
+/// instance on its Lease before the controller looks for holders.
+pub const GRANT_CONFIRM_MILLISECONDS: u64 = 500;

@@ -1,0 +1,466 @@
+//! `decide`: a pure function of an instance's spec and status, what was observed of the
+//! cluster, and the clock. It returns the status to record and the actions to take. It never
+//! touches the API; the controller (`kube-failover-controller`) observes and applies.
+//!
+//! A move (placement, failover, planned move) is a sequence of steps recorded in
+//! `status.move`. Each round does the first step not yet recorded: if its outcome is already
+//! observed it records the step's time, otherwise it asks for the step's action. Actions are
+//! idempotent, so a round repeated by a crash or a new leader doubles nothing.
+
+pub mod health;
+mod moves;
+mod placement;
+mod steady;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+
+use crate::api::{
+    FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, Fencing, Served, condition, reason,
+    set_condition,
+};
+pub use health::{NodeFacts, NodeHealth, node_health, required_healthy, unfence_at};
+pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
+pub use placement::{candidates, failover_threshold, failovers_in_period};
+
+/// How many finished moves `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// A pod of the instance, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFacts {
+    pub name: String,
+    /// The pod's UID: deletes carry it as a precondition, so that a late delete can never
+    /// hit a newer pod of the same name.
+    pub uid: String,
+    pub node: Option<String>,
+    pub ready: bool,
+    pub ip: Option<String>,
+    /// Marked for deletion but still in the API.
+    pub terminating: bool,
+    /// The pod's phase is Failed: its workload stopped on a healthy node.
+    pub failed: bool,
+    /// Container restarts so far (the sum of the containers' `restartCount`).
+    pub restarts: u32,
+}
+
+/// A VolumeAttachment of one of the instance's volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentFacts {
+    pub name: String,
+    pub uid: String,
+    pub node: String,
+    /// The volume may be used from several nodes at once (ReadWriteMany or ReadOnlyMany):
+    /// another node's attachment is legitimate and is never waited for.
+    pub shared: bool,
+}
+
+/// Everything `decide` reads besides the instance itself.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub now: Timestamp,
+    /// False when the referenced FailoverCluster does not exist.
+    pub cluster_found: bool,
+    /// The cluster allows the instance's namespace (`spec.allowedNamespaces`).
+    pub namespace_allowed: bool,
+    /// Member nodes of the cluster and their health.
+    pub members: BTreeMap<String, NodeHealth>,
+    /// Nodes that the instance involves (its owner, the ends of its move) which exist but
+    /// are not members of the cluster (relabelled away), and their health. A node named by
+    /// the instance and in neither map has been deleted.
+    pub outside: BTreeMap<String, NodeHealth>,
+    pub quorum_required: u32,
+    pub fencing: Fencing,
+    pub pods: Vec<PodFacts>,
+    pub attachments: Vec<AttachmentFacts>,
+    /// Claims whose volume can only be used on one node (local storage): claim → node.
+    pub pinned_claims: BTreeMap<String, String>,
+    /// Claims that do not exist yet (user-provided claims must exist before placement).
+    pub missing_claims: Vec<String>,
+    /// Addresses currently published in the instance's EndpointSlice.
+    pub endpoints: Vec<String>,
+    /// The Service of the network name matches the spec.
+    pub service_current: bool,
+    /// A Service of the network name's name exists that this instance did not create: it is
+    /// never taken over.
+    pub service_taken: bool,
+    /// Another instance of the same cluster with a higher priority started a move in the
+    /// last few seconds and has not started its pod yet: this one lets it go first.
+    pub higher_priority_starting: bool,
+    /// The in-cluster DNS name of the network name.
+    pub dns_name: String,
+    /// Nodes whose agent may still have the instance's virtual IPs up: it lists them on its
+    /// Lease, and neither released them since, nor can be trusted to have dropped them (its
+    /// node fenced or deleted, or its Lease silent past its self-fence time).
+    pub vip_holders: BTreeSet<String>,
+    /// What an operator asked for through the instance's annotations.
+    pub requests: Requests,
+    /// Nodes hosting another instance of the cluster that shares an anti-affinity class
+    /// with this one, or where such an instance is moving: node → those instances.
+    pub neighbours: BTreeMap<String, Vec<Neighbour>>,
+}
+
+/// Another instance sharing an anti-affinity class with the one decided on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// `namespace/name`.
+    pub instance: String,
+    /// The first class the two share.
+    pub class: String,
+    /// Either of the two is `Strict`: they never share a node.
+    pub strict: bool,
+    /// It ranks above the instance decided on (a higher priority, or the same and an
+    /// earlier `namespace/name`): when the two share a node, the lower one moves off.
+    pub outranks: bool,
+    /// It is online on that node, no move in progress.
+    pub settled: bool,
+}
+
+impl Neighbour {
+    /// `ns/b (anti-affinity class sql, Strict)`.
+    pub fn describe(&self) -> String {
+        let strict = if self.strict { ", Strict" } else { "" };
+        format!(
+            "{} (anti-affinity class {}{strict})",
+            self.instance, self.class
+        )
+    }
+}
+
+/// What an operator asked for (`kubectl failover stop` / `start`), read from the instance's
+/// annotations: declarative, so that it is audited, survives a controller restart, and is
+/// invisible to a GitOps tool that applies the instance's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `kube-failover.io/offline: "true"`: take it offline, keeping its claims, Service and
+    /// name.
+    pub offline: bool,
+    /// `kube-failover.io/start-requested`: bring it online; a new value resets a `Failed`
+    /// instance's failover count, and a `NoAutoStart` one is placed while it is set.
+    pub start: Option<String>,
+    /// `kube-failover.io/move-requested` and `kube-failover.io/move-to`: a planned move, to
+    /// that node or the next eligible owner; acted on once per request.
+    pub moves: Option<(String, Option<String>)>,
+}
+
+impl Observed {
+    /// Members heard from and not fenced (`MemberState::heard`).
+    pub fn healthy_members(&self) -> u32 {
+        self.members.values().filter(|h| h.state.heard()).count() as u32
+    }
+
+    pub fn has_quorum(&self) -> bool {
+        self.healthy_members() >= self.quorum_required
+    }
+
+    /// The health of a node, member or not; `None` when no such Node exists.
+    pub fn node(&self, name: &str) -> Option<&NodeHealth> {
+        self.members.get(name).or_else(|| self.outside.get(name))
+    }
+}
+
+/// A side effect for `apply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Server-side apply the Service of the network name (and the EndpointSlice shell).
+    EnsureService,
+    /// Server-side apply the claims made from templates.
+    EnsureClaims,
+    /// Publish exactly these addresses in the EndpointSlice (empty withdraws).
+    SetEndpoints(Vec<String>),
+    /// Taint the node out of service.
+    Fence {
+        node: String,
+    },
+    /// Delete a pod, if it still has this UID; `force` means grace period 0 (only ever for a
+    /// pod on a fenced node).
+    DeletePod {
+        name: String,
+        uid: String,
+        force: bool,
+    },
+    /// Delete a stale VolumeAttachment of a fenced node, if it still has this UID.
+    DeleteAttachment {
+        name: String,
+        uid: String,
+    },
+    /// Create the pod of move `seq` on `node`, once the API says no other pod exists.
+    CreatePod {
+        node: String,
+        seq: u64,
+    },
+    Event(Event),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: FailoverClusterInstanceStatus,
+    pub actions: Vec<Action>,
+    /// Look again at this time even if nothing changes (a threshold or a delay ends).
+    pub recheck_at: Option<Timestamp>,
+}
+
+/// The name of the pod of move `seq`: deterministic, so that a create repeated by another
+/// leader gets AlreadyExists instead of a second pod.
+pub fn pod_name(instance: &str, seq: u64) -> String {
+    format!("{instance}-{seq}")
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+fn micro(t: Timestamp) -> MicroTime {
+    MicroTime(t)
+}
+
+fn cond(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: time(now),
+    }
+}
+
+fn event(warning: bool, reason: &str, message: impl Into<String>) -> Action {
+    Action::Event(Event {
+        warning,
+        reason: reason.into(),
+        message: message.into(),
+    })
+}
+
+/// Decides one round for one instance.
+pub fn decide(
+    name: &str,
+    generation: Option<i64>,
+    spec: &FailoverClusterInstanceSpec,
+    current: Option<&FailoverClusterInstanceStatus>,
+    obs: &Observed,
+) -> Decision {
+    let mut d = Decision {
+        status: current.cloned().unwrap_or_default(),
+        actions: Vec::new(),
+        recheck_at: None,
+    };
+    let now = obs.now;
+    d.status.observed_generation = generation;
+
+    // What admission cannot check: the cluster must exist, the template must run something.
+    let invalid = if !obs.cluster_found {
+        Some((
+            reason::CLUSTER_NOT_FOUND,
+            format!(
+                "FailoverCluster {:?} does not exist; create it or fix spec.clusterRef",
+                spec.cluster_ref
+            ),
+        ))
+    } else if !obs.namespace_allowed {
+        Some((
+            reason::NAMESPACE_NOT_ALLOWED,
+            format!(
+                "FailoverCluster {:?} does not allow this namespace; a cluster administrator can add it to the cluster's spec.allowedNamespaces.names or label it to match spec.allowedNamespaces.selector",
+                spec.cluster_ref
+            ),
+        ))
+    } else if spec
+        .template
+        .spec
+        .as_ref()
+        .is_none_or(|s| s.containers.is_empty())
+    {
+        Some((
+            reason::NO_CONTAINERS,
+            "spec.template.spec.containers must list at least one container".to_string(),
+        ))
+    } else if obs.service_taken {
+        Some((
+            reason::NETWORK_NAME_TAKEN,
+            format!(
+                "a Service named {:?} already exists in this namespace and was not created for this instance; rename spec.networkName.name or remove that Service",
+                spec.network_name.name
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = invalid {
+        let was_valid = d
+            .status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != condition::VALID || c.status == "True");
+        set_condition(
+            &mut d.status.conditions,
+            cond(
+                condition::VALID,
+                false,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            ),
+        );
+        if was_valid {
+            d.actions.push(event(true, reason, message));
+        }
+        // Nothing already running is disturbed.
+        return d;
+    }
+    set_condition(
+        &mut d.status.conditions,
+        cond(
+            condition::VALID,
+            true,
+            reason::VALID,
+            "spec accepted",
+            generation,
+            now,
+        ),
+    );
+
+    if !obs.service_current {
+        d.actions.push(Action::EnsureService);
+    }
+    if !spec.storage.claim_templates.is_empty() {
+        d.actions.push(Action::EnsureClaims);
+    }
+    let quorum_ok = obs.has_quorum();
+    set_condition(
+        &mut d.status.conditions,
+        cond(
+            condition::QUORUM,
+            quorum_ok,
+            if quorum_ok {
+                reason::QUORUM_HELD
+            } else {
+                reason::QUORUM_LOST
+            },
+            // Counts only when quorum is lost: a node failure must not rewrite the status
+            // of every instance in the cluster (the cluster's status carries the counts).
+            if quorum_ok {
+                "enough member nodes are up for automatic failover".to_string()
+            } else {
+                format!(
+                    "{} of {} member nodes up, {} required",
+                    obs.healthy_members(),
+                    obs.members.len(),
+                    obs.quorum_required
+                )
+            },
+            generation,
+            now,
+        ),
+    );
+
+    advance(name, spec, obs, quorum_ok, &mut d);
+
+    d.status.served = Some(Served {
+        dns_name: obs.dns_name.clone(),
+        virtual_ips: spec.virtual_ips.clone(),
+        endpoint: obs.endpoints.first().cloned(),
+        vip_node: vip_node(spec, &d.status, obs),
+    });
+    placement::prune_counts(spec, &mut d.status, now);
+    d.status.failover_count = failovers_in_period(spec, &d.status, now);
+    d
+}
+
+/// Who carries the round on after the steady state or a move has had its say. The two hand
+/// the round to each other here, never by calling each other: a failover starts a move and
+/// takes its first steps in the same round; a move whose new owner failed ends, and the
+/// steady state decides from where it ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Then {
+    Done,
+    StepMove,
+    Steady,
+}
+
+/// The steady state or the move in progress, then whoever it hands the round to. A move
+/// just started has created no pod, so it cannot hand back at once: a round takes at most
+/// move, steady, move; the bound only guards that.
+fn advance(
+    name: &str,
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    quorum_ok: bool,
+    d: &mut Decision,
+) {
+    let mut then = match d.status.current_move.clone() {
+        Some(m) => moves::step_move(name, spec, obs, m, d),
+        None => steady::steady(name, spec, obs, quorum_ok, d),
+    };
+    for _ in 0..3 {
+        then = match (then, d.status.current_move.clone()) {
+            (Then::StepMove, Some(m)) => moves::step_move(name, spec, obs, m, d),
+            (Then::Steady, _) => steady::steady(name, spec, obs, obs.has_quorum(), d),
+            (Then::Done | Then::StepMove, _) => return,
+        };
+    }
+}
+
+/// The node whose agent may bring the virtual IPs up (`vipMode: Agent`): the owner, outside
+/// a move, once no other node's agent may still hold them. During a move nobody: the old
+/// owner's agent takes them down as the endpoint is withdrawn, and the new owner's brings
+/// them up once the move is over.
+fn vip_node(
+    spec: &FailoverClusterInstanceSpec,
+    status: &FailoverClusterInstanceStatus,
+    obs: &Observed,
+) -> Option<String> {
+    if spec.vip_mode != crate::api::VipMode::Agent
+        || spec.virtual_ips.is_empty()
+        || status.current_move.is_some()
+        || !matches!(
+            status.phase,
+            crate::api::Phase::Online | crate::api::Phase::Degraded
+        )
+    {
+        return None;
+    }
+    let owner = status.owner_node.clone()?;
+    obs.vip_holders.iter().all(|n| *n == owner).then_some(owner)
+}
+
+/// Nodes other than `to` whose agent may still hold the instance's virtual IPs.
+pub(crate) fn other_vip_holders(obs: &Observed, to: &str) -> Vec<String> {
+    obs.vip_holders
+        .iter()
+        .filter(|n| *n != to)
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn condition_reason<'a>(
+    status: &'a FailoverClusterInstanceStatus,
+    type_: &str,
+) -> Option<&'a str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests;

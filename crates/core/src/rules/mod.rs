@@ -1,0 +1,12 @@
+//! The rules that judge the cluster's facts, shared by the controller (which acts on them)
+//! and `kubectl failover validate` (which reports them): which nodes are members, which may
+//! own an instance, which heartbeat counts and for how long, where a volume is pinned. One
+//! definition each, so that the report can never disagree with what the controller does.
+
+mod heartbeats;
+mod membership;
+mod volumes;
+
+pub use heartbeats::kubelet_lease_stale_seconds;
+pub use membership::{CONTROL_PLANE_LABELS, is_member, owner_order};
+pub use volumes::pinned_node;

@@ -1,0 +1,114 @@
+//! Members: their heartbeats, their clocks, and each cluster's quorum.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+
+use super::Check;
+use super::time::{SECOND, ago, clock_offset, renewal_age, secs, surely_past};
+use crate::api::FailoverCluster;
+use crate::rules::kubelet_lease_stale_seconds;
+
+/// The Lease of member `node` of `cluster`: renewed within the cluster's threshold (on the
+/// API server's clock), and the node's clock within a second of the server's.
+pub fn judge_member_lease(
+    node: &str,
+    cluster: &FailoverCluster,
+    lease: Option<&Lease>,
+    now: Timestamp,
+) -> Vec<Check> {
+    let subject = format!("member {node} (cluster {})", cluster.name_any());
+    let hb = &cluster.spec.heartbeat;
+    let threshold = SignedDuration::from_secs(kubelet_lease_stale_seconds(hb).into());
+    let Some(lease) = lease else {
+        return vec![Check::fail(
+            "heartbeats",
+            subject,
+            format!("no Lease kube-node-lease/{node}: its kubelet has never heartbeated"),
+            "check the node's kubelet (systemctl status kubelet) or take the node out of the cluster",
+        )];
+    };
+    let mut out = Vec::new();
+    match renewal_age(lease, now) {
+        Some((age, _)) if surely_past(age, threshold) => out.push(Check::fail(
+            "heartbeats",
+            subject.clone(),
+            format!(
+                "Lease kube-node-lease/{node} stale: last renewed {} (the cluster counts a \
+                 member down after {})",
+                ago(age),
+                secs(threshold)
+            ),
+            "bring the node's kubelet back, or drain it / take it out of the cluster",
+        )),
+        Some((age, server)) => out.push(Check::pass(
+            "heartbeats",
+            subject.clone(),
+            format!(
+                "Lease renewed {}{}",
+                ago(age),
+                if server {
+                    ""
+                } else {
+                    " (by its own renewTime)"
+                }
+            ),
+        )),
+        None => out.push(Check::fail(
+            "heartbeats",
+            subject.clone(),
+            format!("Lease kube-node-lease/{node} never renewed"),
+            "check the node's kubelet",
+        )),
+    }
+    if let Some(offset) = clock_offset(lease).filter(|d| d.abs() > SECOND) {
+        let side = if offset.is_positive() {
+            format!("at least {} ahead of", secs(offset))
+        } else {
+            format!("about {} behind", secs(offset.abs()))
+        };
+        out.push(Check::warn(
+            "heartbeats",
+            format!("clock of {node}"),
+            format!(
+                "{side} the API server's (its Lease's renewTime against the server's time of \
+                 that write); kube-failover never compares clocks, but logs, certificates and \
+                 the workloads do"
+            ),
+            "synchronise the node's clock (chrony/NTP)",
+        ));
+    }
+    out
+}
+
+pub fn judge_quorum(cluster: &FailoverCluster) -> Check {
+    let subject = format!("cluster {}", cluster.name_any());
+    let Some(q) = cluster.status.as_ref().and_then(|s| s.quorum.as_ref()) else {
+        return Check::warn(
+            "quorum",
+            subject,
+            "no quorum in its status: the controller has not computed it",
+            "check that the controller runs (see the leader check)",
+        );
+    };
+    let margin = i64::from(q.healthy) - i64::from(q.required);
+    let counts = format!(
+        "{} of {} members up, {} required",
+        q.healthy, q.total, q.required
+    );
+    match margin {
+        m if m < 0 => Check::fail(
+            "quorum",
+            subject,
+            format!("quorum lost: {counts} ({} short): nothing fails over", -m),
+            "bring members back up, or lower spec.quorum.minHealthy if fewer nodes are intended",
+        ),
+        0 => Check::warn(
+            "quorum",
+            subject,
+            format!("{counts}: one more failure stops automatic failover"),
+            "bring the down members back or add members",
+        ),
+        m => Check::pass("quorum", subject, format!("{counts}: {m} more may fail")),
+    }
+}
