@@ -12,10 +12,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
+use super::vip_holders::vip_holders;
 use kube_failover_core::api::{
-    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_PREFIX, FENCED_AT_ANNOTATION, FailoverCluster,
-    FailoverClusterInstance, Heartbeat, HeartbeatSource, INSTANCE_LABEL, InstanceClaim,
-    agent_lease_name,
+    FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, Heartbeat, HeartbeatSource,
+    INSTANCE_LABEL, InstanceClaim, agent_lease_name,
 };
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::{
@@ -69,7 +69,9 @@ impl NodeLeases {
 
 /// `kube-failover.io/self-fence-seconds`, a decimal number of seconds, to the millisecond
 /// (rounded up: the wait must not be shorter than announced).
-fn self_fence_of(annotations: &BTreeMap<String, String>) -> Option<jiff::SignedDuration> {
+pub(crate) fn self_fence_of(
+    annotations: &BTreeMap<String, String>,
+) -> Option<jiff::SignedDuration> {
     let seconds: f64 = annotations
         .get(SELF_FENCE_ANNOTATION)?
         .trim()
@@ -168,76 +170,6 @@ pub fn member_health(
         .collect()
 }
 
-/// The instances (`namespace/name`) a node agent's Lease says it holds the virtual IPs of.
-pub fn agent_holds(lease: &Lease) -> Vec<String> {
-    lease
-        .annotations()
-        .get(AGENT_HOLDS_ANNOTATION)
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default()
-}
-
-use kube_failover_core::decide::SELF_FENCE_MARGIN;
-
-/// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
-/// its Lease lists the instance, and it cannot be trusted to have dropped them: the node
-/// exists, is not out of service, and the Lease was seen renewed less than its self-fence
-/// time (plus a margin) ago. An agent without a self-fence time is trusted only to have
-/// stopped with its node's deletion or fencing.
-pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet<String> {
-    vip_holders_among(
-        key,
-        stores.leases.state().iter().map(|l| l.as_ref()),
-        stores,
-        now,
-    )
-}
-
-/// [`vip_holders`] judged from `leases` (read fresh from the API server, say) rather than
-/// the cache; nodes, fencing and the times Leases were seen still come from `stores`.
-pub fn vip_holders_among<'a>(
-    key: &str,
-    leases: impl IntoIterator<Item = &'a Lease>,
-    stores: &Stores,
-    now: jiff::Timestamp,
-) -> BTreeSet<String> {
-    let mut holders = BTreeSet::new();
-    for lease in leases {
-        let Some(node) = lease
-            .name_any()
-            .strip_prefix(AGENT_LEASE_PREFIX)
-            .map(String::from)
-        else {
-            continue;
-        };
-        if lease.namespace().as_deref() != Some(NODE_LEASE_NAMESPACE)
-            || !agent_holds(lease).iter().any(|k| k == key)
-        {
-            continue;
-        }
-        let Some(n) = stores.nodes.get(&ObjectRef::new(&node)) else {
-            continue;
-        };
-        let fenced = n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
-        if fenced {
-            continue;
-        }
-        let seen = stores
-            .heartbeats
-            .lease(&lease.name_any(), renew_time(lease));
-        let dropped_by_itself =
-            self_fence_of(lease.annotations()).is_some_and(|s| seen + s + SELF_FENCE_MARGIN <= now);
-        if !dropped_by_itself {
-            holders.insert(node);
-        }
-    }
-    holders
-}
-
 /// Nodes selected by the cluster's node selector, control-plane nodes only when it selects
 /// them explicitly.
 pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>]) -> Vec<&'a Node> {
@@ -292,6 +224,7 @@ pub fn requests(annotations: &BTreeMap<String, String>) -> kube_failover_core::d
     }
 }
 
+/// Everything `decide` needs of one instance, from the caches.
 pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timestamp) -> Observed {
     let ns = fci.namespace().unwrap_or_default();
     let name = fci.name_any();
@@ -323,39 +256,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, now);
     }
     if let Some(cluster) = &cluster {
-        let labels = stores
-            .namespaces
-            .get(&ObjectRef::new(&ns))
-            .map(|n| n.labels().clone())
-            .unwrap_or_default();
-        obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
-        obs.members = member_health(cluster, stores, now)
-            .into_iter()
-            .map(|(facts, health)| (facts.name, health))
-            .collect();
-        obs.quorum_required =
-            required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
-        obs.fencing = cluster.spec.fencing.clone();
-        let status = fci.status.as_ref();
-        let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(
-            status
-                .and_then(|s| s.current_move.as_ref())
-                .into_iter()
-                .flat_map(|m| {
-                    m.from
-                        .iter()
-                        .chain(m.to.iter())
-                        .cloned()
-                        .collect::<Vec<_>>()
-                }),
-        );
-        for node in involved {
-            if !obs.members.contains_key(&node)
-                && let Some(health) = node_health_of(&node, cluster, stores, now)
-            {
-                obs.outside.insert(node, health);
-            }
-        }
+        observe_cluster(&mut obs, fci, cluster, stores);
     }
     obs.pods = stores
         .pods
@@ -366,6 +267,62 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         })
         .map(|p| pod_facts(p))
         .collect();
+    observe_storage(&mut obs, fci, stores);
+    observe_network_name(&mut obs, fci, stores);
+    obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
+    // `neighbours` is left to the reconcile, which reads them under the anti-affinity lock
+    // from the statuses as last written (`Written`), not only as cached.
+    obs
+}
+
+/// The cluster's side: whether it allows the namespace, its members' health and quorum,
+/// its fencing, and the health of nodes the instance involves that are no longer members.
+fn observe_cluster(
+    obs: &mut Observed,
+    fci: &FailoverClusterInstance,
+    cluster: &FailoverCluster,
+    stores: &Stores,
+) {
+    let ns = fci.namespace().unwrap_or_default();
+    let labels = stores
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
+    obs.members = member_health(cluster, stores, obs.now)
+        .into_iter()
+        .map(|(facts, health)| (facts.name, health))
+        .collect();
+    obs.quorum_required =
+        required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
+    obs.fencing = cluster.spec.fencing.clone();
+    let status = fci.status.as_ref();
+    let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(
+        status
+            .and_then(|s| s.current_move.as_ref())
+            .into_iter()
+            .flat_map(|m| {
+                m.from
+                    .iter()
+                    .chain(m.to.iter())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            }),
+    );
+    for node in involved {
+        if !obs.members.contains_key(&node)
+            && let Some(health) = node_health_of(&node, cluster, stores, obs.now)
+        {
+            obs.outside.insert(node, health);
+        }
+    }
+}
+
+/// The instance's claims (missing ones, ones pinned to a node) and the attachments of their
+/// volumes.
+fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &Stores) {
+    let ns = fci.namespace().unwrap_or_default();
     // Volume name → whether several nodes may use it at once.
     let mut volumes: BTreeMap<String, bool> = BTreeMap::new();
     for InstanceClaim {
@@ -411,6 +368,12 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             })
         })
         .collect();
+}
+
+/// The network name: the addresses its EndpointSlice publishes, and whether its Service is
+/// this instance's and current.
+fn observe_network_name(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &Stores) {
+    let ns = fci.namespace().unwrap_or_default();
     let net = &fci.spec.network_name.name;
     if let Some(slice) = stores.slices.get(&ObjectRef::new(net).within(&ns)) {
         obs.endpoints = slice
@@ -420,9 +383,6 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
             .flat_map(|e| e.addresses.iter().cloned())
             .collect();
     }
-    obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
-    // `neighbours` is left to the reconcile, which reads them under the anti-affinity lock
-    // from the statuses as last written (`Written`), not only as cached.
     let service = stores.services.get(&ObjectRef::new(net).within(&ns));
     obs.service_taken = service
         .as_deref()
@@ -431,77 +391,6 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         svc.annotations().get(super::build::SPEC_HASH_ANNOTATION)
             == Some(&super::build::service_hash(fci))
     });
-    obs
-}
-
-/// The statuses this replica wrote for instances with anti-affinity classes, that its cache
-/// may not show yet. Its lock is held from observing to writing the status, so that two
-/// instances of one class decided at once see each other's choice: without it both would
-/// be placed from a cache that shows neither (as the scheduler assumes a pod bound before
-/// its cache says so).
-#[derive(Clone, Default)]
-pub struct Written(std::sync::Arc<tokio::sync::Mutex<BTreeMap<String, Recorded>>>);
-
-#[derive(Clone)]
-pub struct Recorded {
-    instance: std::sync::Arc<FailoverClusterInstance>,
-    at: std::time::Instant,
-}
-
-/// How long a written status stands in for the cache's: the watch delivers it long before.
-const WRITTEN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Written {
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, BTreeMap<String, Recorded>> {
-        self.0.lock().await
-    }
-}
-
-/// Records `written` (as the API server returned it) and forgets what the cache now shows.
-pub fn record_written(
-    written: &mut BTreeMap<String, Recorded>,
-    instance: FailoverClusterInstance,
-    stores: &Stores,
-) {
-    let now = std::time::Instant::now();
-    written.retain(|_, r| {
-        now.duration_since(r.at) < WRITTEN_FOR
-            && stores
-                .instances
-                .get(&ObjectRef::from_obj(r.instance.as_ref()))
-                .is_some_and(|cached| cached.resource_version() != r.instance.resource_version())
-    });
-    written.insert(
-        instance.key(),
-        Recorded {
-            instance: std::sync::Arc::new(instance),
-            at: now,
-        },
-    );
-}
-
-/// The instances in the cache, each replaced by the one this replica wrote when the cache
-/// does not show that write yet.
-pub fn instances_as_written(
-    stores: &Stores,
-    written: &BTreeMap<String, Recorded>,
-) -> Vec<std::sync::Arc<FailoverClusterInstance>> {
-    let now = std::time::Instant::now();
-    stores
-        .instances
-        .state()
-        .into_iter()
-        .map(|cached| match written.get(&cached.key()) {
-            Some(r)
-                if now.duration_since(r.at) < WRITTEN_FOR
-                    && r.instance.uid() == cached.uid()
-                    && r.instance.resource_version() != cached.resource_version() =>
-            {
-                r.instance.clone()
-            }
-            _ => cached,
-        })
-        .collect()
 }
 
 /// The nodes of the instances (of the same cluster, any namespace) that share an

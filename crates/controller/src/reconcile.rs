@@ -1,6 +1,7 @@
 //! One reconcile of one instance: observe the caches, decide, record the decision in the
 //! status (guarded by the resourceVersion it was made from), then act.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use super::actions::{execute, publish_event};
 use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
-use super::observe;
 use super::{Context, FIELD_MANAGER};
+use super::{observe, vip_holders, written};
 use kube_failover_core::api::NODE_LEASE_NAMESPACE;
 use kube_failover_core::api::{AGENT_LEASE_LABEL, FINALIZER, FailoverClusterInstance};
 use kube_failover_core::decide::{self, Action};
@@ -129,20 +130,48 @@ pub fn error_policy(
     }
 }
 
+/// One round: observe, decide, record the decision, act, and say when to look again.
 async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
-    let name = fci.name_any();
-    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     // An instance with anti-affinity classes is decided one at a time, on its classmates'
-    // statuses as last written (see `observe::Written`).
+    // statuses as last written (see `written::Written`).
     let mut written = if fci.spec.anti_affinity_classes.is_empty() {
         None
     } else {
         Some(ctx.written.lock().await)
     };
     let now = ctx.stores.heartbeats.clock().now();
+    let observed = observe_round(fci, ctx, written.as_deref(), now).await?;
+    let decision = decide::decide(
+        &fci.name_any(),
+        fci.metadata.generation,
+        &fci.spec,
+        fci.status.as_ref(),
+        &observed,
+    );
+    record(fci, &decision, ctx, written.as_deref_mut()).await?;
+    drop(written);
+    act(fci, &decision, ctx).await?;
+    Ok(match decision.recheck_at {
+        Some(at) => {
+            let wait = now.duration_until(at).unsigned_abs();
+            Requeue::requeue(wait.min(Duration::from_secs(300)) + Duration::from_millis(50))
+        }
+        None if decision.status.current_move.is_some() => Requeue::requeue(Duration::from_secs(5)),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// What `decide` needs: the caches, with anti-affinity neighbours as last written and, while
+/// virtual IPs are handed over, the agents' Leases read fresh.
+async fn observe_round(
+    fci: &FailoverClusterInstance,
+    ctx: &Context,
+    written: Option<&BTreeMap<String, written::Recorded>>,
+    now: jiff::Timestamp,
+) -> Result<decide::Observed> {
     let mut observed = observe::observe(fci, &ctx.stores, now);
-    if let Some(written) = &written {
-        let instances = observe::instances_as_written(&ctx.stores, written);
+    if let Some(written) = written {
+        let instances = written::instances_as_written(&ctx.stores, written);
         observed.neighbours = observe::neighbours(fci, instances.iter().map(|i| i.as_ref()));
     }
     if hands_over_vips(fci) {
@@ -153,61 +182,69 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         let live = leases
             .list(&ListParams::default().labels(&selector))
             .await?;
-        let key = format!("{ns}/{name}");
-        observed.vip_holders.extend(observe::vip_holders_among(
-            &key,
+        observed.vip_holders.extend(vip_holders::vip_holders_among(
+            &fci.key(),
             &live.items,
             &ctx.stores,
             now,
         ));
     }
-    let decision = decide::decide(
-        &name,
-        fci.metadata.generation,
-        &fci.spec,
-        fci.status.as_ref(),
-        &observed,
-    );
+    Ok(observed)
+}
 
-    // Record the intent before acting. `replace_status` carries the resourceVersion this
-    // decision was made from: if anything changed meanwhile (another leader, a user), the
-    // write fails with a conflict and nothing below runs. A round that would act writes
-    // even an unchanged status (the API server then stores nothing, but still checks the
-    // resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
+/// Records the intent before acting. `replace_status` carries the resourceVersion this
+/// decision was made from: if anything changed meanwhile (another leader, a user), the
+/// write fails with a conflict and nothing is done. A round that would act writes even an
+/// unchanged status (the API server then stores nothing, but still checks the
+/// resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
+async fn record(
+    fci: &FailoverClusterInstance,
+    decision: &decide::Decision,
+    ctx: &Context,
+    written: Option<&mut BTreeMap<String, written::Recorded>>,
+) -> Result<()> {
     let acts = decision
         .actions
         .iter()
         .any(|a| !matches!(a, Action::Event(_)));
-    if acts || fci.status.as_ref() != Some(&decision.status) {
-        ctx.ensure_leader()?;
-        let mut updated = fci.clone();
-        updated.status = Some(decision.status.clone());
-        let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let write = api.replace_status(&name, &params, &updated);
-        let stored = if written.is_some() {
-            // The lock waits for this write: it must not hold the other instances of the
-            // class (and their failovers) for the client's whole read timeout.
-            tokio::time::timeout(ANTI_AFFINITY_WRITE_TIMEOUT, write)
-                .await
-                .map_err(|_| {
-                    Error::Timeout("status write of an instance with anti-affinity classes")
-                })??
-        } else {
-            write.await?
-        };
-        if let Some(written) = written.as_mut() {
-            observe::record_written(written, stored, &ctx.stores);
-        }
-        record_finished_moves(fci, &decision.status, ctx);
+    if !acts && fci.status.as_ref() == Some(&decision.status) {
+        return Ok(());
     }
-    drop(written);
-    // The Service comes first (it may create the EndpointSlice); the actions of one round
-    // are otherwise independent by construction (see `decide`) and go out together, so a
-    // round costs one API round trip, not one per action. Events do not hold the round up.
+    ctx.ensure_leader()?;
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    let mut updated = fci.clone();
+    updated.status = Some(decision.status.clone());
+    let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let name = fci.name_any();
+    let write = api.replace_status(&name, &params, &updated);
+    if let Some(written) = written {
+        // The lock waits for this write: it must not hold the other instances of the
+        // class (and their failovers) for the client's whole read timeout.
+        let stored = tokio::time::timeout(ANTI_AFFINITY_WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| {
+                Error::Timeout("status write of an instance with anti-affinity classes")
+            })??;
+        written::record_written(written, stored, &ctx.stores);
+    } else {
+        write.await?;
+    }
+    record_finished_moves(fci, &decision.status, ctx);
+    Ok(())
+}
+
+/// The Service comes first (it may create the EndpointSlice); the actions of one round are
+/// otherwise independent by construction (see `decide`) and go out together, so a round
+/// costs one API round trip, not one per action. Events do not hold the round up.
+async fn act(
+    fci: &FailoverClusterInstance,
+    decision: &decide::Decision,
+    ctx: &Context,
+) -> Result<()> {
     let (ensure, rest): (Vec<&Action>, Vec<&Action>) = decision
         .actions
         .iter()
@@ -230,14 +267,7 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         }
     }
     written?;
-    Ok(match decision.recheck_at {
-        Some(at) => {
-            let wait = now.duration_until(at).unsigned_abs();
-            Requeue::requeue(wait.min(Duration::from_secs(300)) + Duration::from_millis(50))
-        }
-        None if decision.status.current_move.is_some() => Requeue::requeue(Duration::from_secs(5)),
-        None => Requeue::requeue(Duration::from_secs(300)),
-    })
+    Ok(())
 }
 
 fn record_finished_moves(

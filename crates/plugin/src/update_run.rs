@@ -244,11 +244,46 @@ async fn wait_back(client: &Client, cluster: &str, node: &str, timeout: u64) -> 
 pub async fn run(client: Client, args: UpdateRunArgs) -> Result<ExitCode> {
     let cluster = the_cluster(&client, args.cluster.as_deref()).await?;
     let name = cluster.name_any();
+    let mut progress = progress_to_go_on_from(&cluster, &args)?;
+    let members = member_names(&cluster);
+    if members.is_empty() {
+        bail!("FailoverCluster {name} has no members (yet): nothing to update");
+    }
+    println!(
+        "update run of cluster {name}: {} member(s), one at a time: {}",
+        members.len(),
+        members.join(", ")
+    );
+    let total = members.len();
+    while let Some((node, step)) = next_node(&members, &progress) {
+        let position = progress.done.len() + 1;
+        let run = Run {
+            client: &client,
+            cluster: &name,
+            node: &node,
+            args: &args,
+        };
+        run.take_off(step, position, total, &mut progress).await?;
+        run.give_back(&mut progress).await?;
+        println!("node/{node}: updated ({position} of {total})");
+    }
+    save(&client, &name, None).await?;
+    println!(
+        "update run of {name} complete: {} node(s) updated",
+        progress.done.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress recorded on the cluster by an interrupted run with the same hook, else a
+/// fresh start.
+fn progress_to_go_on_from(cluster: &FailoverCluster, args: &UpdateRunArgs) -> Result<Progress> {
+    let name = cluster.name_any();
     let recorded: Option<Progress> = cluster
         .annotations()
         .get(UPDATE_RUN_ANNOTATION)
         .and_then(|v| serde_json::from_str(v).ok());
-    let mut progress = match recorded {
+    Ok(match recorded {
         Some(p) if !args.restart => {
             if p.exec != args.exec {
                 bail!(
@@ -271,89 +306,102 @@ pub async fn run(client: Client, args: UpdateRunArgs) -> Result<ExitCode> {
             exec: args.exec.clone(),
             ..Default::default()
         },
-    };
-    let members = member_names(&cluster);
-    if members.is_empty() {
-        bail!("FailoverCluster {name} has no members (yet): nothing to update");
+    })
+}
+
+/// One member's turn in the run; each step is recorded on the cluster before the next.
+struct Run<'a> {
+    client: &'a Client,
+    cluster: &'a str,
+    node: &'a str,
+    args: &'a UpdateRunArgs,
+}
+
+impl Run<'_> {
+    async fn record(&self, progress: &mut Progress, step: Option<Step>) -> Result<()> {
+        progress.current = step.map(|s| (self.node.to_string(), s));
+        save(self.client, self.cluster, Some(progress)).await
     }
-    println!(
-        "update run of cluster {name}: {} member(s), one at a time: {}",
-        members.len(),
-        members.join(", ")
-    );
-    let total = members.len();
-    while let Some((node, mut step)) = next_node(&members, &progress) {
-        let position = progress.done.len() + 1;
+
+    /// From `step` on: drain the node, run the hook on it, wait until it is back.
+    async fn take_off(
+        &self,
+        mut step: Step,
+        position: usize,
+        total: usize,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let node = self.node;
         if step == Step::Drain {
-            let cluster = the_cluster(&client, Some(&name)).await?;
-            let drained = drained_members(&client, &member_names(&cluster)).await?;
-            if let Some(why) = refuse_drain(&node, &cluster, &drained) {
-                save(&client, &name, Some(&progress)).await?;
-                bail!("not draining {node}: {why}; the run stopped (run it again to go on)");
-            }
-            progress.current = Some((node.clone(), Step::Drain));
-            save(&client, &name, Some(&progress)).await?;
-            println!("node/{node}: {position} of {total}: draining");
-            let drained = drain(
-                client.clone(),
-                DrainArgs {
-                    node: node.clone(),
-                    wait: true,
-                    timeout: args.timeout,
-                    force: false,
-                },
-            )
-            .await;
-            match drained {
-                Ok(code) if code == ExitCode::SUCCESS => {}
-                Ok(_) => bail!("{node} was not drained; the run stopped (run it again to go on)"),
-                Err(e) => return Err(e.context(format!("draining {node}; the run stopped"))),
-            }
+            self.drain(position, total, progress).await?;
             step = Step::Hook;
-            progress.current = Some((node.clone(), step));
-            save(&client, &name, Some(&progress)).await?;
+            self.record(progress, Some(step)).await?;
         }
         if step == Step::Hook {
-            if !run_hook(&progress.exec, &node).await? {
+            if !run_hook(&progress.exec, node).await? {
                 bail!(
                     "the hook failed on {node}, which stays drained; the run stopped. Fix it and run the same command again to go on, or `kubectl failover resume {node}`"
                 );
             }
             step = Step::Return;
-            progress.current = Some((node.clone(), step));
-            save(&client, &name, Some(&progress)).await?;
+            self.record(progress, Some(step)).await?;
         }
         if step == Step::Return {
-            wait_back(&client, &name, &node, args.timeout).await?;
+            wait_back(self.client, self.cluster, node, self.args.timeout).await?;
             println!("node/{node}: back (heartbeating, Ready)");
-            step = Step::Resume;
-            progress.current = Some((node.clone(), step));
-            save(&client, &name, Some(&progress)).await?;
+            self.record(progress, Some(Step::Resume)).await?;
         }
-        let resumed = resume(
-            client.clone(),
-            ResumeArgs {
-                node: node.clone(),
-                failback: args.failback,
+        Ok(())
+    }
+
+    /// Drains the node, unless another member is drained or its silence would cost the
+    /// quorum.
+    async fn drain(&self, position: usize, total: usize, progress: &mut Progress) -> Result<()> {
+        let node = self.node;
+        let cluster = the_cluster(self.client, Some(self.cluster)).await?;
+        let drained = drained_members(self.client, &member_names(&cluster)).await?;
+        if let Some(why) = refuse_drain(node, &cluster, &drained) {
+            save(self.client, self.cluster, Some(progress)).await?;
+            bail!("not draining {node}: {why}; the run stopped (run it again to go on)");
+        }
+        self.record(progress, Some(Step::Drain)).await?;
+        println!("node/{node}: {position} of {total}: draining");
+        let drained = drain(
+            self.client.clone(),
+            DrainArgs {
+                node: node.to_string(),
                 wait: true,
-                timeout: args.timeout,
+                timeout: self.args.timeout,
+                force: false,
+            },
+        )
+        .await;
+        match drained {
+            Ok(code) if code == ExitCode::SUCCESS => Ok(()),
+            Ok(_) => bail!("{node} was not drained; the run stopped (run it again to go on)"),
+            Err(e) => Err(e.context(format!("draining {node}; the run stopped"))),
+        }
+    }
+
+    /// Resumes the node (with failback if asked) and records it done.
+    async fn give_back(&self, progress: &mut Progress) -> Result<()> {
+        let node = self.node;
+        let resumed = resume(
+            self.client.clone(),
+            ResumeArgs {
+                node: node.to_string(),
+                failback: self.args.failback,
+                wait: true,
+                timeout: self.args.timeout,
             },
         )
         .await?;
         if resumed != ExitCode::SUCCESS {
             bail!("{node} resumed, but its failback did not finish; the run stopped");
         }
-        progress.done.push(node.clone());
-        progress.current = None;
-        save(&client, &name, Some(&progress)).await?;
-        println!("node/{node}: updated ({position} of {total})");
+        progress.done.push(node.to_string());
+        self.record(progress, None).await
     }
-    save(&client, &name, None).await?;
-    println!(
-        "update run of {name} complete: {} node(s) updated",
-        progress.done.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

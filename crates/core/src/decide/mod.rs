@@ -265,8 +265,48 @@ pub fn decide(
     let now = obs.now;
     d.status.observed_generation = generation;
 
-    // What admission cannot check: the cluster must exist, the template must run something.
-    let invalid = if !obs.cluster_found {
+    if let Some((reason, message)) = invalid(spec, obs) {
+        hold_invalid(&mut d, reason, message, generation, now);
+        // Nothing already running is disturbed.
+        return d;
+    }
+    set_condition(
+        &mut d.status.conditions,
+        cond(
+            condition::VALID,
+            true,
+            reason::VALID,
+            "spec accepted",
+            generation,
+            now,
+        ),
+    );
+
+    if !obs.service_current {
+        d.actions.push(Action::EnsureService);
+    }
+    if !spec.storage.claim_templates.is_empty() {
+        d.actions.push(Action::EnsureClaims);
+    }
+    let quorum_ok = obs.has_quorum();
+    set_quorum_condition(&mut d, obs, generation);
+    advance(name, spec, obs, quorum_ok, &mut d);
+
+    d.status.served = Some(Served {
+        dns_name: obs.dns_name.clone(),
+        virtual_ips: spec.virtual_ips.clone(),
+        endpoint: obs.endpoints.first().cloned(),
+        vip_node: vip_node(spec, &d.status, obs),
+    });
+    placement::prune_counts(spec, &mut d.status, now);
+    d.status.failover_count = failovers_in_period(spec, &d.status, now);
+    d
+}
+
+/// What admission cannot check: the cluster must exist and allow the namespace, the
+/// template must run something, and the network name's Service must not be another's.
+fn invalid(spec: &FailoverClusterInstanceSpec, obs: &Observed) -> Option<(&'static str, String)> {
+    if !obs.cluster_found {
         Some((
             reason::CLUSTER_NOT_FOUND,
             format!(
@@ -302,49 +342,42 @@ pub fn decide(
         ))
     } else {
         None
-    };
-    if let Some((reason, message)) = invalid {
-        let was_valid = d
-            .status
-            .conditions
-            .iter()
-            .all(|c| c.type_ != condition::VALID || c.status == "True");
-        set_condition(
-            &mut d.status.conditions,
-            cond(
-                condition::VALID,
-                false,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            ),
-        );
-        if was_valid {
-            d.actions.push(event(true, reason, message));
-        }
-        // Nothing already running is disturbed.
-        return d;
     }
+}
+
+/// Holds an instance that is not valid: `Valid` False saying why, an Event when it was valid
+/// before.
+fn hold_invalid(
+    d: &mut Decision,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let was_valid = d
+        .status
+        .conditions
+        .iter()
+        .all(|c| c.type_ != condition::VALID || c.status == "True");
     set_condition(
         &mut d.status.conditions,
         cond(
             condition::VALID,
-            true,
-            reason::VALID,
-            "spec accepted",
+            false,
+            reason,
+            message.clone(),
             generation,
             now,
         ),
     );
+    if was_valid {
+        d.actions.push(event(true, reason, message));
+    }
+}
 
-    if !obs.service_current {
-        d.actions.push(Action::EnsureService);
-    }
-    if !spec.storage.claim_templates.is_empty() {
-        d.actions.push(Action::EnsureClaims);
-    }
-    let quorum_ok = obs.has_quorum();
+/// `Quorum`: whether enough member nodes are up for automatic failover.
+fn set_quorum_condition(d: &mut Decision, obs: &Observed, generation: Option<i64>) {
+    let (quorum_ok, now) = (obs.has_quorum(), obs.now);
     set_condition(
         &mut d.status.conditions,
         cond(
@@ -371,18 +404,6 @@ pub fn decide(
             now,
         ),
     );
-
-    advance(name, spec, obs, quorum_ok, &mut d);
-
-    d.status.served = Some(Served {
-        dns_name: obs.dns_name.clone(),
-        virtual_ips: spec.virtual_ips.clone(),
-        endpoint: obs.endpoints.first().cloned(),
-        vip_node: vip_node(spec, &d.status, obs),
-    });
-    placement::prune_counts(spec, &mut d.status, now);
-    d.status.failover_count = failovers_in_period(spec, &d.status, now);
-    d
 }
 
 /// Who carries the round on after the steady state or a move has had its say. The two hand

@@ -88,7 +88,6 @@ fn class_pinned(class: &StorageClass) -> Option<String> {
 /// Whether a claim can follow the instance to another of its `owners` nodes.
 pub fn judge_claim(fci: &FailoverClusterInstance, f: &ClaimFacts, owners: usize) -> Vec<Check> {
     let subject = format!("instance {} claim {}", fci.key(), f.claim);
-    let mut out = Vec::new();
     if f.pvc.is_none() && !f.from_template {
         return vec![Check::fail(
             "storage",
@@ -97,105 +96,125 @@ pub fn judge_claim(fci: &FailoverClusterInstance, f: &ClaimFacts, owners: usize)
             "create it, or remove it from spec.storage.claims",
         )];
     }
-    let spec = f.spec();
-    let modes: Vec<String> = spec
+    let mut out: Vec<Check> = missing_class(f, &subject).into_iter().collect();
+    if owners > 1 {
+        out.extend(volume_bound_to_a_node(f, &subject, owners));
+        out.extend(class_bound_to_a_node(f, &subject));
+    }
+    out.extend(driver_cannot_show_attachments(f, &subject));
+    if out.is_empty() {
+        out.push(movable(f, subject));
+    }
+    out
+}
+
+/// The claim names a StorageClass that does not exist: it cannot be provisioned (a bound
+/// one goes on working).
+fn missing_class(f: &ClaimFacts, subject: &str) -> Option<Check> {
+    let name = f.class_name.as_ref().filter(|_| f.class.is_none())?;
+    let (message, verdict) = if f.pv.is_some() {
+        (
+            format!("StorageClass {name} does not exist (the volume is bound already)"),
+            Verdict::Warn,
+        )
+    } else {
+        (
+            format!("StorageClass {name} does not exist: the claim cannot be provisioned"),
+            Verdict::Fail,
+        )
+    };
+    Some(Check {
+        verdict,
+        ..Check::fail(
+            "storage",
+            subject,
+            message,
+            "create the StorageClass or change the claim's storageClassName",
+        )
+    })
+}
+
+/// The bound volume can only be reached from one node: pinned by its node affinity (the
+/// rule the controller places by, [`pinned_node`]) or a node's local disk.
+fn volume_bound_to_a_node(f: &ClaimFacts, subject: &str, owners: usize) -> Option<Check> {
+    let pv = f.pv.as_ref()?;
+    if let Some(node) = pinned_node(pv) {
+        return Some(Check::fail(
+            "storage",
+            subject,
+            format!(
+                "its volume {} is pinned to node {node} (PV nodeAffinity): it cannot follow \
+                 the instance to its other {} possible owners",
+                pv.name_any(),
+                owners - 1
+            ),
+            format!(
+                "use storage every possible owner can attach, or make {node} the only \
+                 possible owner"
+            ),
+        ));
+    }
+    let spec = pv.spec.as_ref()?;
+    (spec.local.is_some() || spec.host_path.is_some()).then(|| {
+        Check::fail(
+            "storage",
+            subject,
+            "its volume is a node's local disk (local/hostPath): it cannot follow the \
+             instance to another node",
+            "use network storage that every possible owner can attach",
+        )
+    })
+}
+
+/// The StorageClass provisions on one node only: by its allowedTopologies, or because it is
+/// for local volumes.
+fn class_bound_to_a_node(f: &ClaimFacts, subject: &str) -> Option<Check> {
+    let class = f.class.as_ref()?;
+    let name = class.name_any();
+    if let Some(node) = class_pinned(class) {
+        let wffc = class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
+        let binding = if wffc {
+            "; with volumeBindingMode WaitForFirstConsumer the claim waits for a pod, \
+             and a pod placed on any other owner stays Pending"
+        } else {
+            ""
+        };
+        return Some(Check::fail(
+            "storage",
+            subject,
+            format!(
+                "StorageClass {name} provisions volumes on node {node} only \
+                 (allowedTopologies){binding}: the claim cannot follow the instance"
+            ),
+            format!(
+                "use a class whose allowedTopologies cover every possible owner, or \
+                 make {node} the only possible owner"
+            ),
+        ));
+    }
+    (class.provisioner == "kubernetes.io/no-provisioner").then(|| {
+        Check::fail(
+            "storage",
+            subject,
+            format!(
+                "StorageClass {name} is for local volumes (kubernetes.io/no-provisioner): \
+                 each is bound to one node"
+            ),
+            "use network storage that every possible owner can attach",
+        )
+    })
+}
+
+/// The volume's driver shows no VolumeAttachment (attachRequired=false), or seems not to be
+/// installed: a failover could not wait for the volume to leave the failed node.
+fn driver_cannot_show_attachments(f: &ClaimFacts, subject: &str) -> Option<Check> {
+    let modes: Vec<String> = f
+        .spec()
         .and_then(|s| s.access_modes.clone())
         .unwrap_or_default();
     let shared = modes
         .iter()
         .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
-    let bound = f.pv.is_some();
-    if let Some(name) = &f.class_name
-        && f.class.is_none()
-    {
-        let (message, verdict) = if bound {
-            (
-                format!("StorageClass {name} does not exist (the volume is bound already)"),
-                Verdict::Warn,
-            )
-        } else {
-            (
-                format!("StorageClass {name} does not exist: the claim cannot be provisioned"),
-                Verdict::Fail,
-            )
-        };
-        out.push(Check {
-            verdict,
-            ..Check::fail(
-                "storage",
-                subject.clone(),
-                message,
-                "create the StorageClass or change the claim's storageClassName",
-            )
-        });
-    }
-    let movable = owners > 1;
-    let wffc = f
-        .class
-        .as_ref()
-        .and_then(|c| c.volume_binding_mode.as_deref())
-        == Some("WaitForFirstConsumer");
-    if movable {
-        if let Some(node) = f.pv.as_ref().and_then(pinned_node) {
-            out.push(Check::fail(
-                "storage",
-                subject.clone(),
-                format!(
-                    "its volume {} is pinned to node {node} (PV nodeAffinity): it cannot follow \
-                     the instance to its other {} possible owners",
-                    f.pv.as_ref().map(|p| p.name_any()).unwrap_or_default(),
-                    owners - 1
-                ),
-                format!(
-                    "use storage every possible owner can attach, or make {node} the only \
-                     possible owner"
-                ),
-            ));
-        } else if let Some(pv) = f.pv.as_ref().and_then(|p| p.spec.as_ref())
-            && (pv.local.is_some() || pv.host_path.is_some())
-        {
-            out.push(Check::fail(
-                "storage",
-                subject.clone(),
-                "its volume is a node's local disk (local/hostPath): it cannot follow the \
-                 instance to another node",
-                "use network storage that every possible owner can attach",
-            ));
-        }
-        if let Some(class) = &f.class {
-            let name = class.name_any();
-            if let Some(node) = class_pinned(class) {
-                let binding = if wffc {
-                    "; with volumeBindingMode WaitForFirstConsumer the claim waits for a pod, \
-                     and a pod placed on any other owner stays Pending"
-                } else {
-                    ""
-                };
-                out.push(Check::fail(
-                    "storage",
-                    subject.clone(),
-                    format!(
-                        "StorageClass {name} provisions volumes on node {node} only \
-                         (allowedTopologies){binding}: the claim cannot follow the instance"
-                    ),
-                    format!(
-                        "use a class whose allowedTopologies cover every possible owner, or \
-                         make {node} the only possible owner"
-                    ),
-                ));
-            } else if class.provisioner == "kubernetes.io/no-provisioner" {
-                out.push(Check::fail(
-                    "storage",
-                    subject.clone(),
-                    format!(
-                        "StorageClass {name} is for local volumes (kubernetes.io/no-provisioner): \
-                         each is bound to one node"
-                    ),
-                    "use network storage that every possible owner can attach",
-                ));
-            }
-        }
-    }
     match (f.driver(), &f.csi_driver) {
         (Some(driver), Some(d)) if d.spec.attach_required == Some(false) => {
             let message = format!(
@@ -203,57 +222,58 @@ pub fn judge_claim(fci: &FailoverClusterInstance, f: &ClaimFacts, owners: usize)
                  where the volume is attached, so a failover cannot wait for it to be \
                  detached from the failed node"
             );
-            if shared {
-                out.push(Check::warn(
+            Some(if shared {
+                Check::warn(
                     "storage",
-                    subject.clone(),
+                    subject,
                     format!(
                         "{message} (a shared {} claim: safe if the storage is made for it)",
                         modes.join(",")
                     ),
                     "make sure two nodes may mount it at once",
-                ));
+                )
             } else {
-                out.push(Check::fail(
+                Check::fail(
                     "storage",
-                    subject.clone(),
+                    subject,
                     message,
                     "use a driver that attaches (attachRequired: true), or shared storage with a ReadWriteMany claim",
-                ));
-            }
+                )
+            })
         }
         (Some(driver), None)
             if !driver.starts_with("kubernetes.io/")
                 && !KNOWN_ATTACHING_DRIVERS.contains(&driver.as_str()) =>
         {
-            out.push(Check::warn(
+            Some(Check::warn(
                 "storage",
-                subject.clone(),
+                subject,
                 format!(
                     "no CSIDriver object for {driver}: Kubernetes then treats it as attaching, \
                      but a missing object usually means the driver is not installed"
                 ),
                 format!("install the CSI driver {driver}, or check its name"),
-            ));
+            ))
         }
-        _ => {}
+        _ => None,
     }
-    if out.is_empty() {
-        let class = f
-            .class_name
-            .as_deref()
-            .map(|c| format!("StorageClass {c}"))
-            .unwrap_or_else(|| "no StorageClass".into());
-        let driver = match (f.driver(), &f.csi_driver) {
-            (Some(d), Some(_)) => format!(", CSI driver {d} attaches its volumes"),
-            (Some(d), None) => format!(", driver {d}"),
-            (None, _) => String::new(),
-        };
-        out.push(Check::pass(
-            "storage",
-            subject,
-            format!("{class}{driver}; not bound to one node"),
-        ));
-    }
-    out
+}
+
+/// Nothing keeps the claim on one node: what it is made of.
+fn movable(f: &ClaimFacts, subject: String) -> Check {
+    let class = f
+        .class_name
+        .as_deref()
+        .map(|c| format!("StorageClass {c}"))
+        .unwrap_or_else(|| "no StorageClass".into());
+    let driver = match (f.driver(), &f.csi_driver) {
+        (Some(d), Some(_)) => format!(", CSI driver {d} attaches its volumes"),
+        (Some(d), None) => format!(", driver {d}"),
+        (None, _) => String::new(),
+    };
+    Check::pass(
+        "storage",
+        subject,
+        format!("{class}{driver}; not bound to one node"),
+    )
 }

@@ -62,35 +62,7 @@ pub fn judge_owners(
             format!("add {ns} to the cluster's spec.allowedNamespaces"),
         ));
     }
-    let members = members_of(cluster, nodes);
-    let exists: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-    let owners = &fci.spec.owners;
-    let lists = [
-        ("preferred", &owners.preferred, "spec.owners.preferred"),
-        ("possible", &owners.possible, "spec.owners.possible"),
-    ];
-    for (what, list, field) in lists {
-        for node in list {
-            if !exists.contains(node) {
-                out.push(Check::fail(
-                    "owners",
-                    subject.clone(),
-                    format!("{what} owner {node} does not exist (no such Node)"),
-                    format!("join the node or fix {field}"),
-                ));
-            } else if !members.contains(node) {
-                out.push(Check::fail(
-                    "owners",
-                    subject.clone(),
-                    format!("{what} owner {node} is not a member of cluster {cref}"),
-                    format!(
-                        "add it to the cluster's nodes (labels matching its spec.nodeSelector) \
-                         or fix {field}"
-                    ),
-                ));
-            }
-        }
-    }
+    out.extend(listed_owners_are_members(fci, cluster, nodes, &subject));
     let eligible = eligible_owners(fci, cluster, nodes);
     match eligible.len() {
         0 => out.push(Check::fail(
@@ -114,6 +86,47 @@ pub fn judge_owners(
             format!("its owners are members of cluster {cref}; {n} nodes may own it"),
         )),
         _ => {}
+    }
+    out
+}
+
+/// Each preferred and possible owner is a Node, and a member of the cluster.
+fn listed_owners_are_members(
+    fci: &FailoverClusterInstance,
+    cluster: &FailoverCluster,
+    nodes: &[Node],
+    subject: &str,
+) -> Vec<Check> {
+    let cref = &fci.spec.cluster_ref;
+    let mut out = Vec::new();
+    let members = members_of(cluster, nodes);
+    let exists: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    let owners = &fci.spec.owners;
+    let lists = [
+        ("preferred", &owners.preferred, "spec.owners.preferred"),
+        ("possible", &owners.possible, "spec.owners.possible"),
+    ];
+    for (what, list, field) in lists {
+        for node in list {
+            if !exists.contains(node) {
+                out.push(Check::fail(
+                    "owners",
+                    subject,
+                    format!("{what} owner {node} does not exist (no such Node)"),
+                    format!("join the node or fix {field}"),
+                ));
+            } else if !members.contains(node) {
+                out.push(Check::fail(
+                    "owners",
+                    subject,
+                    format!("{what} owner {node} is not a member of cluster {cref}"),
+                    format!(
+                        "add it to the cluster's nodes (labels matching its spec.nodeSelector) \
+                         or fix {field}"
+                    ),
+                ));
+            }
+        }
     }
     out
 }

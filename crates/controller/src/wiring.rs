@@ -1,0 +1,358 @@
+//! Wiring: the reflectors that feed the stores, and which instances each watched change
+//! wakes.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use kube_failover_core::api::{
+    AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
+    NODE_LEASE_NAMESPACE, VipMode,
+};
+use tokio::sync::{Notify, watch};
+
+use super::heartbeats::{self, Clock, Heartbeats};
+use super::http_server::Health;
+use super::leader::Leadership;
+use super::metrics::Metrics;
+use super::observe::Stores;
+use super::watches::{
+    QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch, uses_claim, wait_synced,
+};
+use super::{Context, FIELD_MANAGER, RunOptions};
+
+/// A reflector's objects as they change.
+type Objects<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// Wires the reflectors and triggers; returns the controller and its context.
+pub fn build_controller(
+    client: Client,
+    opts: &RunOptions,
+    leader: Leadership,
+    metrics: Arc<Metrics>,
+) -> (Controller<FailoverClusterInstance>, Arc<Context>) {
+    // Every reflector registers in `health.watches`: /healthz reports one that ended.
+    let health = Health::default();
+    let heartbeats = Heartbeats::new(Clock::default());
+    let (instances, instance_stream) = reflect(
+        &health.watches,
+        "instances",
+        scoped::<FailoverClusterInstance>(&client, &opts.namespace),
+        watcher::Config::default(),
+    );
+    let (stores, owned, state) =
+        reflectors(&client, &opts.namespace, &health, &heartbeats, instances);
+    // Lease renewals need no reconcile: thresholds are timers (each reconcile requeues for
+    // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
+    // Each renewal is dated the moment it arrives, on this controller's clock.
+    tokio::spawn(heartbeats::probe_api(client.clone(), heartbeats));
+    let cluster_changed = Arc::new(Notify::new());
+    let reconcile_all = reconcile_all(&leader, &stores, &health, &cluster_changed);
+    let controller = Controller::for_stream(instance_stream, stores.instances.clone())
+        .trigger_backoff(QuickBackoff::default());
+    let controller = on_owned_objects(controller, &stores.instances, owned);
+    let controller = on_cluster_state(controller, &stores, &cluster_changed, state)
+        .reconcile_all_on(reconcile_all);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(opts.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        namespace: opts.namespace.clone(),
+        cluster_changed,
+        stores,
+        recorder,
+        leader,
+        metrics,
+        health,
+        written: Default::default(),
+    });
+    (controller, ctx)
+}
+
+/// An API for `K` in the watched namespace, or in all.
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The change streams of what belongs to instances (labelled with theirs).
+struct Owned {
+    pods: Objects<Pod>,
+    services: Objects<Service>,
+    slices: Objects<EndpointSlice>,
+    leases: Objects<Lease>,
+}
+
+/// The change streams of the cluster's state that instances depend on.
+struct State {
+    nodes: Objects<Node>,
+    claims: Objects<PersistentVolumeClaim>,
+    attachments: Objects<VolumeAttachment>,
+    clusters: Objects<FailoverCluster>,
+    namespaces: Objects<Namespace>,
+}
+
+/// Every reflector the controller reads, as stores, and their change streams.
+fn reflectors(
+    client: &Client,
+    ns: &Option<String>,
+    health: &Health,
+    heartbeats: &Heartbeats,
+    instances: Store<FailoverClusterInstance>,
+) -> (Stores, Owned, State) {
+    let w = &health.watches;
+    let labelled = watcher::Config::default().labels(INSTANCE_LABEL);
+    let all = watcher::Config::default;
+    let (nodes, node_stream) = reflect(w, "nodes", Api::<Node>::all(client.clone()), all());
+    let (leases, lease_stream) = reflect(
+        w,
+        "leases",
+        Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+        all(),
+    );
+    let (pods, pods_s) = reflect(w, "pods", scoped::<Pod>(client, ns), labelled.clone());
+    let (claims, claims_s) = reflect(w, "claims", scoped(client, ns), all());
+    let (volumes, volume_stream) = reflect(
+        w,
+        "volumes",
+        Api::<PersistentVolume>::all(client.clone()),
+        all(),
+    );
+    // Volumes are read from the store only; their stream just keeps it fed.
+    tokio::spawn(volume_stream.for_each(|_| async {}));
+    let (attachments, attachments_s) = reflect(
+        w,
+        "attachments",
+        Api::<VolumeAttachment>::all(client.clone()),
+        all(),
+    );
+    let (services, services_s) = reflect(w, "services", scoped(client, ns), labelled.clone());
+    let (slices, slices_s) = reflect(w, "slices", scoped(client, ns), labelled);
+    let (clusters, clusters_s) = reflect(
+        w,
+        "clusters",
+        Api::<FailoverCluster>::all(client.clone()),
+        all(),
+    );
+    // Namespaces, for their labels (a cluster's allowedNamespaces.selector): every one, or
+    // only the watched one (what the chart's namespaced RBAC grants, by name).
+    let namespace_config = match ns {
+        Some(ns) => all().fields(&format!("metadata.name={ns}")),
+        None => all(),
+    };
+    let (namespaces, namespaces_s) = reflect(
+        w,
+        "namespaces",
+        Api::<Namespace>::all(client.clone()),
+        namespace_config,
+    );
+    let stores = Stores {
+        instances,
+        clusters,
+        nodes,
+        leases,
+        pods,
+        claims,
+        volumes,
+        attachments,
+        services,
+        slices,
+        namespaces,
+        heartbeats: heartbeats.clone(),
+    };
+    let owned = Owned {
+        pods: pods_s.boxed(),
+        services: services_s.boxed(),
+        slices: slices_s.boxed(),
+        leases: dated_leases(lease_stream, heartbeats.clone()),
+    };
+    let state = State {
+        nodes: dated_nodes(node_stream, heartbeats.clone()),
+        claims: claims_s.boxed(),
+        attachments: attachments_s.boxed(),
+        clusters: clusters_s.boxed(),
+        namespaces: namespaces_s.boxed(),
+    };
+    (stores, owned, state)
+}
+
+/// Node changes, each dated on this controller's clock as it arrives.
+fn dated_nodes(
+    nodes: impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static,
+    seen: Heartbeats,
+) -> Objects<Node> {
+    nodes
+        .map(move |r| {
+            r.map(|mut n: Node| {
+                seen.observe_node(&n);
+                // Images are the bulk of a Node and never read.
+                if let Some(s) = n.status.as_mut() {
+                    s.images = None;
+                }
+                n
+            })
+        })
+        .boxed()
+}
+
+/// Lease renewals, each dated as it arrives; a failing Lease watch is said to the
+/// heartbeats, so that no node counts as silent while the controller cannot hear.
+fn dated_leases(
+    leases: impl futures::Stream<Item = Result<Lease, watcher::Error>> + Send + 'static,
+    seen: Heartbeats,
+) -> Objects<Lease> {
+    leases
+        .inspect(move |l| match l {
+            Ok(lease) => {
+                seen.leases_seen();
+                seen.observe_lease(lease);
+            }
+            Err(_) => seen.leases_unseen(),
+        })
+        .boxed()
+}
+
+/// Everything is reconciled again when the caches have synced (reconciles before that
+/// decide nothing) and on becoming leader (standbys decide nothing). The cluster status too:
+/// its loop decides nothing before either, and would otherwise wait for the next Node or
+/// cluster event (up to 30 s) to write the first status.
+fn reconcile_all(
+    leader: &Leadership,
+    stores: &Stores,
+    health: &Health,
+    cluster_changed: &Arc<Notify>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let (reconcile_all_tx, reconcile_all_rx) = watch::channel(());
+    let mut leadership = leader.subscribe();
+    let on_leadership = reconcile_all_tx.clone();
+    let (leader_status, synced_status) = (cluster_changed.clone(), cluster_changed.clone());
+    tokio::spawn(async move {
+        while leadership.changed().await.is_ok() {
+            if *leadership.borrow() {
+                let _ = on_leadership.send(());
+                leader_status.notify_one();
+            }
+        }
+    });
+    let (all_stores, synced) = (stores.clone(), health.synced.clone());
+    tokio::spawn(async move {
+        wait_synced(&all_stores).await;
+        synced.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!("caches synced");
+        let _ = reconcile_all_tx.send(());
+        synced_status.notify_one();
+    });
+    stream_from_watch(reconcile_all_rx)
+}
+
+/// The instances in `store` for which `concerned` holds, as reconcile requests.
+fn instances_where(
+    store: &Store<FailoverClusterInstance>,
+    concerned: impl Fn(&FailoverClusterInstance) -> bool,
+) -> Vec<ObjectRef<FailoverClusterInstance>> {
+    store
+        .state()
+        .iter()
+        .filter(|i| concerned(i))
+        .map(|i| ObjectRef::from(i.as_ref()))
+        .collect()
+}
+
+/// Objects made for an instance wake it, by its label. A node agent's Lease also says
+/// which instances' virtual IPs are up on its node: a move waiting for the old owner to
+/// release them goes on when it changes.
+fn on_owned_objects(
+    controller: Controller<FailoverClusterInstance>,
+    instances: &Store<FailoverClusterInstance>,
+    s: Owned,
+) -> Controller<FailoverClusterInstance> {
+    let on_agent_lease = instances.clone();
+    controller
+        .watches_stream(s.pods, |p: Pod| by_label(p.namespace(), p.labels()))
+        .watches_stream(s.services, |s: Service| by_label(s.namespace(), s.labels()))
+        .watches_stream(s.slices, |s: EndpointSlice| {
+            by_label(s.namespace(), s.labels())
+        })
+        .watches_stream(s.leases, move |l: Lease| {
+            if !l.name_any().starts_with(AGENT_LEASE_PREFIX) {
+                return Vec::new();
+            }
+            instances_where(&on_agent_lease, |i| {
+                i.spec.vip_mode == VipMode::Agent
+                    && i.status.as_ref().is_some_and(|s| s.current_move.is_some())
+            })
+        })
+}
+
+/// Changes of the cluster's state wake the instances they concern, and Node, cluster and
+/// namespace changes the cluster status loop too.
+fn on_cluster_state(
+    controller: Controller<FailoverClusterInstance>,
+    stores: &Stores,
+    cluster_changed: &Arc<Notify>,
+    s: State,
+) -> Controller<FailoverClusterInstance> {
+    let (on_node, on_claim, on_attachment, on_cluster, on_namespace) = (
+        stores.instances.clone(),
+        stores.instances.clone(),
+        stores.instances.clone(),
+        stores.instances.clone(),
+        stores.instances.clone(),
+    );
+    let (node_changed, spec_changed, namespace_changed) = (
+        cluster_changed.clone(),
+        cluster_changed.clone(),
+        cluster_changed.clone(),
+    );
+    controller
+        .watches_stream(s.nodes, move |n: Node| {
+            node_changed.notify_one();
+            let name = n.name_any();
+            instances_where(&on_node, |i| affected_by_node(i, &name))
+        })
+        .watches_stream(s.claims, move |c: PersistentVolumeClaim| {
+            let (ns, name) = (c.namespace(), c.name_any());
+            instances_where(&on_claim, |i| uses_claim(i, ns.as_deref(), &name))
+        })
+        .watches_stream(s.attachments, move |_: VolumeAttachment| {
+            instances_where(&on_attachment, |i| {
+                i.status.as_ref().is_some_and(|s| s.current_move.is_some())
+            })
+        })
+        .watches_stream(s.clusters, move |c: FailoverCluster| {
+            // Its spec may have changed what its status says (members, tenancy).
+            spec_changed.notify_one();
+            let name = c.name_any();
+            instances_where(&on_cluster, |i| i.spec.cluster_ref == name)
+        })
+        // A namespace relabelled may gain or lose the right to use a cluster.
+        .watches_stream(s.namespaces, move |n: Namespace| {
+            namespace_changed.notify_one();
+            let name = n.name_any();
+            instances_where(&on_namespace, |i| {
+                i.namespace().as_deref() == Some(name.as_str())
+            })
+        })
+}

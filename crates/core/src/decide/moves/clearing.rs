@@ -1,0 +1,224 @@
+//! Steps 1 to 4 of a move: they clear the way for the new pod (endpoint withdrawn, old
+//! owner fenced, old pod gone, volumes detached), and may wait side by side.
+
+use super::*;
+
+/// Step 1: the endpoint is withdrawn.
+pub(super) fn withdraw_endpoint(r: &mut Round) -> Flow {
+    if r.m.endpoint_withdrawn.is_some() {
+        return Flow::Next;
+    }
+    if r.obs.endpoints.is_empty() {
+        r.m.endpoint_withdrawn = Some(micro(r.now()));
+        return Flow::Next;
+    }
+    r.d.actions.push(Action::SetEndpoints(Vec::new()));
+    Flow::Waiting(
+        reason::WITHDRAWING_ENDPOINT,
+        "withdrawing the endpoint".into(),
+    )
+}
+
+/// Step 2: the old owner is fenced (failovers only).
+pub(super) fn fence(r: &mut Round) -> Flow {
+    if !r.failover() || r.m.fenced.is_some() {
+        return Flow::Next;
+    }
+    let now = r.now();
+    let node = r.from().unwrap_or_default();
+    let health = r.obs.node(&node);
+    let confirmed = match health {
+        None => Some(format!("{node} is fenced: its Node object was deleted")),
+        Some(h) if h.state == MemberState::Fenced => Some(format!(
+            "{node} is fenced (node.kubernetes.io/out-of-service)"
+        )),
+        _ => None,
+    };
+    if let Some(msg) = confirmed {
+        r.m.fenced = Some(micro(now));
+        r.d.actions.push(event(false, reason::FENCED, msg));
+        return Flow::Next;
+    }
+    let health = health.cloned();
+    if r.obs.fencing.mode == FencingMode::None {
+        r.m.fenced = Some(micro(now));
+        r.d.actions.push(event(
+            true,
+            reason::NOT_FENCED,
+            format!("{node} is not fenced (fencing mode None); going on as configured"),
+        ));
+        return Flow::Next;
+    }
+    if health.as_ref().is_some_and(|h| !h.heartbeat_stale) {
+        return abandon(r, &node);
+    }
+    if !r.obs.has_quorum() {
+        // Fencing cannot be undone: with the quorum gone, wait.
+        let msg = format!("quorum lost before {node} was fenced; waiting");
+        return Flow::Park(reason::QUORUM_LOST, msg);
+    }
+    if r.obs.fencing.mode == FencingMode::External {
+        let msg = format!(
+            "waiting for an external fencer to taint {node} with node.kubernetes.io/out-of-service or delete it"
+        );
+        return Flow::Park(reason::AWAITING_FENCE, msg);
+    }
+    let down_since = health.as_ref().and_then(|h| h.down_since).unwrap_or(now);
+    let mut at = down_since + SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
+    if let Some(s) = health.as_ref().and_then(|h| h.self_fence) {
+        // The node's agent stops its workloads by itself that long after its last renewal,
+        // which this controller saw no sooner than it was made: a partitioned node has
+        // stopped before a second copy starts.
+        let since = health
+            .as_ref()
+            .and_then(|h| h.heartbeat_seen)
+            .unwrap_or(down_since);
+        at = at.max(since + s + SELF_FENCE_MARGIN);
+    }
+    if at <= now {
+        r.d.actions.push(Action::Fence { node: node.clone() });
+        return Flow::Park(reason::FENCING, format!("tainting {node} out of service"));
+    }
+    r.d.recheck_at = Some(at);
+    Flow::Park(reason::FENCE_DELAY, format!("fencing {node} at {at}"))
+}
+
+/// The old owner's heartbeats came back before it was fenced: the failover is called off
+/// (its pod was never touched) and the instance stays, its endpoint published again once
+/// its pod is ready.
+fn abandon(r: &mut Round, node: &str) -> Flow {
+    let mut m = r.m.clone();
+    m.reason = format!(
+        "{} (abandoned: {node} recovered before it was fenced)",
+        m.reason
+    );
+    // This move created nothing: its pod number is free again, and the old pod keeps its.
+    r.d.status.move_seq = r.d.status.move_seq.saturating_sub(1);
+    // A false alarm does not count against the failover threshold.
+    if let Some(i) =
+        r.d.status
+            .failovers
+            .iter()
+            // `Time` keeps whole seconds through the API; the move's start, microseconds.
+            .rposition(|t| t.0.duration_since(m.started.0).abs() < SignedDuration::from_secs(1))
+    {
+        r.d.status.failovers.remove(i);
+    }
+    r.d.status.owner_node = Some(node.to_string());
+    r.d.status.phase = Phase::Online;
+    r.d.actions.push(event(
+        false,
+        reason::MOVE_ABANDONED,
+        format!("{node} is heartbeating again and was not fenced: staying on it"),
+    ));
+    r.say(
+        reason::MOVE_ABANDONED,
+        format!("{node} recovered before it was fenced; waiting for the pod to be ready"),
+    );
+    finish_move(r.d, m);
+    r.d.recheck_at = Some(r.now());
+    Flow::Ended
+}
+
+/// Whether a pod may be deleted with no grace period: only on a fenced (or deleted) node,
+/// where no kubelet is left to run it.
+fn on_fenced_node(r: &Round, p: &PodFacts) -> bool {
+    let Some(node) = &p.node else { return false };
+    let fenced_here = r.failover() && r.m.fenced.is_some() && Some(node) == r.m.from.as_ref();
+    fenced_here
+        || r.obs
+            .node(node)
+            .is_none_or(|h| h.state == MemberState::Fenced)
+}
+
+/// Asks for `p` to be deleted: at once on a fenced node, with its grace period elsewhere
+/// (and only once: a pod already terminating is left to its kubelet).
+pub(super) fn stop_pod(r: &mut Round, p: &PodFacts) {
+    let force = on_fenced_node(r, p);
+    if !p.terminating || force {
+        r.d.actions.push(Action::DeletePod {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            force,
+        });
+    }
+}
+
+/// The pod of this move: its name, on the chosen owner (or already recorded as created).
+/// A pod of that name elsewhere was made for an earlier target and is in the way.
+fn is_new_pod(r: &Round, p: &PodFacts) -> bool {
+    p.name == r.new_pod && (r.m.pod_created.is_some() || (p.node.is_some() && p.node == r.m.to))
+}
+
+/// Every pod of the instance but the pod of this move.
+pub(super) fn pods_in_the_way(r: &Round) -> Vec<PodFacts> {
+    r.obs
+        .pods
+        .iter()
+        .filter(|p| !is_new_pod(r, p))
+        .cloned()
+        .collect()
+}
+
+/// Step 3: no other pod of the instance is left in the API (gone, not only marked for
+/// deletion). Checked again in every round until the new pod exists: a pod that appears
+/// after this step was done (created late by a leader that was paused and deposed) is in
+/// the way again, and so may be its volumes.
+pub(super) fn stop_old_pod(r: &mut Round) -> Flow {
+    if r.m.pod_created.is_some() {
+        return Flow::Next;
+    }
+    let old = pods_in_the_way(r);
+    if old.is_empty() {
+        r.m.old_pod_gone.get_or_insert(micro(r.now()));
+        return Flow::Next;
+    }
+    if r.m.old_pod_gone.take().is_some() {
+        r.m.volumes_detached = None;
+    }
+    for p in old {
+        stop_pod(r, &p);
+    }
+    Flow::Waiting(
+        reason::STOPPING_OLD_POD,
+        "waiting for the old pod to be gone".into(),
+    )
+}
+
+/// Step 4: no attachment of the instance's volumes is left that would keep the new owner
+/// from attaching: any attachment of a ReadWriteOnce volume to another node (one to the
+/// chosen owner is what the new pod needs), and the old owner's of a shared one.
+pub(super) fn detach(r: &mut Round) -> Flow {
+    if r.m.volumes_detached.is_some() {
+        return Flow::Next;
+    }
+    let from = r.from();
+    let to = r.m.to.clone();
+    let blocking: Vec<_> = r
+        .obs
+        .attachments
+        .iter()
+        .filter(|a| Some(&a.node) != to.as_ref())
+        .filter(|a| !a.shared || Some(&a.node) == from.as_ref())
+        .cloned()
+        .collect();
+    if blocking.is_empty() {
+        // Recorded only once the pods are gone: a pod still in the way may yet attach.
+        if r.m.old_pod_gone.is_some() {
+            r.m.volumes_detached = Some(micro(r.now()));
+        }
+        return Flow::Next;
+    }
+    for a in &blocking {
+        // After an unplanned move the old owner is fenced; a planned move waits for the
+        // attach/detach controller to detach gracefully.
+        if r.failover() && r.m.fenced.is_some() && Some(&a.node) == from.as_ref() {
+            r.d.actions.push(Action::DeleteAttachment {
+                name: a.name.clone(),
+                uid: a.uid.clone(),
+            });
+        }
+    }
+    let msg = format!("waiting for {} volume attachment(s) to go", blocking.len());
+    Flow::Waiting(reason::DETACHING_VOLUMES, msg)
+}

@@ -1,0 +1,178 @@
+//! Steps 5 to 7 of a move: they bring the instance online on its new owner (owner chosen,
+//! pod started, endpoint published), one at a time, once the way is clear.
+
+use super::clearing::{pods_in_the_way, stop_pod};
+use super::*;
+
+/// Step 5: the new owner: the one chosen if still eligible, else the best candidate now.
+pub(super) fn choose_owner(r: &mut Round) -> Flow {
+    // Judged again each round until the pod is created: the target may have failed, or an
+    // instance it must never share a node with may have been seen going there.
+    let target_ok =
+        r.m.to
+            .as_ref()
+            .is_some_and(|t| super::super::placement::ineligible(r.obs, t).is_none());
+    if !target_ok && r.m.pod_created.is_none() {
+        r.m.to = candidates(r.spec, r.obs, r.m.from.as_deref())
+            .into_iter()
+            .next();
+    }
+    let Some(to) = r.m.to.clone() else {
+        r.say(
+            reason::NO_ELIGIBLE_OWNER,
+            "no preferred or possible owner node is up; waiting for one".into(),
+        );
+        r.d.status.phase = if r.m.from.is_some() {
+            Phase::Offline
+        } else {
+            Phase::Pending
+        };
+        r.d.status.current_move = Some(r.m.clone());
+        return Flow::Ended;
+    };
+    // The new owner failed after its pod was created (nodes often fail together): this move
+    // ends there, and whatever the new owner's state calls for starts from it.
+    if r.m.pod_created.is_some() && r.obs.members.get(&to).is_none_or(NodeHealth::failed) {
+        r.d.status.owner_node = Some(to.clone());
+        r.d.actions.push(event(
+            true,
+            reason::NEW_OWNER_FAILED,
+            format!("{to} failed before the instance came online there"),
+        ));
+        finish_move(r.d, r.m.clone());
+        return Flow::HandBack;
+    }
+    Flow::Next
+}
+
+/// Step 6: the pod of this move runs on the new owner, higher priorities first when many
+/// move at once. A pod of this move on another node is never adopted.
+pub(super) fn start_pod(r: &mut Round) -> Flow {
+    let to = r.m.to.clone().unwrap_or_default();
+    let now = r.now();
+    if r.m.pod_created.is_some() {
+        return Flow::Next;
+    }
+    // A pod in the way after step 3 was made by an earlier round that went out late (a
+    // leader paused and deposed), or for a target that failed before the pod was recorded.
+    // The way must be cleared again: the pod gone (step 3, which deletes it again should
+    // this round's delete be lost) and its volumes detached (step 4).
+    let in_way = pods_in_the_way(r);
+    if let Some(first) = in_way.first() {
+        let msg = format!(
+            "pod {} is on {}, in the way of {} on {to}: removing it first",
+            first.name,
+            first.node.as_deref().unwrap_or("no node"),
+            r.new_pod
+        );
+        r.m.old_pod_gone = None;
+        r.m.volumes_detached = None;
+        for p in &in_way {
+            stop_pod(r, p);
+        }
+        return Flow::Park(reason::STOPPING_OLD_POD, msg);
+    }
+    let pod = r.obs.pods.iter().find(|p| p.name == r.new_pod).cloned();
+    match pod {
+        Some(_) => {
+            r.m.pod_created = Some(micro(now));
+            r.d.status.owner_node = Some(to);
+            Flow::Next
+        }
+        None if r.obs.higher_priority_starting => {
+            r.d.recheck_at = Some(now + SignedDuration::from_millis(200));
+            r.d.status.owner_node = Some(to.clone());
+            let msg = format!(
+                "instances of higher priority start first; then {} on {to}",
+                r.new_pod
+            );
+            Flow::Park(reason::WAITING_FOR_HIGHER_PRIORITY, msg)
+        }
+        None => {
+            r.d.actions.push(Action::CreatePod {
+                node: to.clone(),
+                seq: r.d.status.move_seq,
+            });
+            r.d.status.owner_node = Some(to.clone());
+            let msg = format!("starting pod {} on {to}", r.new_pod);
+            Flow::Park(reason::STARTING_POD, msg)
+        }
+    }
+}
+
+/// Step 7: online: the pod is ready and the EndpointSlice lists it.
+pub(super) fn publish(r: &mut Round) -> Flow {
+    let to = r.m.to.clone().unwrap_or_default();
+    let now = r.now();
+    let ip = r
+        .obs
+        .pods
+        .iter()
+        .find(|p| p.name == r.new_pod)
+        .filter(|p| p.ready && !p.terminating && !p.failed)
+        .and_then(|p| p.ip.clone());
+    let Some(ip) = ip else {
+        let msg = format!("waiting for pod {} on {to} to be ready", r.new_pod);
+        return Flow::Park(reason::WAITING_FOR_READY, msg);
+    };
+    if r.spec.vip_mode == VipMode::Agent && !r.spec.virtual_ips.is_empty() {
+        if r.m.from.is_some() {
+            // The old owner's grant was revoked as the move began: an agent that read it just
+            // before lists the instance on its Lease within the confirmation window.
+            let handover = r.m.started.0 + GRANT_HANDOVER;
+            if now < handover {
+                let msg = format!(
+                    "handing the virtual IPs over no sooner than {handover}, once an agent that read the old grant would list them"
+                );
+                r.d.recheck_at = Some(handover);
+                return Flow::Park(reason::AWAITING_VIP_RELEASE, msg);
+            }
+        }
+        let others = super::super::other_vip_holders(r.obs, &to);
+        if !others.is_empty() {
+            let msg = format!(
+                "waiting for {} to release the virtual IPs (its node agent still lists them)",
+                others.join(", ")
+            );
+            // The holder's self-fence time may pass without any event: look again.
+            r.d.recheck_at = Some(now + SignedDuration::from_secs(1));
+            return Flow::Park(reason::AWAITING_VIP_RELEASE, msg);
+        }
+        if r.m.vip_released.is_none() {
+            r.m.vip_released = Some(micro(now));
+        }
+    }
+    if r.obs.endpoints != [ip.clone()] {
+        r.d.actions.push(Action::SetEndpoints(vec![ip]));
+        let msg = format!("pod {} ready on {to}; publishing its endpoint", r.new_pod);
+        return Flow::Park(reason::PUBLISHING_ENDPOINT, msg);
+    }
+    let mut m = r.m.clone();
+    m.online = Some(micro(now));
+    r.d.status.owner_node = Some(to.clone());
+    r.d.status.phase = Phase::Online;
+    let generation = r.d.status.observed_generation;
+    set_condition(
+        &mut r.d.status.conditions,
+        cond(
+            condition::ONLINE,
+            true,
+            reason::ONLINE,
+            format!("online on {to}"),
+            generation,
+            now,
+        ),
+    );
+    let took = now.duration_since(m.started.0).as_secs_f64();
+    r.d.actions.push(event(
+        false,
+        if m.from.is_some() {
+            reason::MOVED_ONLINE
+        } else {
+            reason::ONLINE
+        },
+        format!("online on {to} after {took:.1} s ({})", m.reason),
+    ));
+    finish_move(r.d, m);
+    Flow::Ended
+}
