@@ -1,161 +1,20 @@
-//! The fault injector of the chaos run, and the controller replicas it kills and pauses.
+//! The fault injector of the chaos run: faults drawn from a seed, injected and healed.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use k8s_openapi::api::coordination::v1::Lease;
+use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::checker::{FaultKind, FaultRecord, Observation, Observed};
 use super::kubelet::{StandIn, not_ready_kubelet, skewed_kubelet};
+pub use super::replicas::Controllers;
 use crate::controlplane::ControlPlane;
-
-/// Leader election of the replicas: the Lease, its namespace, and its duration (short, as in
-/// the safety tests).
-pub const LEADER_LEASE: &str = "kube-failover-leader";
-pub const LEADER_LEASE_SECONDS: u64 = 2;
-
-/// Processes of the controller binary that ships, each a replica electing a leader.
-pub struct Controllers {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub process_group: i32,
-    pub logs: PathBuf,
-    pub watch_namespace: String,
-    pub lease_namespace: String,
-    /// RUST_LOG of the replicas.
-    pub log_filter: String,
-    next: u32,
-    running: BTreeMap<String, tokio::process::Child>,
-    paused: BTreeSet<String>,
-}
-
-impl Controllers {
-    pub fn new(
-        bin: PathBuf,
-        kubeconfig: PathBuf,
-        process_group: i32,
-        logs: PathBuf,
-        watch_namespace: &str,
-        lease_namespace: &str,
-    ) -> Self {
-        Self {
-            bin,
-            kubeconfig,
-            process_group,
-            logs,
-            watch_namespace: watch_namespace.into(),
-            lease_namespace: lease_namespace.into(),
-            log_filter: "info,kube_client=warn,kube_runtime=warn".into(),
-            next: 1,
-            running: BTreeMap::new(),
-            paused: BTreeSet::new(),
-        }
-    }
-
-    /// Starts a new replica `ctl-N`, in the control plane's process group (so that it dies
-    /// with it however this process ends), logging to `kube-failover-ctl-N.log` in the
-    /// control plane's logs directory.
-    pub fn spawn(&mut self) -> Result<String> {
-        let id = format!("ctl-{}", self.next);
-        self.next += 1;
-        let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let log = std::fs::File::create(self.logs.join(format!("kube-failover-{id}.log")))?;
-        let child = tokio::process::Command::new(&self.bin)
-            .args(["run", "--watch-namespace", &self.watch_namespace])
-            .args(["--leader-namespace", &self.lease_namespace])
-            .args(["--lease-name", LEADER_LEASE])
-            .args(["--lease-seconds", &LEADER_LEASE_SECONDS.to_string()])
-            .args(["--identity", &id, "--metrics-addr", &addr.to_string()])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", &self.log_filter)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(self.process_group)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        self.running.insert(id.clone(), child);
-        Ok(id)
-    }
-
-    fn pid(&self, id: &str) -> Result<Pid> {
-        let child = self.running.get(id).context("no such replica")?;
-        Ok(Pid::from_raw(i32::try_from(
-            child.id().context("replica already reaped")?,
-        )?))
-    }
-
-    /// The replica holding the leader Lease, if it is one of ours, running and not paused.
-    pub async fn leader(&self, client: &Client) -> Option<String> {
-        let lease = Api::<Lease>::namespaced(client.clone(), &self.lease_namespace)
-            .get_opt(LEADER_LEASE)
-            .await
-            .ok()??;
-        let holder = lease.spec?.holder_identity?;
-        (self.running.contains_key(&holder) && !self.paused.contains(&holder)).then_some(holder)
-    }
-
-    pub async fn kill(&mut self, id: &str) -> Result<()> {
-        nix::sys::signal::kill(self.pid(id)?, Signal::SIGKILL)?;
-        if let Some(mut child) = self.running.remove(id) {
-            child.wait().await?;
-        }
-        self.paused.remove(id);
-        Ok(())
-    }
-
-    pub fn pause(&mut self, id: &str) -> Result<()> {
-        nix::sys::signal::kill(self.pid(id)?, Signal::SIGSTOP)?;
-        self.paused.insert(id.to_string());
-        Ok(())
-    }
-
-    pub fn resume(&mut self, id: &str) -> Result<()> {
-        nix::sys::signal::kill(self.pid(id)?, Signal::SIGCONT)?;
-        self.paused.remove(id);
-        Ok(())
-    }
-
-    pub fn running(&self) -> usize {
-        self.running.len()
-    }
-
-    /// Replicas that exited without being killed, with how (each told once).
-    pub fn exited(&mut self) -> Vec<String> {
-        let mut gone = Vec::new();
-        for (id, child) in &mut self.running {
-            if let Ok(Some(status)) = child.try_wait() {
-                gone.push((id.clone(), format!("{id} exited by itself: {status}")));
-            }
-        }
-        for (id, _) in &gone {
-            self.running.remove(id);
-            self.paused.remove(id);
-        }
-        gone.into_iter().map(|(_, why)| why).collect()
-    }
-
-    pub async fn stop_all(&mut self) {
-        for id in self.paused.clone() {
-            let _ = self.resume(&id);
-        }
-        for (_, mut child) in std::mem::take(&mut self.running) {
-            let _ = child.kill().await;
-        }
-    }
-}
 
 /// A fault in progress and how to end it.
 struct Active {
@@ -177,6 +36,14 @@ struct Draws {
     extra: f64,
     beyond: f64,
     gap: f64,
+}
+
+/// The next fault's kind, and what injecting it needs.
+struct Choice {
+    kind: FaultKind,
+    free: Vec<String>,
+    beyond: bool,
+    leader: Option<String>,
 }
 
 /// Injects faults at random, from a seed, for a while; heals each after a random duration.
@@ -325,6 +192,29 @@ impl<'a> Injector<'a> {
     /// for the gap until the next.
     async fn inject(&mut self) -> Result<f64> {
         let d = self.draws();
+        let Some(choice) = self.choose(&d).await else {
+            return Ok(d.gap);
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        match (choice.kind, choice.leader) {
+            (kind, _) if kind.is_node_fault() => {
+                self.inject_on_node(kind, id, &d, &choice.free, choice.beyond)
+                    .await?
+            }
+            (kind @ (FaultKind::LeaderKill | FaultKind::LeaderPause), Some(leader)) => {
+                self.inject_on_leader(kind, id, &d, leader).await?
+            }
+            (FaultKind::LeaderKill | FaultKind::LeaderPause, None) => {}
+            (kind, _) => self.restart_apiserver(kind, id, &d).await?,
+        }
+        Ok(d.gap)
+    }
+
+    /// The kind of the next fault among those that may be injected now, and what it needs:
+    /// the nodes free of faults, whether one more node fault goes beyond the bound, the
+    /// leader. `None`: nothing may be injected now.
+    async fn choose(&mut self, d: &Draws) -> Option<Choice> {
         let faulty: Vec<String> = self.active.iter().filter_map(|a| a.node.clone()).collect();
         let free: Vec<String> = self
             .nodes
@@ -350,133 +240,150 @@ impl<'a> Injector<'a> {
                 _ => !global_busy,
             })
             .collect();
-        // Node kills (what failovers are about) and NotReady kubelets weigh more; kinds not
-        // injected yet weigh four times as much, so that a short run sees every kind.
-        let weight = |k: &FaultKind| {
-            let base = match k {
-                FaultKind::NodeKill => 3.0,
-                FaultKind::NodeNotReady => 2.0,
-                _ => 1.0,
-            };
-            if self.counts.contains_key(k) {
-                base
-            } else {
-                base * 4.0
-            }
+        // Kinds not injected yet go first, whatever the timing lets in at each draw, so that
+        // a short run sees every kind; then node kills (what failovers are about) and
+        // NotReady kubelets weigh more.
+        let fresh: Vec<FaultKind> = eligible
+            .iter()
+            .filter(|k| !self.counts.contains_key(k))
+            .copied()
+            .collect();
+        let eligible = if fresh.is_empty() { eligible } else { fresh };
+        let weight = |k: &FaultKind| match k {
+            FaultKind::NodeKill => 3.0,
+            FaultKind::NodeNotReady => 2.0,
+            _ => 1.0,
         };
         let total: f64 = eligible.iter().map(weight).sum();
         let mut pick = d.kind * total;
-        let Some(kind) = eligible
+        let kind = eligible
             .iter()
             .find(|k| {
                 pick -= weight(k);
                 pick < 0.0
             })
             .or(eligible.last())
-            .copied()
-        else {
-            return Ok(d.gap);
-        };
-        let id = self.next_id;
-        self.next_id += 1;
+            .copied()?;
+        Some(Choice {
+            kind,
+            free,
+            beyond,
+            leader,
+        })
+    }
+
+    /// A fault of `kind` on one of the `free` nodes, for a random time.
+    async fn inject_on_node(
+        &mut self,
+        kind: FaultKind,
+        id: u64,
+        d: &Draws,
+        free: &[String],
+        beyond: bool,
+    ) -> Result<()> {
         let now = Instant::now();
-        if kind.is_node_fault() {
-            *self.counts.entry(kind).or_default() += 1;
-            if beyond {
-                self.beyond_bound += 1;
-            }
-            let idx = ((d.node * free.len() as f64) as usize).min(free.len() - 1);
-            let node = free[idx].clone();
-            let (lo, hi) = match kind {
-                FaultKind::NodeKill => (3.0, 40.0),
-                FaultKind::NodeNotReady => (6.0, 45.0),
-                FaultKind::NodeSkew => (10.0, 40.0),
-                _ => (5.0, 40.0),
-            };
-            let lasts = between(d.duration, lo, hi);
-            let skew = jiff::SignedDuration::from_secs(120 + (d.extra * 780.0) as i64);
-            let detail = match kind {
-                FaultKind::NodeSkew => format!(
-                    "clock {} min behind, for {:.1} s",
-                    skew.as_secs() / 60,
-                    lasts.as_secs_f64()
-                ),
-                _ => format!("for {:.1} s", lasts.as_secs_f64()),
-            } + if beyond { ", beyond the bound" } else { "" };
-            self.send(Observed::FaultStarted(FaultRecord {
-                id,
-                kind,
-                node: Some(node.clone()),
-                detail,
-            }));
-            let kubelet = self.start_node_fault(kind, &node, skew, id).await?;
-            self.active.push(Active {
-                id,
-                kind,
-                node: Some(node),
-                process: None,
-                heal_at: now + lasts,
-                kubelet,
-            });
-            let count = self.active.iter().filter(|a| a.node.is_some()).count();
-            self.most_faulty_at_once = self.most_faulty_at_once.max(count);
-            return Ok(d.gap);
+        *self.counts.entry(kind).or_default() += 1;
+        if beyond {
+            self.beyond_bound += 1;
         }
-        match kind {
-            FaultKind::LeaderKill | FaultKind::LeaderPause => {
-                let Some(leader) = leader else {
-                    return Ok(d.gap);
-                };
-                *self.counts.entry(kind).or_default() += 1;
-                let (verb, lasts) = if kind == FaultKind::LeaderKill {
-                    ("SIGKILL; a new replica in", between(d.duration, 1.0, 8.0))
-                } else {
-                    ("SIGSTOP for", between(d.duration, 3.0, 12.0))
-                };
-                self.send(Observed::FaultStarted(FaultRecord {
-                    id,
-                    kind,
-                    node: None,
-                    detail: format!("{leader}: {verb} {:.1} s", lasts.as_secs_f64()),
-                }));
-                if kind == FaultKind::LeaderKill {
-                    self.controllers.kill(&leader).await?;
-                } else {
-                    self.controllers.pause(&leader)?;
-                }
-                self.active.push(Active {
-                    id,
-                    kind,
-                    node: None,
-                    process: Some(leader),
-                    heal_at: now + lasts,
-                    kubelet: None,
-                });
-            }
-            _ => {
-                *self.counts.entry(kind).or_default() += 1;
-                let kill = d.extra < 0.5;
-                self.send(Observed::FaultStarted(FaultRecord {
-                    id,
-                    kind,
-                    node: None,
-                    detail: if kill { "SIGKILL" } else { "SIGTERM" }.into(),
-                }));
-                let started = Instant::now();
-                if kill {
-                    self.cp.kill_apiserver().await?;
-                } else {
-                    self.cp.restart_apiserver().await?;
-                }
-                let took = started.elapsed().as_secs_f64();
-                self.apiserver_restart_seconds.push(took);
-                self.send(Observed::FaultEnded {
-                    id,
-                    detail: format!("ready again after {took:.1} s"),
-                });
-            }
+        let idx = ((d.node * free.len() as f64) as usize).min(free.len() - 1);
+        let node = free[idx].clone();
+        let (lo, hi) = match kind {
+            FaultKind::NodeKill => (3.0, 40.0),
+            FaultKind::NodeNotReady => (6.0, 45.0),
+            FaultKind::NodeSkew => (10.0, 40.0),
+            _ => (5.0, 40.0),
+        };
+        let lasts = between(d.duration, lo, hi);
+        let skew = jiff::SignedDuration::from_secs(120 + (d.extra * 780.0) as i64);
+        let detail = match kind {
+            FaultKind::NodeSkew => format!(
+                "clock {} min behind, for {:.1} s",
+                skew.as_secs() / 60,
+                lasts.as_secs_f64()
+            ),
+            _ => format!("for {:.1} s", lasts.as_secs_f64()),
+        } + if beyond { ", beyond the bound" } else { "" };
+        self.send(Observed::FaultStarted(FaultRecord {
+            id,
+            kind,
+            node: Some(node.clone()),
+            detail,
+        }));
+        let kubelet = self.start_node_fault(kind, &node, skew, id).await?;
+        self.active.push(Active {
+            id,
+            kind,
+            node: Some(node),
+            process: None,
+            heal_at: now + lasts,
+            kubelet,
+        });
+        let count = self.active.iter().filter(|a| a.node.is_some()).count();
+        self.most_faulty_at_once = self.most_faulty_at_once.max(count);
+        Ok(())
+    }
+
+    /// The leader replica killed (a new one started later) or paused past its Lease.
+    async fn inject_on_leader(
+        &mut self,
+        kind: FaultKind,
+        id: u64,
+        d: &Draws,
+        leader: String,
+    ) -> Result<()> {
+        let now = Instant::now();
+        *self.counts.entry(kind).or_default() += 1;
+        let (verb, lasts) = if kind == FaultKind::LeaderKill {
+            ("SIGKILL; a new replica in", between(d.duration, 1.0, 8.0))
+        } else {
+            ("SIGSTOP for", between(d.duration, 3.0, 12.0))
+        };
+        self.send(Observed::FaultStarted(FaultRecord {
+            id,
+            kind,
+            node: None,
+            detail: format!("{leader}: {verb} {:.1} s", lasts.as_secs_f64()),
+        }));
+        if kind == FaultKind::LeaderKill {
+            self.controllers.kill(&leader).await?;
+        } else {
+            self.controllers.pause(&leader)?;
         }
-        Ok(d.gap)
+        self.active.push(Active {
+            id,
+            kind,
+            node: None,
+            process: Some(leader),
+            heal_at: now + lasts,
+            kubelet: None,
+        });
+        Ok(())
+    }
+
+    /// The API server restarted in place, by SIGKILL or SIGTERM; healed when it is ready.
+    async fn restart_apiserver(&mut self, kind: FaultKind, id: u64, d: &Draws) -> Result<()> {
+        *self.counts.entry(kind).or_default() += 1;
+        let kill = d.extra < 0.5;
+        self.send(Observed::FaultStarted(FaultRecord {
+            id,
+            kind,
+            node: None,
+            detail: if kill { "SIGKILL" } else { "SIGTERM" }.into(),
+        }));
+        let started = Instant::now();
+        if kill {
+            self.cp.kill_apiserver().await?;
+        } else {
+            self.cp.restart_apiserver().await?;
+        }
+        let took = started.elapsed().as_secs_f64();
+        self.apiserver_restart_seconds.push(took);
+        self.send(Observed::FaultEnded {
+            id,
+            detail: format!("ready again after {took:.1} s"),
+        });
+        Ok(())
     }
 
     async fn start_node_fault(

@@ -1,0 +1,49 @@
+//! The printed summary of a scenario.
+
+use super::*;
+
+pub fn print_result(r: &ScenarioResult) {
+    println!("\n## {}", r.name);
+    println!(
+        "killed {} node(s) hosting {} instances; node Lease {} s, declared down after {} s without renewal",
+        r.killed_nodes, r.affected, r.node_lease_seconds, r.lease_stale_seconds
+    );
+    println!("| seconds | p50 | p95 | p99 | max |\n|---|---|---|---|---|");
+    for (name, s) in [
+        ("detection (heartbeat stop → move started)", &r.detection),
+        ("reaction (move started → new pod created)", &r.reaction),
+        (
+            "total (heartbeat stop → online, endpoint published)",
+            &r.total,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.p50, s.p95, s.p99, s.max
+        );
+    }
+    println!(
+        "controller: all {} moves done {:.3} s after the first started; floor (same writes, plain client): {:.3} s; ratio {:.2}",
+        r.affected,
+        r.controller_wall,
+        r.floor_wall,
+        r.controller_wall / r.floor_wall
+    );
+    println!(
+        "API requests per failover: {:?}",
+        r.api_requests_per_failover
+    );
+    println!(
+        "controller peak RSS {:.1} MiB, CPU {:.2} s during the failover, caches synced {:.2} s after start",
+        r.controller_peak_rss_mib, r.controller_cpu_seconds, r.caches_synced_seconds
+    );
+    for b in &r.baselines {
+        match b.recovered_after {
+            Some(s) => println!("baseline {}: Ready elsewhere after {s:.1} s", b.workload),
+            None => println!(
+                "baseline {}: not Ready elsewhere within {} s ({})",
+                b.workload, b.bound_seconds, b.note
+            ),
+        }
+    }
+}

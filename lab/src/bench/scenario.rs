@@ -1,0 +1,417 @@
+//! One bench scenario, phase by phase: set-up, the kill, the failovers, the measurements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::task::JoinHandle;
+
+use super::{
+    Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
+    lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere,
+    requests_by_verb, scenario_name, spawn_controller, start_baselines, watch_instances,
+};
+use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
+use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
+
+/// A baseline workload being watched for its recovery.
+type BaselineTask = JoinHandle<(&'static str, Result<Option<f64>>)>;
+
+/// Per-instance times of the failovers, from the kill.
+#[derive(Default)]
+struct Timings {
+    detection: Vec<f64>,
+    reaction: Vec<f64>,
+    total: Vec<f64>,
+    first_start: f64,
+    last_online: f64,
+}
+
+pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
+    let bin = super::controller_bin(args.controller_bin.as_deref())?;
+    ensure_tools()?;
+    let setup = Instant::now();
+    let (lease, stale) = lease_settings(args.nodes, args.instances, args.node_lease_seconds);
+    eprintln!(
+        "[bench] {}: starting the control plane",
+        scenario_name(&args)
+    );
+    let (cp, client, nodes) = start_cluster(&args, lease, stale).await?;
+    let attacher = tokio::spawn(play_csi_attacher(cp.client()?, SIM_CSI_DRIVER.into()));
+
+    eprintln!("[bench] starting the controller process");
+    let (ctrl, synced) = spawn_controller(&cp, &bin).await?;
+    eprintln!(
+        "[bench] caches synced in {synced:.2} s; creating {} instances with one CSI volume each",
+        args.instances
+    );
+    let m = args.instances;
+    let all = create_instances(&client, &nodes, m).await?;
+    eprintln!(
+        "[bench] {m} instances Online after {:.1} s of set-up",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let n = nodes.len();
+    let (victims, affected) = pick_victims(&all, n, args.storm);
+    let baseline_node = start_baseline_node(&cp, &client, args.baseline).await?;
+
+    let (_, metrics_before) = http_get(ctrl.addr, "/metrics").await?;
+    let (_, cpu_before) = proc_stat(ctrl.child.id())?;
+    eprintln!(
+        "[bench] killing {} node(s) hosting {} instances",
+        victims.len(),
+        affected.len()
+    );
+    let killed_at = jiff::Timestamp::now();
+    let kill_instant = Instant::now();
+    for v in victims.iter().chain(baseline_node.iter()) {
+        cp.nodes.kill(v).await?;
+    }
+    let baseline_tasks = watch_baselines(
+        &client,
+        baseline_node.as_deref(),
+        args.baseline_bound_seconds,
+    );
+
+    let after = wait_failed_over(&client, &victims, &affected).await?;
+    let done_wall = kill_instant.elapsed().as_secs_f64();
+    let (_, metrics_after) = http_get(ctrl.addr, "/metrics").await?;
+    let (rss, cpu_after) = proc_stat(ctrl.child.id())?;
+
+    let times = failover_timings(&after, &victims, &affected, killed_at);
+    let per_failover = requests_per_failover(&metrics_before, &metrics_after, affected.len());
+
+    eprintln!(
+        "[bench] failovers done in {done_wall:.1} s; measuring the floor for {} instances",
+        affected.len()
+    );
+    let live = nodes
+        .iter()
+        .find(|n| !victims.contains(*n))
+        .cloned()
+        .unwrap_or_default();
+    let dead = victims.iter().next().cloned().unwrap_or_default();
+    let floor_wall = floor(&client, affected.len(), &live, &dead).await?;
+
+    let baselines = collect_baselines(baseline_tasks, args.baseline_bound_seconds).await?;
+    attacher.abort();
+    drop(ctrl);
+    let result = ScenarioResult {
+        name: scenario_name(&args),
+        nodes: n,
+        instances: m,
+        killed_nodes: victims.len(),
+        affected: affected.len(),
+        node_lease_seconds: lease,
+        lease_stale_seconds: stale,
+        detection: Stats::of(times.detection),
+        reaction: Stats::of(times.reaction),
+        total: Stats::of(times.total.clone()),
+        controller_wall: times.last_online - times.first_start,
+        floor_wall,
+        api_requests_per_failover: per_failover,
+        controller_peak_rss_mib: rss,
+        controller_cpu_seconds: cpu_after - cpu_before,
+        caches_synced_seconds: synced,
+        setup_seconds: setup.elapsed().as_secs_f64(),
+        raw_totals: times.total,
+        baselines,
+    };
+    if let Some(path) = &args.json {
+        save_json(path, &result)?;
+    }
+    print_result(&result);
+    Ok(result)
+}
+
+/// The control plane with the CRDs, the member nodes, the namespace, the FailoverCluster and
+/// the simulated CSI driver.
+async fn start_cluster(
+    args: &BenchArgs,
+    lease: u32,
+    stale: u32,
+) -> Result<(ControlPlane, Client, Vec<String>)> {
+    let cp = ControlPlane::start(ControlPlaneConfig {
+        node_lease_duration_seconds: lease,
+        node_monitor_grace_period: Duration::from_secs(u64::from(lease) * 2),
+        scheduler: args.baseline,
+        ..Default::default()
+    })
+    .await?;
+    let client = cp.client()?;
+    cp.install_crd_objects(
+        &client,
+        kube_failover_core::crd::all()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect(),
+    )
+    .await?;
+    let nodes = cp
+        .nodes
+        .create(
+            "bench",
+            args.nodes,
+            &BTreeMap::from([(MEMBER_LABEL.to_string(), "true".to_string())]),
+        )
+        .await?;
+    cp.create_namespace(&client, NS).await?;
+    let cluster: FailoverCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
+        "metadata": {"name": "bench"},
+        "spec": {"nodeSelector": {MEMBER_LABEL: "true"}, "allowedNamespaces": {"names": [NS]},
+                 "heartbeat": {"leaseStaleSeconds": stale, "notReadySeconds": stale}}
+    }))?;
+    Api::<FailoverCluster>::all(client.clone())
+        .create(&PostParams::default(), &cluster)
+        .await?;
+    let drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(client.clone());
+    drivers
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": SIM_CSI_DRIVER}, "spec": {"attachRequired": true}
+            }))?,
+        )
+        .await?;
+    Ok((cp, client, nodes))
+}
+
+/// `m` instances with one CSI volume each, spread over `nodes`; returns them once all are
+/// Online.
+async fn create_instances(
+    client: &Client,
+    nodes: &[String],
+    m: usize,
+) -> Result<Vec<FailoverClusterInstance>> {
+    create_all(&Api::<PersistentVolume>::all(client.clone()), m, |i| {
+        pv(&format!("bench-{i}"), NS, &format!("d{i}"))
+    })
+    .await?;
+    create_all(
+        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS),
+        m,
+        |i| pvc(&format!("d{i}"), &format!("bench-{i}")),
+    )
+    .await?;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), NS);
+    let n = nodes.len();
+    create_all(&fcis, m, |i| {
+        let preferred: Vec<String> = (0..3.min(n)).map(|k| nodes[(i + k) % n].clone()).collect();
+        let mut f = crate::demo::instance(
+            &format!("i{i}"),
+            "bench",
+            &preferred,
+            Some(&format!("d{i}")),
+        )?;
+        f.spec.network_name.name = format!("i{i}");
+        Ok(f)
+    })
+    .await?;
+    watch_instances(
+        client,
+        Duration::from_secs(1800),
+        "all instances Online",
+        |all| all.len() == m && all.iter().all(online),
+    )
+    .await
+}
+
+/// The victims: the node hosting the most instances, or a third of the nodes; and the
+/// instances they host.
+fn pick_victims(
+    all: &[FailoverClusterInstance],
+    n: usize,
+    storm: bool,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut hosted: BTreeMap<String, usize> = BTreeMap::new();
+    for i in all {
+        if let Some(o) = i.status.as_ref().and_then(|s| s.owner_node.clone()) {
+            *hosted.entry(o).or_default() += 1;
+        }
+    }
+    let mut by_load: Vec<(String, usize)> = hosted.into_iter().collect();
+    by_load.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let kill_count = if storm { (n / 3).max(1) } else { 1 };
+    let victims: BTreeSet<String> = by_load
+        .iter()
+        .take(kill_count)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let affected: BTreeSet<String> = all
+        .iter()
+        .filter(|i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.owner_node.as_ref())
+                .is_some_and(|o| victims.contains(o))
+        })
+        .map(|i| i.name_any())
+        .collect();
+    (victims, affected)
+}
+
+/// The baselines run on a node outside the failover cluster, killed at the same moment:
+/// the controller must not fence it, or Kubernetes' non-graceful shutdown would rescue
+/// them and the baseline would measure kube-failover instead of Kubernetes' defaults.
+async fn start_baseline_node(
+    cp: &ControlPlane,
+    client: &Client,
+    baseline: bool,
+) -> Result<Option<String>> {
+    if !baseline {
+        return Ok(None);
+    }
+    let node = cp.nodes.create("baseline", 2, &BTreeMap::new()).await?;
+    eprintln!(
+        "[bench] baselines: StatefulSet and Deployment with an RWO claim on {}",
+        node[0]
+    );
+    start_baselines(client, &node[0]).await?;
+    Ok(Some(node[0].clone()))
+}
+
+/// Watches, in the background, for each baseline to be Ready away from the killed `node`.
+fn watch_baselines(client: &Client, node: Option<&str>, bound_seconds: u64) -> Vec<BaselineTask> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    ["sts", "deploy"]
+        .into_iter()
+        .map(|app| {
+            let client = client.clone();
+            let node = node.to_string();
+            let bound = Duration::from_secs(bound_seconds);
+            tokio::spawn(async move {
+                (
+                    app,
+                    ready_pod_elsewhere(&client, app, Some(&node), bound).await,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Waits until every affected instance is Online again after a move from a victim.
+async fn wait_failed_over(
+    client: &Client,
+    victims: &BTreeSet<String>,
+    affected: &BTreeSet<String>,
+) -> Result<Vec<FailoverClusterInstance>> {
+    let victims_for_watch = victims.clone();
+    let affected_for_watch = affected.clone();
+    watch_instances(
+        client,
+        Duration::from_secs(1800),
+        "all affected instances failed over",
+        move |all| {
+            all.iter()
+                .filter(|i| affected_for_watch.contains(&i.name_any()))
+                .all(|i| {
+                    online(i)
+                        && i.status.as_ref().is_some_and(|s| {
+                            s.history.iter().any(|m| {
+                                m.from
+                                    .as_ref()
+                                    .is_some_and(|f| victims_for_watch.contains(f))
+                            })
+                        })
+                })
+        },
+    )
+    .await
+}
+
+/// Detection, reaction and total time of each affected instance's move, from the kill.
+fn failover_timings(
+    after: &[FailoverClusterInstance],
+    victims: &BTreeSet<String>,
+    affected: &BTreeSet<String>,
+    killed_at: jiff::Timestamp,
+) -> Timings {
+    let mut t = Timings {
+        first_start: f64::MAX,
+        last_online: 0.0f64,
+        ..Timings::default()
+    };
+    for i in after.iter().filter(|i| affected.contains(&i.name_any())) {
+        let Some(m) = i.status.as_ref().and_then(|s| {
+            s.history
+                .iter()
+                .rev()
+                .find(|m| m.from.as_ref().is_some_and(|f| victims.contains(f)))
+                .cloned()
+        }) else {
+            continue;
+        };
+        let secs = |t: &jiff::Timestamp| t.duration_since(killed_at).as_secs_f64();
+        let started = secs(&m.started.0);
+        let created = m
+            .pod_created
+            .as_ref()
+            .map(|t| secs(&t.0))
+            .unwrap_or(f64::NAN);
+        let online_at = m.online.as_ref().map(|t| secs(&t.0)).unwrap_or(f64::NAN);
+        t.detection.push(started);
+        t.reaction.push(created - started);
+        t.total.push(online_at);
+        t.first_start = t.first_start.min(started);
+        t.last_online = t.last_online.max(online_at);
+    }
+    t
+}
+
+/// API requests by verb between the two scrapes, per affected instance.
+fn requests_per_failover(before: &str, after: &str, affected: usize) -> BTreeMap<String, f64> {
+    let before = requests_by_verb(before);
+    requests_by_verb(after)
+        .into_iter()
+        .map(|(verb, v)| {
+            let delta = v - before.get(&verb).copied().unwrap_or(0.0);
+            (verb, delta / affected.max(1) as f64)
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// The outcome of each baseline.
+async fn collect_baselines(tasks: Vec<BaselineTask>, bound_seconds: u64) -> Result<Vec<Baseline>> {
+    let mut baselines = Vec::new();
+    for task in tasks {
+        let (app, result) = task.await?;
+        let recovered = result?;
+        baselines.push(Baseline {
+            workload: match app {
+                "sts" => "StatefulSet, 1 replica, RWO claim".into(),
+                _ => "Deployment, 1 replica, RWO claim".into(),
+            },
+            recovered_after: recovered,
+            bound_seconds,
+            note: match (app, recovered) {
+                (_, Some(_)) => "replacement Ready on another node".into(),
+                ("sts", None) => {
+                    "pod stays Terminating on the dead node: never replaced without a person".into()
+                }
+                _ => "waits for the 300 s not-ready toleration, then the 6 min force-detach".into(),
+            },
+        });
+    }
+    Ok(baselines)
+}
+
+/// Adds (or replaces) the scenario in the JSON file of results.
+fn save_json(path: &std::path::Path, result: &ScenarioResult) -> Result<()> {
+    let mut all: Vec<ScenarioResult> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    all.retain(|r| r.name != result.name);
+    all.push(result.clone());
+    std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
+    Ok(())
+}
