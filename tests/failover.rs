@@ -15,27 +15,16 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kube_failover_core::api::{FailoverClusterInstance, Move, Phase, condition, reason};
+use kube_failover_core::api::{FailoverClusterInstance, Move, Phase, reason};
 use kube_failover_lab::controlplane::play_csi_attacher;
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, create_instance, free_addr, has_oos_taint, http_get,
+    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, status, wait_for,
     wait_gone,
 };
 
 const T: Duration = Duration::from_secs(90);
-
-fn status(i: &FailoverClusterInstance) -> kube_failover_core::api::FailoverClusterInstanceStatus {
-    i.status.clone().unwrap_or_default()
-}
-
-fn is_online(i: Option<&FailoverClusterInstance>) -> bool {
-    i.map(status).is_some_and(|s| {
-        s.phase == Phase::Online
-            && s.current_move.is_none()
-            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
-    })
-}
 
 fn failovers(i: &FailoverClusterInstance) -> Vec<Move> {
     status(i)
@@ -43,24 +32,6 @@ fn failovers(i: &FailoverClusterInstance) -> Vec<Move> {
         .into_iter()
         .filter(|m| m.from.is_some())
         .collect()
-}
-
-fn online_reason(i: Option<&FailoverClusterInstance>) -> Option<String> {
-    i.map(status)?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::ONLINE)
-        .map(|c| c.reason.clone())
-}
-
-fn has_oos_taint(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t.key == "node.kubernetes.io/out-of-service")
-        })
 }
 
 /// Addresses published in the instance's EndpointSlice, read from the API.
@@ -202,21 +173,6 @@ async fn event_reasons_until(
     }
 }
 
-async fn create_instance_in(
-    client: &Client,
-    ns: &str,
-    cluster: &str,
-    preferred: &[String],
-    claim: Option<&str>,
-) {
-    let mut fci = instance("db", cluster, preferred, claim).unwrap();
-    fci.spec.cluster_ref = cluster.to_string();
-    Api::<FailoverClusterInstance>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &fci)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn online_then_fails_over_to_next_preferred_node() {
     let ns = TestNamespace::new("failover").await;
@@ -228,7 +184,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
     let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
     let http = free_addr();
     let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
-    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
+    create_instance(&client, &ns.name, "db", &cluster, &nodes, Some("data")).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
 
     // 1. Online on the first preferred node.
@@ -505,7 +461,7 @@ async fn no_failover_without_quorum() {
     let cluster = format!("qu{:x}", std::process::id() & 0xfff);
     let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
     let _replica = Replica::start(&ns.name, "r1", false);
-    create_instance_in(&client, &ns.name, &cluster, &nodes, None).await;
+    create_instance(&client, &ns.name, "db", &cluster, &nodes, None).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
 
@@ -529,12 +485,7 @@ async fn no_failover_without_quorum() {
         "no new owner"
     );
     assert!(st.current_move.is_none(), "no move started");
-    let message = &st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::ONLINE)
-        .unwrap()
-        .message;
+    let message = &online_message(&held).unwrap();
     assert!(message.contains("1 of 3 member nodes are up"), "{message}");
     let pods = pods_of(&client, &ns.name).await;
     assert_eq!(
@@ -579,9 +530,7 @@ async fn failover_threshold_leaves_the_instance_failed() {
         "db",
         T,
         "instance Failed",
-        |i: Option<&FailoverClusterInstance>| {
-            i.map(status).is_some_and(|s| s.phase == Phase::Failed)
-        },
+        in_phase(Phase::Failed),
     )
     .await;
     assert_eq!(
@@ -642,7 +591,7 @@ async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
         .unwrap();
     let http = free_addr();
     let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
-    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("data")).await;
+    create_instance(&client, &ns.name, "db", &cluster, &nodes, Some("data")).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     let online = wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
     assert_eq!(
@@ -664,12 +613,7 @@ async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
     .await;
     let st = status(&down);
     assert_eq!(st.phase, Phase::Offline);
-    let message = &st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::ONLINE)
-        .unwrap()
-        .message;
+    let message = &online_message(&down).unwrap();
     assert!(
         message.contains("claim data") && message.contains(&nodes[1]),
         "{message}"
@@ -710,7 +654,7 @@ async fn leader_killed_mid_failover_the_other_replica_finishes() {
     )
     .await;
     let r2 = Replica::start(&ns.name, "r2", true);
-    create_instance_in(&client, &ns.name, &cluster, &nodes, None).await;
+    create_instance(&client, &ns.name, "db", &cluster, &nodes, None).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
 
@@ -873,7 +817,7 @@ async fn a_claim_created_late_brings_the_waiting_instance_online() {
     let nodes = nodes_and_cluster(&client, &cluster, 2, serde_json::json!({})).await;
     let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
     let _replica = Replica::start(&ns.name, "r1", false);
-    create_instance_in(&client, &ns.name, &cluster, &nodes, Some("late")).await;
+    create_instance(&client, &ns.name, "db", &cluster, &nodes, Some("late")).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     let waiting = wait_for(
         fcis.clone(),
@@ -885,12 +829,7 @@ async fn a_claim_created_late_brings_the_waiting_instance_online() {
         },
     )
     .await;
-    let message = status(&waiting)
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::ONLINE)
-        .map(|c| c.message.clone())
-        .unwrap();
+    let message = online_message(&waiting).unwrap();
     assert!(
         message.contains("late") && message.contains("spec.storage.claims"),
         "{message}"
@@ -1007,8 +946,7 @@ async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
         T,
         "sql-a online on the free node",
         |i: Option<&FailoverClusterInstance>| {
-            is_online(i)
-                && i.and_then(|i| i.status.as_ref()?.owner_node.clone()) == Some(free.clone())
+            is_online(i) && i.and_then(owner) == Some(free.clone())
         },
     )
     .await;
@@ -1027,12 +965,7 @@ async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
         },
     )
     .await;
-    let message = status(&waiting)
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == condition::ONLINE)
-        .unwrap()
-        .message;
+    let message = online_message(&waiting).unwrap();
     assert!(
         message.contains("anti-affinity class sql, Strict"),
         "{message}"

@@ -22,12 +22,12 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, Phase};
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
 use kube_failover_lab::controlplane::{default_tools_bin, play_csi_attacher};
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, free_addr, http_get, nodes_and_cluster,
-    service_account_config, service_account_token, wait_for, wait_gone,
+    Replica, TestNamespace, control_plane, free_addr, http_get, is_online, nodes_and_cluster,
+    service_account_config, service_account_token, status, wait_for, wait_gone,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -1165,16 +1165,7 @@ async fn examples_are_accepted_by_the_api_server() {
             "{} starts with comments",
             file.display()
         );
-        let r = kubectl(&[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "-n",
-            &ns.name,
-            "-f",
-            &file.display().to_string(),
-        ])
-        .await;
+        let r = apply_dry_run(&ns.name, file).await;
         assert!(r.ok, "{r}");
         assert_eq!(
             r.stdout.matches("(server dry run)").count(),
@@ -1188,16 +1179,7 @@ async fn examples_are_accepted_by_the_api_server() {
     let text = std::fs::read_to_string(examples.join("database.yaml")).unwrap();
     assert!(text.contains("- 192.0.2.10"));
     std::fs::write(&file, text.replace("- 192.0.2.10", "- 192.0.2.300")).unwrap();
-    let r = kubectl(&[
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "-n",
-        &ns.name,
-        "-f",
-        &file.display().to_string(),
-    ])
-    .await;
+    let r = apply_dry_run(&ns.name, &file).await;
     assert!(
         !r.ok
             && r.stderr
@@ -1206,16 +1188,19 @@ async fn examples_are_accepted_by_the_api_server() {
     );
 }
 
-fn status(i: &FailoverClusterInstance) -> kube_failover_core::api::FailoverClusterInstanceStatus {
-    i.status.clone().unwrap_or_default()
-}
-
-fn is_online(i: Option<&FailoverClusterInstance>) -> bool {
-    i.map(status).is_some_and(|s| {
-        s.phase == Phase::Online
-            && s.current_move.is_none()
-            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
-    })
+/// A server-side dry run of `kubectl apply -f file` in `namespace`: the API server's own
+/// validation, nothing written.
+async fn apply_dry_run(namespace: &str, file: &Path) -> Run {
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        &file.display().to_string(),
+    ])
+    .await
 }
 
 /// The FailoverClusterInstance of an example, pointed at this test's cluster and nodes: the

@@ -9,28 +9,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use kube_failover_core::api::{FailoverClusterInstance, Phase, reason};
+use kube_failover_core::api::{FailoverClusterInstance, reason};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_spread_instances, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, create_spread_instances, event_reasons_among,
+    has_oos_taint, is_online, moving, owner, pod_uids, wait_each_instance, wait_for,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(90);
-const OOS: &str = "node.kubernetes.io/out-of-service";
 const N: usize = 6;
-
-fn online(i: &FailoverClusterInstance) -> bool {
-    i.status.as_ref().is_some_and(|s| {
-        s.phase == Phase::Online
-            && s.current_move.is_none()
-            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
-    })
-}
 
 fn apiserver_pid() -> Pid {
     let pid = control_plane()
@@ -42,19 +34,6 @@ fn apiserver_pid() -> Pid {
         })
         .expect("a kube-apiserver process");
     Pid::from_raw(i32::try_from(pid).unwrap())
-}
-
-/// What must survive the outage unchanged: every pod by UID, one Service and one
-/// EndpointSlice per instance, no out-of-service taint, no move.
-async fn snapshot(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    pods.items
-        .into_iter()
-        .map(|p| (p.name_any(), p.uid().unwrap()))
-        .collect()
 }
 
 /// The addresses each EndpointSlice lists.
@@ -93,28 +72,17 @@ async fn await_apiserver(client: &Client) {
 async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
     let ns = TestNamespace::new("outage").await;
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(
-        &client,
-        &cluster,
-        3,
-        serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
-    )
-    .await;
+    let (cluster, nodes) = ns
+        .cluster(
+            3,
+            serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
+        )
+        .await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     create_spread_instances(&client, &ns.name, &cluster, &nodes, N).await;
     let _replica = Replica::start(&ns.name, "r", false);
-    for i in 0..N {
-        wait_for(
-            fcis.clone(),
-            &format!("db-{i}"),
-            T,
-            "instance Online",
-            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
-        )
-        .await;
-    }
-    let before = snapshot(&client, &ns.name).await;
+    wait_each_instance(&fcis, N, T, "instance Online", is_online).await;
+    let before = pod_uids(&client, &ns.name).await;
     assert_eq!(before.len(), N);
     let slices_before = slice_addresses(&client, &ns.name).await;
 
@@ -131,43 +99,23 @@ async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
 
     // While it could not tell (QuorumLost) an instance may say `Unknown`; then Online
     // again, where it was.
-    for i in 0..N {
-        wait_for(
-            fcis.clone(),
-            &format!("db-{i}"),
-            T,
-            "instance Online again after the outage",
-            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
-        )
-        .await;
-    }
+    wait_each_instance(
+        &fcis,
+        N,
+        T,
+        "instance Online again after the outage",
+        is_online,
+    )
+    .await;
     // Twice the threshold more for anything the outage would set off to show: the node
     // lifecycle controller, blind too, may mark nodes NotReady for a moment (instances then
     // say `Unknown`), but no move may start.
-    let moved = wait_for(
-        fcis.clone(),
-        "db-0",
-        T,
-        "a move after the outage",
-        |f: Option<&FailoverClusterInstance>| {
-            f.and_then(|f| f.status.as_ref())
-                .is_some_and(|s| s.current_move.is_some())
-        },
-    );
+    let moved = wait_for(fcis.clone(), "db-0", T, "a move after the outage", moving);
     let moved = tokio::time::timeout(Duration::from_secs(20), moved).await;
     assert!(moved.is_err(), "db-0 started a move after the outage");
-    for i in 0..N {
-        wait_for(
-            fcis.clone(),
-            &format!("db-{i}"),
-            T,
-            "instance Online at the end",
-            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
-        )
-        .await;
-    }
+    wait_each_instance(&fcis, N, T, "instance Online at the end", is_online).await;
 
-    let after = snapshot(&client, &ns.name).await;
+    let after = pod_uids(&client, &ns.name).await;
     assert_eq!(after, before, "no pod deleted, replaced or added");
     // An endpoint may have been withdrawn for a while: when the node lifecycle controller,
     // blind during the outage, marks the pods not ready, as Kubernetes' own EndpointSlice
@@ -179,7 +127,7 @@ async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
     );
     for f in fcis.list(&ListParams::default()).await.unwrap() {
         let s = f.status.clone().unwrap();
-        assert!(online(&f), "{} online: {s:?}", f.name_any());
+        assert!(is_online(Some(&f)), "{} online: {s:?}", f.name_any());
         assert_eq!(s.failover_count, 0, "{}", f.name_any());
         assert_eq!(s.history.len(), 1, "the placement only: {:?}", s.history);
     }
@@ -202,30 +150,20 @@ async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
             .sum();
         assert_eq!(addresses, 1, "{} lists one address", s.name_any());
     }
-    let reasons: Vec<String> = Api::<Event>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .filter(|r| {
-            [
-                reason::FENCED,
-                reason::FAILOVER_STARTED,
-                reason::PLANNED_MOVE,
-            ]
-            .contains(&r.as_str())
-        })
-        .collect();
+    let reasons = event_reasons_among(
+        &client,
+        &ns.name,
+        &[
+            reason::FENCED,
+            reason::FAILOVER_STARTED,
+            reason::PLANNED_MOVE,
+        ],
+    )
+    .await;
     assert!(reasons.is_empty(), "moves after the outage: {reasons:?}");
     let node_api: Api<Node> = Api::all(client.clone());
     for n in &nodes {
-        let node = node_api.get(n).await.unwrap();
-        let tainted = node
-            .spec
-            .and_then(|s| s.taints)
-            .is_some_and(|ts| ts.iter().any(|t| t.key == OOS));
+        let tainted = has_oos_taint(&node_api.get(n).await.unwrap());
         assert!(!tainted, "{n} tainted out of service");
     }
 
@@ -237,10 +175,7 @@ async fn an_api_server_outage_and_restart_move_nothing_and_lose_nothing() {
         T,
         "db-0 failed over off node 0",
         |f: Option<&FailoverClusterInstance>| {
-            f.is_some_and(|f| {
-                online(f)
-                    && f.status.as_ref().unwrap().owner_node.as_deref() != Some(nodes[0].as_str())
-            })
+            is_online(f) && f.and_then(owner).as_deref() != Some(nodes[0].as_str())
         },
     )
     .await;

@@ -18,12 +18,12 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use kube_failover_core::api::{FailoverClusterInstance, condition, reason};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, controller_config, nodes_and_cluster, wait_for,
+    OUT_OF_SERVICE as OOS, Replica, TestNamespace, control_plane, controller_config, moving,
+    nodes_and_cluster, wait_for,
 };
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-const OOS: &str = "node.kubernetes.io/out-of-service";
 
 fn dry() -> PostParams {
     PostParams {
@@ -105,8 +105,7 @@ async fn every_write_the_controller_does_not_need_is_refused() {
     let ns = ns.await;
     let admin = ns.client.clone();
     let sa = Client::try_from(controller_config()).unwrap();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(&admin, &cluster, 1, json!({})).await;
+    let (cluster, nodes) = ns.cluster(1, json!({})).await;
     let fci = kube_failover_lab::demo::instance("db", &cluster, &nodes, None).unwrap();
     // Created by the admin and never reconciled (no controller runs here): a real owner for
     // the objects below.
@@ -520,16 +519,7 @@ async fn a_cluster_serves_only_the_namespaces_it_allows() {
     .await;
     control_plane().nodes.kill(&owner).await.unwrap();
     // Twice the detection threshold (3 s) and more: no move starts.
-    let moved = wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "a move",
-        |f: Option<&FailoverClusterInstance>| {
-            f.and_then(|f| f.status.as_ref())
-                .is_some_and(|s| s.current_move.is_some())
-        },
-    );
+    let moved = wait_for(fcis.clone(), "db", T, "a move", moving);
     assert!(
         tokio::time::timeout(Duration::from_secs(10), moved)
             .await

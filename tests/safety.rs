@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{
@@ -14,27 +13,13 @@ use kube_failover_core::api::{
 };
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_spread_instances, free_addr, http_get,
-    nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, create_spread_instances, event_reasons,
+    event_reasons_among, free_addr, has_oos_taint, http_get, in_phase, is_online,
+    nodes_and_cluster, online_on, online_reason, owner, patch_node, pod_uids, wait_each_instance,
+    wait_for,
 };
 
 const T: Duration = Duration::from_secs(90);
-const OOS: &str = "node.kubernetes.io/out-of-service";
-
-fn online(i: &FailoverClusterInstance) -> bool {
-    i.status.as_ref().is_some_and(|s| {
-        s.phase == Phase::Online
-            && s.current_move.is_none()
-            && s.served.as_ref().is_some_and(|v| v.endpoint.is_some())
-    })
-}
-
-fn has_oos_taint(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|ts| ts.iter().any(|t| t.key == OOS))
-}
 
 /// Awaits, polling the replica's /metrics (nothing to watch there), until `metric` is at
 /// least `n`.
@@ -54,50 +39,25 @@ async fn wait_metric_at_least(addr: std::net::SocketAddr, metric: &str, n: f64) 
     }
 }
 
-async fn events(client: &Client, ns: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-}
-
 /// Fault 1: a restart (a rolling upgrade, a crash loop of the controller) alone never moves,
 /// deletes or fences anything.
 #[tokio::test]
 async fn restarting_the_controller_twenty_times_moves_nothing() {
     let ns = TestNamespace::new("restarts").await;
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(
-        &client,
-        &cluster,
-        3,
-        serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
-    )
-    .await;
+    let (cluster, nodes) = ns
+        .cluster(
+            3,
+            serde_json::json!({"heartbeat": {"leaseStaleSeconds": 10, "notReadySeconds": 10}}),
+        )
+        .await;
     const N: usize = 20;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     create_spread_instances(&client, &ns.name, &cluster, &nodes, N).await;
     let first = Replica::start(&ns.name, "first", false);
-    for i in 0..N {
-        wait_for(
-            fcis.clone(),
-            &format!("db-{i}"),
-            T,
-            "instance Online",
-            |f: Option<&FailoverClusterInstance>| f.is_some_and(online),
-        )
-        .await;
-    }
+    wait_each_instance(&fcis, N, T, "instance Online", is_online).await;
     first.kill();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let uids = |list: Vec<Pod>| -> BTreeMap<String, String> {
-        list.into_iter()
-            .map(|p| (p.name_any(), p.uid().unwrap()))
-            .collect()
-    };
-    let before = uids(pods.list(&ListParams::default()).await.unwrap().items);
+    let before = pod_uids(&client, &ns.name).await;
     assert_eq!(before.len(), N);
 
     for round in 0..20 {
@@ -113,22 +73,19 @@ async fn restarting_the_controller_twenty_times_moves_nothing() {
         replica.kill();
     }
 
-    let after = uids(pods.list(&ListParams::default()).await.unwrap().items);
+    let after = pod_uids(&client, &ns.name).await;
     assert_eq!(after, before, "no pod was deleted or replaced");
-    let bad: Vec<String> = events(&client, &ns.name)
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .filter(|r| {
-            [
-                reason::FENCED,
-                reason::FAILOVER_STARTED,
-                reason::PLANNED_MOVE,
-                reason::CLUSTER_NOT_FOUND,
-            ]
-            .contains(&r.as_str())
-        })
-        .collect();
+    let bad = event_reasons_among(
+        &client,
+        &ns.name,
+        &[
+            reason::FENCED,
+            reason::FAILOVER_STARTED,
+            reason::PLANNED_MOVE,
+            reason::CLUSTER_NOT_FOUND,
+        ],
+    )
+    .await;
     assert!(bad.is_empty(), "Events of moves after restarts: {bad:?}");
     let node_api: Api<Node> = Api::all(client.clone());
     for n in &nodes {
@@ -139,7 +96,7 @@ async fn restarting_the_controller_twenty_times_moves_nothing() {
     }
     for f in fcis.list(&ListParams::default()).await.unwrap() {
         let s = f.status.clone().unwrap();
-        assert!(online(&f), "{} online: {s:?}", f.name_any());
+        assert!(is_online(Some(&f)), "{} online: {s:?}", f.name_any());
         assert_eq!(s.failover_count, 0);
         assert_eq!(s.history.len(), 1, "the placement only: {:?}", s.history);
     }
@@ -151,14 +108,12 @@ async fn restarting_the_controller_twenty_times_moves_nothing() {
 async fn a_returned_node_loses_the_taint_and_counts_up() {
     let ns = TestNamespace::new("unfence").await;
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(
-        &client,
-        &cluster,
-        3,
-        serde_json::json!({"fencing": {"unfenceAfterSeconds": 2}}),
-    )
-    .await;
+    let (cluster, nodes) = ns
+        .cluster(
+            3,
+            serde_json::json!({"fencing": {"unfenceAfterSeconds": 2}}),
+        )
+        .await;
     let _replica = Replica::start(&ns.name, "r", false);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     fcis.create(
@@ -167,19 +122,12 @@ async fn a_returned_node_loses_the_taint_and_counts_up() {
     )
     .await
     .unwrap();
-    let is_on = |node: String| {
-        move |f: Option<&FailoverClusterInstance>| {
-            f.is_some_and(|f| {
-                online(f) && f.status.as_ref().and_then(|s| s.owner_node.as_deref()) == Some(&node)
-            })
-        }
-    };
     wait_for(
         fcis.clone(),
         "db",
         T,
         "online on node 0",
-        is_on(nodes[0].clone()),
+        online_on(nodes[0].clone()),
     )
     .await;
 
@@ -190,7 +138,7 @@ async fn a_returned_node_loses_the_taint_and_counts_up() {
         "db",
         T,
         "failed over to node 1",
-        is_on(nodes[1].clone()),
+        online_on(nodes[1].clone()),
     )
     .await;
     let fenced = node_api.get(&nodes[0]).await.unwrap();
@@ -247,7 +195,7 @@ async fn assert_stays_on(
                     let s = f.status.as_ref();
                     owner(f).as_deref() != Some(node)
                         || s.is_some_and(|s| s.current_move.is_some())
-                        || (serving && !online(f))
+                        || (serving && !is_online(Some(f)))
                 })
             },
         ),
@@ -279,23 +227,6 @@ fn fake_kubelet(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
-}
-
-fn owner(f: &FailoverClusterInstance) -> Option<String> {
-    f.status.as_ref()?.owner_node.clone()
-}
-
-fn online_on(node: String) -> impl Fn(Option<&FailoverClusterInstance>) -> bool {
-    move |f| f.is_some_and(|f| online(f) && owner(f).as_deref() == Some(node.as_str()))
-}
-
-fn online_reason(f: &FailoverClusterInstance) -> Option<String> {
-    f.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kube_failover_core::api::condition::ONLINE)
-        .map(|c| c.reason.clone())
 }
 
 /// Creates the instance `db` preferring `nodes` in order, and awaits it online on the first.
@@ -348,8 +279,7 @@ async fn one_instance(
     cluster_spec: serde_json::Value,
 ) -> (String, Vec<String>, Api<FailoverClusterInstance>, Replica) {
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(&client, &cluster, 3, cluster_spec).await;
+    let (cluster, nodes) = ns.cluster(3, cluster_spec).await;
     let replica = Replica::start(&ns.name, "r", false);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     create_online(&fcis, &cluster, &nodes).await;
@@ -366,12 +296,16 @@ async fn pod_uid(client: &Client, ns: &str) -> String {
     pods[0].uid().unwrap()
 }
 
-async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
-    events(client, ns)
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
+/// An owner that left (relabelled, cordoned, deleted) is moved off: no Event says it was
+/// fenced or failed over.
+async fn assert_neither_fenced_nor_failed_over(client: &Client, ns: &str) {
+    let reasons = event_reasons(client, ns).await;
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
+        "{reasons:?}"
+    );
 }
 
 /// Fault 2: a node relabelled out of the cluster has left, not failed: its instance moves
@@ -381,24 +315,15 @@ async fn a_node_that_leaves_the_cluster_is_moved_off_never_fenced() {
     let ns = TestNamespace::new("leaves").await;
     let client = ns.client.clone();
     let (cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
-    let node_api: Api<Node> = Api::all(client.clone());
     let label = format!("{cluster}.test/member");
-    node_api
-        .patch(
-            &nodes[0],
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {label: null}}})),
-        )
-        .await
-        .unwrap();
+    patch_node(
+        &client,
+        &nodes[0],
+        serde_json::json!({"metadata": {"labels": {label: null}}}),
+    )
+    .await;
     moved_gracefully(&fcis, &nodes, reason::NOT_A_MEMBER, &client).await;
-    let reasons = event_reasons(&client, &ns.name).await;
-    assert!(
-        !reasons
-            .iter()
-            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
-        "{reasons:?}"
-    );
+    assert_neither_fenced_nor_failed_over(&client, &ns.name).await;
 }
 
 /// Fault 6: the owner's heartbeats come back during the fencing delay: the failover is
@@ -417,7 +342,7 @@ async fn a_node_back_before_it_was_fenced_keeps_its_instance() {
         T,
         "waiting to fence",
         |f: Option<&FailoverClusterInstance>| {
-            f.and_then(online_reason).as_deref() == Some(reason::FENCE_DELAY)
+            online_reason(f).as_deref() == Some(reason::FENCE_DELAY)
         },
     )
     .await;
@@ -524,7 +449,7 @@ async fn a_not_ready_node_with_a_fresh_lease_is_never_fenced() {
         T,
         "moving, waiting for the old pod",
         |f: Option<&FailoverClusterInstance>| {
-            f.and_then(online_reason).as_deref() == Some(reason::STOPPING_OLD_POD)
+            online_reason(f).as_deref() == Some(reason::STOPPING_OLD_POD)
         },
     )
     .await;
@@ -606,8 +531,7 @@ async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
     use nix::sys::signal::Signal;
     let ns = TestNamespace::new("paused").await;
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let (cluster, nodes) = ns.cluster(3, serde_json::json!({})).await;
     let holder_is = |who: &'static str| {
         move |l: Option<&Lease>| {
             l.and_then(|l| l.spec.as_ref()?.holder_identity.as_deref()) == Some(who)
@@ -821,8 +745,7 @@ async fn a_shared_volume_attached_elsewhere_does_not_hold_a_failover() {
 
     let ns = TestNamespace::new("rwx").await;
     let client = ns.client.clone();
-    let cluster = format!("{}-c", ns.name);
-    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let (cluster, nodes) = ns.cluster(3, serde_json::json!({})).await;
     csi_claim_with_mode(&client, &ns.name, "shared", "ReadWriteMany")
         .await
         .unwrap();
@@ -1014,17 +937,14 @@ async fn a_failover_threshold_above_the_history_limit_holds() {
         "db",
         T,
         "the twelfth failover refused",
-        |f: Option<&FailoverClusterInstance>| {
-            f.and_then(|f| f.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
+        in_phase(Phase::Failed),
     )
     .await;
     let s = failed.status.clone().unwrap();
     assert_eq!(s.failovers.len(), THRESHOLD, "{:?}", s.failovers);
     assert_eq!(s.history.len(), 10, "the history stays bounded");
     assert_eq!(
-        online_reason(&failed).as_deref(),
+        online_reason(Some(&failed)).as_deref(),
         Some(reason::FAILOVER_THRESHOLD_EXCEEDED)
     );
     assert_eq!(
@@ -1041,22 +961,14 @@ async fn a_cordoned_owner_is_moved_off_never_fenced() {
     let ns = TestNamespace::new("cordon").await;
     let client = ns.client.clone();
     let (_cluster, nodes, fcis, _replica) = one_instance(&ns, serde_json::json!({})).await;
-    Api::<Node>::all(client.clone())
-        .patch(
-            &nodes[0],
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
-        )
-        .await
-        .unwrap();
+    patch_node(
+        &client,
+        &nodes[0],
+        serde_json::json!({"spec": {"unschedulable": true}}),
+    )
+    .await;
     moved_gracefully(&fcis, &nodes, reason::UNSCHEDULABLE, &client).await;
-    let reasons = event_reasons(&client, &ns.name).await;
-    assert!(
-        !reasons
-            .iter()
-            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
-        "{reasons:?}"
-    );
+    assert_neither_fenced_nor_failed_over(&client, &ns.name).await;
 }
 
 /// Fault 2: the owner's Node object is deleted (a node removed from the cluster) while its
@@ -1081,11 +993,5 @@ async fn an_owner_whose_node_is_deleted_is_moved_off_never_fenced() {
     let m = moved.status.unwrap().history.last().cloned().unwrap();
     assert_eq!(m.reason, reason::NODE_DELETED, "{m:?}");
     assert!(m.fenced.is_none(), "{m:?}");
-    let reasons = event_reasons(&client, &ns.name).await;
-    assert!(
-        !reasons
-            .iter()
-            .any(|r| r == reason::FENCED || r == reason::FAILOVER_STARTED),
-        "{reasons:?}"
-    );
+    assert_neither_fenced_nor_failed_over(&client, &ns.name).await;
 }

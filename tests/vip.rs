@@ -16,7 +16,7 @@ use kube_failover_core::api::{FailoverClusterInstance, Phase};
 use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, in_phase, nodes_and_cluster, wait_for,
 };
 use kube_failover_lab::netlab::{self, NetLab, VIP};
 
@@ -73,17 +73,7 @@ async fn load_balancer_mode_asks_for_the_vip_from_the_owner_only() {
         );
     }
     // The endpoint announcers look at: the owner's pod, alone, on the owner node.
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "online",
-        |i: Option<&FailoverClusterInstance>| {
-            i.and_then(|i| i.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Online)
-        },
-    )
-    .await;
+    wait_for(fcis.clone(), "db", T, "online", in_phase(Phase::Online)).await;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
     let slice = slices.get("db").await.unwrap();
     let eps = slice.endpoints.clone().unwrap_or_default();

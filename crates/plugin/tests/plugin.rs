@@ -11,7 +11,7 @@ use kube::api::{Api, PostParams};
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase};
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, nodes_and_cluster, wait_for,
+    Replica, TestNamespace, control_plane, in_phase, nodes_and_cluster, online_owner, wait_for,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -87,16 +87,9 @@ async fn online_there(fcis: &Api<FailoverClusterInstance>, node: &str) {
         "db",
         T,
         &format!("online on {node}"),
-        |i: Option<&FailoverClusterInstance>| online_on(i).as_deref() == Some(node),
+        |i: Option<&FailoverClusterInstance>| online_owner(i).as_deref() == Some(node),
     )
     .await;
-}
-
-fn online_on(i: Option<&FailoverClusterInstance>) -> Option<String> {
-    let s = i?.status.as_ref()?;
-    (s.phase == Phase::Online && s.current_move.is_none())
-        .then(|| s.owner_node.clone())
-        .flatten()
 }
 
 /// `status` shows the members, the quorum and its margin, and the instances; `history` the
@@ -173,10 +166,10 @@ async fn status_and_history_as_a_user_runs_them() {
         "db",
         T,
         "online elsewhere",
-        |i: Option<&FailoverClusterInstance>| online_on(i).is_some_and(|n| n != nodes[0]),
+        |i: Option<&FailoverClusterInstance>| online_owner(i).is_some_and(|n| n != nodes[0]),
     )
     .await;
-    let to = online_on(Some(&moved)).unwrap();
+    let to = online_owner(Some(&moved)).unwrap();
     cluster_status_of(&client, "plugin", 2, Some(&to)).await;
     let deadline = std::time::Instant::now() + T;
     let reported = |owner: &str| {
@@ -308,10 +301,7 @@ async fn start_and_stop_as_a_user_runs_them_without_drift() {
         "db",
         T,
         "offline (NoAutoStart)",
-        |i: Option<&FailoverClusterInstance>| {
-            i.and_then(|i| i.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Offline)
-        },
+        in_phase(Phase::Offline),
     )
     .await;
 
@@ -319,7 +309,7 @@ async fn start_and_stop_as_a_user_runs_them_without_drift() {
     assert!(ok, "{out}");
     assert!(out.contains("online"), "{out}");
     assert_eq!(
-        online_on(Some(&fcis.get("db").await.unwrap())).as_deref(),
+        online_owner(Some(&fcis.get("db").await.unwrap())).as_deref(),
         Some(nodes[0].as_str())
     );
     no_drift("start");
@@ -399,17 +389,7 @@ async fn start_brings_a_failed_instance_back() {
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     online_there(&fcis, &nodes[1]).await;
     control_plane().nodes.kill(&nodes[1]).await.unwrap();
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "Failed",
-        |i: Option<&FailoverClusterInstance>| {
-            i.and_then(|i| i.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await;
+    wait_for(fcis.clone(), "db", T, "Failed", in_phase(Phase::Failed)).await;
     let (ok, out) = kubectl_failover(&["status", "-n", &ns.name]);
     assert!(
         ok && out.contains(" Failed ") && out.contains("left Failed until a person acts"),
@@ -556,7 +536,7 @@ async fn drain_and_resume_as_a_user_runs_them() {
     let _replica = Replica::start(&ns.name, "plugin-dr", false);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     let on =
-        |i: Option<&FailoverClusterInstance>, node: &str| online_on(i).as_deref() == Some(node);
+        |i: Option<&FailoverClusterInstance>, node: &str| online_owner(i).as_deref() == Some(node);
     // Created lowest priority first, so that the order of the moves is priority's, not age's.
     let instances = [
         ("low", Priority::Low),
@@ -667,11 +647,11 @@ async fn drain_and_resume_as_a_user_runs_them() {
         "late",
         T,
         "late placed",
-        |i: Option<&FailoverClusterInstance>| online_on(i).is_some(),
+        |i: Option<&FailoverClusterInstance>| online_owner(i).is_some(),
     )
     .await;
     assert_ne!(
-        online_on(Some(&placed)).as_deref(),
+        online_owner(Some(&placed)).as_deref(),
         Some(nodes[0].as_str()),
         "placed on a paused node"
     );
@@ -759,7 +739,7 @@ async fn an_update_run_goes_one_node_at_a_time_and_on_where_it_stopped() {
             name,
             T,
             "online on its node",
-            |i: Option<&FailoverClusterInstance>| online_on(i).as_ref() == Some(&preferred[0]),
+            |i: Option<&FailoverClusterInstance>| online_owner(i).as_ref() == Some(&preferred[0]),
         )
         .await;
     }
@@ -849,7 +829,7 @@ async fn an_update_run_goes_one_node_at_a_time_and_on_where_it_stopped() {
             name,
             T,
             "online at the end",
-            |i: Option<&FailoverClusterInstance>| online_on(i).is_some(),
+            |i: Option<&FailoverClusterInstance>| online_owner(i).is_some(),
         )
         .await;
         let moved_by_run = i
