@@ -14,6 +14,13 @@
 //! node counts as renewed at that moment. Otherwise, after an outage, the first renewals to
 //! get through would restore the quorum while the nodes not yet heard from looked dead, and
 //! live nodes would be fenced because of the outage alone.
+//!
+//! Three signs say the controller cannot see: the API server's readiness probe fails (it
+//! is down, restarting, shutting down, or cannot reach etcd), the Lease watch fails, or no
+//! Lease at all has arrived, from any node, for three times the longest renewal interval
+//! the Leases announce (a watch that stalled or reconnected unseen, an etcd stall that the
+//! probe missed: when every heartbeat in the cluster stops at once, the pipe is at fault,
+//! not the nodes).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,13 +65,32 @@ struct Seen {
     /// The Ready condition's status (`Some(true)` for True).
     ready: Option<bool>,
     ready_observed: Timestamp,
+    /// How often the Lease's holder renews it, as its duration announces (a kubelet renews
+    /// every quarter of its Lease's duration).
+    renew_every: Option<SignedDuration>,
+}
+
+/// A quarter of a Lease's duration: how often a kubelet renews it.
+const RENEW_FRACTION: f64 = 0.25;
+/// No Lease from any node for this many renewal intervals means the controller is blind.
+const QUIET_INTERVALS: i32 = 3;
+/// ... and never for less than this, whatever the Leases announce.
+const QUIET_FLOOR: SignedDuration = SignedDuration::from_secs(3);
+
+/// Why the API server's readiness probe failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiLost {
+    /// No answer, or not ready.
+    NotReady,
+    /// The probe was refused (401 or 403).
+    Refused,
 }
 
 /// Whether this controller can see the API server.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sight {
-    /// The API server does not answer its version probe.
-    api_lost: bool,
+    /// The API server's readiness probe fails, and how.
+    api_lost: Option<ApiLost>,
     /// The Lease watch failed and has delivered no Lease since: renewals may be arriving
     /// unseen (a watch in backoff after an API server restart, or refused while the
     /// restarted server's authorizer warms up).
@@ -73,6 +99,8 @@ struct Sight {
     lost: Option<Timestamp>,
     /// When it answered again after it had not.
     regained: Option<Timestamp>,
+    /// When the Lease watch last delivered a Lease, any Lease.
+    last_delivery: Option<Timestamp>,
 }
 
 /// When this controller saw each node's heartbeats change.
@@ -81,6 +109,9 @@ pub struct Heartbeats {
     clock: Clock,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     sight: Arc<Mutex<Sight>>,
+    /// Time the tests move on by hand, added to the clock's.
+    #[cfg(test)]
+    skew: Arc<Mutex<SignedDuration>>,
 }
 
 impl Heartbeats {
@@ -89,17 +120,36 @@ impl Heartbeats {
             clock,
             seen: Arc::default(),
             sight: Arc::default(),
+            #[cfg(test)]
+            skew: Arc::default(),
         }
     }
 
-    /// The API server did not answer: until it does, no node counts as silent.
-    pub fn api_unreachable(&self) {
-        self.lose("the API server does not answer", |s| s.api_lost = true);
+    #[cfg(not(test))]
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
-    /// The API server answered: if it had not, every node counts as renewed now.
+    #[cfg(test)]
+    fn now(&self) -> Timestamp {
+        let skew = *self.skew.lock().unwrap_or_else(|e| e.into_inner());
+        self.clock.now().saturating_add(skew).unwrap_or(Timestamp::MAX)
+    }
+
+    #[cfg(test)]
+    fn advance(&self, by: SignedDuration) {
+        *self.skew.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+
+    /// The API server is not ready (or refuses to say): until it is, no node counts as
+    /// silent.
+    pub fn api_unreachable(&self, how: ApiLost) {
+        self.lose("the API server is not ready", |s| s.api_lost = Some(how));
+    }
+
+    /// The API server is ready: if it was not, every node counts as renewed now.
     pub fn api_reachable(&self) {
-        self.regain(|s| s.api_lost = false);
+        self.regain(|s| s.api_lost = None);
     }
 
     /// The Lease watch failed: until it delivers a Lease again, no node counts as silent.
@@ -107,14 +157,56 @@ impl Heartbeats {
         self.lose("the Lease watch failed", |s| s.leases_lost = true);
     }
 
-    /// The Lease watch delivered a Lease: if it had failed, every node counts as renewed
-    /// now (once the API server answers too).
+    /// The Lease watch delivered a Lease: if it had failed, or no Lease had arrived for
+    /// longer than [`Self::quiet_limit`], every node counts as renewed now (once the API
+    /// server answers too).
     pub fn leases_seen(&self) {
-        self.regain(|s| s.leases_lost = false);
+        let now = self.now();
+        let limit = self.quiet_limit();
+        let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet = sight.last_delivery.map(|last| now.duration_since(last));
+        sight.last_delivery = Some(now);
+        sight.leases_lost = false;
+        let was_quiet = quiet.is_some_and(|q| q > limit);
+        if sight.api_lost.is_some() {
+            return;
+        }
+        if sight.lost.take().is_some() || was_quiet {
+            if was_quiet {
+                tracing::warn!(
+                    quiet = ?quiet.unwrap_or_default(),
+                    "no Lease arrived from any node for longer than {limit:?}: node silence \
+                     is measured from now"
+                );
+            } else {
+                tracing::info!("heartbeats in sight again: node silence is measured from now");
+            }
+            sight.regained = Some(now);
+        }
+    }
+
+    /// How long the Lease watch may deliver nothing at all before the controller counts
+    /// itself blind: three times the longest renewal interval the Leases announce, at
+    /// least three seconds.
+    fn quiet_limit(&self) -> SignedDuration {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let longest = seen
+            .values()
+            .filter_map(|s| s.renew_every)
+            .max()
+            .unwrap_or(SignedDuration::ZERO);
+        (longest * QUIET_INTERVALS).max(QUIET_FLOOR)
+    }
+
+    /// Since when the Lease watch has delivered nothing for longer than
+    /// [`Self::quiet_limit`], if it has.
+    fn quiet_since(&self, sight: &Sight, now: Timestamp) -> Option<Timestamp> {
+        let last = sight.last_delivery?;
+        (now.duration_since(last) > self.quiet_limit()).then_some(last)
     }
 
     fn lose(&self, why: &str, f: impl FnOnce(&mut Sight)) {
-        let now = self.clock.now();
+        let now = self.now();
         let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut sight);
         if sight.lost.is_none() {
@@ -124,10 +216,10 @@ impl Heartbeats {
     }
 
     fn regain(&self, f: impl FnOnce(&mut Sight)) {
-        let now = self.clock.now();
+        let now = self.now();
         let mut sight = self.sight.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut sight);
-        if !sight.api_lost && !sight.leases_lost && sight.lost.take().is_some() {
+        if sight.api_lost.is_none() && !sight.leases_lost && sight.lost.take().is_some() {
             tracing::info!("heartbeats in sight again: node silence is measured from now");
             sight.regained = Some(now);
         }
@@ -136,9 +228,11 @@ impl Heartbeats {
     /// A change seen at `observed`, as silence is measured: not before sight was regained,
     /// and now while it is lost.
     fn since(&self, observed: Timestamp) -> Timestamp {
+        let now = self.now();
         let sight = *self.sight.lock().unwrap_or_else(|e| e.into_inner());
-        match (sight.lost, sight.regained) {
-            (Some(_), _) => self.clock.now(),
+        let lost = sight.lost.or_else(|| self.quiet_since(&sight, now));
+        match (lost, sight.regained) {
+            (Some(_), _) => self.now(),
             (None, Some(regained)) => observed.max(regained),
             (None, None) => observed,
         }
@@ -151,23 +245,31 @@ impl Heartbeats {
     /// Since when, and why, heartbeats are out of sight (no node counts as silent), if
     /// they are.
     pub fn out_of_sight(&self) -> Option<(Timestamp, &'static str)> {
+        let now = self.now();
         let sight = *self.sight.lock().unwrap_or_else(|e| e.into_inner());
         let why = match (sight.api_lost, sight.leases_lost) {
-            (true, _) => "the API server does not answer",
-            (false, true) => "the Lease watch fails",
-            (false, false) => return None,
+            (Some(ApiLost::NotReady), _) => "the API server is not ready",
+            (Some(ApiLost::Refused), _) => {
+                "the API server refuses this controller its readiness (get on /readyz)"
+            }
+            (None, true) => "the Lease watch fails",
+            (None, false) => {
+                let since = self.quiet_since(&sight, now)?;
+                return Some((since, "no Lease has arrived from any node"));
+            }
         };
         Some((sight.lost?, why))
     }
 
     fn with<T>(&self, node: &str, f: impl FnOnce(&mut Seen, Timestamp) -> T) -> T {
-        let now = self.clock.now();
+        let now = self.now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let entry = seen.entry(node.to_string()).or_insert_with(|| Seen {
             renew_time: None,
             renewal_observed: now,
             ready: None,
             ready_observed: now,
+            renew_every: None,
         });
         f(entry, now)
     }
@@ -201,7 +303,14 @@ impl Heartbeats {
     /// Called for every Lease the watch delivers, so that a renewal is noted when it
     /// arrives, not when a reconcile next looks.
     pub fn observe_lease(&self, lease: &Lease) {
-        self.lease(&lease.name_any(), renew_time(lease));
+        let name = lease.name_any();
+        self.lease(&name, renew_time(lease));
+        let every = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .and_then(|d| SignedDuration::try_from_secs_f64(f64::from(d) * RENEW_FRACTION).ok());
+        self.with(&name, |s, _| s.renew_every = every);
     }
 
     /// Called for every Node the watch delivers.
@@ -210,19 +319,35 @@ impl Heartbeats {
     }
 }
 
-/// Asks the API server for its version every second (a request every identity may make),
-/// and tells `heartbeats` whether it answered within five seconds.
+/// Asks the API server whether it is ready (`/readyz`, which the chart's ClusterRole and the
+/// default `system:public-info-viewer` role let the controller read) every second, and
+/// tells `heartbeats` whether it said so within five seconds. Readiness, not mere
+/// reachability: a server that is starting, shutting down or cannot reach etcd answers its
+/// version while no heartbeat gets through it. A refusal counts as not ready: a restarted
+/// server refuses everything for a moment while its authorizer warms up, and an identity
+/// refused for good is said in the cluster's status (`HeartbeatsSeen`) rather than guessed
+/// around.
 pub async fn probe_api(client: kube::Client, heartbeats: Heartbeats) {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(TIMEOUT, client.apiserver_version()).await {
-            Ok(Ok(_)) => heartbeats.api_reachable(),
-            _ => heartbeats.api_unreachable(),
+        match tokio::time::timeout(TIMEOUT, probe_once(&client)).await {
+            Ok(Ok(())) => heartbeats.api_reachable(),
+            Ok(Err(kube::Error::Api(e))) if e.code == 401 || e.code == 403 => {
+                heartbeats.api_unreachable(ApiLost::Refused)
+            }
+            _ => heartbeats.api_unreachable(ApiLost::NotReady),
         }
     }
+}
+
+async fn probe_once(client: &kube::Client) -> kube::Result<()> {
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(kube::Error::HttpError)?;
+    client.request_text(request).await.map(drop)
 }
 
 pub fn renew_time(lease: &Lease) -> Option<Timestamp> {
@@ -316,7 +441,7 @@ mod tests {
         let hb = Heartbeats::default();
         let first = hb.lease("n", Some(t(1)));
         std::thread::sleep(std::time::Duration::from_millis(5));
-        hb.api_unreachable();
+        hb.api_unreachable(ApiLost::NotReady);
         // Nothing is heard, and nothing counts as silent: the renewal is as of now.
         assert!(hb.lease("n", Some(t(1))) > first);
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -362,10 +487,78 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert_eq!(hb.lease("n", Some(t(1))), back, "measured from then on");
         // Both must be in sight: the watch flowing does not hide an unanswered probe.
-        hb.api_unreachable();
+        hb.api_unreachable(ApiLost::NotReady);
         hb.leases_seen();
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(hb.lease("n", Some(t(1))) > back);
+    }
+
+    fn lease_object(name: &str, duration: i32, renewed: i64) -> Lease {
+        let mut lease = Lease::default();
+        lease.metadata.name = Some(name.into());
+        lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+            lease_duration_seconds: Some(duration),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t(
+                renewed,
+            ))),
+            ..Default::default()
+        });
+        lease
+    }
+
+    fn deliver(hb: &Heartbeats, lease: &Lease) {
+        hb.leases_seen();
+        hb.observe_lease(lease);
+    }
+
+    /// Whole seconds of silence (the real clock moves on a little between the lines).
+    fn age(hb: &Heartbeats, node: &str, renewed: i64) -> i64 {
+        hb.now().duration_since(hb.lease(node, Some(t(renewed)))).as_secs()
+    }
+
+    #[test]
+    fn no_node_counts_silent_while_no_lease_arrives_from_any_node() {
+        // Seen on the real control plane (chaos run): after a 2 s API server SIGKILL that
+        // neither the probe nor the watch noticed, the first renewals to get through made
+        // the quorum, and a healthy node whose renewal came later looked silent.
+        let hb = Heartbeats::default();
+        let s = SignedDuration::from_secs;
+        // Kubelets renewing every second (4 s Leases): blind after 3 s without any.
+        deliver(&hb, &lease_object("a", 4, 0));
+        deliver(&hb, &lease_object("b", 4, 0));
+        assert_eq!(hb.quiet_limit(), s(3));
+        hb.advance(s(2));
+        deliver(&hb, &lease_object("a", 4, 2));
+        assert_eq!(age(&hb, "b", 0), 2, "b renews late; a arrived: in sight");
+        assert_eq!(hb.out_of_sight(), None);
+        // Nothing from anyone for longer than the limit: nobody counts as silent...
+        hb.advance(s(4));
+        assert_eq!(age(&hb, "b", 0), 0, "b is not silent while nothing arrives");
+        let (since, why) = hb.out_of_sight().expect("out of sight");
+        assert_eq!(why, "no Lease has arrived from any node");
+        assert_eq!(hb.now().duration_since(since).as_secs(), 4);
+        // ... and when Leases arrive again, silence is measured from then.
+        hb.advance(s(1));
+        deliver(&hb, &lease_object("a", 4, 7));
+        assert_eq!(hb.out_of_sight(), None);
+        hb.advance(s(2));
+        assert_eq!(age(&hb, "b", 0), 2, "b's silence counts from the end of the gap");
+        // A quiet spell within the limit changes nothing.
+        deliver(&hb, &lease_object("a", 4, 9));
+        hb.advance(s(2));
+        deliver(&hb, &lease_object("a", 4, 11));
+        assert_eq!(age(&hb, "b", 0), 4);
+    }
+
+    #[test]
+    fn the_quiet_limit_follows_the_longest_renewal_interval() {
+        let hb = Heartbeats::default();
+        // Kubelet defaults: 40 s Leases, renewed every 10 s: blind after 30 s.
+        deliver(&hb, &lease_object("a", 40, 0));
+        deliver(&hb, &lease_object("agent-a", 2, 0));
+        assert_eq!(hb.quiet_limit(), SignedDuration::from_secs(30));
+        hb.advance(SignedDuration::from_secs(20));
+        assert_eq!(hb.out_of_sight(), None, "10 s Leases may all be 20 s apart");
     }
 
     #[test]

@@ -240,19 +240,19 @@ impl<'a> Injector<'a> {
                 _ => !global_busy,
             })
             .collect();
-        // Node kills (what failovers are about) and NotReady kubelets weigh more; kinds not
-        // injected yet weigh four times as much, so that a short run sees every kind.
-        let weight = |k: &FaultKind| {
-            let base = match k {
-                FaultKind::NodeKill => 3.0,
-                FaultKind::NodeNotReady => 2.0,
-                _ => 1.0,
-            };
-            if self.counts.contains_key(k) {
-                base
-            } else {
-                base * 4.0
-            }
+        // Kinds not injected yet go first, whatever the timing lets in at each draw, so that
+        // a short run sees every kind; then node kills (what failovers are about) and
+        // NotReady kubelets weigh more.
+        let fresh: Vec<FaultKind> = eligible
+            .iter()
+            .filter(|k| !self.counts.contains_key(k))
+            .copied()
+            .collect();
+        let eligible = if fresh.is_empty() { eligible } else { fresh };
+        let weight = |k: &FaultKind| match k {
+            FaultKind::NodeKill => 3.0,
+            FaultKind::NodeNotReady => 2.0,
+            _ => 1.0,
         };
         let total: f64 = eligible.iter().map(weight).sum();
         let mut pick = d.kind * total;

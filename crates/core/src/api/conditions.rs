@@ -24,10 +24,10 @@ pub mod condition {
 /// Reasons of conditions and Events, and why a move started.
 pub mod reason {
     // HeartbeatsSeen
-    /// The API server answers and the Lease watch delivers.
+    /// The API server is ready and the Lease watch delivers.
     pub const HEARTBEATS_IN_SIGHT: &str = "HeartbeatsInSight";
-    /// The API server does not answer, or the Lease watch fails: heartbeats may be arriving
-    /// unseen, so no node counts as silent.
+    /// The API server is not ready, the Lease watch fails, or no Lease arrives from any
+    /// node: heartbeats may be arriving unseen, so no node counts as silent.
     pub const HEARTBEATS_OUT_OF_SIGHT: &str = "HeartbeatsOutOfSight";
     // Valid
     /// The spec was accepted.
