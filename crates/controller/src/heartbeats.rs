@@ -133,7 +133,10 @@ impl Heartbeats {
     #[cfg(test)]
     fn now(&self) -> Timestamp {
         let skew = *self.skew.lock().unwrap_or_else(|e| e.into_inner());
-        self.clock.now().saturating_add(skew).unwrap_or(Timestamp::MAX)
+        self.clock
+            .now()
+            .saturating_add(skew)
+            .unwrap_or(Timestamp::MAX)
     }
 
     #[cfg(test)]
@@ -498,9 +501,9 @@ mod tests {
         lease.metadata.name = Some(name.into());
         lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
             lease_duration_seconds: Some(duration),
-            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t(
-                renewed,
-            ))),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                t(renewed),
+            )),
             ..Default::default()
         });
         lease
@@ -513,7 +516,9 @@ mod tests {
 
     /// Whole seconds of silence (the real clock moves on a little between the lines).
     fn age(hb: &Heartbeats, node: &str, renewed: i64) -> i64 {
-        hb.now().duration_since(hb.lease(node, Some(t(renewed)))).as_secs()
+        hb.now()
+            .duration_since(hb.lease(node, Some(t(renewed))))
+            .as_secs()
     }
 
     #[test]
@@ -542,7 +547,11 @@ mod tests {
         deliver(&hb, &lease_object("a", 4, 7));
         assert_eq!(hb.out_of_sight(), None);
         hb.advance(s(2));
-        assert_eq!(age(&hb, "b", 0), 2, "b's silence counts from the end of the gap");
+        assert_eq!(
+            age(&hb, "b", 0),
+            2,
+            "b's silence counts from the end of the gap"
+        );
         // A quiet spell within the limit changes nothing.
         deliver(&hb, &lease_object("a", 4, 9));
         hb.advance(s(2));
