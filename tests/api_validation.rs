@@ -166,7 +166,7 @@ async fn virtual_ips_must_be_ip_addresses() {
         accepted.data["spec"]["virtualIPs"],
         json!(["192.0.2.10", "2001:db8::10"])
     );
-    let needles = &["spec.virtualIPs", "must be an IPv4 or IPv6 address"];
+    let needles = &["spec.virtualIPs", "must be a unicast IPv4 or IPv6 address"];
     assert_all_refused(
         &api,
         vec![
@@ -197,7 +197,25 @@ async fn virtual_ips_must_be_ip_addresses() {
                 ),
                 needles,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("loopback", "127.0.0.1"),
+                ("link-local", "169.254.169.254"),
+                ("multicast", "ff02::1"),
+                ("unspecified", "0.0.0.0"),
+                ("broadcast", "255.255.255.255"),
+                ("upper-case", "2001:DB8::10"),
+            ]
+            .into_iter()
+            .map(|(what, ip)| Case {
+                what,
+                obj: with(valid_instance(what), "/spec/virtualIPs", json!([ip])),
+                needles,
+            }),
+        )
+        .collect(),
     )
     .await;
 }

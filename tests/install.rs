@@ -566,6 +566,16 @@ const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
         "volumeattachments",
         &["get", "list", "watch", "delete"],
     ),
+    (
+        "networking.k8s.io",
+        "servicecidrs",
+        &["get", "list", "watch"],
+    ),
+    (
+        "networking.k8s.io",
+        "ipaddresses",
+        &["get", "list", "watch", "create", "delete"],
+    ),
     ("", "namespaces", &["get", "list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
@@ -1183,7 +1193,7 @@ async fn examples_are_accepted_by_the_api_server() {
     assert!(
         !r.ok
             && r.stderr
-                .contains("each virtualIPs entry must be an IPv4 or IPv6 address"),
+                .contains("each virtualIPs entry must be a unicast IPv4 or IPv6 address"),
         "{r}"
     );
 }

@@ -33,6 +33,8 @@ pub fn cluster(
             "nodeSelector": {label: "true"},
             "allowedNamespaces": {"names": [namespace]},
             "heartbeat": {"leaseStaleSeconds": lease_stale_seconds, "notReadySeconds": lease_stale_seconds},
+            // The range the demo's virtual IP comes from (a documentation range).
+            "addressPools": [{"name": "demo", "cidrs": ["192.0.2.0/24"]}],
         }
     }))?)
 }

@@ -4,8 +4,9 @@
 //! - renews a heartbeat Lease, `kube-node-lease/kube-failover-agent-<node>`, every second,
 //!   which a FailoverCluster may judge its members by (`heartbeat.source: Agent`);
 //! - brings up the virtual IPs of each instance with `vipMode: Agent` that the controller
-//!   grants this node (`status.served.vipNode`), announces them, and takes them down the
-//!   moment the grant goes; its Lease lists the instances whose addresses are up
+//!   grants this node (`status.served.vipNode`), as the controller admitted them
+//!   (`status.served.virtualIPs`), announces them, and takes them down the moment the grant
+//!   goes; its Lease lists the instances whose addresses are up
 //!   (`kube-failover.io/holds-virtual-ips`), and the controller grants an instance to a new
 //!   owner only once no other live agent lists it;
 //! - fences itself: once it has not renewed its Lease for `--self-fence-seconds`, it takes
@@ -14,11 +15,17 @@
 //!   margin after the Lease went stale, lets another node start a second copy.
 //!
 //! The addresses it brought up are kept in a state file on the node (`--state-dir`, tmpfs),
-//! so that an agent restarted while cut off still knows what to take down.
+//! so that an agent restarted while cut off still knows what to take down, and carry a
+//! marker on the interface for an agent whose state file was lost (`addresses::MARK`). It
+//! takes down nothing else, and never brings up or takes down one of the node's own
+//! addresses (its Node's `status.addresses`, or any address on the interface it did not
+//! bring up): a virtual IP equal to a node's address must not take the node off the network
+//! (`held`).
 
 mod addresses;
 pub mod announce;
 pub mod cri;
+mod held;
 mod lease;
 mod workloads;
 
@@ -30,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::Notify;
@@ -155,6 +163,12 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     );
 
     tokio::spawn(lease::renew(client.clone(), args.clone(), shared.clone()));
+    let (node_tx, node_addresses) = tokio::sync::watch::channel(None);
+    tokio::spawn(read_node_addresses(
+        client.clone(),
+        args.node.clone(),
+        node_tx,
+    ));
 
     let api: Api<FailoverClusterInstance> = Api::all(client.clone());
     let (store, writer) = reflector::store();
@@ -181,6 +195,8 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
         shared,
         workloads,
         fenced: false,
+        node_addresses,
+        refused: BTreeSet::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,17 +214,74 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     }
 }
 
-/// The virtual IPs of an instance, parsed.
-fn vips(fci: &FailoverClusterInstance) -> Vec<IpAddr> {
-    fci.spec
-        .virtual_ips
+/// How often the agent reads its Node's addresses again once it has them (until then, every
+/// second). A node's addresses seldom change; a read that fails keeps the last ones.
+const NODE_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps `tx` up to date with this node's own addresses ([`node_addresses`]); `None` until
+/// the first successful read, and until then no virtual IP comes up.
+async fn read_node_addresses(
+    client: kube::Client,
+    node: String,
+    tx: tokio::sync::watch::Sender<Option<BTreeSet<IpAddr>>>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut failing = false;
+    loop {
+        match api.get(&node).await {
+            Ok(n) => {
+                failing = false;
+                let addresses = Some(node_addresses(&n));
+                tx.send_if_modified(|current| {
+                    let changed = *current != addresses;
+                    *current = addresses;
+                    changed
+                });
+            }
+            Err(e) if !failing => {
+                tracing::warn!(
+                    node = %node,
+                    error = %format!("{e:#}"),
+                    "cannot read this node's addresses; retrying"
+                );
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        let known = tx.borrow().is_some();
+        tokio::time::sleep(if known {
+            NODE_ADDRESSES_EVERY
+        } else {
+            Duration::from_secs(1)
+        })
+        .await;
+    }
+}
+
+/// A node's own addresses: the IP addresses of its `status.addresses` (not its host names).
+/// Pure, for tests.
+pub fn node_addresses(node: &Node) -> BTreeSet<IpAddr> {
+    node.status
         .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+/// The virtual IPs of an instance as the controller admitted them, parsed:
+/// `status.served.virtualIPs`, never `spec.virtualIPs`. The spec is the tenant's word; the
+/// status carries only the addresses the cluster's address pools allow the instance.
+fn vips(fci: &FailoverClusterInstance) -> Vec<IpAddr> {
+    fci.status
+        .iter()
+        .filter_map(|s| s.served.as_ref())
+        .flat_map(|s| s.virtual_ips.iter())
         .filter_map(|v| v.parse().ok())
         .collect()
 }
 
-/// The addresses this node should have up: those of every `vipMode: Agent` instance granted
-/// to it. Pure, for tests.
+/// The addresses this node should have up: the virtual IPs in the status of every
+/// `vipMode: Agent` instance granted to it. Pure, for tests.
 pub fn granted(node: &str, instances: &[Arc<FailoverClusterInstance>]) -> BTreeMap<IpAddr, String> {
     instances
         .iter()
@@ -234,6 +307,10 @@ struct Addresses {
     shared: Arc<Shared>,
     workloads: Workloads,
     fenced: bool,
+    /// This node's own addresses, as last read from its Node (`None` until the first read).
+    node_addresses: tokio::sync::watch::Receiver<Option<BTreeSet<IpAddr>>>,
+    /// Granted addresses left down because they are the node's own (warned about once).
+    refused: BTreeSet<IpAddr>,
 }
 
 impl Addresses {
@@ -259,30 +336,8 @@ impl Addresses {
             Some(list) if !cut_off => granted(&self.args.node, list),
             _ => BTreeMap::new(),
         };
-        // Addresses to take down: what this agent brought up and is no longer granted, and
-        // any address of a `vipMode: Agent` instance not granted here (an earlier agent's).
-        let mut held = self.state.load();
-        if let Some(list) = instances {
-            let on_link: BTreeSet<IpAddr> = self.interface.addresses().await?.into_iter().collect();
-            for fci in list.iter().filter(|f| f.spec.vip_mode == VipMode::Agent) {
-                for ip in vips(fci) {
-                    if on_link.contains(&ip) {
-                        held.entry(ip).or_insert_with(|| fci.key());
-                    }
-                }
-            }
-        }
-        let down: Vec<IpAddr> = held
-            .keys()
-            .filter(|ip| !want.contains_key(ip))
-            .copied()
-            .collect();
-        for ip in down {
-            self.interface.remove(ip).await?;
-            held.remove(&ip);
-            self.state.save(&held)?;
-            tracing::info!(%ip, "virtual IP taken down");
-        }
+        let node = self.node_addresses.borrow().clone();
+        let (mut held, own) = self.release(&want, node.as_ref()).await?;
         if cut_off && !self.fenced {
             self.workloads.stop_all().await;
             self.fenced = true;
@@ -293,11 +348,12 @@ impl Addresses {
             tracing::info!("Lease renewed again: no longer fenced");
             self.fenced = false;
         }
-        let new: BTreeSet<String> = want
-            .iter()
-            .filter(|(ip, _)| !held.contains_key(ip))
-            .map(|(_, k)| k.clone())
-            .collect();
+        // Until the node's addresses are known, nothing new comes up.
+        let up = match node {
+            Some(_) => self.bring_up_which(&want, &held, &own),
+            None => BTreeMap::new(),
+        };
+        let new: BTreeSet<String> = up.values().cloned().collect();
         let confirmed = if new.is_empty() {
             BTreeSet::new()
         } else {
@@ -318,14 +374,19 @@ impl Addresses {
                 }
             }
         };
-        for (ip, instance) in &want {
-            if held.contains_key(ip) || !confirmed.contains(instance) {
+        for (ip, instance) in &up {
+            if !confirmed.contains(instance) {
                 continue;
             }
             // Recorded first: an agent that dies between the two still knows to take it down.
+            // Forgotten again if it could not be added (someone else's appeared meanwhile).
             held.insert(*ip, instance.clone());
             self.state.save(&held)?;
-            self.interface.add(*ip).await?;
+            if let Err(e) = self.interface.add(*ip).await {
+                held.remove(ip);
+                self.state.save(&held)?;
+                return Err(e);
+            }
             tracing::info!(%ip, %instance, "virtual IP up");
             let (name, ip, count) = (self.interface.name.clone(), *ip, self.args.announcements);
             tokio::spawn(async move {
@@ -334,8 +395,60 @@ impl Addresses {
                 }
             });
         }
-        self.set_holds(held.values().cloned().collect());
+        // An earlier agent's address granted to no instance here names none.
+        self.set_holds(held.into_values().filter(|k| !k.is_empty()).collect());
         Ok(())
+    }
+
+    /// Takes down the addresses this agent (or an earlier one, by its marker) brought up
+    /// that are no longer in `want`, never one of the node's own (`node`: its Node's, as
+    /// last read). Returns the addresses it still holds and the node's own.
+    async fn release(
+        &mut self,
+        want: &BTreeMap<IpAddr, String>,
+        node: Option<&BTreeSet<IpAddr>>,
+    ) -> Result<(BTreeMap<IpAddr, String>, BTreeSet<IpAddr>)> {
+        let recorded = self.state.load();
+        let on_link = self.interface.addresses().await?;
+        let sorted = held::sort(&recorded, &on_link, node.unwrap_or(&BTreeSet::new()), want);
+        for ip in &sorted.forgotten {
+            tracing::warn!(
+                %ip,
+                "an address recorded as brought up by this agent is one of the node's own: \
+                 forgotten, and left up"
+            );
+        }
+        let mut held = sorted.held;
+        if held != recorded {
+            self.state.save(&held)?;
+        }
+        for ip in held::to_take_down(&held, want) {
+            self.interface.remove(ip).await?;
+            held.remove(&ip);
+            self.state.save(&held)?;
+            tracing::info!(%ip, "virtual IP taken down");
+        }
+        Ok((held, sorted.own))
+    }
+
+    /// The granted addresses to bring up; a granted address that is one of the node's own
+    /// stays as it is, with a warning when it is first seen.
+    fn bring_up_which(
+        &mut self,
+        want: &BTreeMap<IpAddr, String>,
+        held: &BTreeMap<IpAddr, String>,
+        own: &BTreeSet<IpAddr>,
+    ) -> BTreeMap<IpAddr, String> {
+        let (up, refused) = held::to_bring_up(want, held, own);
+        for ip in refused.difference(&self.refused) {
+            tracing::warn!(
+                %ip,
+                instance = %want.get(ip).map_or("", String::as_str),
+                "a granted virtual IP is one of this node's own addresses: left as it is"
+            );
+        }
+        self.refused = refused;
+        up
     }
 
     /// What the Lease should list; a change is written at once.
@@ -418,5 +531,123 @@ impl StateFile {
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn instance(
+        name: &str,
+        mode: VipMode,
+        spec_vips: &[&str],
+        status: Option<serde_json::Value>,
+    ) -> Arc<FailoverClusterInstance> {
+        let mut fci: FailoverClusterInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverClusterInstance",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {
+                "clusterRef": "c",
+                "networkName": {"name": name, "ports": [{"name": "sql", "port": 5432}]},
+                "virtualIPs": spec_vips,
+                "template": {},
+            },
+        }))
+        .unwrap();
+        fci.spec.vip_mode = mode;
+        fci.status = status.map(|s| serde_json::from_value(s).unwrap());
+        Arc::new(fci)
+    }
+
+    fn served(vips: &[&str], vip_node: Option<&str>) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "served": {"dnsName": "db.ns.svc", "virtualIPs": vips, "vipNode": vip_node},
+        }))
+    }
+
+    #[test]
+    fn granted_takes_the_vips_from_the_status_not_the_spec() {
+        // The tenant asked for two addresses; the controller admitted one.
+        let fci = instance(
+            "db",
+            VipMode::Agent,
+            &["10.0.0.11", "192.0.2.10"],
+            served(&["192.0.2.10"], Some("n1")),
+        );
+        assert_eq!(
+            granted("n1", &[fci]),
+            BTreeMap::from([(ip("192.0.2.10"), "ns/db".to_string())])
+        );
+    }
+
+    #[test]
+    fn nothing_is_granted_without_admitted_vips() {
+        // Asked for in the spec, but none admitted, or no status yet.
+        let none = instance(
+            "a",
+            VipMode::Agent,
+            &["192.0.2.10"],
+            served(&[], Some("n1")),
+        );
+        let no_status = instance("b", VipMode::Agent, &["192.0.2.11"], None);
+        assert!(granted("n1", &[none, no_status]).is_empty());
+    }
+
+    #[test]
+    fn granted_is_only_this_nodes_and_only_agent_mode() {
+        let here = instance(
+            "a",
+            VipMode::Agent,
+            &[],
+            served(&["192.0.2.10"], Some("n1")),
+        );
+        let there = instance(
+            "b",
+            VipMode::Agent,
+            &[],
+            served(&["192.0.2.11"], Some("n2")),
+        );
+        let moving = instance("c", VipMode::Agent, &[], served(&["192.0.2.12"], None));
+        let external = instance(
+            "d",
+            VipMode::ExternalIPs,
+            &[],
+            served(&["192.0.2.13"], Some("n1")),
+        );
+        let all = [here, there, moving, external];
+        assert_eq!(
+            granted("n1", &all),
+            BTreeMap::from([(ip("192.0.2.10"), "ns/a".to_string())])
+        );
+        assert_eq!(
+            granted("n2", &all),
+            BTreeMap::from([(ip("192.0.2.11"), "ns/b".to_string())])
+        );
+    }
+
+    #[test]
+    fn a_nodes_own_addresses_are_its_ip_addresses() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "10.0.0.11"},
+                {"type": "ExternalIP", "address": "198.51.100.7"},
+                {"type": "InternalIP", "address": "fd00::11"},
+                {"type": "Hostname", "address": "n1"},
+                {"type": "InternalDNS", "address": "n1.example.internal"},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(
+            node_addresses(&node),
+            BTreeSet::from([ip("10.0.0.11"), ip("198.51.100.7"), ip("fd00::11")])
+        );
+        assert!(node_addresses(&Node::default()).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -11,9 +12,10 @@ use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
 use super::fence::fence;
-use super::{Context, FIELD_MANAGER, build};
+use super::{Context, FIELD_MANAGER, build, network};
 use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
 use kube_failover_core::decide::{self, Action};
+use kube_failover_core::rules::controlled_by;
 
 pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Context) -> Result<()> {
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
@@ -82,10 +84,16 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
             let pod = build::pod(fci, node, *seq);
             let pod_name = pod.name_any();
             // The API server's word, not the cache's: no other pod of the instance may exist.
+            // Only the pods the instance controls count: one that merely carries its label
+            // is anyone's, and must not hold a failover up.
             let existing = api
                 .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
                 .await?;
-            if let Some(other) = existing.items.iter().find(|p| p.name_any() != pod_name) {
+            if let Some(other) = existing
+                .items
+                .iter()
+                .find(|p| p.name_any() != pod_name && controlled_by(&p.metadata, fci))
+            {
                 tracing::info!(instance = %name, other = %other.name_any(), "not creating the pod: another pod of the instance still exists");
                 return Ok(());
             }
@@ -93,7 +101,40 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            ignore_exists(api.create(&params, &pod).await)?;
+            match api.create(&params, &pod).await {
+                // The name is taken: by this pod (the round repeated), which is done, or by
+                // a pod someone else made, which never counts as the instance's. The round
+                // then fails and says so, rather than wait quietly for a pod that will never
+                // be the instance's.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    if let Some(taken) = api.get_opt(&pod_name).await?
+                        && !controlled_by(&taken.metadata, fci)
+                    {
+                        return Err(Error::PodNameTaken(pod_name));
+                    }
+                }
+                other => ignore_exists(other)?,
+            }
+        }
+        Action::ClaimAddresses(addresses) => {
+            // The API server gives each address to one claimant: a second create fails with
+            // AlreadyExists, and the next round names the holder.
+            let api: Api<IPAddress> = Api::all(ctx.client.clone());
+            for address in addresses {
+                let claim = network::claim(fci, address);
+                ignore_exists(api.create(&PostParams::default(), &claim).await)?;
+            }
+        }
+        Action::ReleaseAddresses(addresses) => {
+            let api: Api<IPAddress> = Api::all(ctx.client.clone());
+            for c in network::claims_of(fci, &ctx.stores)
+                .iter()
+                .filter(|c| addresses.contains(&c.name_any()))
+            {
+                let uid = c.uid().unwrap_or_default();
+                let dp = with_uid(DeleteParams::default(), &uid);
+                ignore_gone(api.delete(&c.name_any(), &dp).await)?;
+            }
         }
         Action::Event(ev) => publish_event(fci, ev, ctx.recorder.clone()),
     }
@@ -127,8 +168,11 @@ pub async fn set_endpoints(
     ctx: &Context,
 ) -> Result<()> {
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    // The pod the addresses are the instance's own pod's: a pod that only carries its label
+    // (on the host network, say, with its node's address) is never named as the endpoint.
     let pod = ctx.stores.pods.state().into_iter().find(|p| {
         p.namespace().as_deref() == Some(&ns)
+            && controlled_by(&p.metadata, fci)
             && p.status
                 .as_ref()
                 .and_then(|s| s.pod_ip.as_ref())

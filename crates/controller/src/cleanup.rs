@@ -2,19 +2,21 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IPAddress;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action as Requeue;
 
-use super::error::{Error, Result, ignore_missing};
-use super::{Context, build};
+use super::error::{Error, Result, ignore_gone, ignore_missing, with_uid};
+use super::{Context, build, network};
 use kube_failover_core::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL};
+use kube_failover_core::rules::controlled_by;
 
 /// Deleting an instance removes what the controller created for it, and nothing else: the
-/// pod, the Service and EndpointSlice of its network name, and claims made from its
-/// templates (those labelled as such: a claim made before the label existed is left to the
-/// garbage collector, which deletes it through its owner reference). Claims the user brought
-/// stay.
+/// pod, the Service and EndpointSlice of its network name, its address claims, and claims
+/// made from its templates (those labelled as such: a claim made before the label existed is
+/// left to the garbage collector, which deletes it through its owner reference). Claims the
+/// user brought stay.
 pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
@@ -22,12 +24,13 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
     let owned = |meta: &kube::api::ObjectMeta| build::owned_by(meta, fci);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}"));
+    // Only the pods the instance controls: the label is anyone's to set.
     for p in pods
         .list(&selector)
         .await?
         .items
         .iter()
-        .filter(|p| owned(&p.metadata))
+        .filter(|p| controlled_by(&p.metadata, fci))
     {
         ignore_missing(pods.delete(&p.name_any(), &DeleteParams::default()).await)?;
     }
@@ -53,6 +56,23 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
         {
             ignore_missing(claims.delete(&claim, &DeleteParams::default()).await)?;
         }
+    }
+    // Its address claims, read from the API (one made a moment ago may not be cached yet).
+    let addresses: Api<IPAddress> = Api::all(ctx.client.clone());
+    let ours = ListParams::default().labels(&format!(
+        "{}={}",
+        network::MANAGED_BY_LABEL,
+        network::MANAGED_BY
+    ));
+    for c in addresses
+        .list(&ours)
+        .await?
+        .items
+        .iter()
+        .filter(|c| network::claimed_by(c, fci))
+    {
+        let dp = with_uid(DeleteParams::default(), &c.uid().unwrap_or_default());
+        ignore_gone(addresses.delete(&c.name_any(), &dp).await)?;
     }
     Ok(Requeue::await_change())
 }

@@ -13,6 +13,10 @@ pub enum Error {
     Missing(&'static str),
     #[error("a Service named {0:?} exists that this instance did not create; not taking it over")]
     NetworkNameTaken(String),
+    #[error(
+        "a pod named {0:?} exists that this instance does not control; not counting it as the instance's"
+    )]
+    PodNameTaken(String),
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
     #[error("no answer in time: {0}")]
@@ -48,6 +52,7 @@ impl Error {
             Error::NotLeader => "not_leader",
             Error::Missing(_) => "missing_field",
             Error::NetworkNameTaken(_) => "network_name_taken",
+            Error::PodNameTaken(_) => "pod_name_taken",
             Error::Serde(_) => "serialization",
             Error::Timeout(_) => "timeout",
         }

@@ -9,10 +9,12 @@ mod cleanup;
 pub mod cluster_status;
 mod error;
 mod fence;
+mod foreign_pods;
 pub mod heartbeats;
 mod http_server;
 pub mod leader;
 pub mod metrics;
+pub mod network;
 pub mod observe;
 mod reconcile;
 pub mod vip_holders;
@@ -52,9 +54,35 @@ pub struct Context {
     pub health: Health,
     /// Statuses written and not yet in the cache, for anti-affinity decisions.
     pub written: written::Written,
+    /// Pods labelled for an instance but not controlled by it that this replica reported.
+    pub foreign_pods: foreign_pods::Reported,
+    /// Why the last write of each instance's Service failed (`namespace/name` → error),
+    /// for its `NetworkName` condition.
+    pub service_refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
+    /// Why the last write of `instance`'s Service failed, if it did.
+    pub fn service_refused(&self, instance: &str) -> Option<String> {
+        let refused = self
+            .service_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refused.get(instance).cloned()
+    }
+
+    /// Notes how the last write of `instance`'s Service went.
+    pub fn set_service_refused(&self, instance: &str, why: Option<String>) {
+        let mut refused = self
+            .service_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match why {
+            Some(why) => refused.insert(instance.to_string(), why),
+            None => refused.remove(instance),
+        };
+    }
+
     /// Every cache this controller reads has synced. Until then it decides nothing: an
     /// empty cache is not an empty cluster.
     pub fn synced(&self) -> bool {

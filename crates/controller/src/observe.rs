@@ -21,7 +21,9 @@ use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::{
     AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health, required_healthy,
 };
-use kube_failover_core::rules::{is_member, kubelet_lease_stale_seconds, pinned_node};
+use kube_failover_core::rules::{
+    controlled_by, is_member, kubelet_lease_stale_seconds, pinned_node,
+};
 
 /// The controller's read side: one store per kind, fed by watches.
 #[derive(Clone)]
@@ -38,6 +40,10 @@ pub struct Stores {
     pub slices: Store<EndpointSlice>,
     /// Namespaces (metadata only): their labels decide which clusters they may use.
     pub namespaces: Store<Namespace>,
+    /// The cluster's Service ranges: never a virtual IP.
+    pub service_cidrs: Store<k8s_openapi::api::networking::v1::ServiceCIDR>,
+    /// Every `IPAddress`: the claims on virtual IPs, and the Service allocator's.
+    pub ip_addresses: Store<k8s_openapi::api::networking::v1::IPAddress>,
     /// When each node's heartbeats were seen, on this controller's clock.
     pub heartbeats: Heartbeats,
 }
@@ -200,6 +206,32 @@ fn pod_facts(pod: &Pod) -> PodFacts {
     }
 }
 
+/// The pods in the instance's namespace that carry its label (`kube-failover.io/instance`),
+/// told apart by who controls them.
+pub struct LabelledPods<'a> {
+    /// Those the instance controls (`rules::controlled_by`): the only pods any decision
+    /// counts, deletes or waits for.
+    pub own: Vec<&'a Pod>,
+    /// The others. Anyone who may create a pod in the namespace can set the label; such a
+    /// pod is ignored, and reported once (`foreign_pods`).
+    pub foreign: Vec<&'a Pod>,
+}
+
+/// The pods among `pods` labelled for `fci`, its own apart from the foreign ones.
+pub fn labelled_pods<'a>(
+    fci: &FailoverClusterInstance,
+    pods: &'a [std::sync::Arc<Pod>],
+) -> LabelledPods<'a> {
+    let ns = fci.namespace();
+    let name = fci.name_any();
+    let (own, foreign) = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.namespace() == ns && p.labels().get(INSTANCE_LABEL) == Some(&name))
+        .partition(|p| controlled_by(&p.metadata, fci));
+    LabelledPods { own, foreign }
+}
+
 /// What an operator asked for through the instance's annotations.
 pub fn requests(annotations: &BTreeMap<String, String>) -> kube_failover_core::decide::Requests {
     kube_failover_core::decide::Requests {
@@ -244,6 +276,10 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         endpoints: Vec::new(),
         service_current: false,
         service_taken: false,
+        network_withheld: Vec::new(),
+        addresses_to_claim: Vec::new(),
+        addresses_to_release: Vec::new(),
+        service_refused: None,
         higher_priority_starting: false,
         neighbours: Default::default(),
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
@@ -258,14 +294,11 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     if let Some(cluster) = &cluster {
         observe_cluster(&mut obs, fci, cluster, stores);
     }
-    obs.pods = stores
-        .pods
-        .state()
-        .iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(&ns) && p.labels().get(INSTANCE_LABEL) == Some(&name)
-        })
-        .map(|p| pod_facts(p))
+    let pods = stores.pods.state();
+    obs.pods = labelled_pods(fci, &pods)
+        .own
+        .into_iter()
+        .map(pod_facts)
         .collect();
     observe_storage(&mut obs, fci, stores);
     observe_network_name(&mut obs, fci, stores);
@@ -509,6 +542,50 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn only_the_pods_the_instance_controls_are_its_own_the_rest_of_its_label_are_foreign() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut me = fci(
+            "a",
+            "db",
+            "c1",
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+        me.metadata.uid = Some("u-db".into());
+        let made = kube::Resource::controller_owner_ref(&me, &()).unwrap();
+        let pod = |ns: &str, name: &str, label: Option<&str>, owner_uid: Option<&str>| {
+            let mut p = Pod::default();
+            p.metadata.namespace = Some(ns.into());
+            p.metadata.name = Some(name.into());
+            p.metadata.labels = label.map(|l| BTreeMap::from([(INSTANCE_LABEL.into(), l.into())]));
+            p.metadata.owner_references = owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    uid: uid.into(),
+                    ..made.clone()
+                }]
+            });
+            std::sync::Arc::new(p)
+        };
+        let pods = [
+            // Made by the controller for this instance.
+            pod("a", "db-1", Some("db"), Some("u-db")),
+            // The label and nothing more: anyone's.
+            pod("a", "db-impostor", Some("db"), None),
+            // Made for an earlier instance of the same name.
+            pod("a", "db-old", Some("db"), Some("u-old")),
+            // Not labelled for this instance, whatever their owner: neither.
+            pod("b", "db-1", Some("db"), Some("u-db")),
+            pod("a", "web-1", Some("web"), Some("u-db")),
+            pod("a", "plain", None, Some("u-db")),
+        ];
+        let got = labelled_pods(&me, &pods);
+        let names = |ps: &[&Pod]| ps.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(&got.own), ["db-1"]);
+        assert_eq!(names(&got.foreign), ["db-impostor", "db-old"]);
+        assert_eq!(got.own[0].namespace().as_deref(), Some("a"));
     }
 
     #[test]

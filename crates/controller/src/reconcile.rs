@@ -17,7 +17,7 @@ use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
 use super::{Context, FIELD_MANAGER};
-use super::{observe, vip_holders, written};
+use super::{foreign_pods, network, observe, vip_holders, written};
 use kube_failover_core::api::NODE_LEASE_NAMESPACE;
 use kube_failover_core::api::{AGENT_LEASE_LABEL, FINALIZER, FailoverClusterInstance};
 use kube_failover_core::decide::{self, Action};
@@ -140,7 +140,27 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         Some(ctx.written.lock().await)
     };
     let now = ctx.stores.heartbeats.clock().now();
-    let observed = observe_round(fci, ctx, written.as_deref(), now).await?;
+    // From here on, the instance is what it may serve: what its namespace was not granted of
+    // its network name reaches no Service, no status and no agent.
+    let cluster = ctx
+        .stores
+        .clusters
+        .get(&ObjectRef::new(&fci.spec.cluster_ref));
+    let mut admitted = network::admit(fci, cluster.as_deref(), &ctx.stores, &[]);
+    if !admitted.to_claim.is_empty() {
+        // Claimed now, so that an address is served in the round that claims it.
+        ctx.ensure_leader()?;
+        let won = network::claim_now(fci, &admitted.to_claim, &ctx.client).await?;
+        admitted = network::admit(fci, cluster.as_deref(), &ctx.stores, &won);
+    }
+    let fci = &admitted.instance;
+    let mut observed = observe_round(fci, ctx, written.as_deref(), now).await?;
+    observed.network_withheld = admitted.withheld.clone();
+    observed.addresses_to_claim = admitted.to_claim.clone();
+    observed.addresses_to_release = admitted.to_release.clone();
+    observed.service_refused = ctx.service_refused(&fci.key());
+    // `observe` left out the pods labelled for the instance that it does not control.
+    foreign_pods::report(fci, ctx);
     let decision = decide::decide(
         &fci.name_any(),
         fci.metadata.generation,
@@ -251,7 +271,21 @@ async fn act(
         .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
     for action in ensure {
         ctx.ensure_leader()?;
-        execute(fci, action, ctx).await?;
+        let done = execute(fci, action, ctx).await;
+        if matches!(action, Action::EnsureService) {
+            // A Service that cannot be written (refused by a policy, or another's) withholds
+            // the network name only: said in `NetworkName` next round, and the round's other
+            // writes (withdraw, fence, pod, claims) go on.
+            match done {
+                Ok(()) => ctx.set_service_refused(&fci.key(), None),
+                Err(e) => {
+                    tracing::warn!(instance = %fci.key(), error = %e, "the network name's Service was not written");
+                    ctx.set_service_refused(&fci.key(), Some(e.to_string()));
+                }
+            }
+            continue;
+        }
+        done?;
     }
     ctx.ensure_leader()?;
     let (events, writes): (Vec<&Action>, Vec<&Action>) = rest

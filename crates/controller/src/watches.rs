@@ -247,6 +247,8 @@ pub async fn wait_synced(stores: &Stores) {
         ready(&stores.services),
         ready(&stores.slices),
         ready(&stores.namespaces),
+        ready(&stores.service_cidrs),
+        ready(&stores.ip_addresses),
     );
 }
 

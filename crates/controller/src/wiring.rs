@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
@@ -27,6 +28,7 @@ use super::heartbeats::{self, Clock, Heartbeats};
 use super::http_server::Health;
 use super::leader::Leadership;
 use super::metrics::Metrics;
+use super::network;
 use super::observe::Stores;
 use super::watches::{
     QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch, uses_claim, wait_synced,
@@ -82,6 +84,8 @@ pub fn build_controller(
         metrics,
         health,
         written: Default::default(),
+        service_refused: Default::default(),
+        foreign_pods: Default::default(),
     });
     (controller, ctx)
 }
@@ -112,6 +116,7 @@ struct State {
     attachments: Objects<VolumeAttachment>,
     clusters: Objects<FailoverCluster>,
     namespaces: Objects<Namespace>,
+    ip_addresses: Objects<IPAddress>,
 }
 
 /// Every reflector the controller reads, as stores, and their change streams.
@@ -168,6 +173,20 @@ fn reflectors(
         Api::<Namespace>::all(client.clone()),
         namespace_config,
     );
+    let (service_cidrs, service_cidrs_s) = reflect(
+        w,
+        "servicecidrs",
+        Api::<ServiceCIDR>::all(client.clone()),
+        all(),
+    );
+    // Service ranges are read from the store only.
+    tokio::spawn(service_cidrs_s.for_each(|_| async {}));
+    let (ip_addresses, ip_addresses_s) = reflect(
+        w,
+        "ipaddresses",
+        Api::<IPAddress>::all(client.clone()),
+        all(),
+    );
     let stores = Stores {
         instances,
         clusters,
@@ -180,6 +199,8 @@ fn reflectors(
         services,
         slices,
         namespaces,
+        service_cidrs,
+        ip_addresses,
         heartbeats: heartbeats.clone(),
     };
     let owned = Owned {
@@ -194,6 +215,7 @@ fn reflectors(
         attachments: attachments_s.boxed(),
         clusters: clusters_s.boxed(),
         namespaces: namespaces_s.boxed(),
+        ip_addresses: ip_addresses_s.boxed(),
     };
     (stores, owned, state)
 }
@@ -314,6 +336,7 @@ fn on_cluster_state(
     cluster_changed: &Arc<Notify>,
     s: State,
 ) -> Controller<FailoverClusterInstance> {
+    let on_address = stores.instances.clone();
     let (on_node, on_claim, on_attachment, on_cluster, on_namespace) = (
         stores.instances.clone(),
         stores.instances.clone(),
@@ -354,5 +377,11 @@ fn on_cluster_state(
             instances_where(&on_namespace, |i| {
                 i.namespace().as_deref() == Some(name.as_str())
             })
+        })
+        // A claim made or let go: every instance that declares its address (a loser gets
+        // it when the holder lets it go).
+        .watches_stream(s.ip_addresses, move |a: IPAddress| {
+            let address = a.name_any();
+            instances_where(&on_address, |i| network::declares(i, &address))
         })
 }

@@ -343,6 +343,11 @@ pub async fn nodes_and_cluster(
         "nodeSelector": {label: "true"},
         "allowedNamespaces": {"selector": {"matchLabels": {TENANT_LABEL: "true"}}},
         "heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 3},
+        // The documentation ranges, and the network-namespace lab's VIP range.
+        "addressPools": [{"name": "test", "cidrs": [
+            "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "10.213.0.192/27", "2001:db8::/64"
+        ]}],
+        "dnsZones": [{"zone": "example.com"}],
     });
     if let (Some(base), Some(extra)) = (spec.as_object_mut(), cluster_spec.as_object()) {
         for (k, v) in extra {

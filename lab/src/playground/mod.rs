@@ -285,6 +285,8 @@ async fn create_members(cp: &ControlPlane, client: &Client, count: usize) -> Res
             // Simulated nodes renew their Lease every second.
             "heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 3},
             "fencing": {"unfenceAfterSeconds": 10},
+            // The examples' virtual IPs (documentation ranges).
+            "addressPools": [{"name": "examples", "cidrs": ["192.0.2.0/24", "198.51.100.0/24"]}],
         }
     }))?;
     Api::<FailoverCluster>::all(client.clone())

@@ -39,6 +39,87 @@ pub struct FailoverClusterSpec {
     /// How a failed owner is fenced before its storage moves.
     #[serde(default)]
     pub fencing: Fencing,
+    /// The address ranges this cluster's instances may use as virtual IPs, each open to
+    /// every namespace the cluster allows or only to some. An instance's virtual IP outside
+    /// every pool its namespace may use is never served (no Service, no agent, no status),
+    /// and its instance says so (condition `NetworkName`, reason `VirtualIPNotAllowed`).
+    /// No pool: no virtual IPs. Whatever a pool says, a node's address, an address of the
+    /// cluster's Service or pod ranges, loopback, link-local, multicast, unspecified and
+    /// broadcast addresses are never served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("addressPools: each pool needs a name of its own"))]
+    pub address_pools: Vec<AddressPool>,
+    /// The DNS zones that an instance's `networkName.externalHostname` may lie in (the
+    /// zone itself or a name under it), each open to every namespace the cluster allows or
+    /// only to some. A hostname outside them is never published (condition `NetworkName`,
+    /// reason `HostnameNotAllowed`). No zone: no external hostnames.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub dns_zones: Vec<DnsZone>,
+}
+
+/// A range of virtual IPs, and who may use it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressPool {
+    /// The pool's name, as messages and status name it.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Address ranges in CIDR notation, IPv4 or IPv6: `192.0.2.0/28`, `2001:db8:1::/120`.
+    #[schemars(length(min = 1, max = 16), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("each cidrs entry must be a network in CIDR notation with no host bits set, such as 192.0.2.0/28 or 2001:db8::/120"))]
+    pub cidrs: Vec<String>,
+    /// The namespaces that may take addresses from this pool (by name or by labels, as
+    /// `allowedNamespaces`). Absent: every namespace the cluster allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceGrant>,
+}
+
+/// A DNS zone for external hostnames, and who may use it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsZone {
+    /// The zone, such as `db.example.com`: the zone itself and every name under it.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub zone: String,
+    /// The namespaces that may use it. Absent: every namespace the cluster allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceGrant>,
+}
+
+/// The namespaces granted a pool or a zone: those `names` lists and those whose labels
+/// match `selector` (`{}` matches every one). A selector that cannot be parsed grants
+/// nothing. Unlike `allowedNamespaces`, not checked at admission beyond its shape: the
+/// check's cost, once per pool, would exceed what the API server allows a CRD.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceGrant {
+    /// Namespaces granted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub names: Vec<String>,
+    /// Namespaces granted by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+impl NamespaceGrant {
+    /// Whether the namespace `name`, with `labels`, is granted.
+    pub fn allows(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        AllowedNamespaces {
+            names: self.names.clone(),
+            selector: self.selector.clone(),
+        }
+        .allows(name, labels)
+    }
 }
 
 /// Which namespaces may place instances on a cluster. A namespace is allowed when `names`

@@ -19,6 +19,11 @@ pub mod condition {
     pub const HEARTBEATS_SEEN: &str = "HeartbeatsSeen";
     /// A move is in progress.
     pub const MOVING: &str = "Moving";
+    /// The network name is served as declared: its Service, its virtual IPs (each in a pool
+    /// the namespace may use and claimed for this instance alone) and its external hostname
+    /// (in a zone the namespace may use). False says what is withheld and why; the workload
+    /// runs and fails over either way.
+    pub const NETWORK_NAME: &str = "NetworkName";
 }
 
 /// Reasons of conditions and Events, and why a move started.
@@ -29,6 +34,22 @@ pub mod reason {
     /// The API server is not ready, the Lease watch fails, or no Lease arrives from any
     /// node: heartbeats may be arriving unseen, so no node counts as silent.
     pub const HEARTBEATS_OUT_OF_SIGHT: &str = "HeartbeatsOutOfSight";
+    // NetworkName
+    /// Everything declared of the network name is served.
+    pub const NETWORK_NAME_SERVED: &str = "Served";
+    /// A virtual IP lies in no address pool that the namespace may use.
+    pub const VIRTUAL_IP_NOT_ALLOWED: &str = "VirtualIPNotAllowed";
+    /// A virtual IP is one of the cluster's own addresses (a node's, a Service or pod
+    /// range's) or a special-purpose one.
+    pub const VIRTUAL_IP_RESERVED: &str = "VirtualIPReserved";
+    /// A virtual IP is claimed by another instance or by a Service.
+    pub const VIRTUAL_IP_IN_USE: &str = "VirtualIPInUse";
+    /// A virtual IP is being claimed for this instance.
+    pub const VIRTUAL_IP_CLAIMING: &str = "VirtualIPClaiming";
+    /// The external hostname lies in no DNS zone that the namespace may use.
+    pub const HOSTNAME_NOT_ALLOWED: &str = "HostnameNotAllowed";
+    /// The Service of the network name could not be written.
+    pub const SERVICE_NOT_WRITTEN: &str = "ServiceNotWritten";
     // Valid
     /// The spec was accepted.
     pub const VALID: &str = "Valid";
@@ -112,6 +133,11 @@ pub mod reason {
     pub const NO_TARGET: &str = "NoTarget";
     /// The instance is online on its new owner after a move.
     pub const MOVED_ONLINE: &str = "MovedOnline";
+    /// A Warning Event, once per pod: a pod carries the instance's label but is not
+    /// controlled by the instance (no owner reference to it with `controller: true`). The
+    /// controller ignores it: never counted as the instance's pod, deleted, adopted or
+    /// waited for (`rules::controlled_by`).
+    pub const FOREIGN_POD_IGNORED: &str = "ForeignPodIgnored";
 
     // Online, while a move waits for a step
     pub const WITHDRAWING_ENDPOINT: &str = "WithdrawingEndpoint";

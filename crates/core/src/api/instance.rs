@@ -32,10 +32,15 @@ pub struct FailoverClusterInstanceSpec {
     /// EndpointSlice lists only the active pod.
     pub network_name: NetworkName,
     /// Virtual IP addresses (IPv4 or IPv6) of the network name, served from the owner node
-    /// only. How they are announced is `vipMode`.
+    /// only. How they are announced is `vipMode`. Each must lie in an address pool of the
+    /// cluster that this namespace may use (the cluster's `addressPools`), and be held by no
+    /// other instance: the controller claims each address for this instance with an
+    /// `IPAddress` object (`networking.k8s.io`), which the API server gives to one claimant
+    /// only. An address not allowed or held by another is not served, and condition
+    /// `NetworkName` says why.
     #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.all(ip, isIP(ip))").message("each virtualIPs entry must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"))]
+    #[schemars(length(max = 8), inner(length(max = 45)))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a) && ip(a).isGlobalUnicast() && string(ip(a)) == a)").message("each virtualIPs entry must be a unicast IPv4 or IPv6 address in its canonical form, such as 192.0.2.10 or 2001:db8::10 (not loopback, link-local, multicast, unspecified or broadcast; IPv6 in lower case, zeros compressed)"))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub virtual_ips: Vec<String>,
     /// How the virtual IPs reach clients. `ExternalIPs` (default, the behaviour of

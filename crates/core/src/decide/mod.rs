@@ -84,8 +84,20 @@ pub struct Observed {
     /// The Service of the network name matches the spec.
     pub service_current: bool,
     /// A Service of the network name's name exists that this instance did not create: it is
-    /// never taken over.
+    /// never taken over (and the rest of the instance runs and fails over all the same).
     pub service_taken: bool,
+    /// What of the network name is withheld, and why (reason, message), as the controller
+    /// judged it from the cluster's address pools and DNS zones and the address claims:
+    /// empty when everything declared may be served. The spec `decide` is given has already
+    /// lost what is withheld.
+    pub network_withheld: Vec<(String, String)>,
+    /// Virtual IPs this instance may use and has not claimed yet: the controller claims them
+    /// (one `IPAddress` each, which the API server gives to one claimant only).
+    pub addresses_to_claim: Vec<String>,
+    /// Addresses claimed for this instance that it no longer declares or may no longer use.
+    pub addresses_to_release: Vec<String>,
+    /// Why the last write of the network name's Service failed, if it did.
+    pub service_refused: Option<String>,
     /// Another instance of the same cluster with a higher priority started a move in the
     /// last few seconds and has not started its pod yet: this one lets it go first.
     pub higher_priority_starting: bool,
@@ -191,6 +203,10 @@ pub enum Action {
         node: String,
         seq: u64,
     },
+    /// Claim these addresses for the instance (create their `IPAddress` objects).
+    ClaimAddresses(Vec<String>),
+    /// Let these claims of the instance go (delete their `IPAddress` objects, if still its).
+    ReleaseAddresses(Vec<String>),
     Event(Event),
 }
 
@@ -282,8 +298,18 @@ pub fn decide(
         ),
     );
 
-    if !obs.service_current {
+    if !obs.service_current && !obs.service_taken {
         d.actions.push(Action::EnsureService);
+    }
+    set_network_condition(&mut d, spec, obs, generation);
+    if !obs.addresses_to_claim.is_empty() {
+        d.actions
+            .push(Action::ClaimAddresses(obs.addresses_to_claim.clone()));
+    }
+    if !obs.addresses_to_release.is_empty() && obs.service_current {
+        // Let an address go only once the Service no longer carries it.
+        d.actions
+            .push(Action::ReleaseAddresses(obs.addresses_to_release.clone()));
     }
     if !spec.storage.claim_templates.is_empty() {
         d.actions.push(Action::EnsureClaims);
@@ -303,8 +329,10 @@ pub fn decide(
     d
 }
 
-/// What admission cannot check: the cluster must exist and allow the namespace, the
-/// template must run something, and the network name's Service must not be another's.
+/// What admission cannot check: the cluster must exist and allow the namespace, and the
+/// template must run something. What withholds only the network name (a Service that is
+/// another's, an address or hostname not granted) is `NetworkName`'s, and holds nothing
+/// else: the workload runs and fails over.
 fn invalid(spec: &FailoverClusterInstanceSpec, obs: &Observed) -> Option<(&'static str, String)> {
     if !obs.cluster_found {
         Some((
@@ -332,17 +360,82 @@ fn invalid(spec: &FailoverClusterInstanceSpec, obs: &Observed) -> Option<(&'stat
             reason::NO_CONTAINERS,
             "spec.template.spec.containers must list at least one container".to_string(),
         ))
-    } else if obs.service_taken {
-        Some((
-            reason::NETWORK_NAME_TAKEN,
+    } else {
+        None
+    }
+}
+
+/// `NetworkName`: whether everything declared of the network name is served, else the
+/// first thing withheld and why (every one in the message), with an Event when that
+/// changes.
+fn set_network_condition(
+    d: &mut Decision,
+    spec: &FailoverClusterInstanceSpec,
+    obs: &Observed,
+    generation: Option<i64>,
+) {
+    let mut withheld: Vec<(String, String)> = Vec::new();
+    if obs.service_taken {
+        withheld.push((
+            reason::NETWORK_NAME_TAKEN.into(),
             format!(
                 "a Service named {:?} already exists in this namespace and was not created for this instance; rename spec.networkName.name or remove that Service",
                 spec.network_name.name
             ),
-        ))
-    } else {
-        None
+        ));
     }
+    if let Some(why) = &obs.service_refused {
+        withheld.push((
+            reason::SERVICE_NOT_WRITTEN.into(),
+            format!(
+                "the Service {:?} could not be written: {why}",
+                spec.network_name.name
+            ),
+        ));
+    }
+    withheld.extend(obs.network_withheld.iter().cloned());
+    let condition = match withheld.first() {
+        None => cond(
+            condition::NETWORK_NAME,
+            true,
+            reason::NETWORK_NAME_SERVED,
+            "the network name is served as declared",
+            generation,
+            obs.now,
+        ),
+        Some((reason, _)) => cond(
+            condition::NETWORK_NAME,
+            false,
+            reason,
+            withheld
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            generation,
+            obs.now,
+        ),
+    };
+    let before = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::NETWORK_NAME)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let changed = before.as_ref().map(|(r, m)| (r.as_str(), m.as_str()))
+        != Some((condition.reason.as_str(), condition.message.as_str()));
+    // Claiming is a passing state, not worth an Event; so is being served from the start.
+    if changed
+        && condition.reason != reason::VIRTUAL_IP_CLAIMING
+        && (condition.status == "False" || before.is_some())
+    {
+        d.actions.push(event(
+            condition.status == "False",
+            &condition.reason,
+            condition.message.clone(),
+        ));
+    }
+    set_condition(&mut d.status.conditions, condition);
 }
 
 /// Holds an instance that is not valid: `Valid` False saying why, an Event when it was valid

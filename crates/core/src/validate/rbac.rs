@@ -56,6 +56,18 @@ pub const CONTROLLER_PERMISSIONS: &[(&str, &str, &[&str], Scope)] = &[
         Scope::Cluster,
     ),
     (
+        "networking.k8s.io",
+        "servicecidrs",
+        &["get", "list", "watch"],
+        Scope::Cluster,
+    ),
+    (
+        "networking.k8s.io",
+        "ipaddresses",
+        &["get", "list", "watch", "create", "delete"],
+        Scope::Cluster,
+    ),
+    (
         "",
         "namespaces",
         &["get", "list", "watch"],

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 mod anti_affinity;
 mod faults;
+mod network;
 mod operations;
 
 fn t(s: i64) -> Timestamp {
@@ -76,6 +77,10 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         outside: BTreeMap::new(),
         service_current: true,
         service_taken: false,
+        network_withheld: Vec::new(),
+        addresses_to_claim: Vec::new(),
+        addresses_to_release: Vec::new(),
+        service_refused: None,
         namespace_allowed: true,
         higher_priority_starting: false,
         neighbours: Default::default(),

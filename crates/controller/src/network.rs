@@ -1,0 +1,285 @@
+//! What of an instance's network name the controller may serve: its virtual IPs only where
+//! the cluster's address pools grant them to the namespace, never one of the cluster's own
+//! addresses, and each only once the API server has given this instance its `IPAddress`
+//! claim; its external hostname only in a DNS zone granted to the namespace. Everything
+//! downstream (the Service, the status the agents read, `decide`) is handed the admitted
+//! instance, so that what a tenant declares beyond its grant reaches nothing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::{IPAddress, IPAddressSpec, ParentReference};
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, reason};
+use kube_failover_core::rules::{Reserved, VipVerdict, judge_hostname, judge_vip};
+
+use super::observe::Stores;
+
+/// The label that marks the `IPAddress` claims this controller makes.
+pub const MANAGED_BY_LABEL: &str = "ipaddress.kubernetes.io/managed-by";
+/// Its value.
+pub const MANAGED_BY: &str = "kube-failover.io";
+const PARENT_GROUP: &str = "kube-failover.io";
+const PARENT_RESOURCE: &str = "failoverclusterinstances";
+
+/// An instance as it may be served, and what was withheld.
+pub struct Admitted {
+    /// The instance with only the virtual IPs and hostname it may serve.
+    pub instance: FailoverClusterInstance,
+    /// What was withheld, and why: (reason, message).
+    pub withheld: Vec<(String, String)>,
+    /// Addresses granted and not yet claimed.
+    pub to_claim: Vec<String>,
+    /// This instance's claims on addresses it may no longer serve.
+    pub to_release: Vec<String>,
+}
+
+/// The cluster's own addresses, from the caches: every node's addresses and pod ranges, and
+/// the Service ranges.
+pub fn reserved(stores: &Stores) -> Reserved {
+    let mut r = Reserved::default();
+    for node in stores.nodes.state() {
+        let name = node.name_any();
+        for a in node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(ip) = a.address.parse::<IpAddr>() {
+                r.node_addresses.insert(ip, name.clone());
+            }
+        }
+        let spec = node.spec.as_ref();
+        let cidrs = spec
+            .and_then(|s| s.pod_cidrs.clone())
+            .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
+            .unwrap_or_default();
+        for c in cidrs {
+            if let Ok(net) = c.parse() {
+                r.pod_cidrs.push((net, name.clone()));
+            }
+        }
+    }
+    for sc in stores.service_cidrs.state() {
+        for c in sc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cidrs.clone())
+            .unwrap_or_default()
+        {
+            if let Ok(net) = c.parse() {
+                r.service_cidrs.push((net, sc.name_any()));
+            }
+        }
+    }
+    r
+}
+
+/// Whether `claim` is this instance's.
+pub fn claimed_by(claim: &IPAddress, fci: &FailoverClusterInstance) -> bool {
+    let p = &claim.spec.parent_ref;
+    p.group.as_deref() == Some(PARENT_GROUP)
+        && p.resource == PARENT_RESOURCE
+        && p.namespace == fci.namespace()
+        && p.name == fci.name_any()
+}
+
+/// Who holds `claim`, as a message names it.
+fn holder(claim: &IPAddress) -> String {
+    let p = &claim.spec.parent_ref;
+    let resource = if p.resource == PARENT_RESOURCE {
+        "instance"
+    } else {
+        p.resource.as_str()
+    };
+    format!(
+        "{resource} {}/{}",
+        p.namespace.as_deref().unwrap_or_default(),
+        p.name
+    )
+}
+
+/// The canonical text of an address (the `IPAddress` object's name).
+fn canonical(vip: &str) -> Option<String> {
+    vip.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+/// Judges what `fci` may serve of its network name on `cluster`. `won` are addresses whose
+/// claim this round just created (the API server's answer, ahead of the cache).
+pub fn admit(
+    fci: &FailoverClusterInstance,
+    cluster: Option<&FailoverCluster>,
+    stores: &Stores,
+    won: &[String],
+) -> Admitted {
+    let ns = fci.namespace().unwrap_or_default();
+    let labels = stores
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    let mut admitted = Admitted {
+        instance: fci.clone(),
+        withheld: Vec::new(),
+        to_claim: Vec::new(),
+        to_release: Vec::new(),
+    };
+    let mut served = Vec::new();
+    let reserved = reserved(stores);
+    let claims: BTreeMap<String, std::sync::Arc<IPAddress>> = stores
+        .ip_addresses
+        .state()
+        .into_iter()
+        .map(|c| (c.name_any(), c))
+        .collect();
+    for vip in &fci.spec.virtual_ips {
+        let verdict = match cluster {
+            Some(c) => judge_vip(vip, &ns, &labels, &c.spec, &reserved),
+            None => VipVerdict::NotInPool { pools: vec![] },
+        };
+        match verdict {
+            VipVerdict::Allowed { .. } => {}
+            VipVerdict::NotAnAddress => continue,
+            VipVerdict::Reserved { why } => {
+                admitted.withheld.push((
+                    reason::VIRTUAL_IP_RESERVED.into(),
+                    format!("virtual IP {vip} is never served: {why}"),
+                ));
+                continue;
+            }
+            VipVerdict::NotInPool { pools } => {
+                let may = if pools.is_empty() {
+                    "it may use none: a cluster administrator can add a pool to the FailoverCluster's spec.addressPools".to_string()
+                } else {
+                    format!("it may use {}", pools.join(", "))
+                };
+                admitted.withheld.push((
+                    reason::VIRTUAL_IP_NOT_ALLOWED.into(),
+                    format!(
+                        "virtual IP {vip} lies in no address pool of FailoverCluster {:?} that this namespace may use ({may})",
+                        fci.spec.cluster_ref
+                    ),
+                ));
+                continue;
+            }
+        }
+        let Some(name) = canonical(vip) else { continue };
+        match claims.get(&name) {
+            _ if won.contains(&name) => served.push(vip.clone()),
+            Some(c) if claimed_by(c, fci) => served.push(vip.clone()),
+            Some(c) => admitted.withheld.push((
+                reason::VIRTUAL_IP_IN_USE.into(),
+                format!(
+                    "virtual IP {vip} is held by {}; it is served here once that lets it go",
+                    holder(c)
+                ),
+            )),
+            None => {
+                admitted.withheld.push((
+                    reason::VIRTUAL_IP_CLAIMING.into(),
+                    format!("claiming virtual IP {vip}"),
+                ));
+                admitted.to_claim.push(name);
+            }
+        }
+    }
+    admitted.to_release = claims
+        .values()
+        .filter(|c| claimed_by(c, fci))
+        .map(|c| c.name_any())
+        .filter(|name| !served.iter().any(|v| canonical(v).as_ref() == Some(name)))
+        .filter(|name| !admitted.to_claim.contains(name))
+        .collect();
+    admitted.instance.spec.virtual_ips = served;
+    if let Some(host) = &fci.spec.network_name.external_hostname {
+        let verdict = match cluster {
+            Some(c) => judge_hostname(host, &ns, &labels, &c.spec),
+            None => Err(vec![]),
+        };
+        if let Err(zones) = verdict {
+            let may = if zones.is_empty() {
+                "it may use none: a cluster administrator can add a zone to the FailoverCluster's spec.dnsZones".to_string()
+            } else {
+                format!("it may use {}", zones.join(", "))
+            };
+            admitted.withheld.push((
+                reason::HOSTNAME_NOT_ALLOWED.into(),
+                format!(
+                    "external hostname {host} lies in no DNS zone of FailoverCluster {:?} that this namespace may use ({may})",
+                    fci.spec.cluster_ref
+                ),
+            ));
+            admitted.instance.spec.network_name.external_hostname = None;
+        }
+    }
+    admitted
+}
+
+/// The claim on `address` for `fci`.
+pub fn claim(fci: &FailoverClusterInstance, address: &str) -> IPAddress {
+    IPAddress {
+        metadata: ObjectMeta {
+            name: Some(address.to_string()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: IPAddressSpec {
+            parent_ref: ParentReference {
+                group: Some(PARENT_GROUP.into()),
+                resource: PARENT_RESOURCE.into(),
+                namespace: fci.namespace(),
+                name: fci.name_any(),
+            },
+        },
+    }
+}
+
+/// This instance's claims, as the cache shows them.
+pub fn claims_of(fci: &FailoverClusterInstance, stores: &Stores) -> Vec<std::sync::Arc<IPAddress>> {
+    stores
+        .ip_addresses
+        .state()
+        .into_iter()
+        .filter(|c| claimed_by(c, fci))
+        .collect()
+}
+
+/// The instances whose virtual IPs include `address` (woken when its claim changes).
+pub fn declares(fci: &FailoverClusterInstance, address: &str) -> bool {
+    fci.spec
+        .virtual_ips
+        .iter()
+        .any(|v| canonical(v).as_deref() == Some(address))
+}
+
+/// Claims `addresses` for `fci` now, so that an address is served in the round that claims
+/// it: returns those the API server gave it (created, or already its own by name and parent
+/// as the answer shows). An address another holds is left to the next round, which names
+/// the holder from the cache.
+pub async fn claim_now(
+    fci: &FailoverClusterInstance,
+    addresses: &[String],
+    client: &kube::Client,
+) -> kube::Result<Vec<String>> {
+    let api: kube::Api<IPAddress> = kube::Api::all(client.clone());
+    let mut won = Vec::new();
+    for address in addresses {
+        match api
+            .create(&kube::api::PostParams::default(), &claim(fci, address))
+            .await
+        {
+            Ok(created) if claimed_by(&created, fci) => won.push(address.clone()),
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(won)
+}
