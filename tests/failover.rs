@@ -184,7 +184,8 @@ async fn online_then_fails_over_to_next_preferred_node() {
     let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
     let http = free_addr();
     let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
-    create_instance(&client, &ns.name, "db", &cluster, &nodes, Some("data")).await;
+    let created = create_instance(&client, &ns.name, "db", &cluster, &nodes, Some("data")).await;
+    let vip = created.spec.virtual_ips[0].clone();
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
 
     // 1. Online on the first preferred node.
@@ -217,7 +218,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
         .await
         .unwrap();
     let spec = svc.spec.unwrap();
-    assert_eq!(spec.external_ips, Some(vec!["192.0.2.10".to_string()]));
+    assert_eq!(spec.external_ips, Some(vec![vip.clone()]));
     assert!(spec.selector.is_none(), "the Service has no selector");
     assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
     let addresses = slice_addresses(&client, &ns.name).await;
@@ -226,10 +227,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
         vec![pod_ip.clone()],
         "exactly the Ready pod's address"
     );
-    assert_eq!(
-        st.served.as_ref().unwrap().virtual_ips,
-        vec!["192.0.2.10".to_string()]
-    );
+    assert_eq!(st.served.as_ref().unwrap().virtual_ips, vec![vip.clone()]);
     assert_eq!(
         st.served.as_ref().unwrap().endpoint.as_deref(),
         Some(pod_ip.as_str())
@@ -268,7 +266,7 @@ async fn online_then_fails_over_to_next_preferred_node() {
     );
     assert_eq!(
         &row[..5],
-        ["db", nodes[0].as_str(), "Online", "192.0.2.10", "0"],
+        ["db", nodes[0].as_str(), "Online", vip.as_str(), "0"],
         "{text}"
     );
 

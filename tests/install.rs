@@ -839,7 +839,7 @@ async fn admission_policies_render_on_by_default_and_can_be_turned_off() {
             names("ValidatingAdmissionPolicyBinding"),
         )
     }
-    let all: BTreeSet<String> = ["claims", "network", "nodes", "pods", "tenancy"]
+    let all: BTreeSet<String> = ["addresses", "claims", "network", "nodes", "pods", "tenancy"]
         .iter()
         .map(|p| format!("kube-failover-{p}"))
         .collect();

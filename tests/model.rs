@@ -292,6 +292,7 @@ impl Model {
             pinned_claims: Default::default(),
             missing_claims: Vec::new(),
             endpoints: c.endpoints[i].clone(),
+            endpoint_slice_taken: false,
             service_current: true,
             service_taken: false,
             network_withheld: Vec::new(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IPAddress;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use kube_failover_core::api::{FailoverClusterInstance, condition, reason};
@@ -236,6 +237,32 @@ async fn every_write_the_controller_does_not_need_is_refused() {
         ),
     });
 
+    // IPAddresses: the kubernetes Service's ClusterIP is the API server's allocation; a
+    // claim made as an instance's but without the label, or with a Service as its parent,
+    // is not the controller's either.
+    let addresses_sa: Api<IPAddress> = Api::all(sa.clone());
+    let cluster_ip = Api::<Service>::namespaced(admin.clone(), "default")
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    rows.push(Row {
+        what: "delete the IPAddress of a Service's ClusterIP",
+        rbac: can_i(&sa, "delete", "networking.k8s.io", "ipaddresses", None).await,
+        result: outcome(addresses_sa.delete(&cluster_ip, &dry_delete()).await),
+    });
+    let mut claim = kube_failover_controller::network::claim(&fci, "192.0.2.77");
+    claim.spec.parent_ref.resource = "services".into();
+    claim.spec.parent_ref.group = Some(String::new());
+    rows.push(Row {
+        what: "create an IPAddress whose parent is not an instance",
+        rbac: can_i(&sa, "create", "networking.k8s.io", "ipaddresses", None).await,
+        result: outcome(addresses_sa.create(&dry(), &claim).await),
+    });
+
     let nodes_sa: Api<Node> = Api::all(sa.clone());
     let node = nodes_sa.get(&nodes[0]).await.unwrap();
     let changed = |f: &dyn Fn(&mut Node)| {
@@ -379,6 +406,14 @@ async fn every_write_the_controller_does_not_need_is_refused() {
         (
             "create an EndpointSlice for a Service not its own",
             "users-slice is not one",
+        ),
+        (
+            "delete the IPAddress of a Service's ClusterIP",
+            "is not one",
+        ),
+        (
+            "create an IPAddress whose parent is not an instance",
+            "192.0.2.77 is not one",
         ),
         ("change a Node's labels", "not its labels"),
         ("cordon a Node", "not whether it is schedulable"),

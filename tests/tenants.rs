@@ -11,10 +11,13 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IPAddress;
-use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
-use kube_failover_core::api::{FailoverClusterInstance, condition, reason};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_failover_core::api::{
+    AntiAffinityMode, FailoverCluster, FailoverClusterInstance, condition, reason,
+};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, controller_config, create_instance, is_online,
     online_on, owner, wait_for, wait_gone,
@@ -130,6 +133,40 @@ async fn a_tenant_reaches_no_address_name_or_service_beyond_its_grant() {
         },
     )
     .await;
+    // The administrator's slip is on the cluster's status, naming the pool and the range.
+    let overlap = wait_for(
+        Api::<FailoverCluster>::all(client.clone()),
+        &cluster,
+        T,
+        "the cluster's AddressPools condition False",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == condition::ADDRESS_POOLS)
+                })
+                .is_some_and(|c| c.status == "False")
+        },
+    )
+    .await;
+    let message = overlap
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == condition::ADDRESS_POOLS)
+        .unwrap();
+    assert_eq!(message.reason, reason::POOL_OVERLAPS_CLUSTER);
+    assert!(
+        message
+            .message
+            .contains("pool t-sloppy overlaps Service range")
+            && !message.message.contains("pool s-only")
+            && !message.message.contains("pool shared"),
+        "{}",
+        message.message
+    );
     let (ips, host) = published(&client, &s.name, "db").await;
     assert_eq!(ips, ["192.0.2.5", "198.51.100.5"]);
     assert_eq!(host.as_deref(), Some("db.s.example.com"));
@@ -228,6 +265,53 @@ async fn a_tenant_reaches_no_address_name_or_service_beyond_its_grant() {
         "the loser is told who holds the address: {message}"
     );
 
+    // Anti-affinity: `t` names the victim's class, Strict and of a higher priority. Classes
+    // stay in their namespace (this cluster shares none): it pushes nobody off, shares the
+    // victim's node, and its status names nothing of `s`.
+    fcis_s
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "antiAffinityClasses": ["sql"], "antiAffinityMode": "Strict"}})),
+        )
+        .await
+        .unwrap();
+    let mut crowd =
+        kube_failover_lab::demo::instance("crowd", &cluster, &nodes[..2], None).unwrap();
+    crowd.spec.virtual_ips = Vec::new();
+    crowd.spec.anti_affinity_classes = vec!["sql".into()];
+    crowd.spec.anti_affinity_mode = AntiAffinityMode::Strict;
+    crowd.spec.priority = serde_json::from_value(serde_json::json!("High")).unwrap();
+    fcis_t.create(&PostParams::default(), &crowd).await.unwrap();
+    let crowd = wait_for(
+        fcis_t.clone(),
+        "crowd",
+        T,
+        "the crowding instance Online on the victim's node",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    let said = serde_json::to_string(&crowd.status).unwrap();
+    // (The nodes are named after `s`'s namespace: look for an instance's `namespace/name`.)
+    assert!(
+        !said.contains(&format!("{}/", s.name)) && !said.contains("sql"),
+        "its status names nothing of s: {said}"
+    );
+    let db = fcis_s.get("db").await.unwrap();
+    assert!(
+        online_on(nodes[0].clone())(Some(&db))
+            && db
+                .status
+                .as_ref()
+                .is_some_and(|st| st.current_move.is_none()),
+        "the victim stays where it is"
+    );
+    fcis_t
+        .delete("crowd", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // A Service named as `s`'s new instance, made by someone else: its network name is
     // withheld, and only that.
     let foreign: Service = serde_json::from_value(serde_json::json!({
@@ -255,6 +339,37 @@ async fn a_tenant_reaches_no_address_name_or_service_beyond_its_grant() {
     .await;
     let message = network(&web).unwrap().2;
     assert!(message.contains("did not create"), "{message}");
+    // Its endpoint is published, attached to no Service: the foreign one never reaches
+    // the instance's pod.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &s.name);
+    let slice = wait_for(
+        slices.clone(),
+        "web",
+        T,
+        "the instance's endpoint published",
+        |e: Option<&EndpointSlice>| {
+            e.is_some_and(|e| {
+                e.endpoints
+                    .iter()
+                    .flatten()
+                    .any(|p| !p.addresses.is_empty())
+            })
+        },
+    )
+    .await;
+    assert!(
+        !slice.labels().contains_key("kubernetes.io/service-name"),
+        "attached to the foreign Service: {:?}",
+        slice.labels()
+    );
+    let attached = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .unwrap();
+    assert!(
+        attached.items.is_empty(),
+        "no slice serves the foreign Service"
+    );
     assert_eq!(owner(&web).as_deref(), Some(nodes[0].as_str()));
 
     // During the attack the victim's owner dies: the victim and `web` fail over as usual.

@@ -33,13 +33,25 @@ pub fn cluster(
             "nodeSelector": {label: "true"},
             "allowedNamespaces": {"names": [namespace]},
             "heartbeat": {"leaseStaleSeconds": lease_stale_seconds, "notReadySeconds": lease_stale_seconds},
-            // The range the demo's virtual IP comes from (a documentation range).
-            "addressPools": [{"name": "demo", "cidrs": ["192.0.2.0/24"]}],
+            // The ranges the demo's virtual IPs come from (documentation ranges; see
+            // [`nth_vip`]).
+            "addressPools": [{"name": "demo", "cidrs": ["192.0.2.0/24", "2001:db8::/64"]}],
         }
     }))?)
 }
 
-/// An instance like a database: one RWO claim, one VIP, a readiness probe.
+/// The `i`-th of distinct virtual IPs in the demo cluster's pool (an address is served by
+/// one instance only): 192.0.2.10 first, then on through that range, then IPv6.
+pub fn nth_vip(i: usize) -> String {
+    if i < 240 {
+        format!("192.0.2.{}", 10 + i)
+    } else {
+        format!("2001:db8::{:x}", 0x1000 + i)
+    }
+}
+
+/// An instance like a database: one RWO claim, one VIP (192.0.2.10; give each instance of
+/// a cluster its own, [`nth_vip`]), a readiness probe.
 pub fn instance(
     name: &str,
     cluster: &str,

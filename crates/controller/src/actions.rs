@@ -191,7 +191,15 @@ pub async fn set_endpoints(
         let dp = with_uid(DeleteParams::default(), &old.uid().unwrap_or_default());
         ignore_gone(api.delete(net, &dp).await)?;
     }
-    let slice = build::endpoint_slice(fci, family, addresses, pod.as_deref());
+    // Never attached to a Service that is another's: the instance's pod would serve it.
+    let attach = !ctx.service_taken(&fci.key());
+    if let Some(slice) = ctx.stores.slices.get(&ObjectRef::new(net).within(&ns))
+        && !build::owned_by(&slice.metadata, fci)
+    {
+        tracing::warn!(instance = %fci.key(), slice = %net, "an EndpointSlice of the network name's name is another's: not written");
+        return Ok(());
+    }
+    let slice = build::endpoint_slice(fci, family, addresses, pod.as_deref(), attach);
     api.patch(
         &fci.spec.network_name.name,
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -145,22 +145,27 @@ pub fn slice_family(
     }
 }
 
+/// The label that attaches an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// The EndpointSlice of the network name, of address family `family`, listing exactly
-/// `addresses`.
+/// `addresses`; attached to the Service of that name (`attach`) unless that Service is
+/// another's.
 pub fn endpoint_slice(
     fci: &FailoverClusterInstance,
     family: &str,
     addresses: &[String],
     pod: Option<&Pod>,
+    attach: bool,
 ) -> EndpointSlice {
     let net = fci.spec.network_name.name.clone();
-    let labels = BTreeMap::from([
-        ("kubernetes.io/service-name".to_string(), net.clone()),
-        (
-            "endpointslice.kubernetes.io/managed-by".to_string(),
-            MANAGED_BY.to_string(),
-        ),
-    ]);
+    let mut labels = BTreeMap::from([(
+        "endpointslice.kubernetes.io/managed-by".to_string(),
+        MANAGED_BY.to_string(),
+    )]);
+    if attach {
+        labels.insert(SERVICE_NAME_LABEL.to_string(), net.clone());
+    }
     EndpointSlice {
         metadata: meta(fci, net, labels),
         address_type: family.to_string(),

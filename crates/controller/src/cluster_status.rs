@@ -21,6 +21,7 @@ use kube_failover_core::api::{
     set_condition,
 };
 use kube_failover_core::decide::{required_healthy, unfence_at};
+use kube_failover_core::rules::pools_overlapping;
 
 /// The status `cluster` should have now, and when to look again.
 pub fn desired_status(
@@ -35,12 +36,7 @@ pub fn desired_status(
             continue;
         }
         let ns = i.namespace().unwrap_or_default();
-        let labels = ctx
-            .stores
-            .namespaces
-            .get(&kube::runtime::reflector::ObjectRef::new(&ns))
-            .map(|n| n.labels().clone())
-            .unwrap_or_default();
+        let labels = super::observe::namespace_labels(&ctx.stores, &ns);
         if !cluster.spec.allowed_namespaces.allows(&ns, &labels) {
             held.push(format!("{ns}/{}", i.name_any()));
         }
@@ -102,7 +98,61 @@ pub fn desired_status(
     set_condition(&mut status.conditions, tenancy(&held, cluster, now));
     let sight = ctx.stores.heartbeats.out_of_sight();
     set_condition(&mut status.conditions, heartbeats_seen(sight, cluster, now));
+    let overlapping = pools_overlapping(&cluster.spec, &super::network::reserved(&ctx.stores));
+    set_condition(
+        &mut status.conditions,
+        address_pools(&overlapping, cluster, now),
+    );
     (status, recheck)
+}
+
+/// The `AddressPools` condition: False, naming each pool and what of the cluster's own it
+/// overlaps, while a pool does.
+fn address_pools(
+    overlapping: &[(String, Vec<String>)],
+    cluster: &FailoverCluster,
+    now: jiff::Timestamp,
+) -> Condition {
+    const SHOWN: usize = 5;
+    let (status, reason, message) = if overlapping.is_empty() {
+        (
+            "True",
+            reason::POOLS_CLEAR,
+            "no address pool overlaps the cluster's own addresses".to_string(),
+        )
+    } else {
+        let pools = overlapping
+            .iter()
+            .map(|(pool, what)| {
+                let mut shown = what
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if what.len() > SHOWN {
+                    shown.push_str(&format!(" and {} more", what.len() - SHOWN));
+                }
+                format!("pool {pool} overlaps {shown}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            "False",
+            reason::POOL_OVERLAPS_CLUSTER,
+            format!(
+                "{pools}. Those addresses are never served as virtual IPs; narrow spec.addressPools to leave them out"
+            ),
+        )
+    };
+    Condition {
+        type_: condition::ADDRESS_POOLS.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
 }
 
 /// The `HeartbeatsSeen` condition: False while this controller cannot see heartbeats (and

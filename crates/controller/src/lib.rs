@@ -56,9 +56,10 @@ pub struct Context {
     pub written: written::Written,
     /// Pods labelled for an instance but not controlled by it that this replica reported.
     pub foreign_pods: foreign_pods::Reported,
-    /// Why the last write of each instance's Service failed (`namespace/name` → error),
-    /// for its `NetworkName` condition.
-    pub service_refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Why the last write of each instance's Service failed (`namespace/name` → error,
+    /// and whether it failed because the Service is another's), for its `NetworkName`
+    /// condition.
+    pub service_refused: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
 }
 
 impl Context {
@@ -68,11 +69,22 @@ impl Context {
             .service_refused
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        refused.get(instance).cloned()
+        refused.get(instance).map(|(why, _)| why.clone())
     }
 
-    /// Notes how the last write of `instance`'s Service went.
-    pub fn set_service_refused(&self, instance: &str, why: Option<String>) {
+    /// Whether the last write of `instance`'s Service found a Service of that name that is
+    /// another's: the instance's EndpointSlice is then attached to no Service.
+    pub fn service_taken(&self, instance: &str) -> bool {
+        let refused = self
+            .service_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refused.get(instance).is_some_and(|(_, taken)| *taken)
+    }
+
+    /// Notes how the last write of `instance`'s Service went: `why` it failed, and whether
+    /// because the Service is another's.
+    pub fn set_service_refused(&self, instance: &str, why: Option<(String, bool)>) {
         let mut refused = self
             .service_refused
             .lock()

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use k8s_openapi::api::networking::v1::{IPAddress, IPAddressSpec, ParentReference};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::runtime::reflector::ObjectRef;
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, reason};
 use kube_failover_core::rules::{Reserved, VipVerdict, judge_hostname, judge_vip};
 
@@ -108,20 +107,16 @@ fn canonical(vip: &str) -> Option<String> {
     vip.parse::<IpAddr>().ok().map(|ip| ip.to_string())
 }
 
-/// Judges what `fci` may serve of its network name on `cluster`. `won` are addresses whose
-/// claim this round just created (the API server's answer, ahead of the cache).
+/// Judges what `fci` may serve of its network name on `cluster`. `fresh` are claims as the
+/// API server answered them this round, ahead of the cache.
 pub fn admit(
     fci: &FailoverClusterInstance,
     cluster: Option<&FailoverCluster>,
     stores: &Stores,
-    won: &[String],
+    fresh: &[IPAddress],
 ) -> Admitted {
     let ns = fci.namespace().unwrap_or_default();
-    let labels = stores
-        .namespaces
-        .get(&ObjectRef::new(&ns))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
+    let labels = super::observe::namespace_labels(stores, &ns);
     let mut admitted = Admitted {
         instance: fci.clone(),
         withheld: Vec::new(),
@@ -130,12 +125,15 @@ pub fn admit(
     };
     let mut served = Vec::new();
     let reserved = reserved(stores);
-    let claims: BTreeMap<String, std::sync::Arc<IPAddress>> = stores
+    let mut claims: BTreeMap<String, std::sync::Arc<IPAddress>> = stores
         .ip_addresses
         .state()
         .into_iter()
         .map(|c| (c.name_any(), c))
         .collect();
+    for c in fresh {
+        claims.insert(c.name_any(), std::sync::Arc::new(c.clone()));
+    }
     for vip in &fci.spec.virtual_ips {
         let verdict = match cluster {
             Some(c) => judge_vip(vip, &ns, &labels, &c.spec, &reserved),
@@ -169,7 +167,6 @@ pub fn admit(
         }
         let Some(name) = canonical(vip) else { continue };
         match claims.get(&name) {
-            _ if won.contains(&name) => served.push(vip.clone()),
             Some(c) if claimed_by(c, fci) => served.push(vip.clone()),
             Some(c) => admitted.withheld.push((
                 reason::VIRTUAL_IP_IN_USE.into(),
@@ -260,26 +257,30 @@ pub fn declares(fci: &FailoverClusterInstance, address: &str) -> bool {
 }
 
 /// Claims `addresses` for `fci` now, so that an address is served in the round that claims
-/// it: returns those the API server gave it (created, or already its own by name and parent
-/// as the answer shows). An address another holds is left to the next round, which names
-/// the holder from the cache.
+/// it: returns each claim as the API server answered, created or, when one exists already,
+/// read back (this instance's own, made in a round the cache has not caught up with, or
+/// another holder's, whom the condition then names).
 pub async fn claim_now(
     fci: &FailoverClusterInstance,
     addresses: &[String],
     client: &kube::Client,
-) -> kube::Result<Vec<String>> {
+) -> kube::Result<Vec<IPAddress>> {
     let api: kube::Api<IPAddress> = kube::Api::all(client.clone());
-    let mut won = Vec::new();
+    let mut answers = Vec::new();
     for address in addresses {
         match api
             .create(&kube::api::PostParams::default(), &claim(fci, address))
             .await
         {
-            Ok(created) if claimed_by(&created, fci) => won.push(address.clone()),
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Ok(created) => answers.push(created),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                // Deleted since (its holder let it go): the next round claims it again.
+                if let Some(existing) = api.get_opt(address).await? {
+                    answers.push(existing);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(won)
+    Ok(answers)
 }

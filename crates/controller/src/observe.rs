@@ -274,6 +274,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         missing_claims: Vec::new(),
         outside: BTreeMap::new(),
         endpoints: Vec::new(),
+        endpoint_slice_taken: false,
         service_current: false,
         service_taken: false,
         network_withheld: Vec::new(),
@@ -317,11 +318,7 @@ fn observe_cluster(
     stores: &Stores,
 ) {
     let ns = fci.namespace().unwrap_or_default();
-    let labels = stores
-        .namespaces
-        .get(&ObjectRef::new(&ns))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
+    let labels = namespace_labels(stores, &ns);
     obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
     obs.members = member_health(cluster, stores, obs.now)
         .into_iter()
@@ -408,37 +405,48 @@ fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &S
 fn observe_network_name(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &Stores) {
     let ns = fci.namespace().unwrap_or_default();
     let net = &fci.spec.network_name.name;
-    if let Some(slice) = stores.slices.get(&ObjectRef::new(net).within(&ns)) {
-        obs.endpoints = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .flat_map(|e| e.addresses.iter().cloned())
-            .collect();
-    }
     let service = stores.services.get(&ObjectRef::new(net).within(&ns));
     obs.service_taken = service
         .as_deref()
         .is_some_and(|svc| !super::build::owned_by(&svc.metadata, fci));
+    if let Some(slice) = stores.slices.get(&ObjectRef::new(net).within(&ns)) {
+        // (The cache holds only slices labelled as the controller's: one that is not the
+        // instance's carries a forged label.)
+        obs.endpoint_slice_taken = !super::build::owned_by(&slice.metadata, fci);
+        if !obs.endpoint_slice_taken {
+            obs.endpoints = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .flat_map(|e| e.addresses.iter().cloned())
+                .collect();
+        }
+    }
     obs.service_current = service.is_some_and(|svc| {
         svc.annotations().get(super::build::SPEC_HASH_ANNOTATION)
             == Some(&super::build::service_hash(fci))
     });
 }
 
-/// The nodes of the instances (of the same cluster, any namespace) that share an
-/// anti-affinity class with `fci`: where each is settled, or where it is moving. A moving
-/// instance is counted at its target only: the node it leaves is being emptied.
+/// The nodes of the instances of the same cluster that share an anti-affinity class with
+/// `fci` (in its namespace, or across namespaces where `cluster` shares the class): where
+/// each is settled, or where it is moving. A moving instance is counted at its target only:
+/// the node it leaves is being emptied. Another namespace's instance is counted, never
+/// named. `labels` gives a namespace's labels.
 pub fn neighbours<'a>(
     fci: &FailoverClusterInstance,
     instances: impl IntoIterator<Item = &'a FailoverClusterInstance>,
+    cluster: Option<&FailoverCluster>,
+    labels: impl Fn(&str) -> BTreeMap<String, String>,
 ) -> BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> {
     let mut out: BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> = BTreeMap::new();
     let classes = &fci.spec.anti_affinity_classes;
-    if classes.is_empty() {
+    let Some(cluster) = cluster.filter(|_| !classes.is_empty()) else {
         return out;
-    }
+    };
     let mine = (fci.spec.priority, fci.key());
+    let my_ns = fci.namespace().unwrap_or_default();
+    let my_labels = labels(&my_ns);
     let strict_here =
         fci.spec.anti_affinity_mode == kube_failover_core::api::AntiAffinityMode::Strict;
     for other in instances {
@@ -446,12 +454,19 @@ pub fn neighbours<'a>(
         if theirs.1 == mine.1 || other.spec.cluster_ref != fci.spec.cluster_ref {
             continue;
         }
-        let Some(class) = other
-            .spec
-            .anti_affinity_classes
-            .iter()
-            .find(|c| classes.contains(c))
-        else {
+        let their_ns = other.namespace().unwrap_or_default();
+        let their_labels = if their_ns == my_ns {
+            my_labels.clone()
+        } else {
+            labels(&their_ns)
+        };
+        let Some(class) = kube_failover_core::rules::shared_class(
+            classes,
+            &other.spec.anti_affinity_classes,
+            (&my_ns, &my_labels),
+            (&their_ns, &their_labels),
+            &cluster.spec,
+        ) else {
             continue;
         };
         let status = other.status.as_ref();
@@ -464,7 +479,11 @@ pub fn neighbours<'a>(
         out.entry(node)
             .or_default()
             .push(kube_failover_core::decide::Neighbour {
-                instance: theirs.1.clone(),
+                instance: if their_ns == my_ns {
+                    theirs.1.clone()
+                } else {
+                    "an instance of another namespace".to_string()
+                },
                 class: class.clone(),
                 strict: strict_here
                     || other.spec.anti_affinity_mode
@@ -475,6 +494,15 @@ pub fn neighbours<'a>(
             });
     }
     out
+}
+
+/// A namespace's labels, from the cache (none when it is not there).
+pub fn namespace_labels(stores: &Stores, namespace: &str) -> BTreeMap<String, String> {
+    stores
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default()
 }
 
 /// How long an instance of lower priority lets a higher one go first, at most: priority
@@ -590,13 +618,24 @@ mod tests {
 
     #[test]
     fn neighbours_are_the_same_clusters_instances_sharing_a_class_where_they_are_or_go() {
+        // `sql` is shared across namespaces a, b and z only.
+        let cluster: FailoverCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
+            "metadata": {"name": "c1"},
+            "spec": {"nodeSelector": {}, "allowedNamespaces": {"selector": {}},
+                     "antiAffinityClasses": [{"name": "sql", "namespaces": {"names": ["a", "b", "z"]}}]},
+        }))
+        .unwrap();
+        let labels = |_: &str| BTreeMap::new();
         let sql = serde_json::json!({"antiAffinityClasses": ["sql"]});
         let online = |node: &str| serde_json::json!({"phase": "Online", "ownerNode": node});
         let me = fci("a", "db", "c1", sql.clone(), serde_json::json!({}));
         let others = [
-            // Same class, same cluster, another namespace; ranks above (same priority,
+            // Same class, same cluster, same namespace; ranks above (same priority,
             // earlier key).
             fci("a", "ant", "c1", sql.clone(), online("n1")),
+            // The same class in a namespace it is not shared with: never.
+            fci("y", "yak", "c1", sql.clone(), online("n6")),
             // Moving from n1 to n2: counted at n2 only, not settled; a lower priority.
             fci(
                 "b",
@@ -627,7 +666,7 @@ mod tests {
                 online("n5"),
             ),
         ];
-        let got = neighbours(&me, others.iter());
+        let got = neighbours(&me, others.iter(), Some(&cluster), labels);
         let summary: Vec<(&str, &str, bool, bool, bool)> = got
             .iter()
             .flat_map(|(node, xs)| {
@@ -646,8 +685,9 @@ mod tests {
             summary,
             [
                 ("n1", "a/ant", false, true, true),
-                ("n2", "b/mover", true, false, false),
-                ("n5", "z/zed", false, true, true),
+                // Other namespaces' instances are counted, never named.
+                ("n2", "an instance of another namespace", true, false, false),
+                ("n5", "an instance of another namespace", false, true, true),
             ]
         );
         // No classes: no neighbours at all.
@@ -658,6 +698,15 @@ mod tests {
             serde_json::json!({}),
             serde_json::json!({}),
         );
-        assert!(neighbours(&plain, others.iter()).is_empty());
+        assert!(neighbours(&plain, others.iter(), Some(&cluster), labels).is_empty());
+        // Without the cluster's sharing, only the namespace's own.
+        let unshared: FailoverCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
+            "metadata": {"name": "c1"},
+            "spec": {"nodeSelector": {}, "allowedNamespaces": {"selector": {}}},
+        }))
+        .unwrap();
+        let got = neighbours(&me, others.iter(), Some(&unshared), labels);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["n1"]);
     }
 }

@@ -150,8 +150,8 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     if !admitted.to_claim.is_empty() {
         // Claimed now, so that an address is served in the round that claims it.
         ctx.ensure_leader()?;
-        let won = network::claim_now(fci, &admitted.to_claim, &ctx.client).await?;
-        admitted = network::admit(fci, cluster.as_deref(), &ctx.stores, &won);
+        let answers = network::claim_now(fci, &admitted.to_claim, &ctx.client).await?;
+        admitted = network::admit(fci, cluster.as_deref(), &ctx.stores, &answers);
     }
     let fci = &admitted.instance;
     let mut observed = observe_round(fci, ctx, written.as_deref(), now).await?;
@@ -159,6 +159,17 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     observed.addresses_to_claim = admitted.to_claim.clone();
     observed.addresses_to_release = admitted.to_release.clone();
     observed.service_refused = ctx.service_refused(&fci.key());
+    // The EndpointSlice is attached to the Service of its name unless that is another's: one
+    // attached otherwise counts as unpublished, and is written again.
+    if let Some(slice) = ctx.stores.slices.get(
+        &ObjectRef::new(&fci.spec.network_name.name).within(&fci.namespace().unwrap_or_default()),
+    ) && slice
+        .labels()
+        .contains_key(super::build::SERVICE_NAME_LABEL)
+        == ctx.service_taken(&fci.key())
+    {
+        observed.endpoints.clear();
+    }
     // `observe` left out the pods labelled for the instance that it does not control.
     foreign_pods::report(fci, ctx);
     let decision = decide::decide(
@@ -192,7 +203,16 @@ async fn observe_round(
     let mut observed = observe::observe(fci, &ctx.stores, now);
     if let Some(written) = written {
         let instances = written::instances_as_written(&ctx.stores, written);
-        observed.neighbours = observe::neighbours(fci, instances.iter().map(|i| i.as_ref()));
+        let cluster = ctx
+            .stores
+            .clusters
+            .get(&ObjectRef::new(&fci.spec.cluster_ref));
+        observed.neighbours = observe::neighbours(
+            fci,
+            instances.iter().map(|i| i.as_ref()),
+            cluster.as_deref(),
+            |ns| observe::namespace_labels(&ctx.stores, ns),
+        );
     }
     if hands_over_vips(fci) {
         // Who may hold the virtual IPs decides when they go to the new owner: read the agent
@@ -280,7 +300,8 @@ async fn act(
                 Ok(()) => ctx.set_service_refused(&fci.key(), None),
                 Err(e) => {
                     tracing::warn!(instance = %fci.key(), error = %e, "the network name's Service was not written");
-                    ctx.set_service_refused(&fci.key(), Some(e.to_string()));
+                    let taken = matches!(e, Error::NetworkNameTaken(_));
+                    ctx.set_service_refused(&fci.key(), Some((e.to_string(), taken)));
                 }
             }
             continue;

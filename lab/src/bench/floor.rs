@@ -45,6 +45,7 @@ pub(super) async fn floor(
     create_all(&fcis, k, |i| {
         let mut f = crate::demo::instance(&format!("f{i}"), "floor-none", &[], None)?;
         f.metadata.namespace = Some(ns.into());
+        f.spec.virtual_ips = vec![crate::demo::nth_vip(i)];
         Ok(f)
     })
     .await?;

@@ -165,7 +165,9 @@ async fn start_cluster(
         "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
         "metadata": {"name": "bench"},
         "spec": {"nodeSelector": {MEMBER_LABEL: "true"}, "allowedNamespaces": {"names": [NS]},
-                 "heartbeat": {"leaseStaleSeconds": stale, "notReadySeconds": stale}}
+                 "heartbeat": {"leaseStaleSeconds": stale, "notReadySeconds": stale},
+                 // Where the instances' virtual IPs come from (`demo::nth_vip`).
+                 "addressPools": [{"name": "lab", "cidrs": ["192.0.2.0/24", "2001:db8::/64"]}]}
     }))?;
     Api::<FailoverCluster>::all(client.clone())
         .create(&PostParams::default(), &cluster)
@@ -210,6 +212,7 @@ async fn create_instances(
             Some(&format!("d{i}")),
         )?;
         f.spec.network_name.name = format!("i{i}");
+        f.spec.virtual_ips = vec![crate::demo::nth_vip(i)];
         Ok(f)
     })
     .await?;

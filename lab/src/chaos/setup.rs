@@ -102,6 +102,7 @@ pub(super) fn instance(i: usize, nodes: &[String]) -> Result<FailoverClusterInst
     // Faults come every few seconds for minutes: the default threshold (members − 1
     // failovers in 6 h) would rightly leave instances Failed, which is not what is tested.
     f.spec.failover.threshold = Some(1000);
+    f.spec.virtual_ips = vec![crate::demo::nth_vip(i)];
     Ok(f)
 }
 
@@ -167,6 +168,8 @@ pub(super) async fn create_members(
             // without a renewal, or 10 s NotReady; a returned node is unfenced after 10 s.
             "heartbeat": {"leaseStaleSeconds": 6, "notReadySeconds": 10},
             "fencing": {"unfenceAfterSeconds": 10},
+            // Where the instances' virtual IPs come from (`demo::nth_vip`).
+            "addressPools": [{"name": "lab", "cidrs": ["192.0.2.0/24", "2001:db8::/64"]}],
         }
     }))?;
     create_if_absent(&Api::<FailoverCluster>::all(client.clone()), &cluster).await?;

@@ -175,6 +175,22 @@ pub async fn wait_each_instance<C>(
 
 /// Creates the instance `name` of `cluster` in `ns` from the demo's manifest, preferring
 /// `preferred` in order and, with `claim`, on that PersistentVolumeClaim.
+/// A virtual IP no other instance of this test process was given: an address is served by
+/// one instance in the whole (shared) control plane. From 203.0.113.0/24, then
+/// 2001:db8::1:0/112, both in the test clusters' pool; tests that name their own addresses
+/// use the other ranges.
+pub fn fresh_vip() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n < 250 {
+        format!("203.0.113.{}", n + 1)
+    } else {
+        format!("2001:db8::1:{:x}", n)
+    }
+}
+
+/// An instance as [`crate::demo::instance`] makes it, with a virtual IP of its own
+/// ([`fresh_vip`]), created in `ns`.
 pub async fn create_instance(
     client: &Client,
     ns: &str,
@@ -183,7 +199,8 @@ pub async fn create_instance(
     preferred: &[String],
     claim: Option<&str>,
 ) -> FailoverClusterInstance {
-    let fci = crate::demo::instance(name, cluster, preferred, claim).unwrap();
+    let mut fci = crate::demo::instance(name, cluster, preferred, claim).unwrap();
+    fci.spec.virtual_ips = vec![fresh_vip()];
     Api::<FailoverClusterInstance>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &fci)
         .await

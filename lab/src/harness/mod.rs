@@ -482,8 +482,9 @@ pub async fn create_spread_instances(
     for i in 0..n {
         let mut preferred = nodes.to_vec();
         preferred.rotate_left(i % nodes.len());
-        let fci = crate::demo::instance(&format!("db-{i}"), cluster, &preferred, None)
+        let mut fci = crate::demo::instance(&format!("db-{i}"), cluster, &preferred, None)
             .expect("an instance");
+        fci.spec.virtual_ips = vec![instances::fresh_vip()];
         fcis.create(&kube::api::PostParams::default(), &fci)
             .await
             .expect("creating an instance");

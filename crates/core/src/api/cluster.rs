@@ -57,6 +57,16 @@ pub struct FailoverClusterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub dns_zones: Vec<DnsZone>,
+    /// Anti-affinity classes shared across namespaces. An instance's
+    /// `antiAffinityClasses` keep it off the nodes of the instances of its own namespace
+    /// that name the same class; a class listed here also counts between the instances of
+    /// every namespace it grants (absent `namespaces`: every namespace the cluster allows).
+    /// Another namespace's instances are never named in an instance's status, only
+    /// counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("antiAffinityClasses: each class is listed once"))]
+    pub anti_affinity_classes: Vec<SharedClass>,
 }
 
 /// A range of virtual IPs, and who may use it.
@@ -75,6 +85,21 @@ pub struct AddressPool {
     pub cidrs: Vec<String>,
     /// The namespaces that may take addresses from this pool (by name or by labels, as
     /// `allowedNamespaces`). Absent: every namespace the cluster allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceGrant>,
+}
+
+/// An anti-affinity class that counts across namespaces, and between which.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedClass {
+    /// The class, as instances name it in `antiAffinityClasses`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The namespaces whose instances share it. Absent: every namespace the cluster allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<NamespaceGrant>,
 }

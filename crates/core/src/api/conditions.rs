@@ -24,6 +24,10 @@ pub mod condition {
     /// (in a zone the namespace may use). False says what is withheld and why; the workload
     /// runs and fails over either way.
     pub const NETWORK_NAME: &str = "NetworkName";
+    /// On a FailoverCluster: no address pool overlaps the cluster's own addresses (nodes'
+    /// addresses, pod ranges, Service ranges). Those addresses are never served whatever
+    /// the pools say; False names the pools to narrow.
+    pub const ADDRESS_POOLS: &str = "AddressPools";
 }
 
 /// Reasons of conditions and Events, and why a move started.
@@ -50,6 +54,11 @@ pub mod reason {
     pub const HOSTNAME_NOT_ALLOWED: &str = "HostnameNotAllowed";
     /// The Service of the network name could not be written.
     pub const SERVICE_NOT_WRITTEN: &str = "ServiceNotWritten";
+    // AddressPools
+    /// No pool overlaps the cluster's own addresses.
+    pub const POOLS_CLEAR: &str = "PoolsClear";
+    /// A pool overlaps the cluster's own addresses (which are withheld all the same).
+    pub const POOL_OVERLAPS_CLUSTER: &str = "PoolOverlapsCluster";
     // Valid
     /// The spec was accepted.
     pub const VALID: &str = "Valid";

@@ -77,7 +77,10 @@ pub struct FailoverClusterInstanceSpec {
     #[serde(default)]
     pub priority: Priority,
     /// Anti-affinity classes (WSFC's AntiAffinityClassNames): instances of the same
-    /// FailoverCluster, in any namespace, that share a class keep off each other's nodes.
+    /// FailoverCluster and namespace that share a class keep off each other's nodes; across
+    /// namespaces, only a class the cluster shares between them counts
+    /// (`FailoverCluster.spec.antiAffinityClasses`), and another namespace's instance is
+    /// never named in status.
     /// At placement, failover, failback and planned moves without a target, a node hosting
     /// one (or where one is moving) comes after every other eligible node; see
     /// `antiAffinityMode`.

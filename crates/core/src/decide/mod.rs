@@ -79,8 +79,13 @@ pub struct Observed {
     pub pinned_claims: BTreeMap<String, String>,
     /// Claims that do not exist yet (user-provided claims must exist before placement).
     pub missing_claims: Vec<String>,
-    /// Addresses currently published in the instance's EndpointSlice.
+    /// Addresses currently published in the instance's EndpointSlice (none while it is
+    /// still attached to a Service that is not the instance's).
     pub endpoints: Vec<String>,
+    /// An EndpointSlice of the network name's name exists that this instance did not
+    /// create: it is never written, the endpoint is not published, and a move completes
+    /// without it.
+    pub endpoint_slice_taken: bool,
     /// The Service of the network name matches the spec.
     pub service_current: bool,
     /// A Service of the network name's name exists that this instance did not create: it is
@@ -317,6 +322,9 @@ pub fn decide(
     let quorum_ok = obs.has_quorum();
     set_quorum_condition(&mut d, obs, generation);
     advance(name, spec, obs, quorum_ok, &mut d);
+    if obs.endpoint_slice_taken {
+        d.actions.retain(|a| !matches!(a, Action::SetEndpoints(_)));
+    }
 
     d.status.served = Some(Served {
         dns_name: obs.dns_name.clone(),
@@ -380,6 +388,15 @@ fn set_network_condition(
             reason::NETWORK_NAME_TAKEN.into(),
             format!(
                 "a Service named {:?} already exists in this namespace and was not created for this instance; rename spec.networkName.name or remove that Service",
+                spec.network_name.name
+            ),
+        ));
+    }
+    if obs.endpoint_slice_taken {
+        withheld.push((
+            reason::NETWORK_NAME_TAKEN.into(),
+            format!(
+                "an EndpointSlice named {:?} already exists in this namespace and was not created for this instance: the endpoint is not published; rename spec.networkName.name or remove that EndpointSlice",
                 spec.network_name.name
             ),
         ));

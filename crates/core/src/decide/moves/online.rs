@@ -142,7 +142,7 @@ pub(super) fn publish(r: &mut Round) -> Flow {
             r.m.vip_released = Some(micro(now));
         }
     }
-    if r.obs.endpoints != [ip.clone()] {
+    if !r.obs.endpoint_slice_taken && r.obs.endpoints != [ip.clone()] {
         r.d.actions.push(Action::SetEndpoints(vec![ip]));
         let msg = format!("pod {} ready on {to}; publishing its endpoint", r.new_pod);
         return Flow::Park(reason::PUBLISHING_ENDPOINT, msg);

@@ -74,6 +74,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         pinned_claims: BTreeMap::new(),
         missing_claims: Vec::new(),
         endpoints: Vec::new(),
+        endpoint_slice_taken: false,
         outside: BTreeMap::new(),
         service_current: true,
         service_taken: false,

@@ -137,3 +137,30 @@ fn a_refused_service_write_is_said_and_holds_nothing() {
     );
     assert!(message.contains("denied"), "{message}");
 }
+
+#[test]
+fn an_endpoint_slice_that_is_anothers_is_never_written_and_the_instance_still_fails_over() {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    obs.endpoint_slice_taken = true;
+    let mut st = FailoverClusterInstanceStatus::default();
+    let acts = settle(&s, &mut st, &mut obs);
+    assert_eq!(st.phase, Phase::Online, "placed all the same");
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::SetEndpoints(_))),
+        "another's EndpointSlice is never written: {acts:?}"
+    );
+    let (status, reason, message) = network(&st);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", reason::NETWORK_NAME_TAKEN)
+    );
+    assert!(message.contains("EndpointSlice"), "{message}");
+    // Its owner dies: the move completes without publishing the endpoint.
+    obs.members.insert("a".into(), down(90));
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(acts.contains(&Action::Fence { node: "a".into() }));
+    assert!(!acts.iter().any(|a| matches!(a, Action::SetEndpoints(_))));
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+    assert_eq!(st.phase, Phase::Online);
+}
