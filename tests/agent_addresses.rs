@@ -18,7 +18,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_failover_core::api::{FailoverClusterInstance, VipMode, agent_lease_name};
 use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::demo::instance;
-use kube_failover_lab::harness::{TestNamespace, control_plane, nodes_and_cluster, wait_for};
+use kube_failover_lab::harness::{
+    TestNamespace, control_plane, node_addresses, nodes_and_cluster, wait_for,
+};
 use kube_failover_lab::netlab::{self, NetLab, VIP};
 
 const T: Duration = Duration::from_secs(60);
@@ -328,16 +330,7 @@ async fn a_vip_that_is_a_nodes_own_address_never_takes_the_node_off_the_network(
         .await;
 
     // What node 1's agent read of its Node held throughout.
-    let addresses: Vec<String> = node_api
-        .get(&nodes[1])
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.addresses)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| a.address)
-        .collect();
+    let addresses = node_addresses(&client, &nodes[1]).await;
     assert!(
         addresses.contains(&own().to_string()) && addresses.contains(&EXTERNAL.to_string()),
         "node 1's Node lost the addresses the test gave it: {addresses:?}"

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IPAddress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -20,7 +20,7 @@ use kube_failover_core::api::{
 };
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, controller_config, create_instance, is_online,
-    online_on, owner, wait_for, wait_gone,
+    node_addresses, online_on, owner, wait_for, wait_gone,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -181,15 +181,9 @@ async fn a_tenant_reaches_no_address_name_or_service_beyond_its_grant() {
     );
 
     // The attacks, each an instance of `t` placed away from the victim's owner.
-    let node_ip = Api::<Node>::all(client.clone())
-        .get(&nodes[2])
+    let node_ip = node_addresses(&client, &nodes[2])
         .await
-        .unwrap()
-        .status
-        .and_then(|s| s.addresses)
-        .unwrap_or_default()
         .into_iter()
-        .map(|a| a.address)
         .find(|a| a.parse::<std::net::IpAddr>().is_ok());
     let mut attacks: Vec<(&str, Vec<String>, Option<&str>, &'static str)> = vec![
         (

@@ -12,7 +12,11 @@ use k8s_openapi::api::networking::v1::{IPAddress, IPAddressSpec, ParentReference
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, reason};
-use kube_failover_core::rules::{Reserved, VipVerdict, judge_hostname, judge_vip};
+pub use kube_failover_core::rules::claimed_by;
+use kube_failover_core::rules::{
+    CLAIM_PARENT_GROUP, CLAIM_PARENT_RESOURCE, Reserved, VipVerdict, claim_holder, judge_hostname,
+    judge_vip, reserved_from,
+};
 
 use super::observe::Stores;
 
@@ -20,8 +24,6 @@ use super::observe::Stores;
 pub const MANAGED_BY_LABEL: &str = "ipaddress.kubernetes.io/managed-by";
 /// Its value.
 pub const MANAGED_BY: &str = "kube-failover.io";
-const PARENT_GROUP: &str = "kube-failover.io";
-const PARENT_RESOURCE: &str = "failoverclusterinstances";
 
 /// An instance as it may be served, and what was withheld.
 pub struct Admitted {
@@ -38,67 +40,11 @@ pub struct Admitted {
 /// The cluster's own addresses, from the caches: every node's addresses and pod ranges, and
 /// the Service ranges.
 pub fn reserved(stores: &Stores) -> Reserved {
-    let mut r = Reserved::default();
-    for node in stores.nodes.state() {
-        let name = node.name_any();
-        for a in node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            if let Ok(ip) = a.address.parse::<IpAddr>() {
-                r.node_addresses.insert(ip, name.clone());
-            }
-        }
-        let spec = node.spec.as_ref();
-        let cidrs = spec
-            .and_then(|s| s.pod_cidrs.clone())
-            .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
-            .unwrap_or_default();
-        for c in cidrs {
-            if let Ok(net) = c.parse() {
-                r.pod_cidrs.push((net, name.clone()));
-            }
-        }
-    }
-    for sc in stores.service_cidrs.state() {
-        for c in sc
-            .spec
-            .as_ref()
-            .and_then(|s| s.cidrs.clone())
-            .unwrap_or_default()
-        {
-            if let Ok(net) = c.parse() {
-                r.service_cidrs.push((net, sc.name_any()));
-            }
-        }
-    }
-    r
-}
-
-/// Whether `claim` is this instance's.
-pub fn claimed_by(claim: &IPAddress, fci: &FailoverClusterInstance) -> bool {
-    let p = &claim.spec.parent_ref;
-    p.group.as_deref() == Some(PARENT_GROUP)
-        && p.resource == PARENT_RESOURCE
-        && p.namespace == fci.namespace()
-        && p.name == fci.name_any()
-}
-
-/// Who holds `claim`, as a message names it.
-fn holder(claim: &IPAddress) -> String {
-    let p = &claim.spec.parent_ref;
-    let resource = if p.resource == PARENT_RESOURCE {
-        "instance"
-    } else {
-        p.resource.as_str()
-    };
-    format!(
-        "{resource} {}/{}",
-        p.namespace.as_deref().unwrap_or_default(),
-        p.name
+    let nodes = stores.nodes.state();
+    let cidrs = stores.service_cidrs.state();
+    reserved_from(
+        nodes.iter().map(|n| n.as_ref()),
+        cidrs.iter().map(|c| c.as_ref()),
     )
 }
 
@@ -172,7 +118,7 @@ pub fn admit(
                 reason::VIRTUAL_IP_IN_USE.into(),
                 format!(
                     "virtual IP {vip} is held by {}; it is served here once that lets it go",
-                    holder(c)
+                    claim_holder(c)
                 ),
             )),
             None => {
@@ -229,8 +175,8 @@ pub fn claim(fci: &FailoverClusterInstance, address: &str) -> IPAddress {
         },
         spec: IPAddressSpec {
             parent_ref: ParentReference {
-                group: Some(PARENT_GROUP.into()),
-                resource: PARENT_RESOURCE.into(),
+                group: Some(CLAIM_PARENT_GROUP.into()),
+                resource: CLAIM_PARENT_RESOURCE.into(),
                 namespace: fci.namespace(),
                 name: fci.name_any(),
             },

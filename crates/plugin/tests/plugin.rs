@@ -889,10 +889,12 @@ fn line_with<'a>(out: &'a str, verdict: &str, parts: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("no {verdict} line with {parts:?} in\n{out}"))
 }
 
-/// Five things that would stop a failover, in one namespace and one cluster: no controller
-/// leader, a member whose heartbeats stopped, a preferred owner that is no member, a claim
-/// whose StorageClass provisions on one node only (binding on first consumer), and a claim
-/// whose CSI driver does not attach. `validate` names each and exits non-zero.
+/// Seven things that would stop a failover or keep clients from an instance, in one
+/// namespace and one cluster: no controller leader, a member whose heartbeats stopped, a
+/// preferred owner that is no member, a claim whose StorageClass provisions on one node only
+/// (binding on first consumer), a claim whose CSI driver does not attach, a virtual IP in no
+/// pool of the cluster and an external hostname in none of its DNS zones. `validate` names
+/// each and exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_names_each_thing_that_would_stop_a_failover() {
     use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
@@ -966,11 +968,22 @@ async fn validate_names_each_thing_that_would_stop_a_failover() {
         .unwrap();
         pvcs.create(&PostParams::default(), &pvc).await.unwrap();
     }
-    // An instance preferring the outsider, with both claims.
+    // An instance preferring the outsider, with both claims (and a virtual IP of its own:
+    // the control plane is shared, and an address is served by one instance).
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     let mut fci = instance("db", "vbad", &[nodes[0].clone(), outsider.clone()], None).unwrap();
     fci.spec.storage.claims = vec!["pinned".into(), "noattach".into()];
-    Api::<FailoverClusterInstance>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &fci)
+    fci.spec.virtual_ips = vec!["198.51.100.71".into()];
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    // An instance whose virtual IP lies in none of the cluster's pools (a shared address
+    // range, 100.64.0.0/10), and one whose external hostname lies in none of its zones.
+    let mut outside = instance("outside", "vbad", &nodes[..2], None).unwrap();
+    outside.spec.virtual_ips = vec!["100.64.0.10".into()];
+    fcis.create(&PostParams::default(), &outside).await.unwrap();
+    let mut elsewhere = instance("elsewhere", "vbad", &nodes[..2], None).unwrap();
+    elsewhere.spec.virtual_ips = vec![];
+    elsewhere.spec.network_name.external_hostname = Some("elsewhere.example.org".into());
+    fcis.create(&PostParams::default(), &elsewhere)
         .await
         .unwrap();
     // A member whose heartbeats stop: once the node lifecycle controller has seen it silent
@@ -1031,7 +1044,38 @@ async fn validate_names_each_thing_that_would_stop_a_failover() {
             &format!("CSIDriver {driver} has attachRequired=false"),
         ],
     );
+    line_with(
+        &out,
+        "FAIL  instance",
+        &[&format!(
+            "{}/outside network name: virtual IP 100.64.0.10 lies in no address pool of \
+             cluster vbad that namespace {0} may use (it may use pool test)",
+            ns.name
+        )],
+    );
+    line_with(
+        &out,
+        "FAIL  instance",
+        &[&format!(
+            "{}/elsewhere network name: external hostname elsewhere.example.org lies in no \
+             DNS zone of cluster vbad that namespace {0} may use (it may use zone example.com)",
+            ns.name
+        )],
+    );
     // The healthy members and the rest pass.
+    line_with(
+        &out,
+        "PASS  instance",
+        &[
+            &format!("{}/db network name", ns.name),
+            "198.51.100.71 (pool test",
+        ],
+    );
+    line_with(
+        &out,
+        "PASS  cluster vbad address pools",
+        &["none of its 1 pools overlaps"],
+    );
     for node in &nodes[..2] {
         line_with(&out, "PASS  member", &[&format!("{node} (cluster vbad)")]);
     }
@@ -1059,11 +1103,12 @@ async fn validate_names_each_thing_that_would_stop_a_failover() {
     ]);
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(report["failures"], 5, "{json}");
+    assert_eq!(report["failures"], 7, "{json}");
 }
 
 /// A healthy set-up: a leader, three members heartbeating, an instance online with an
-/// attaching CSI claim and an external IP. `validate` passes it with exit status 0.
+/// attaching CSI claim, an external IP from the cluster's pool and an external hostname in
+/// its zone. `validate` passes it with exit status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_passes_a_healthy_setup() {
     use kube_failover_lab::controlplane::{CONTROLLER_NS, CONTROLLER_SA, play_csi_attacher};
@@ -1074,7 +1119,10 @@ async fn validate_passes_a_healthy_setup() {
     let _replica = Replica::start(&ns.name, "vok", true);
     csi_claim(&client, &ns.name, "data").await.unwrap();
     let attacher = tokio::spawn(play_csi_attacher(client.clone(), SIM_CSI_DRIVER.into()));
-    let fci = instance("db", "vok", &nodes, Some("data")).unwrap();
+    let mut fci = instance("db", "vok", &nodes, Some("data")).unwrap();
+    // An address no other test's instance is given: one instance holds it.
+    fci.spec.virtual_ips = vec!["198.51.100.70".into()];
+    fci.spec.network_name.external_hostname = Some("db.example.com".into());
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     fcis.create(&PostParams::default(), &fci).await.unwrap();
     online_there(&fcis, &nodes[0]).await;
@@ -1125,9 +1173,29 @@ async fn validate_passes_a_healthy_setup() {
         ],
     );
     line_with(&out, "PASS  instance", &["virtual IPs", "ExternalIPs"]);
+    line_with(
+        &out,
+        "PASS  instance",
+        &[
+            "db network name",
+            "198.51.100.70 (pool test, claimed for it)",
+            "external hostname db.example.com (zone example.com)",
+        ],
+    );
+    line_with(
+        &out,
+        "PASS  cluster vok address pools",
+        &["none of its 1 pools overlaps"],
+    );
     for node in &nodes {
         line_with(&out, "PASS  member", &[&format!("{node} (cluster vok)")]);
     }
+    // 2 CRDs, leader, RBAC, version, 3 members, quorum, address pools, owners, storage,
+    // virtual IPs, network name.
+    assert!(
+        out.ends_with("\n14 passed, 0 warnings, 0 failed\n"),
+        "{out}"
+    );
 
     // Someone who may only list the instances and the clusters: what they cannot read is
     // not checked, and said so, rather than judged.
@@ -1190,5 +1258,10 @@ async fn validate_passes_a_healthy_setup() {
     );
     line_with(&out, "WARN  members and owners", &["not checked", "Nodes"]);
     line_with(&out, "PASS  cluster vok", &["3 of 3 members up"]);
+    line_with(
+        &out,
+        "WARN  cluster vok address pools",
+        &["not checked", "Nodes"],
+    );
     attacher.abort();
 }

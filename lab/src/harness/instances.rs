@@ -104,6 +104,20 @@ pub fn has_oos_taint(n: &Node) -> bool {
         .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE))
 }
 
+/// The addresses the Node `node` reports (`status.addresses`), as the API server has them.
+pub async fn node_addresses(client: &Client, node: &str) -> Vec<String> {
+    Api::<Node>::all(client.clone())
+        .get(node)
+        .await
+        .expect("read the node")
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.address)
+        .collect()
+}
+
 /// Merge-patches the Node `node`.
 pub async fn patch_node(client: &Client, node: &str, patch: serde_json::Value) {
     Api::<Node>::all(client.clone())

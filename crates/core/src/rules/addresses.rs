@@ -8,8 +8,81 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
+use kube::ResourceExt;
 
-use crate::api::{AddressPool, DnsZone, FailoverClusterSpec, NamespaceGrant};
+use crate::api::{
+    AddressPool, DnsZone, FailoverClusterInstance, FailoverClusterSpec, NamespaceGrant,
+};
+
+/// The `parentRef` group of the controller's `IPAddress` claims on virtual IPs.
+pub const CLAIM_PARENT_GROUP: &str = "kube-failover.io";
+/// The `parentRef` resource of those claims.
+pub const CLAIM_PARENT_RESOURCE: &str = "failoverclusterinstances";
+
+/// The cluster's own addresses: every node's addresses (`status.addresses`) and pod ranges
+/// (`spec.podCIDRs`, else `spec.podCIDR`), and the Service ranges of the `ServiceCIDR`
+/// objects. What does not parse is left out.
+pub fn reserved_from<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    service_cidrs: impl IntoIterator<Item = &'a ServiceCIDR>,
+) -> Reserved {
+    let mut r = Reserved::default();
+    for node in nodes {
+        let name = node.name_any();
+        let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for a in addresses.into_iter().flatten() {
+            if let Ok(ip) = a.address.parse::<IpAddr>() {
+                r.node_addresses.insert(ip, name.clone());
+            }
+        }
+        let spec = node.spec.as_ref();
+        let cidrs = spec
+            .and_then(|s| s.pod_cidrs.clone())
+            .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
+            .unwrap_or_default();
+        for c in cidrs {
+            if let Ok(net) = c.parse() {
+                r.pod_cidrs.push((net, name.clone()));
+            }
+        }
+    }
+    for sc in service_cidrs {
+        let cidrs = sc.spec.as_ref().and_then(|s| s.cidrs.clone());
+        for c in cidrs.unwrap_or_default() {
+            if let Ok(net) = c.parse() {
+                r.service_cidrs.push((net, sc.name_any()));
+            }
+        }
+    }
+    r
+}
+
+/// Whether `claim` is `fci`'s own claim on its address.
+pub fn claimed_by(claim: &IPAddress, fci: &FailoverClusterInstance) -> bool {
+    let p = &claim.spec.parent_ref;
+    p.group.as_deref() == Some(CLAIM_PARENT_GROUP)
+        && p.resource == CLAIM_PARENT_RESOURCE
+        && p.namespace == fci.namespace()
+        && p.name == fci.name_any()
+}
+
+/// Who holds an `IPAddress`, as messages name it: `instance NS/NAME` for an instance's
+/// claim, else the parent's resource and name (`services NS/NAME`).
+pub fn claim_holder(claim: &IPAddress) -> String {
+    let p = &claim.spec.parent_ref;
+    let resource =
+        if p.resource == CLAIM_PARENT_RESOURCE && p.group.as_deref() == Some(CLAIM_PARENT_GROUP) {
+            "instance"
+        } else {
+            p.resource.as_str()
+        };
+    match p.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{resource} {ns}/{}", p.name),
+        None => format!("{resource} {}", p.name),
+    }
+}
 
 /// Addresses that belong to the cluster itself and are never a virtual IP.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,8 @@ mod ownership;
 mod volumes;
 
 pub use addresses::{
-    Reserved, VipVerdict, judge_hostname, judge_vip, pool_nets, pools_overlapping,
+    CLAIM_PARENT_GROUP, CLAIM_PARENT_RESOURCE, Reserved, VipVerdict, claim_holder, claimed_by,
+    judge_hostname, judge_vip, pool_nets, pools_overlapping, reserved_from,
 };
 pub use classes::{NamespaceOf, shared_class};
 pub use heartbeats::kubelet_lease_stale_seconds;

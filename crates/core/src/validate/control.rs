@@ -155,7 +155,9 @@ pub fn judge_leader(namespace: &str, name: &str, lease: Option<&Lease>, now: Tim
     }
 }
 
-/// The out-of-service taint (non-graceful node shutdown) is GA from 1.28.
+/// Kubernetes 1.33 or later: the `ServiceCIDR` and `IPAddress` APIs (`networking.k8s.io/v1`)
+/// that keep each virtual IP to one instance and off the Service ranges are GA since 1.33
+/// (and the out-of-service taint fencing uses since 1.28).
 pub fn judge_version(info: &Info) -> Check {
     let subject = "Kubernetes version";
     let number = |s: &str| {
@@ -166,11 +168,11 @@ pub fn judge_version(info: &Info) -> Check {
             .ok()
     };
     match (number(&info.major), number(&info.minor)) {
-        (Some(major), Some(minor)) if (major, minor) >= (1, 28) => Check::pass(
+        (Some(major), Some(minor)) if (major, minor) >= (1, 33) => Check::pass(
             "version",
             subject,
             format!(
-                "{} (the out-of-service taint that fencing uses is GA since 1.28)",
+                "{} (the IPAddress and ServiceCIDR APIs that keep virtual IPs apart are GA since 1.33)",
                 info.git_version
             ),
         ),
@@ -178,10 +180,10 @@ pub fn judge_version(info: &Info) -> Check {
             "version",
             subject,
             format!(
-                "{}: fencing needs the node.kubernetes.io/out-of-service taint, GA since 1.28",
+                "{}: virtual IPs are claimed with networking.k8s.io/v1 IPAddress and checked against ServiceCIDR, GA since 1.33; without them the controller's caches never sync",
                 info.git_version
             ),
-            "upgrade the cluster to 1.28 or later",
+            "upgrade the cluster to 1.33 or later",
         ),
         _ => Check::warn(
             "version",
@@ -190,7 +192,7 @@ pub fn judge_version(info: &Info) -> Check {
                 "cannot read the version {}.{} ({})",
                 info.major, info.minor, info.git_version
             ),
-            "check that the API server is 1.28 or later",
+            "check that the API server is 1.33 or later",
         ),
     }
 }

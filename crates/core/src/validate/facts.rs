@@ -5,15 +5,18 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::version::Info;
 use kube::ResourceExt;
 
 use super::{
     Access, Check, ClaimFacts, VipFacts, judge_claim, judge_crd, judge_leader, judge_member_lease,
-    judge_owners, judge_quorum, judge_rbac, judge_version, judge_vips,
+    judge_network_name, judge_owners, judge_pools, judge_quorum, judge_rbac, judge_version,
+    judge_vips,
 };
 use crate::api::{FailoverCluster, FailoverClusterInstance};
+use crate::rules::Reserved;
 
 /// What a read gave, or why it could not be made: the API server's message, often the
 /// caller's RBAC. A failed read leaves its check unmade, as a warning that says why.
@@ -41,6 +44,10 @@ pub struct Facts {
     pub version: Read<Info>,
     /// Every Node; without them no member or instance is judged.
     pub nodes: Read<Vec<Node>>,
+    /// Every ServiceCIDR: with the Nodes, the cluster's own addresses that no pool grants.
+    pub service_cidrs: Read<Vec<ServiceCIDR>>,
+    /// Every IPAddress: who holds each virtual IP (read when an instance in scope has one).
+    pub ip_addresses: Read<Vec<IPAddress>>,
     pub clusters: Vec<ClusterFacts>,
     pub instances: Vec<InstanceFacts>,
 }
@@ -56,14 +63,15 @@ pub struct ClusterFacts {
 #[derive(Clone, Debug)]
 pub struct InstanceFacts {
     pub instance: FailoverClusterInstance,
-    /// The labels of its namespace (`None`: not read).
-    pub namespace_labels: Option<BTreeMap<String, String>>,
+    /// The labels of its namespace.
+    pub namespace_labels: Read<BTreeMap<String, String>>,
     pub claims: Read<Vec<ClaimFacts>>,
     pub vips: Read<VipFacts>,
 }
 
 /// Every check, in the order people read them: CRDs, leader, RBAC, version, each cluster's
-/// members and quorum, then each instance's owners, claims and virtual IPs.
+/// members, quorum and address pools, then each instance's owners, claims, virtual IPs and
+/// the grant of its network name.
 pub fn judge(f: &Facts) -> Vec<Check> {
     let mut checks = Vec::new();
     for (generated, stored) in &f.crds {
@@ -88,8 +96,13 @@ pub fn judge(f: &Facts) -> Vec<Check> {
     if let Err(e) = &f.nodes {
         checks.push(unchecked("heartbeats", "members and owners", e));
     }
+    let reserved = match (&f.nodes, &f.service_cidrs) {
+        (Ok(nodes), Ok(cidrs)) => Ok(crate::rules::reserved_from(nodes, cidrs)),
+        (Err(e), _) | (_, Err(e)) => Err(e.as_str()),
+    };
+    let reserved = reserved.as_ref().map_err(|e| *e);
     for c in &f.clusters {
-        checks.extend(judge_cluster(c, f.now));
+        checks.extend(judge_cluster(c, f.now, reserved));
     }
     // Without the Nodes, owners cannot be told from strangers: no instance is judged.
     let Ok(nodes) = &f.nodes else {
@@ -102,11 +115,18 @@ pub fn judge(f: &Facts) -> Vec<Check> {
             .map(|c| &c.cluster)
             .find(|c| c.name_any() == i.instance.spec.cluster_ref);
         checks.extend(judge_instance(i, cluster, nodes));
+        if let Some(cluster) = cluster {
+            checks.extend(judge_grant(i, cluster, reserved, f));
+        }
     }
     checks
 }
 
-fn judge_cluster(c: &ClusterFacts, now: Timestamp) -> Vec<Check> {
+fn judge_cluster(
+    c: &ClusterFacts,
+    now: Timestamp,
+    reserved: Result<&Reserved, &str>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     for (node, lease) in &c.member_leases {
         match lease {
@@ -119,7 +139,47 @@ fn judge_cluster(c: &ClusterFacts, now: Timestamp) -> Vec<Check> {
         }
     }
     checks.push(judge_quorum(&c.cluster));
+    checks.push(match reserved {
+        Ok(reserved) => judge_pools(&c.cluster, reserved),
+        // No pool overlaps anything: nothing to read.
+        Err(_) if c.cluster.spec.address_pools.is_empty() => {
+            judge_pools(&c.cluster, &Reserved::default())
+        }
+        Err(e) => unchecked(
+            "addressPools",
+            format!("cluster {} address pools", c.cluster.name_any()),
+            e,
+        ),
+    });
     checks
+}
+
+/// The instance's virtual IPs and external hostname against what its cluster grants its
+/// namespace; nothing when it declares neither.
+fn judge_grant(
+    i: &InstanceFacts,
+    cluster: &FailoverCluster,
+    reserved: Result<&Reserved, &str>,
+    f: &Facts,
+) -> Vec<Check> {
+    let fci = &i.instance;
+    let vips = !fci.spec.virtual_ips.is_empty();
+    if !vips && fci.spec.network_name.external_hostname.is_none() {
+        return vec![];
+    }
+    let subject = format!("instance {} network name", fci.key());
+    let labels = match &i.namespace_labels {
+        Ok(labels) => labels,
+        Err(e) => return vec![unchecked("networkName", subject, e)],
+    };
+    let reserved = match reserved {
+        Ok(r) => r,
+        Err(e) if vips => return vec![unchecked("networkName", subject, e)],
+        // A hostname alone needs none of the cluster's addresses.
+        Err(_) => &Reserved::default(),
+    };
+    let claims = f.ip_addresses.as_deref().map_err(String::as_str);
+    judge_network_name(fci, cluster, labels, reserved, claims)
 }
 
 fn judge_instance(
@@ -129,7 +189,7 @@ fn judge_instance(
 ) -> Vec<Check> {
     let fci = &i.instance;
     let key = fci.key();
-    let mut checks = judge_owners(fci, cluster, nodes, i.namespace_labels.as_ref());
+    let mut checks = judge_owners(fci, cluster, nodes, i.namespace_labels.as_ref().ok());
     let owners = cluster.map_or(0, |c| super::eligible_owners(fci, c, nodes).len());
     match &i.claims {
         Ok(claims) => {
@@ -151,7 +211,7 @@ fn judge_instance(
 }
 
 /// A check that could not be made: reading what it needs failed (often the caller's RBAC).
-fn unchecked(check: &'static str, subject: impl Into<String>, error: &str) -> Check {
+pub(super) fn unchecked(check: &'static str, subject: impl Into<String>, error: &str) -> Check {
     Check::warn(
         check,
         subject,

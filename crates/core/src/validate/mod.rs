@@ -3,6 +3,7 @@
 //! them into checks that say PASS, WARN or FAIL and what to do, with no I/O, on the same
 //! rules the controller acts on ([`crate::rules`]).
 
+mod addresses;
 mod claims;
 mod control;
 mod facts;
@@ -16,7 +17,7 @@ mod vips;
 
 use serde::Serialize;
 
-/// PASS, WARN or FAIL; ordered by gravity.
+pub use addresses::{judge_network_name, judge_pools};
 pub use claims::{ClaimFacts, KNOWN_ATTACHING_DRIVERS, judge_claim};
 pub use control::{judge_crd, judge_leader, judge_version};
 pub use facts::{ClusterFacts, Facts, InstanceFacts, Read, judge};
@@ -30,6 +31,7 @@ pub use time::{
 };
 pub use vips::{VipFacts, judge_vips};
 
+/// PASS, WARN or FAIL; ordered by gravity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
@@ -42,8 +44,8 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
-    /// Which check: `crds`, `leader`, `rbac`, `version`, `heartbeats`, `quorum`, `owners`,
-    /// `storage`, `virtualIPs`.
+    /// Which check: `crds`, `leader`, `rbac`, `version`, `heartbeats`, `quorum`,
+    /// `addressPools`, `owners`, `storage`, `virtualIPs`, `networkName`.
     pub check: &'static str,
     pub verdict: Verdict,
     /// What it is about: `instance shop/db`, `node n1 (cluster c1)`…

@@ -505,16 +505,17 @@ fn virtual_ips_need_what_their_mode_needs() {
 }
 
 #[test]
-fn the_kubernetes_version_must_be_1_28_or_later() {
+fn the_kubernetes_version_must_be_1_33_or_later() {
     let info = |major: &str, minor: &str| Info {
         major: major.into(),
         minor: minor.into(),
         git_version: format!("v{major}.{minor}.0"),
         ..Default::default()
     };
-    assert_eq!(judge_version(&info("1", "28")).verdict, Verdict::Pass);
-    assert_eq!(judge_version(&info("1", "30+")).verdict, Verdict::Pass);
-    assert_eq!(judge_version(&info("1", "27")).verdict, Verdict::Fail);
+    assert_eq!(judge_version(&info("1", "33")).verdict, Verdict::Pass);
+    assert_eq!(judge_version(&info("1", "34+")).verdict, Verdict::Pass);
+    assert_eq!(judge_version(&info("1", "32")).verdict, Verdict::Fail);
+    assert_eq!(judge_version(&info("1", "28")).verdict, Verdict::Fail);
     assert_eq!(judge_version(&info("", "")).verdict, Verdict::Warn);
 }
 
@@ -578,4 +579,469 @@ fn the_checked_accesses_are_the_shipped_rbac() {
         .flat_map(|(g, r, verbs, _)| verbs.iter().map(move |v| format!("{g} {r} {v}")))
         .collect();
     assert_eq!(checked, shipped);
+}
+
+/// A cluster `c1` with two pools (one for namespace `shop` only) and two zones (one for
+/// namespaces labelled `team=db` only).
+fn granting_cluster() -> FailoverCluster {
+    cluster(
+        "c1",
+        serde_json::json!({
+            "allowedNamespaces": {"selector": {}},
+            "addressPools": [
+                {"name": "shop-only", "cidrs": ["192.0.2.0/28"], "namespaces": {"names": ["shop"]}},
+                {"name": "shared", "cidrs": ["198.51.100.0/24"]},
+                {"name": "billing", "cidrs": ["203.0.113.0/24"], "namespaces": {"names": ["billing"]}},
+            ],
+            "dnsZones": [
+                {"zone": "db.example.com", "namespaces": {"selector": {"matchLabels": {"team": "db"}}}},
+                {"zone": "shared.example.com"},
+            ],
+        }),
+        serde_json::json!({}),
+    )
+}
+
+fn reserved_addresses() -> crate::rules::Reserved {
+    crate::rules::Reserved {
+        node_addresses: [("198.51.100.7".parse().unwrap(), "n1".to_string())].into(),
+        service_cidrs: vec![("10.96.0.0/16".parse().unwrap(), "kubernetes".into())],
+        pod_cidrs: vec![("10.244.1.0/24".parse().unwrap(), "n1".into())],
+    }
+}
+
+/// The IPAddress claim on `address` whose parent is `parent` (`(group, resource, ns, name)`).
+fn ip_claim(
+    address: &str,
+    parent: (&str, &str, &str, &str),
+) -> k8s_openapi::api::networking::v1::IPAddress {
+    let (group, resource, namespace, name) = parent;
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": address},
+        "spec": {"parentRef": {"group": group, "resource": resource,
+                               "namespace": namespace, "name": name}},
+    }))
+    .unwrap()
+}
+
+const FCI: &str = "failoverclusterinstances";
+
+#[test]
+fn the_clusters_own_addresses_are_read_from_nodes_and_service_cidrs() {
+    let nodes: Vec<Node> = serde_json::from_value(serde_json::json!([
+        {"metadata": {"name": "n1"},
+         "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:1::/64"]},
+         "status": {"addresses": [
+             {"type": "InternalIP", "address": "10.0.0.1"},
+             {"type": "Hostname", "address": "n1"},
+             {"type": "InternalIP", "address": "fd00::1"}]}},
+        // Only the older single field.
+        {"metadata": {"name": "n2"}, "spec": {"podCIDR": "10.244.2.0/24"}},
+    ]))
+    .unwrap();
+    let cidrs: Vec<k8s_openapi::api::networking::v1::ServiceCIDR> =
+        serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.96.0.0/16", "fd00:96::/108"]}},
+            {"metadata": {"name": "extra"}, "spec": {"cidrs": ["10.97.0.0/16"]}},
+        ]))
+        .unwrap();
+    let r = crate::rules::reserved_from(&nodes, &cidrs);
+    let node_addresses: Vec<(String, &str)> = r
+        .node_addresses
+        .iter()
+        .map(|(ip, n)| (ip.to_string(), n.as_str()))
+        .collect();
+    assert_eq!(
+        node_addresses,
+        [("10.0.0.1".into(), "n1"), ("fd00::1".into(), "n1")],
+        "the hostname is no address"
+    );
+    let pods: Vec<(String, &str)> = r
+        .pod_cidrs
+        .iter()
+        .map(|(net, n)| (net.to_string(), n.as_str()))
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            ("10.244.1.0/24".into(), "n1"),
+            ("fd00:1::/64".into(), "n1"),
+            ("10.244.2.0/24".into(), "n2"),
+        ]
+    );
+    let services: Vec<(String, &str)> = r
+        .service_cidrs
+        .iter()
+        .map(|(net, n)| (net.to_string(), n.as_str()))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("10.96.0.0/16".into(), "kubernetes"),
+            ("fd00:96::/108".into(), "kubernetes"),
+            ("10.97.0.0/16".into(), "extra"),
+        ]
+    );
+}
+
+#[test]
+fn a_pool_overlapping_the_clusters_own_addresses_warns_naming_both() {
+    let r = reserved_addresses();
+    let c = granting_cluster();
+    // 198.51.100.7 is n1's address, inside pool shared.
+    let check = judge_pools(&c, &r);
+    assert_eq!(check.verdict, Verdict::Warn, "{check:?}");
+    assert_eq!(check.check, "addressPools");
+    assert_eq!(check.subject, "cluster c1 address pools");
+    assert!(
+        check
+            .message
+            .starts_with("pool shared overlaps address 198.51.100.7 of node n1:"),
+        "{}",
+        check.message
+    );
+    assert!(!check.message.contains("shop-only"), "{}", check.message);
+    assert!(check.fix.unwrap().contains("spec.addressPools"));
+    let services = cluster(
+        "c2",
+        serde_json::json!({"addressPools": [{"name": "wide", "cidrs": ["10.0.0.0/8"]}]}),
+        serde_json::json!({}),
+    );
+    let check = judge_pools(&services, &r);
+    assert_eq!(check.verdict, Verdict::Warn);
+    assert!(
+        check
+            .message
+            .contains("Service range 10.96.0.0/16 (ServiceCIDR kubernetes)"),
+        "{}",
+        check.message
+    );
+    assert!(
+        check.message.contains("pod range 10.244.1.0/24 of node n1"),
+        "{}",
+        check.message
+    );
+    // Clear of them all.
+    let clear = cluster(
+        "c3",
+        serde_json::json!({"addressPools": [{"name": "docs", "cidrs": ["192.0.2.0/24"]}]}),
+        serde_json::json!({}),
+    );
+    let check = judge_pools(&clear, &r);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(check.message.contains("none of its 1 pools"));
+    let none = cluster("c4", serde_json::json!({}), serde_json::json!({}));
+    let check = judge_pools(&none, &r);
+    assert_eq!(check.verdict, Verdict::Pass);
+    assert!(
+        check.message.contains("no address pools"),
+        "{}",
+        check.message
+    );
+}
+
+#[test]
+fn a_virtual_ip_in_a_pool_of_its_namespace_passes_claimed_or_not() {
+    let c = granting_cluster();
+    let r = reserved_addresses();
+    let labels = BTreeMap::new();
+    let fci = instance(serde_json::json!({"virtualIPs": ["192.0.2.5", "198.51.100.20"]}));
+    let own = ip_claim("192.0.2.5", ("kube-failover.io", FCI, "shop", "db"));
+    let checks = judge_network_name(&fci, &c, &labels, &r, Ok(&[own]));
+    assert_eq!(verdicts(&checks), [Verdict::Pass], "{checks:?}");
+    assert_eq!(checks[0].check, "networkName");
+    assert_eq!(
+        checks[0].message,
+        "granted to namespace shop by cluster c1: virtual IPs 192.0.2.5 (pool shop-only, \
+         claimed for it), 198.51.100.20 (pool shared, not claimed yet: the controller claims \
+         it as it serves it)"
+    );
+    // Nothing declared, nothing to say.
+    assert!(
+        judge_network_name(&instance(serde_json::json!({})), &c, &labels, &r, Ok(&[])).is_empty()
+    );
+}
+
+#[test]
+fn a_virtual_ip_outside_the_pools_its_namespace_may_use_fails_naming_them() {
+    let c = granting_cluster();
+    let r = reserved_addresses();
+    let labels = BTreeMap::new();
+    // billing's pool, and a range no pool holds.
+    let fci =
+        instance(serde_json::json!({"virtualIPs": ["203.0.113.9", "100.64.0.1", "192.0.2.1"]}));
+    let checks = judge_network_name(&fci, &c, &labels, &r, Ok(&[]));
+    assert_eq!(
+        verdicts(&checks),
+        [Verdict::Fail, Verdict::Fail],
+        "{checks:?}"
+    );
+    assert_eq!(
+        render(&ValidateReport::new(checks[..1].to_vec()))
+            .lines()
+            .next()
+            .unwrap(),
+        "FAIL  instance shop/db network name: virtual IP 203.0.113.9 lies in no address pool \
+         of cluster c1 that namespace shop may use (it may use pools shop-only, shared); the \
+         controller withholds it (condition NetworkName=False); the instance runs and fails \
+         over without it — use an address from pools shop-only, shared, or have a cluster \
+         administrator grant shop a pool that holds it (spec.addressPools)"
+    );
+    assert!(checks[1].message.starts_with("virtual IP 100.64.0.1 "));
+    // A namespace granted no pool at all is told who can add one.
+    let other = cluster(
+        "c1",
+        serde_json::json!({"addressPools": [
+            {"name": "billing", "cidrs": ["203.0.113.0/24"], "namespaces": {"names": ["billing"]}}]}),
+        serde_json::json!({}),
+    );
+    let checks = judge_network_name(&fci, &other, &labels, &r, Ok(&[]));
+    assert_eq!(verdicts(&checks), [Verdict::Fail; 3]);
+    assert!(
+        checks[0].message.contains("the cluster grants it none"),
+        "{}",
+        checks[0].message
+    );
+    assert!(
+        checks[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("a cluster administrator can add a pool granted to shop to the FailoverCluster's spec.addressPools")
+    );
+}
+
+#[test]
+fn a_reserved_or_malformed_virtual_ip_fails_saying_why() {
+    let c = cluster(
+        "c1",
+        serde_json::json!({"addressPools": [{"name": "all", "cidrs": ["0.0.0.0/0"]}]}),
+        serde_json::json!({}),
+    );
+    let r = reserved_addresses();
+    let labels = BTreeMap::new();
+    for (vip, why) in [
+        ("198.51.100.7", "198.51.100.7 is an address of node n1"),
+        (
+            "10.96.0.10",
+            "Service range 10.96.0.0/16 (ServiceCIDR kubernetes)",
+        ),
+        ("10.244.1.3", "pod range 10.244.1.0/24 of node n1"),
+        ("127.0.0.1", "loopback"),
+        ("db.local", "is not an IP address"),
+    ] {
+        let fci = instance(serde_json::json!({"virtualIPs": [vip]}));
+        let checks = judge_network_name(&fci, &c, &labels, &r, Ok(&[]));
+        assert_eq!(verdicts(&checks), [Verdict::Fail], "{vip}: {checks:?}");
+        assert!(
+            checks[0].message.contains(why),
+            "{vip}: {}",
+            checks[0].message
+        );
+        assert!(checks[0].message.starts_with(&format!("virtual IP {vip} ")));
+    }
+}
+
+#[test]
+fn a_virtual_ip_another_holds_warns_naming_the_holder() {
+    let c = granting_cluster();
+    let r = reserved_addresses();
+    let labels = BTreeMap::new();
+    let fci = instance(serde_json::json!({"virtualIPs": ["192.0.2.5", "2001:db8::0:10"]}));
+    let c6 = cluster(
+        "c1",
+        serde_json::json!({"addressPools": [
+            {"name": "v4", "cidrs": ["192.0.2.0/24"]}, {"name": "v6", "cidrs": ["2001:db8::/64"]}]}),
+        serde_json::json!({}),
+    );
+    // Another instance's claim, and a Service's; the claim's name is the canonical text.
+    let claims = [
+        ip_claim("192.0.2.5", ("kube-failover.io", FCI, "billing", "db")),
+        ip_claim("2001:db8::10", ("", "services", "web", "front")),
+    ];
+    let checks = judge_network_name(&fci, &c6, &labels, &r, Ok(&claims));
+    assert_eq!(
+        verdicts(&checks),
+        [Verdict::Warn, Verdict::Warn],
+        "{checks:?}"
+    );
+    assert!(
+        checks[0].message.starts_with(
+            "virtual IP 192.0.2.5 is held by instance billing/db (IPAddress 192.0.2.5)"
+        ),
+        "{}",
+        checks[0].message
+    );
+    assert!(
+        checks[1]
+            .message
+            .starts_with("virtual IP 2001:db8::0:10 is held by services web/front"),
+        "{}",
+        checks[1].message
+    );
+    // Same name in the same namespace of another resource is not this instance's claim.
+    let lookalike = [ip_claim("192.0.2.5", ("other.io", FCI, "shop", "db"))];
+    let fci4 = instance(serde_json::json!({"virtualIPs": ["192.0.2.5"]}));
+    assert_eq!(
+        verdicts(&judge_network_name(&fci4, &c, &labels, &r, Ok(&lookalike))),
+        [Verdict::Warn]
+    );
+    // Unread claims: the rest is judged, who holds them is not.
+    let checks = judge_network_name(
+        &fci4,
+        &c,
+        &labels,
+        &r,
+        Err("listing IPAddresses: forbidden"),
+    );
+    assert_eq!(verdicts(&checks), [Verdict::Warn]);
+    assert_eq!(
+        checks[0].message,
+        "not checked whether another holds 192.0.2.5: listing IPAddresses: forbidden"
+    );
+}
+
+#[test]
+fn an_external_hostname_outside_the_zones_its_namespace_may_use_fails_naming_them() {
+    let c = granting_cluster();
+    let r = reserved_addresses();
+    let host = |h: &str| {
+        instance(
+            serde_json::json!({"networkName": {"name": "db", "externalHostname": h,
+            "ports": [{"name": "sql", "port": 1433}]}}),
+        )
+    };
+    let plain = BTreeMap::new();
+    let team = BTreeMap::from([("team".to_string(), "db".to_string())]);
+    // db.example.com is granted by label only.
+    let checks = judge_network_name(&host("sql.db.example.com"), &c, &plain, &r, Ok(&[]));
+    assert_eq!(verdicts(&checks), [Verdict::Fail], "{checks:?}");
+    assert_eq!(
+        checks[0].message,
+        "external hostname sql.db.example.com lies in no DNS zone of cluster c1 that namespace \
+         shop may use (it may use zone shared.example.com); the controller withholds it (condition \
+         NetworkName=False); the instance runs and fails over without it"
+    );
+    assert!(
+        checks[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("shared.example.com")
+    );
+    let checks = judge_network_name(&host("sql.db.example.com"), &c, &team, &r, Ok(&[]));
+    assert_eq!(verdicts(&checks), [Verdict::Pass], "{checks:?}");
+    assert_eq!(
+        checks[0].message,
+        "granted to namespace shop by cluster c1: external hostname sql.db.example.com (zone \
+         db.example.com)"
+    );
+    // No zone at all.
+    let bare = cluster("c1", serde_json::json!({}), serde_json::json!({}));
+    let checks = judge_network_name(&host("db.example.org"), &bare, &team, &r, Ok(&[]));
+    assert_eq!(verdicts(&checks), [Verdict::Fail]);
+    assert!(checks[0].message.contains("the cluster grants it none"));
+    assert!(checks[0].fix.as_deref().unwrap().contains("spec.dnsZones"));
+}
+
+/// Facts of one cluster and one instance, as `validate` would gather them with every read
+/// allowed.
+fn facts_of(cluster: FailoverCluster, fci: FailoverClusterInstance) -> Facts {
+    Facts {
+        now: ts("2026-12-04T10:00:00Z"),
+        crds: vec![],
+        controller_namespace: "kf".into(),
+        lease_name: "l".into(),
+        leader: Ok(None),
+        service_account: Err("not looked for".into()),
+        reviews: Ok(vec![]),
+        version: Err("not read".into()),
+        nodes: Ok(vec![node("n1", serde_json::json!({}))]),
+        service_cidrs: Ok(serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["192.0.2.0/28"]}}
+        ]))
+        .unwrap()),
+        ip_addresses: Ok(vec![]),
+        clusters: vec![ClusterFacts {
+            cluster,
+            member_leases: vec![],
+        }],
+        instances: vec![InstanceFacts {
+            instance: fci,
+            namespace_labels: Ok(BTreeMap::new()),
+            claims: Ok(vec![]),
+            vips: Ok(VipFacts::default()),
+        }],
+    }
+}
+
+fn of<'a>(checks: &'a [Check], check: &str) -> Vec<&'a Check> {
+    checks.iter().filter(|c| c.check == check).collect()
+}
+
+#[test]
+fn judge_reports_grants_with_the_service_ranges_and_says_what_it_could_not_read() {
+    let c = granting_cluster();
+    let fci = instance(serde_json::json!({"virtualIPs": ["192.0.2.5"]}));
+    // The ServiceCIDR read makes 192.0.2.5 reserved and the pool shop-only overlap it.
+    let checks = judge(&facts_of(c.clone(), fci.clone()));
+    let pools = of(&checks, "addressPools");
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].verdict, Verdict::Warn, "{pools:?}");
+    assert!(
+        pools[0]
+            .message
+            .contains("pool shop-only overlaps Service range 192.0.2.0/28")
+    );
+    let grant = of(&checks, "networkName");
+    assert_eq!(grant.len(), 1);
+    assert_eq!(grant[0].verdict, Verdict::Fail, "{grant:?}");
+    assert!(
+        grant[0].message.contains("ServiceCIDR kubernetes"),
+        "{}",
+        grant[0].message
+    );
+
+    // ServiceCIDRs unreadable: neither is judged, both say why.
+    let mut f = facts_of(c.clone(), fci.clone());
+    f.service_cidrs = Err("listing ServiceCIDRs: forbidden".into());
+    let checks = judge(&f);
+    for (check, subject) in [
+        ("addressPools", "cluster c1 address pools"),
+        ("networkName", "instance shop/db network name"),
+    ] {
+        let found = of(&checks, check);
+        assert_eq!(found.len(), 1, "{check}: {found:?}");
+        assert_eq!(found[0].verdict, Verdict::Warn);
+        assert_eq!(found[0].subject, subject);
+        assert_eq!(
+            found[0].message,
+            "not checked: listing ServiceCIDRs: forbidden"
+        );
+    }
+    // …but a hostname needs none of the cluster's addresses.
+    let named = instance(serde_json::json!({"networkName": {"name": "db",
+        "externalHostname": "db.shared.example.com", "ports": [{"name": "sql", "port": 1433}]}}));
+    let mut f = facts_of(c.clone(), named);
+    f.service_cidrs = Err("listing ServiceCIDRs: forbidden".into());
+    let grant = judge(&f);
+    assert_eq!(
+        of(&grant, "networkName")
+            .iter()
+            .map(|c| c.verdict)
+            .collect::<Vec<_>>(),
+        [Verdict::Pass]
+    );
+
+    // The namespace unreadable: its grants cannot be told.
+    let mut f = facts_of(c, fci);
+    f.instances[0].namespace_labels = Err("reading namespace shop: forbidden".into());
+    let checks = judge(&f);
+    let grant = of(&checks, "networkName");
+    assert_eq!(grant.len(), 1);
+    assert_eq!(grant[0].verdict, Verdict::Warn);
+    assert_eq!(
+        grant[0].message,
+        "not checked: reading namespace shop: forbidden"
+    );
 }

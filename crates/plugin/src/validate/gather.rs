@@ -16,6 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
 };
+use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -73,6 +74,13 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Facts> {
         .context("listing Nodes")
         .map(|l| l.items);
     let nodes = read(nodes);
+    let service_cidrs = list_all::<ServiceCIDR>(client, "listing ServiceCIDRs").await;
+    // Who holds each virtual IP: read only when an instance in scope has one.
+    let ip_addresses = if instances.iter().any(|i| !i.spec.virtual_ips.is_empty()) {
+        list_all::<IPAddress>(client, "listing IPAddresses").await
+    } else {
+        Ok(vec![])
+    };
     let clusters = read_clusters(client, clusters, nodes.as_deref().ok()).await;
     let instances = read_instances(client, instances, &clusters, &nodes, &namespaces, now).await;
     Ok(Facts {
@@ -85,9 +93,29 @@ pub async fn gather(client: &Client, args: &ValidateArgs) -> Result<Facts> {
         reviews,
         version: read(version),
         nodes,
+        service_cidrs,
+        ip_addresses,
         clusters,
         instances,
     })
+}
+
+/// Every object of a cluster-scoped kind, or why they could not be listed.
+async fn list_all<K>(client: &Client, what: &'static str) -> Read<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let list = Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(brief)
+        .context(what)
+        .map(|l| l.items);
+    read(list)
 }
 
 /// A read's result as the report says it: the error with its context (`reading …: why`).
@@ -232,9 +260,12 @@ async fn read_instances(
     let namespace_api: Api<Namespace> = Api::all(client.clone());
     let mut namespace_labels = BTreeMap::new();
     for ns in namespaces {
-        if let Ok(Some(n)) = get_opt(&namespace_api, ns).await {
-            namespace_labels.insert(ns.clone(), n.labels().clone());
-        }
+        let labels = match get_opt(&namespace_api, ns).await {
+            Ok(Some(n)) => Ok(n.labels().clone()),
+            Ok(None) => Err(format!("namespace {ns} not found")),
+            Err(e) => Err(format!("reading namespace {ns}: {e:#}")),
+        };
+        namespace_labels.insert(ns.clone(), labels);
     }
     let mut out = Vec::new();
     for fci in instances {
@@ -253,7 +284,8 @@ async fn read_instances(
         out.push(InstanceFacts {
             namespace_labels: fci
                 .namespace()
-                .and_then(|ns| namespace_labels.get(&ns).cloned()),
+                .and_then(|ns| namespace_labels.get(&ns).cloned())
+                .unwrap_or_else(|| Err("its namespace was not read".into())),
             claims: read(claims),
             vips: read(vips),
             instance: fci,

@@ -1,7 +1,8 @@
 //! `kubectl failover validate`: what Test-Cluster checks before WSFC hosts a role, for
 //! kube-failover: the CRDs, the controller and its rights, the Kubernetes version, the
-//! members' heartbeats and clocks, each cluster's quorum, and whether each instance's owners,
-//! claims and virtual IPs can follow it to another node.
+//! members' heartbeats and clocks, each cluster's quorum and address pools, whether each
+//! instance's owners, claims and virtual IPs can follow it to another node, and whether its
+//! cluster grants its namespace those addresses and its external hostname.
 //!
 //! Everything is read first ([`gather`], the only I/O), then judged by the core
 //! (`kube_failover_core::validate::judge`, pure), each check saying PASS, WARN or FAIL and
