@@ -56,6 +56,29 @@ async fn stopped(kubelet: &mut Kubelet, sandbox: &str, what: &str) -> jiff::Time
     }
 }
 
+/// Creates the pod `name` bound to `node` with `labels`; returns its UID.
+pub async fn api_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped() {
     if let Some(why) = Containerd::missing() {
@@ -122,14 +145,17 @@ async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped(
     )
     .await;
 
-    // The kubelet's pods on this node: an instance's, and another.
+    // The kubelet's pods on this node: an instance's, and another; each a pod in the API
+    // too (the agent stops an instance container whose pod is gone).
     let instance = [(INSTANCE_LABEL, "db")];
+    let db_uid = api_pod(&client, &ns.name, "db-1", node, &instance).await;
+    let web_uid = api_pod(&client, &ns.name, "web", node, &[("app", "web")]).await;
     let db = kubelet
-        .run_pod(&ns.name, "db-1", 0, &instance)
+        .run_pod_with_uid(&ns.name, "db-1", &db_uid, 0, &instance)
         .await
         .unwrap();
     let other = kubelet
-        .run_pod(&ns.name, "web", 0, &[("app", "web")])
+        .run_pod_with_uid(&ns.name, "web", &web_uid, 0, &[("app", "web")])
         .await
         .unwrap();
     // While the agent renews, nothing is stopped: two renewals later both still run.
@@ -166,7 +192,7 @@ async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped(
 
     // The kubelet, cut off too but running, starts the pod again: stopped again.
     let again = kubelet
-        .run_pod(&ns.name, "db-1", 1, &instance)
+        .run_pod_with_uid(&ns.name, "db-1", &db_uid, 1, &instance)
         .await
         .unwrap();
     let restarted = jiff::Timestamp::now();
@@ -189,7 +215,7 @@ async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped(
     )
     .await;
     let back = kubelet
-        .run_pod(&ns.name, "db-1", 2, &instance)
+        .run_pod_with_uid(&ns.name, "db-1", &db_uid, 2, &instance)
         .await
         .unwrap();
     two_renewals(&leases, &lease_name).await;
@@ -203,6 +229,23 @@ async fn a_cut_off_agent_stops_instance_pods_through_cri_and_keeps_them_stopped(
     assert!(
         log.contains("instance pods stopped through the container runtime"),
         "{log}"
+    );
+
+    // The instance's pod is force-deleted from the API (as on a fenced node) while its
+    // container runs and the agent renews: the agent stops it; the other pod runs on.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.delete("db-1", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let deleted = jiff::Timestamp::now();
+    let gone_stopped = stopped(&mut kubelet, &back, "an instance pod whose pod is gone").await;
+    println!(
+        "an instance container whose pod was deleted from the API stopped {:.2} s later",
+        gone_stopped.duration_since(deleted).as_secs_f64()
+    );
+    assert!(
+        kubelet.ready(&other).await.unwrap(),
+        "a pod that still exists was stopped"
     );
 
     drop(lab);

@@ -34,7 +34,7 @@ use kube_failover_core::api::{
     FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, MemberState, Phase,
 };
 use kube_failover_core::decide::{
-    Action, AttachmentFacts, NodeHealth, Observed, PodFacts, decide, pod_name,
+    Action, AgentHealth, AttachmentFacts, NodeHealth, Observed, PodFacts, decide, pod_name,
 };
 
 const NODES: usize = 3;
@@ -253,6 +253,7 @@ impl Model {
                     // Every node runs the agent that fences itself after 30 s alone.
                     self_fence: Some(jiff::SignedDuration::from_secs(30)),
                     heartbeat_seen: None,
+                    agent: AgentHealth::Absent,
                 },
             );
         }
@@ -298,6 +299,7 @@ impl Model {
             network_withheld: Vec::new(),
             addresses_to_claim: Vec::new(),
             addresses_to_release: Vec::new(),
+            needs_agent: false,
             service_refused: None,
             namespace_allowed: true,
             higher_priority_starting: false,

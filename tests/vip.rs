@@ -176,7 +176,9 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         "vip-agent",
         3,
         serde_json::json!({
-            "heartbeat": {"source": "Agent", "leaseStaleSeconds": lease_stale, "notReadySeconds": 60},
+            // The kubelets' Leases (KWOK renews every second) detect the failure; the agents'
+            // say when a silent agent has fenced itself.
+            "heartbeat": {"leaseStaleSeconds": lease_stale, "notReadySeconds": 60},
             "fencing": {"unfenceAfterSeconds": 1},
         }),
     )

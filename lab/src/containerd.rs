@@ -382,6 +382,20 @@ impl Kubelet {
         attempt: u32,
         labels: &[(&str, &str)],
     ) -> Result<String> {
+        let uid = format!("{namespace}-{name}-{}", std::process::id());
+        self.run_pod_with_uid(namespace, name, &uid, attempt, labels)
+            .await
+    }
+
+    /// As [`Self::run_pod`], for the pod of that UID (a pod object in the API).
+    pub async fn run_pod_with_uid(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        attempt: u32,
+        labels: &[(&str, &str)],
+    ) -> Result<String> {
         let labels: HashMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -396,7 +410,7 @@ impl Kubelet {
             metadata: Some(PodSandboxMetadata {
                 name: name.into(),
                 namespace: namespace.into(),
-                uid: format!("{namespace}-{name}-{}", std::process::id()),
+                uid: uid.into(),
                 attempt,
             }),
             labels,

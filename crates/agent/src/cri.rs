@@ -33,6 +33,8 @@ pub struct InstanceSandbox {
     pub id: String,
     /// `namespace/name` of the pod, from the sandbox's metadata.
     pub pod: String,
+    /// The pod's UID, from the sandbox's metadata (empty if it has none).
+    pub uid: String,
     /// The instance, from the `kube-failover.io/instance` label.
     pub instance: String,
 }
@@ -140,6 +142,11 @@ fn instance_sandbox(s: &PodSandbox) -> Option<InstanceSandbox> {
     Some(InstanceSandbox {
         id: s.id.clone(),
         pod,
+        uid: s
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default(),
         instance: instance.clone(),
     })
 }
@@ -171,6 +178,7 @@ mod tests {
             Some(InstanceSandbox {
                 id: "abc".into(),
                 pod: "prod/db-1".into(),
+                uid: String::new(),
                 instance: "db".into()
             })
         );

@@ -10,7 +10,8 @@ use kube::api::PostParams;
 
 use super::{AgentArgs, Shared};
 use kube_failover_core::api::{
-    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_LABEL, SELF_FENCE_ANNOTATION, agent_lease_name,
+    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_LABEL, SELF_FENCE_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION,
+    agent_lease_name,
 };
 
 const NAMESPACE: &str = kube_failover_core::api::NODE_LEASE_NAMESPACE;
@@ -21,6 +22,7 @@ pub fn desired(
     current: Option<&Lease>,
     args: &AgentArgs,
     holds: &std::collections::BTreeSet<String>,
+    workloads_stopped: Option<&str>,
     now: jiff::Timestamp,
 ) -> Lease {
     let mut lease = current.cloned().unwrap_or_else(|| Lease {
@@ -49,6 +51,10 @@ pub fn desired(
         SELF_FENCE_ANNOTATION.into(),
         args.announced_self_fence().to_string(),
     );
+    match workloads_stopped {
+        Some(since) => annotations.insert(WORKLOADS_STOPPED_ANNOTATION.into(), since.into()),
+        None => annotations.remove(WORKLOADS_STOPPED_ANNOTATION),
+    };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     spec.holder_identity = Some(args.node.clone());
     spec.lease_duration_seconds =
@@ -72,11 +78,22 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let stopped = shared
+            .workloads_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let attempt = async {
             if current.is_none() {
                 current = api.get_opt(&name).await?;
             }
-            let lease = desired(current.as_ref(), &args, &holds, jiff::Timestamp::now());
+            let lease = desired(
+                current.as_ref(),
+                &args,
+                &holds,
+                stopped.as_deref(),
+                jiff::Timestamp::now(),
+            );
             let written = if lease.metadata.resource_version.is_some() {
                 api.replace(&name, &PostParams::default(), &lease).await
             } else {
@@ -146,7 +163,7 @@ mod tests {
         ]);
         let holds = ["ns/db".to_string()].into();
         let now = jiff::Timestamp::from_second(1_000).unwrap();
-        let lease = desired(None, &a, &holds, now);
+        let lease = desired(None, &a, &holds, None, now);
         assert_eq!(
             lease.metadata.name.as_deref(),
             Some("kube-failover-agent-n1")
@@ -173,7 +190,14 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("other".into(), "x".into());
-        let later = desired(Some(&stored), &a, &Default::default(), now);
+        let later = desired(Some(&stored), &a, &Default::default(), Some("t1"), now);
+        assert_eq!(later.annotations()[WORKLOADS_STOPPED_ANNOTATION], "t1");
+        let again = desired(Some(&later), &a, &Default::default(), None, now);
+        assert!(
+            !again
+                .annotations()
+                .contains_key(WORKLOADS_STOPPED_ANNOTATION)
+        );
         assert_eq!(later.metadata.resource_version.as_deref(), Some("42"));
         assert_eq!(later.annotations()["other"], "x");
         assert_eq!(later.annotations()[AGENT_HOLDS_ANNOTATION], "[]");

@@ -25,6 +25,7 @@
 mod addresses;
 pub mod announce;
 pub mod cri;
+mod guard;
 mod held;
 mod lease;
 mod workloads;
@@ -133,6 +134,9 @@ struct Shared {
     poke: Notify,
     /// The last successful renewal: when it was sent and the instances it listed.
     last: tokio::sync::watch::Sender<Option<(Instant, BTreeSet<String>)>>,
+    /// The kubelet Lease `renewTime` since which the instance workloads of this node are
+    /// stopped at the controller's request (`guard`), which the Lease attests.
+    workloads_stopped: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -143,6 +147,7 @@ impl Shared {
             holds: Mutex::default(),
             poke: Notify::new(),
             last: tokio::sync::watch::Sender::new(None),
+            workloads_stopped: Mutex::default(),
         }
     }
 }
@@ -163,6 +168,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     );
 
     tokio::spawn(lease::renew(client.clone(), args.clone(), shared.clone()));
+    tokio::spawn(guard::run(client.clone(), args.clone(), shared.clone()));
     let (node_tx, node_addresses) = tokio::sync::watch::channel(None);
     tokio::spawn(read_node_addresses(
         client.clone(),

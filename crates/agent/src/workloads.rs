@@ -38,7 +38,7 @@ impl WorkloadArgs {
 
     /// The grace each container gets after SIGTERM: the stop timeout less a second for the
     /// runtime to kill and tear down, in whole seconds as CRI counts them.
-    fn grace(&self) -> Duration {
+    pub(crate) fn grace(&self) -> Duration {
         Duration::from_secs(
             self.stop_timeout()
                 .saturating_sub(Duration::from_secs(1))
@@ -95,17 +95,23 @@ impl Workloads {
     }
 
     /// Stops every instance workload on this node, as configured, within the stop timeout;
-    /// logs what it did.
-    pub async fn stop_all(&mut self) {
+    /// logs what it did. Returns whether they are known to be stopped: each configured way
+    /// (CRI, the stop command) succeeded in time, and at least one is configured.
+    pub async fn stop_all(&mut self) -> bool {
         let limit = self.args.stop_timeout();
         let work = futures::future::join(self.stop_through_cri(), self.run_stop_command());
-        if tokio::time::timeout(limit, work).await.is_err() {
-            tracing::error!(
-                ?limit,
-                "instance workloads not all stopped within the stop timeout"
-            );
-        }
+        let done = match tokio::time::timeout(limit, work).await {
+            Ok((cri, command)) => cri.unwrap_or(true) && command.unwrap_or(true),
+            Err(_) => {
+                tracing::error!(
+                    ?limit,
+                    "instance workloads not all stopped within the stop timeout"
+                );
+                false
+            }
+        };
         self.last_sweep = Some(Instant::now());
+        done && (self.args.cri_socket.is_some() || self.args.stop_command.is_some())
     }
 
     /// While fenced: stops again, at most once a second, what the kubelet restarted.
@@ -130,40 +136,48 @@ impl Workloads {
         }
     }
 
-    async fn stop_through_cri(&self) {
+    /// `None` without a CRI socket; else whether every instance pod was stopped.
+    async fn stop_through_cri(&self) -> Option<bool> {
         let Some(socket) = &self.args.cri_socket else {
-            return;
+            return None;
         };
         let stopped = async {
             let mut rt = Runtime::connect(socket).await?;
             let sandboxes = rt.instance_sandboxes().await?;
             let mut stopped: Vec<InstanceSandbox> = Vec::new();
+            let mut failed = false;
             for s in sandboxes {
                 match rt.stop(&s, self.args.grace()).await {
                     Ok(()) => stopped.push(s),
                     Err(e) => {
+                        failed = true;
                         tracing::error!(pod = %s.pod, error = %format!("{e:#}"), "instance pod not stopped")
                     }
                 }
             }
-            anyhow::Ok(stopped)
+            anyhow::Ok((stopped, failed))
         };
         match stopped.await {
-            Ok(s) if s.is_empty() => {}
-            Ok(s) => {
+            Ok((s, _)) if s.is_empty() => Some(true),
+            Ok((s, failed)) => {
                 let pods: Vec<&str> = s.iter().map(|s| s.pod.as_str()).collect();
                 tracing::warn!(?pods, "instance pods stopped through the container runtime");
+                Some(!failed)
             }
-            Err(e) => tracing::error!(
-                error = %format!("{e:#}"),
-                "instance pods not stopped: the container runtime failed"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    error = %format!("{e:#}"),
+                    "instance pods not stopped: the container runtime failed"
+                );
+                Some(false)
+            }
         }
     }
 
-    async fn run_stop_command(&self) {
+    /// `None` without a stop command; else whether it succeeded.
+    async fn run_stop_command(&self) -> Option<bool> {
         let Some(cmd) = &self.args.stop_command else {
-            return;
+            return None;
         };
         let status = tokio::process::Command::new("sh")
             .arg("-c")
@@ -175,9 +189,16 @@ impl Workloads {
         match status {
             Ok(status) if status.success() => {
                 tracing::warn!("stop command succeeded");
+                Some(true)
             }
-            Ok(status) => tracing::error!(%status, "the stop command failed"),
-            Err(e) => tracing::error!(error = %e, "the stop command could not run"),
+            Ok(status) => {
+                tracing::error!(%status, "the stop command failed");
+                Some(false)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the stop command could not run");
+                Some(false)
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
-use super::fence::fence;
+use super::fence::{fence, request_workload_stop};
 use super::{Context, FIELD_MANAGER, build, network};
 use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
 use kube_failover_core::decide::{self, Action};
@@ -61,6 +61,7 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
         }
         Action::SetEndpoints(addresses) => set_endpoints(fci, addresses, ctx).await?,
         Action::Fence { node } => fence(node, ctx).await?,
+        Action::RequestWorkloadStop { node } => request_workload_stop(node, ctx).await?,
         Action::DeletePod {
             name: pod,
             uid,

@@ -17,10 +17,10 @@ use super::fence::unfence;
 use super::observe::member_health;
 use super::{Context, FIELD_MANAGER};
 use kube_failover_core::api::{
-    FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition, reason,
-    set_condition,
+    AgentState, FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition,
+    reason, set_condition,
 };
-use kube_failover_core::decide::{required_healthy, unfence_at};
+use kube_failover_core::decide::{AgentHealth, required_healthy, unfence_at};
 use kube_failover_core::rules::pools_overlapping;
 
 /// The status `cluster` should have now, and when to look again.
@@ -61,8 +61,16 @@ pub fn desired_status(
             name: facts.name.clone(),
             state: health.state,
             last_heartbeat: facts.lease_renewed.map(Time),
-            reason: health.reason,
+            reason: health
+                .reason
+                .clone()
+                .or_else(|| health.agent_down().then(|| reason::AGENT_DOWN.to_string())),
             instances,
+            agent: match health.agent {
+                AgentHealth::Absent => None,
+                AgentHealth::Live { .. } => Some(AgentState::Renewing),
+                AgentHealth::Silent { .. } => Some(AgentState::Down),
+            },
         });
     }
     let total = list.len() as u32;

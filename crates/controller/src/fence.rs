@@ -7,6 +7,7 @@
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
@@ -15,8 +16,10 @@ use super::heartbeats::renew_time;
 use super::{Context, FIELD_MANAGER};
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
-use kube_failover_core::api::FENCED_AT_ANNOTATION;
-use kube_failover_core::api::NODE_LEASE_NAMESPACE;
+use super::observe::workloads_stopped_since;
+use kube_failover_core::api::{
+    FENCED_AT_ANNOTATION, NODE_LEASE_NAMESPACE, STOP_WORKLOADS_ANNOTATION, agent_lease_name,
+};
 
 fn params() -> PostParams {
     PostParams {
@@ -26,21 +29,41 @@ fn params() -> PostParams {
 }
 
 /// Adds the out-of-service taint, conditioned on the Node's resourceVersion, unless the
-/// API server shows a renewal of the node's Lease that the cache had not: a node that
-/// heartbeats is never fenced.
+/// API server shows what the decision did not: a renewal of the kubelet's Lease that the
+/// cache had not seen (a node that heartbeats is never fenced), or an agent that renewed
+/// without saying it stopped the node's instance workloads since the kubelet's last renewal
+/// (the decision counted on its silence, or on that word). The last check reads the same
+/// heartbeats that detection used, from the API server.
 pub async fn fence(node: &str, ctx: &Context) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    if let Some(lease) = leases.get_opt(node).await? {
-        let cached = ctx
-            .stores
+    let cached = |name: &str| {
+        ctx.stores
             .leases
-            .get(&ObjectRef::new(node).within(NODE_LEASE_NAMESPACE))
-            .and_then(|l| renew_time(&l));
-        if renew_time(&lease) != cached {
-            ctx.stores.heartbeats.observe_lease(&lease);
+            .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE))
+    };
+    let kubelet = leases.get_opt(node).await?;
+    if let Some(lease) = &kubelet
+        && renew_time(lease) != cached(node).and_then(|l| renew_time(&l))
+    {
+        ctx.stores.heartbeats.observe_lease(lease);
+        tracing::info!(
+            node,
+            "not fencing: its kubelet's Lease was renewed since the cache saw it"
+        );
+        return Ok(());
+    }
+    let agent_name = agent_lease_name(node);
+    if let Some(agent) = leases.get_opt(&agent_name).await? {
+        let silent_since_cached =
+            cached(&agent_name).is_some_and(|c| renew_time(&c) == renew_time(&agent));
+        let stopped = workloads_stopped_since(&agent)
+            .is_some_and(|t| Some(t) == kubelet.as_ref().and_then(renew_time));
+        if !silent_since_cached && !stopped {
+            ctx.stores.heartbeats.observe_lease(&agent);
             tracing::info!(
                 node,
-                "not fencing: its Lease was renewed since the cache saw it"
+                "not fencing: its agent renews and has not said it stopped the instance \
+                 workloads since the kubelet's last renewal"
             );
             return Ok(());
         }
@@ -73,6 +96,42 @@ pub async fn fence(node: &str, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// Asks the agent of `node`, whose kubelet is silent while the agent renews, to stop the
+/// instance workloads there: [`STOP_WORKLOADS_ANNOTATION`] on the Node names the kubelet
+/// Lease's `renewTime` as the API server has it now (read fresh: the agent acts only while
+/// the kubelet has not renewed since). Written once per silence.
+pub async fn request_workload_stop(node: &str, ctx: &Context) -> Result<()> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+    let Some(since) = leases.get_opt(node).await?.as_ref().and_then(renew_time) else {
+        return Ok(());
+    };
+    let value = since.to_string();
+    let asked = ctx
+        .stores
+        .nodes
+        .get(&ObjectRef::new(node))
+        .is_some_and(|n| n.annotations().get(STOP_WORKLOADS_ANNOTATION) == Some(&value));
+    if asked {
+        return Ok(());
+    }
+    // An update conditioned on the Node's resourceVersion, as for the taint (the admission
+    // policy lets the controller change this annotation and the fencing marker only).
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let mut n = api.get(node).await?;
+    n.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(STOP_WORKLOADS_ANNOTATION.into(), value);
+    api.replace(node, &params(), &n).await?;
+    tracing::warn!(
+        node,
+        kubelet_last_renewed = %since,
+        "the kubelet is silent but the node's agent renews: asked the agent to stop the \
+         instance workloads there"
+    );
+    Ok(())
+}
+
 /// Removes the out-of-service taint this controller added (and only that one), conditioned
 /// on the Node's resourceVersion. Returns whether it removed it.
 pub async fn unfence(node: &str, ctx: &Context) -> Result<bool> {
@@ -82,7 +141,10 @@ pub async fn unfence(node: &str, ctx: &Context) -> Result<bool> {
         .metadata
         .annotations
         .as_mut()
-        .and_then(|a| a.remove(FENCED_AT_ANNOTATION))
+        .and_then(|a| {
+            a.remove(STOP_WORKLOADS_ANNOTATION);
+            a.remove(FENCED_AT_ANNOTATION)
+        })
         .is_some();
     if !ours {
         return Ok(false);

@@ -14,16 +14,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
 use super::vip_holders::vip_holders;
 use kube_failover_core::api::{
-    FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, Heartbeat, HeartbeatSource,
-    INSTANCE_LABEL, InstanceClaim, agent_lease_name,
+    FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim,
+    WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
 };
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::{
-    AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health, required_healthy,
+    AgentFacts, AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health,
+    required_healthy,
 };
-use kube_failover_core::rules::{
-    controlled_by, is_member, kubelet_lease_stale_seconds, pinned_node,
-};
+use kube_failover_core::rules::{controlled_by, is_member, pinned_node};
 
 /// The controller's read side: one store per kind, fed by watches.
 #[derive(Clone)]
@@ -87,46 +86,32 @@ pub(crate) fn self_fence_of(
         .then(|| jiff::SignedDuration::from_millis((seconds * 1000.0).ceil() as i64))
 }
 
-/// What the controller knows of a node, every time on its own clock (see `heartbeats`).
-/// With the heartbeat source `Agent`, the agent's Lease (when there is one) stands for the
-/// kubelet's; `hb` comes back with the threshold that applies to the Lease used.
-pub fn node_facts(
-    node: &Node,
-    leases: &NodeLeases,
-    heartbeats: &Heartbeats,
-    hb: &Heartbeat,
-) -> (NodeFacts, Heartbeat) {
+/// What the controller knows of a node, every time on its own clock (see `heartbeats`):
+/// its kubelet's Lease and, where kube-failover's agent runs, the agent's.
+pub fn node_facts(node: &Node, leases: &NodeLeases, heartbeats: &Heartbeats) -> NodeFacts {
     let name = node.name_any();
     let spec = node.spec.as_ref();
     let status = ready_status(node);
     let since = heartbeats.ready(&name, status);
-    let mut hb = hb.clone();
-    let lease_renewed = match (hb.source, &leases.agent) {
-        (HeartbeatSource::Agent, Some(agent)) => {
-            Some(heartbeats.lease(&agent.name_any(), renew_time(agent)))
-        }
-        _ => {
-            hb.lease_stale_seconds = kubelet_lease_stale_seconds(&hb);
-            leases
-                .kubelet
-                .as_ref()
-                .map(|l| heartbeats.lease(&name, renew_time(l)))
-        }
-    };
-    let ready =
-        ready_fact(status, has_ready_condition(node), lease_renewed.is_some()).map(|r| (r, since));
-    let self_fence = [
-        self_fence_of(node.annotations()),
-        leases
-            .agent
-            .as_ref()
-            .and_then(|l| self_fence_of(l.annotations())),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    let facts = NodeFacts {
+    let kubelet_renew = leases.kubelet.as_ref().and_then(|l| renew_time(l));
+    let lease_renewed = leases
+        .kubelet
+        .as_ref()
+        .map(|l| heartbeats.lease(&name, renew_time(l)));
+    let agent = leases.agent.as_ref().map(|l| AgentFacts {
+        renewed: heartbeats.lease(&l.name_any(), renew_time(l)),
+        self_fence: self_fence_of(l.annotations()),
+        stopped_workloads: workloads_stopped_since(l).is_some_and(|t| Some(t) == kubelet_renew),
+    });
+    let ready = ready_fact(
+        status,
+        has_ready_condition(node),
+        lease_renewed.is_some() || agent.is_some(),
+    )
+    .map(|r| (r, since));
+    NodeFacts {
         lease_renewed,
+        agent,
         ready,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         out_of_service: spec
@@ -137,10 +122,19 @@ pub fn node_facts(
             .annotations()
             .get(FENCED_AT_ANNOTATION)
             .and_then(|v| v.parse().ok()),
-        self_fence,
+        self_fence: self_fence_of(node.annotations()),
         name,
-    };
-    (facts, hb)
+    }
+}
+
+/// The kubelet Lease renewal since which an agent says it has stopped the instance
+/// workloads of its node ([`WORKLOADS_STOPPED_ANNOTATION`] on its Lease).
+pub(crate) fn workloads_stopped_since(agent_lease: &Lease) -> Option<jiff::Timestamp> {
+    agent_lease
+        .annotations()
+        .get(WORKLOADS_STOPPED_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 /// The health of the node `name` now, member or not; `None` when there is no such Node.
@@ -152,8 +146,8 @@ pub fn node_health_of(
 ) -> Option<NodeHealth> {
     let node = stores.nodes.get(&ObjectRef::new(name))?;
     let leases = NodeLeases::of(name, stores);
-    let (facts, hb) = node_facts(&node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
-    Some(node_health(&facts, &hb, now))
+    let facts = node_facts(&node, &leases, &stores.heartbeats);
+    Some(node_health(&facts, &cluster.spec.heartbeat, now))
 }
 
 /// Every member node of `cluster`: what its Node and Leases say, and the verdict on it now.
@@ -168,9 +162,8 @@ pub fn member_health(
         .into_iter()
         .map(|node| {
             let leases = NodeLeases::of(&node.name_any(), stores);
-            let (facts, hb) =
-                node_facts(node, &leases, &stores.heartbeats, &cluster.spec.heartbeat);
-            let health = node_health(&facts, &hb, now);
+            let facts = node_facts(node, &leases, &stores.heartbeats);
+            let health = node_health(&facts, &cluster.spec.heartbeat, now);
             (facts, health)
         })
         .collect()
@@ -286,11 +279,13 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         dns_name: format!("{}.{ns}.svc", fci.spec.network_name.name),
         vip_holders: BTreeSet::new(),
         requests: requests(fci.annotations()),
+        needs_agent: fci.spec.vip_mode == kube_failover_core::api::VipMode::Agent
+            && !fci.spec.virtual_ips.is_empty(),
     };
     if fci.spec.vip_mode == kube_failover_core::api::VipMode::Agent
         && !fci.spec.virtual_ips.is_empty()
     {
-        obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, now);
+        obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, cluster.as_deref(), now);
     }
     if let Some(cluster) = &cluster {
         observe_cluster(&mut obs, fci, cluster, stores);

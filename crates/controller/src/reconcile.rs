@@ -222,10 +222,15 @@ async fn observe_round(
         let live = leases
             .list(&ListParams::default().labels(&selector))
             .await?;
+        let cluster = ctx
+            .stores
+            .clusters
+            .get(&ObjectRef::new(&fci.spec.cluster_ref));
         observed.vip_holders.extend(vip_holders::vip_holders_among(
             &fci.key(),
             &live.items,
             &ctx.stores,
+            cluster.as_deref(),
             now,
         ));
     }

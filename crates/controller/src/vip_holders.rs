@@ -11,7 +11,8 @@ use kube_failover_core::decide::SELF_FENCE_MARGIN;
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
 use super::heartbeats::renew_time;
-use super::observe::{Stores, self_fence_of};
+use super::observe::{Stores, node_health_of, self_fence_of};
+use kube_failover_core::api::FailoverCluster;
 
 /// The instances (`namespace/name`) a node agent's Lease says it holds the virtual IPs of.
 pub fn agent_holds(lease: &Lease) -> Vec<String> {
@@ -24,14 +25,24 @@ pub fn agent_holds(lease: &Lease) -> Vec<String> {
 
 /// Nodes whose agent may still have the virtual IPs of instance `key` (`namespace/name`) up:
 /// its Lease lists the instance, and it cannot be trusted to have dropped them: the node
-/// exists, is not out of service, and the Lease was seen renewed less than its self-fence
-/// time (plus a margin) ago. An agent without a self-fence time is trusted only to have
-/// stopped with its node's deletion or fencing.
-pub fn vip_holders(key: &str, stores: &Stores, now: jiff::Timestamp) -> BTreeSet<String> {
+/// exists and is not out of service, and the agent is not known to have fenced itself. An
+/// agent has fenced itself (taken its addresses down) once its Lease has been silent for its
+/// self-fence time plus a margin *while its node is silent too* (its kubelet's Lease stale
+/// for `cluster`'s threshold): an agent that went silent while its kubelet heartbeats has
+/// crashed or is restarting, not fenced, and its addresses stay up until it is back and
+/// lets them go, or its node is fenced. An agent without a self-fence time is trusted only
+/// to have stopped with its node's deletion or fencing.
+pub fn vip_holders(
+    key: &str,
+    stores: &Stores,
+    cluster: Option<&FailoverCluster>,
+    now: jiff::Timestamp,
+) -> BTreeSet<String> {
     vip_holders_among(
         key,
         stores.leases.state().iter().map(|l| l.as_ref()),
         stores,
+        cluster,
         now,
     )
 }
@@ -42,6 +53,7 @@ pub fn vip_holders_among<'a>(
     key: &str,
     leases: impl IntoIterator<Item = &'a Lease>,
     stores: &Stores,
+    cluster: Option<&FailoverCluster>,
     now: jiff::Timestamp,
 ) -> BTreeSet<String> {
     let mut holders = BTreeSet::new();
@@ -72,8 +84,12 @@ pub fn vip_holders_among<'a>(
         let seen = stores
             .heartbeats
             .lease(&lease.name_any(), renew_time(lease));
-        let dropped_by_itself =
-            self_fence_of(lease.annotations()).is_some_and(|s| seen + s + SELF_FENCE_MARGIN <= now);
+        let node_silent = cluster
+            .and_then(|c| node_health_of(&node, c, stores, now))
+            .is_some_and(|h| h.heartbeat_stale);
+        let dropped_by_itself = node_silent
+            && self_fence_of(lease.annotations())
+                .is_some_and(|s| seen + s + SELF_FENCE_MARGIN <= now);
         if !dropped_by_itself {
             holders.insert(node);
         }

@@ -409,6 +409,7 @@ mod tests {
                     last_heartbeat: None,
                     reason: None,
                     instances: vec![],
+                    agent: None,
                 })
                 .collect(),
             ..Default::default()

@@ -1127,6 +1127,19 @@ async fn validate_passes_a_healthy_setup() {
     fcis.create(&PostParams::default(), &fci).await.unwrap();
     online_there(&fcis, &nodes[0]).await;
     cluster_status_of(&client, "vok", 3, Some(&nodes[0])).await;
+    // Each member runs the node agent: its Lease, just renewed.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-node-lease");
+    for node in &nodes {
+        let lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": kube_failover_core::api::agent_lease_name(node)},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": 3,
+                     "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                         jiff::Timestamp::now())},
+        }))
+        .unwrap();
+        leases.create(&PostParams::default(), &lease).await.unwrap();
+    }
 
     let sa_name = format!("{CONTROLLER_NS}/{CONTROLLER_SA}");
     let sa = sa_name.as_str();
@@ -1190,10 +1203,15 @@ async fn validate_passes_a_healthy_setup() {
     for node in &nodes {
         line_with(&out, "PASS  member", &[&format!("{node} (cluster vok)")]);
     }
-    // 2 CRDs, leader, RBAC, version, 3 members, quorum, address pools, owners, storage,
-    // virtual IPs, network name.
+    line_with(
+        &out,
+        "PASS  cluster vok node agents",
+        &["every member runs"],
+    );
+    // 2 CRDs, leader, RBAC, version, 3 members, quorum, agents, address pools, owners,
+    // storage, virtual IPs, network name.
     assert!(
-        out.ends_with("\n14 passed, 0 warnings, 0 failed\n"),
+        out.ends_with("\n15 passed, 0 warnings, 0 failed\n"),
         "{out}"
     );
 

@@ -201,11 +201,16 @@ pub struct Heartbeat {
     #[serde(default = "default_not_ready")]
     #[schemars(range(min = 1, max = 3600))]
     pub not_ready_seconds: u32,
-    /// Whose Lease is the heartbeat. `Kubelet` (default): the node's own Lease, renewed
-    /// every 10 s. `Agent`: the Lease `kube-failover-agent-<node>` that kube-failover's node
-    /// agent renews every second (the chart's `agent.renewMilliseconds`), so that
-    /// `leaseStaleSeconds` can be a few seconds; a member without an agent Lease is judged
-    /// by its kubelet's Lease, with a threshold of at least 20 s.
+    /// How `leaseStaleSeconds` applies. A node is Down only when its kubelet's Lease is
+    /// stale: the agent's Lease (`kube-failover-agent-<node>`, renewed every second where
+    /// kube-failover's node agent runs) is a second heartbeat, never a replacement. An agent
+    /// silent while its kubelet heartbeats is `AgentDown` (its own fault: never fenced,
+    /// nothing moves); a silent kubelet whose agent renews is fenced only once the agent
+    /// says it stopped the instance workloads there. `Kubelet` (default):
+    /// `leaseStaleSeconds` judges both Leases. `Agent`: it judges the agent's Lease, and the
+    /// kubelet's is judged with at least 20 s (a kubelet renews every 10 s), so that a few
+    /// seconds can be set for the agent's without a slow kubelet renewal making a node
+    /// Down.
     #[serde(default)]
     pub source: HeartbeatSource,
 }
@@ -221,7 +226,7 @@ pub enum HeartbeatSource {
 }
 
 /// The least `leaseStaleSeconds` applied to a kubelet's Lease (renewed every 10 s) when the
-/// cluster's heartbeat source is `Agent` and a member has no agent Lease.
+/// cluster's heartbeat source is `Agent`.
 pub const KUBELET_LEASE_STALE_FLOOR: u32 = 20;
 
 fn default_lease_stale() -> u32 {
@@ -357,6 +362,18 @@ pub struct MemberStatus {
     /// Instances this node owns, as `namespace/name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<String>,
+    /// The node agent, where one has a Lease: `Renewing`, or `Down` (silent for
+    /// `heartbeat.leaseStaleSeconds`). An agent down while the kubelet heartbeats leaves the
+    /// node `Up` with reason `AgentDown`: never fenced for it, and its virtual IPs are
+    /// granted nowhere else until the agent is back or the node is fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentState>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentState {
+    Renewing,
+    Down,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -163,10 +163,18 @@ pub mod reason {
     pub const PUBLISHING_ENDPOINT: &str = "PublishingEndpoint";
     /// Another node's agent may still hold the virtual IPs (`vipMode: Agent`).
     pub const AWAITING_VIP_RELEASE: &str = "AwaitingVIPRelease";
+    /// The old owner's kubelet is silent while its agent renews: waiting for the agent to
+    /// say it stopped the instance workloads there.
+    pub const AWAITING_AGENT_STOP: &str = "AwaitingAgentStop";
 
     // Why a member node is not Up (member status, and the `NodeDown: …` move reason)
     /// The node's Lease has not been renewed for `heartbeat.leaseStaleSeconds`.
     pub const LEASE_STALE: &str = "LeaseStale";
+    /// The node's agent has not renewed its Lease for `heartbeat.leaseStaleSeconds` while
+    /// its kubelet heartbeats: the agent's fault, never the node's (it is not fenced).
+    pub const AGENT_DOWN: &str = "AgentDown";
+    /// An instance with `vipMode: Agent` may be placed only where an agent renews.
+    pub const NO_AGENT: &str = "NoAgent";
     /// The node's Ready condition has been False or Unknown for `heartbeat.notReadySeconds`.
     pub const NODE_NOT_READY: &str = "NotReady";
     /// The node has neither a Lease nor a Ready condition.

@@ -90,6 +90,16 @@ pub const AGENT_HOLDS_ANNOTATION: &str = "kube-failover.io/holds-virtual-ips";
 /// the agent has taken its virtual IPs down and stopped the node's instance workloads once
 /// it cannot renew its Lease.
 pub const SELF_FENCE_ANNOTATION: &str = "kube-failover.io/self-fence-seconds";
+/// On a Node, set by the controller when the node's kubelet is silent while its agent
+/// renews, before it fences the node: the kubelet Lease's `renewTime` as the controller read
+/// it. The agent stops the instance workloads of its node when this names the kubelet
+/// Lease's `renewTime` as the agent sees it (the kubelet has not been heard from since).
+pub const STOP_WORKLOADS_ANNOTATION: &str = "kube-failover.io/stop-workloads";
+/// On a node agent's Lease: the agent has stopped the instance workloads of its node, and
+/// keeps them stopped, since the kubelet Lease's `renewTime` this names. The controller
+/// fences a node whose kubelet is silent and whose agent renews only on this word, and only
+/// while it names the kubelet Lease's current `renewTime`.
+pub const WORKLOADS_STOPPED_ANNOTATION: &str = "kube-failover.io/workloads-stopped";
 /// On an instance, `"true"`: an operator took it offline (`kubectl failover stop`). Its pod
 /// is stopped with its grace period; its claims, Service and name are kept.
 pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";

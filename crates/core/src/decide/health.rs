@@ -3,6 +3,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{Heartbeat, MemberState, reason};
+use crate::rules::kubelet_lease_stale_seconds;
 
 /// What the controller needs to know of a node, read from its Node object and its Lease.
 ///
@@ -12,9 +13,11 @@ use crate::api::{Heartbeat, MemberState, reason};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFacts {
     pub name: String,
-    /// When the controller saw the current renewal of the node's Lease in
+    /// When the controller saw the current renewal of the kubelet's Lease in
     /// `kube-node-lease`, if it has one.
     pub lease_renewed: Option<Timestamp>,
+    /// The node agent's Lease, if the node has one.
+    pub agent: Option<AgentFacts>,
     /// The Ready condition: `Some(true)` for True, `Some(false)` for False or Unknown,
     /// with the time the controller saw it take that status.
     pub ready: Option<(bool, Timestamp)>,
@@ -26,10 +29,42 @@ pub struct NodeFacts {
     pub fenced_by_controller: bool,
     /// When it was added, on the clock of the replica that added it.
     pub fenced_at: Option<Timestamp>,
-    /// How long after its last renewal a node agent on this node has stopped its workloads
-    /// once it cannot reach the API server (`kube-failover.io/self-fence-seconds` on the
-    /// agent's Lease or the Node).
+    /// How long after the kubelet's last renewal something on the node other than the agent
+    /// (a watchdog, another fencer) has stopped its workloads
+    /// (`kube-failover.io/self-fence-seconds` on the Node).
     pub self_fence: Option<SignedDuration>,
+}
+
+/// What the controller knows of a node's agent, from its Lease
+/// (`kube-node-lease/kube-failover-agent-<node>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentFacts {
+    /// When the controller saw its Lease's current renewal.
+    pub renewed: Timestamp,
+    /// How long after its last renewal the agent has stopped the instance workloads of its
+    /// node when it cannot renew (`kube-failover.io/self-fence-seconds` on its Lease).
+    pub self_fence: Option<SignedDuration>,
+    /// The agent attests that the instance workloads of its node are stopped and kept
+    /// stopped since the kubelet's current renewal (`kube-failover.io/workloads-stopped`
+    /// names the kubelet Lease's `renewTime` as it is now): the kubelet has not been heard
+    /// from since.
+    pub stopped_workloads: bool,
+}
+
+/// The verdict on a node's agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AgentHealth {
+    /// The node has no agent Lease: no agent runs there (or never has).
+    #[default]
+    Absent,
+    /// Renewing. `stopped_workloads`: see [`AgentFacts::stopped_workloads`].
+    Live { stopped_workloads: bool },
+    /// Not renewed for the threshold: crashed, restarting, rolled out, or cut off with its
+    /// node. `seen`: when its last renewal was seen; `self_fence`: what it announced.
+    Silent {
+        seen: Timestamp,
+        self_fence: Option<SignedDuration>,
+    },
 }
 
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
@@ -50,9 +85,12 @@ pub struct NodeHealth {
     pub heartbeat_stale: bool,
     /// See `NodeFacts::self_fence`.
     pub self_fence: Option<SignedDuration>,
-    /// When the controller saw the node's heartbeat Lease last renewed (`NodeFacts::lease_renewed`):
-    /// a self-fencing agent's timer started no later.
+    /// When the self-fence timer (`self_fence`) started at the latest: the last renewal
+    /// seen of the Lease whose silence starts it (the agent's, or the kubelet's for a
+    /// self-fence time announced on the Node).
     pub heartbeat_seen: Option<Timestamp>,
+    /// The node's agent.
+    pub agent: AgentHealth,
 }
 
 impl NodeHealth {
@@ -65,20 +103,62 @@ impl NodeHealth {
     pub fn failed(&self) -> bool {
         matches!(self.state, MemberState::Down | MemberState::Fenced)
     }
+
+    /// The agent is silent while the kubelet heartbeats: the agent's own fault (a crash, a
+    /// restart, a rollout), never a reason to fence or fail over; its virtual IPs may still
+    /// be up and are granted nowhere else until it is back or the node is fenced.
+    pub fn agent_down(&self) -> bool {
+        !self.heartbeat_stale && matches!(self.agent, AgentHealth::Silent { .. })
+    }
+
+    /// The agent renews its Lease.
+    pub fn agent_live(&self) -> bool {
+        matches!(self.agent, AgentHealth::Live { .. })
+    }
 }
 
 fn secs(s: u32) -> SignedDuration {
     SignedDuration::from_secs(i64::from(s))
 }
 
-/// Judges a node. A node is Down when its Lease has not been renewed for
-/// `leaseStaleSeconds`, or its Ready condition has been False/Unknown for
-/// `notReadySeconds`, whichever comes first. A node with neither a Lease nor a Ready
-/// condition has never reported and is not Up either.
+/// Judges a node. A node is Down when its kubelet's Lease has not been renewed for the
+/// threshold, or its Ready condition has been False/Unknown for `notReadySeconds`, whichever
+/// comes first. A node with neither a Lease nor a Ready condition has never reported and is
+/// not Up either.
+///
+/// The agent's Lease is a second heartbeat, never a replacement: an agent silent while the
+/// kubelet renews is the agent's fault ([`NodeHealth::agent_down`]), not the node's. With
+/// `heartbeat.source: Agent` the kubelet's Lease is judged no faster than a kubelet renews
+/// ([`kubelet_lease_stale_seconds`]) and the agent's with `leaseStaleSeconds`; a node
+/// without a kubelet Lease is judged by its agent's alone.
 pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHealth {
-    let lease_deadline = facts
-        .lease_renewed
-        .map(|t| t + secs(hb.lease_stale_seconds));
+    let agent_deadline = facts
+        .agent
+        .as_ref()
+        .map(|a| a.renewed + secs(hb.lease_stale_seconds));
+    let agent = match &facts.agent {
+        None => AgentHealth::Absent,
+        Some(a) if agent_deadline.is_some_and(|d| d <= now) => AgentHealth::Silent {
+            seen: a.renewed,
+            self_fence: a.self_fence,
+        },
+        Some(a) => AgentHealth::Live {
+            stopped_workloads: a.stopped_workloads,
+        },
+    };
+    let lease_deadline = match facts.lease_renewed {
+        Some(t) => Some(t + secs(kubelet_lease_stale_seconds(hb))),
+        None => agent_deadline,
+    };
+    // The self-fence timer the controller may count on: the agent's, when the agent itself
+    // is silent (it fences itself when it cannot renew); a live agent's never (it renews,
+    // so it has not fenced itself: the controller waits for its word instead). Without an
+    // agent, what the Node announces, counted from the kubelet's last renewal.
+    let (self_fence, heartbeat_seen) = match &agent {
+        AgentHealth::Silent { seen, self_fence } => (*self_fence, Some(*seen)),
+        AgentHealth::Live { .. } => (None, facts.lease_renewed),
+        AgentHealth::Absent => (facts.self_fence, facts.lease_renewed),
+    };
     let not_ready_deadline = match facts.ready {
         Some((false, since)) => Some(since + secs(hb.not_ready_seconds)),
         _ => None,
@@ -95,18 +175,21 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             down = Some((d, reason));
         }
     }
-    if facts.lease_renewed.is_none() && facts.ready.is_none() {
+    if facts.lease_renewed.is_none() && facts.agent.is_none() && facts.ready.is_none() {
         return NodeHealth {
             state: MemberState::Down,
             down_since: None,
             reason: Some(reason::NEVER_REPORTED.into()),
             recheck_at: None,
             heartbeat_stale: false,
-            self_fence: facts.self_fence,
-            heartbeat_seen: facts.lease_renewed,
+            self_fence,
+            heartbeat_seen,
+            agent,
         };
     }
     let heartbeat_stale = lease_deadline.is_some_and(|d| d <= now);
+    // The agent's Lease going stale changes the verdict too (AgentDown), without any event.
+    let agent_recheck = agent_deadline.filter(|d| *d > now);
     if let Some((since, reason)) = down {
         let state = if facts.out_of_service {
             MemberState::Fenced
@@ -118,13 +201,17 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             down_since: Some(since),
             reason: Some(reason.into()),
             // A NotReady node may yet go silent: look again when its Lease would be stale.
-            recheck_at: lease_deadline.filter(|d| *d > now),
+            recheck_at: [lease_deadline.filter(|d| *d > now), agent_recheck]
+                .into_iter()
+                .flatten()
+                .min(),
             heartbeat_stale,
-            self_fence: facts.self_fence,
-            heartbeat_seen: facts.lease_renewed,
+            self_fence,
+            heartbeat_seen,
+            agent,
         };
     }
-    let recheck_at = [lease_deadline, not_ready_deadline]
+    let recheck_at = [lease_deadline, not_ready_deadline, agent_deadline]
         .into_iter()
         .flatten()
         .filter(|d| *d > now)
@@ -146,8 +233,9 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         reason,
         recheck_at,
         heartbeat_stale,
-        self_fence: facts.self_fence,
-        heartbeat_seen: facts.lease_renewed,
+        self_fence,
+        heartbeat_seen,
+        agent,
     }
 }
 
@@ -186,6 +274,7 @@ pub fn required_healthy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{HeartbeatSource, KUBELET_LEASE_STALE_FLOOR};
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
@@ -201,6 +290,7 @@ mod tests {
             fenced_by_controller: false,
             fenced_at: None,
             self_fence: None,
+            agent: None,
         }
     }
 
@@ -300,6 +390,86 @@ mod tests {
             Some(t(29)),
             "looks again when the Lease would go stale"
         );
+    }
+
+    fn agent(renewed: i64) -> Option<AgentFacts> {
+        Some(AgentFacts {
+            renewed: t(renewed),
+            self_fence: Some(SignedDuration::from_secs(3)),
+            stopped_workloads: false,
+        })
+    }
+
+    #[test]
+    fn a_silent_agent_with_a_heartbeating_kubelet_is_agent_down_never_down() {
+        for source in [HeartbeatSource::Kubelet, HeartbeatSource::Agent] {
+            let hb = Heartbeat {
+                source,
+                lease_stale_seconds: 3,
+                ..Heartbeat::default()
+            };
+            let mut f = facts(Some(99), Some((true, 0)));
+            f.agent = agent(50);
+            let h = node_health(&f, &hb, t(100));
+            assert_eq!(h.state, MemberState::Up, "{source:?}");
+            assert!(!h.heartbeat_stale);
+            assert!(h.agent_down());
+        }
+    }
+
+    #[test]
+    fn a_silent_kubelet_with_a_live_agent_is_down_and_counts_on_no_self_fence() {
+        let hb = Heartbeat {
+            lease_stale_seconds: 3,
+            ..Heartbeat::default()
+        };
+        let mut f = facts(Some(50), Some((true, 0)));
+        f.agent = agent(99);
+        f.self_fence = Some(SignedDuration::from_secs(5));
+        let h = node_health(&f, &hb, t(100));
+        assert_eq!(h.state, MemberState::Down);
+        assert!(h.heartbeat_stale);
+        assert!(!h.agent_down());
+        assert_eq!(
+            h.agent,
+            AgentHealth::Live {
+                stopped_workloads: false
+            }
+        );
+        assert_eq!(h.self_fence, None, "a renewing agent has not fenced itself");
+    }
+
+    #[test]
+    fn both_silent_counts_the_agents_self_fence_from_its_last_renewal() {
+        let hb = Heartbeat {
+            lease_stale_seconds: 3,
+            ..Heartbeat::default()
+        };
+        let mut f = facts(Some(50), Some((true, 0)));
+        f.agent = agent(60);
+        let h = node_health(&f, &hb, t(100));
+        assert_eq!(h.state, MemberState::Down);
+        assert_eq!(h.down_since, Some(t(53)));
+        assert_eq!(h.self_fence, Some(SignedDuration::from_secs(3)));
+        assert_eq!(h.heartbeat_seen, Some(t(60)));
+    }
+
+    #[test]
+    fn with_the_agent_source_the_kubelet_is_judged_no_faster_than_it_renews() {
+        let hb = Heartbeat {
+            source: HeartbeatSource::Agent,
+            lease_stale_seconds: 3,
+            ..Heartbeat::default()
+        };
+        let mut f = facts(Some(90), Some((true, 0)));
+        f.agent = agent(90);
+        // Both silent for 10 s: the agent's 3 s are past, the kubelet's floor is not.
+        let h = node_health(&f, &hb, t(100));
+        assert!(!h.heartbeat_stale);
+        assert!(h.agent_down());
+        let h = node_health(&f, &hb, t(90 + i64::from(KUBELET_LEASE_STALE_FLOOR)));
+        assert!(h.heartbeat_stale);
+        assert_eq!(h.state, MemberState::Down);
     }
 
     #[test]

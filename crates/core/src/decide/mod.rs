@@ -21,7 +21,9 @@ use crate::api::{
     FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, Fencing, Served, condition, reason,
     set_condition,
 };
-pub use health::{NodeFacts, NodeHealth, node_health, required_healthy, unfence_at};
+pub use health::{
+    AgentFacts, AgentHealth, NodeFacts, NodeHealth, node_health, required_healthy, unfence_at,
+};
 pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
 
@@ -114,6 +116,9 @@ pub struct Observed {
     pub vip_holders: BTreeSet<String>,
     /// What an operator asked for through the instance's annotations.
     pub requests: Requests,
+    /// The instance brings its virtual IPs up through the node agents (`vipMode: Agent`,
+    /// with addresses to serve): a new owner needs a live agent.
+    pub needs_agent: bool,
     /// Nodes hosting another instance of the cluster that shares an anti-affinity class
     /// with this one, or where such an instance is moving: node → those instances.
     pub neighbours: BTreeMap<String, Vec<Neighbour>>,
@@ -189,6 +194,11 @@ pub enum Action {
     SetEndpoints(Vec<String>),
     /// Taint the node out of service.
     Fence {
+        node: String,
+    },
+    /// Ask the node's agent to stop the instance workloads there (its kubelet is silent, the
+    /// agent renews): [`crate::api::STOP_WORKLOADS_ANNOTATION`] on the Node.
+    RequestWorkloadStop {
         node: String,
     },
     /// Delete a pod, if it still has this UID; `force` means grace period 0 (only ever for a

@@ -79,6 +79,12 @@ pub fn ineligible(obs: &Observed, n: &str) -> Option<String> {
             .unwrap_or_default();
         return Some(format!("{:?}{why}", health.state));
     }
+    if obs.needs_agent && !health.agent_live() {
+        return Some(format!(
+            "no node agent renews there ({}; vipMode Agent needs one)",
+            crate::api::reason::NO_AGENT
+        ));
+    }
     if let Some((claim, pinned)) = obs.pinned_claims.iter().find(|(_, p)| p.as_str() != n) {
         return Some(format!("claim {claim} is bound to {pinned}"));
     }

@@ -3,9 +3,9 @@
 use crate::api::{Heartbeat, HeartbeatSource, KUBELET_LEASE_STALE_FLOOR};
 
 /// Seconds after its last renewal that a node's kubelet Lease makes it Down. With the
-/// agent's Lease as the heartbeat source, the kubelet's Lease stands in only where the
-/// agent's is missing, and it is judged with no less than the kubelet's own renewal period
-/// allows ([`KUBELET_LEASE_STALE_FLOOR`]).
+/// agent's Lease as the heartbeat source, `leaseStaleSeconds` is meant for the agent's
+/// Lease (renewed every second), and the kubelet's is judged with no less than the
+/// kubelet's own renewal period allows ([`KUBELET_LEASE_STALE_FLOOR`]).
 pub fn kubelet_lease_stale_seconds(hb: &Heartbeat) -> u32 {
     match hb.source {
         HeartbeatSource::Kubelet => hb.lease_stale_seconds,

@@ -57,6 +57,8 @@ pub struct Facts {
 pub struct ClusterFacts {
     pub cluster: FailoverCluster,
     pub member_leases: Vec<(String, Read<Option<Lease>>)>,
+    /// The node agent's Lease of each member (`kube-failover-agent-<node>`).
+    pub agent_leases: Vec<(String, Read<Option<Lease>>)>,
 }
 
 /// An instance in scope and what its checks need.
@@ -139,6 +141,11 @@ fn judge_cluster(
         }
     }
     checks.push(judge_quorum(&c.cluster));
+    checks.push(super::members::judge_agents(
+        &c.cluster,
+        &c.agent_leases,
+        now,
+    ));
     checks.push(match reserved {
         Ok(reserved) => judge_pools(&c.cluster, reserved),
         // No pool overlaps anything: nothing to read.

@@ -112,3 +112,80 @@ pub fn judge_quorum(cluster: &FailoverCluster) -> Check {
         m => Check::pass("quorum", subject, format!("{counts}: {m} more may fail")),
     }
 }
+
+/// Whether every member of `cluster` runs the node agent, when the cluster fences by itself:
+/// without an agent, the out-of-service taint assumes that a silent node is powered off
+/// (a node cut off from the API server but running keeps running its workloads). An agent
+/// whose Lease is stale is named too (`AgentDown`: its virtual IPs are held, nothing fails
+/// over for it).
+pub fn judge_agents(
+    cluster: &FailoverCluster,
+    agents: &[(String, super::facts::Read<Option<Lease>>)],
+    now: Timestamp,
+) -> Check {
+    use crate::api::FencingMode;
+    let subject = format!("cluster {} node agents", cluster.name_any());
+    let threshold = SignedDuration::from_secs(cluster.spec.heartbeat.lease_stale_seconds.into());
+    if agents.is_empty() {
+        return super::facts::unchecked(
+            "agents",
+            subject,
+            "no member read (the Nodes could not be read, or the cluster has no member)",
+        );
+    }
+    let mut missing = Vec::new();
+    let mut silent = Vec::new();
+    for (node, lease) in agents {
+        match lease {
+            Ok(None) => missing.push(node.as_str()),
+            Ok(Some(l)) => {
+                if renewal_age(l, now).is_none_or(|(age, _)| surely_past(age, threshold)) {
+                    silent.push(node.as_str());
+                }
+            }
+            Err(e) => return super::facts::unchecked("agents", subject, e),
+        }
+    }
+    let fences = cluster.spec.fencing.mode == FencingMode::OutOfServiceTaint;
+    if fences && !missing.is_empty() {
+        return Check::warn(
+            "agents",
+            subject,
+            format!(
+                "the cluster fences automatically, and member(s) {} run no node agent: a \
+                 silent member is then assumed powered off, and one cut off from the API \
+                 server but running keeps running its workloads after the taint",
+                missing.join(", ")
+            ),
+            "run the agent on every member (Helm: agent.enabled=true, with agent.criSocket or \
+             agent.stopCommand), or set fencing.mode: External with a fencer that powers \
+             nodes off",
+        );
+    }
+    if !silent.is_empty() {
+        return Check::warn(
+            "agents",
+            subject,
+            format!(
+                "the agent of member(s) {} has not renewed its Lease for {}: AgentDown (never \
+                 fenced for it; its virtual IPs are granted nowhere else until it is back)",
+                silent.join(", "),
+                secs(threshold)
+            ),
+            "kubectl -n <agent namespace> get pods -o wide, and the agent's logs on that node",
+        );
+    }
+    Check::pass(
+        "agents",
+        subject,
+        if missing.is_empty() {
+            "every member runs the node agent, and each renews".to_string()
+        } else {
+            format!(
+                "member(s) {} run no node agent (fencing mode {:?} does not rely on it)",
+                missing.join(", "),
+                cluster.spec.fencing.mode
+            )
+        },
+    )
+}

@@ -965,6 +965,7 @@ fn facts_of(cluster: FailoverCluster, fci: FailoverClusterInstance) -> Facts {
         clusters: vec![ClusterFacts {
             cluster,
             member_leases: vec![],
+            agent_leases: vec![],
         }],
         instances: vec![InstanceFacts {
             instance: fci,
@@ -1044,4 +1045,54 @@ fn judge_reports_grants_with_the_service_ranges_and_says_what_it_could_not_read(
         grant[0].message,
         "not checked: reading namespace shop: forbidden"
     );
+}
+
+#[test]
+fn members_without_an_agent_warn_where_the_cluster_fences_by_itself() {
+    use crate::validate::members::judge_agents;
+    let now = ts("2026-12-04T10:01:00Z");
+    let fresh = lease(
+        "2026-12-04T10:00:59Z",
+        Some("2026-12-04T10:00:59Z"),
+        3,
+        None,
+    );
+    let stale = lease(
+        "2026-12-04T09:00:00Z",
+        Some("2026-12-04T09:00:00Z"),
+        3,
+        None,
+    );
+    let auto = cluster("c1", serde_json::json!({}), serde_json::json!({}));
+    let all = [
+        ("n1".to_string(), Ok(Some(fresh.clone()))),
+        ("n2".to_string(), Ok(Some(fresh.clone()))),
+    ];
+    assert_eq!(judge_agents(&auto, &all, now).verdict, Verdict::Pass);
+    let one_missing = [
+        ("n1".to_string(), Ok(Some(fresh.clone()))),
+        ("n2".to_string(), Ok(None)),
+    ];
+    let c = judge_agents(&auto, &one_missing, now);
+    assert_eq!(c.verdict, Verdict::Warn);
+    assert!(
+        c.message.contains("n2") && c.message.contains("powered off"),
+        "{}",
+        c.message
+    );
+    // An external fencer powers nodes off: no agent needed.
+    let external = cluster(
+        "c2",
+        serde_json::json!({"fencing": {"mode": "External"}}),
+        serde_json::json!({}),
+    );
+    assert_eq!(
+        judge_agents(&external, &one_missing, now).verdict,
+        Verdict::Pass
+    );
+    // A stale agent Lease is named.
+    let down = [("n1".to_string(), Ok(Some(stale)))];
+    let c = judge_agents(&auto, &down, now);
+    assert_eq!(c.verdict, Verdict::Warn);
+    assert!(c.message.contains("AgentDown"), "{}", c.message);
 }

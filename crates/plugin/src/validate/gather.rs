@@ -225,15 +225,21 @@ async fn read_clusters(
     let mut out = Vec::new();
     for cluster in clusters {
         let mut member_leases = Vec::new();
+        let mut agent_leases = Vec::new();
         for node in nodes.iter().flat_map(|nodes| members_of(&cluster, nodes)) {
             let lease = get_opt(&node_leases, &node)
                 .await
                 .context("reading node Leases");
-            member_leases.push((node, read(lease)));
+            member_leases.push((node.clone(), read(lease)));
+            let agent = get_opt(&node_leases, &agent_lease_name(&node))
+                .await
+                .context("reading node agent Leases");
+            agent_leases.push((node, read(agent)));
         }
         out.push(ClusterFacts {
             cluster,
             member_leases,
+            agent_leases,
         });
     }
     out

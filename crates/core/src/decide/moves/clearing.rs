@@ -63,6 +63,20 @@ pub(super) fn fence(r: &mut Round) -> Flow {
         );
         return Flow::Park(reason::AWAITING_FENCE, msg);
     }
+    if let Some(AgentHealth::Live {
+        stopped_workloads: false,
+    }) = health.as_ref().map(|h| &h.agent)
+    {
+        // The kubelet is silent, the agent renews: it has not fenced itself, and the
+        // containers may run on. It stops them when asked, and says so on its Lease.
+        r.d.actions
+            .push(Action::RequestWorkloadStop { node: node.clone() });
+        let msg = format!(
+            "the kubelet of {node} is silent but its agent renews: waiting for the agent to \
+             stop the instance workloads there"
+        );
+        return Flow::Park(reason::AWAITING_AGENT_STOP, msg);
+    }
     let down_since = health.as_ref().and_then(|h| h.down_since).unwrap_or(now);
     let mut at = down_since + SignedDuration::from_secs(i64::from(r.obs.fencing.delay_seconds));
     if let Some(s) = health.as_ref().and_then(|h| h.self_fence) {

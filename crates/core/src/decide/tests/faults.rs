@@ -441,3 +441,103 @@ fn a_drained_node_counts_for_the_quorum_and_a_failover_proceeds() {
     assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
     assert_eq!(st2.owner_node.as_deref(), Some("a"));
 }
+
+#[test]
+fn a_silent_kubelet_with_a_live_agent_is_fenced_only_on_the_agents_word() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // The kubelet went silent long ago; the agent renews and has not stopped anything. A
+    // self-fence time on the Node is not counted on: the agent, renewing, has not fenced.
+    let mut silent = down(0);
+    silent.self_fence = None;
+    silent.agent = AgentHealth::Live {
+        stopped_workloads: false,
+    };
+    obs.members.insert("a".into(), silent.clone());
+    obs.endpoints.clear();
+    for _ in 0..3 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+        assert!(
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::RequestWorkloadStop { node } if node == "a")),
+            "{:?}",
+            d.actions
+        );
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, Action::CreatePod { .. }))
+        );
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::AWAITING_AGENT_STOP),
+            "{:?}",
+            d.status.conditions
+        );
+        st = d.status;
+        obs.now += jiff::SignedDuration::from_secs(60);
+    }
+    // Its word: the workloads are stopped since the kubelet's last renewal. Fenced at once.
+    silent.agent = AgentHealth::Live {
+        stopped_workloads: true,
+    };
+    obs.members.insert("a".into(), silent);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Fence { node } if node == "a")),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn a_silent_agent_whose_kubelet_heartbeats_moves_nothing() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut h = up();
+    h.agent = AgentHealth::Silent {
+        seen: t(0),
+        self_fence: Some(jiff::SignedDuration::from_secs(3)),
+    };
+    assert!(h.agent_down());
+    obs.members.insert("a".into(), h);
+    obs.now = t(1000);
+    let acts = settle(&s, &mut st, &mut obs);
+    assert!(fencing_actions(&acts).is_empty(), "{acts:?}");
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { .. } | Action::CreatePod { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(st.owner_node.as_deref(), Some("a"));
+}
+
+#[test]
+fn an_instance_with_agent_vips_is_placed_only_where_an_agent_renews() {
+    let s = spec(&["a", "b", "c"]);
+    let live = || {
+        let mut h = up();
+        h.agent = AgentHealth::Live {
+            stopped_workloads: false,
+        };
+        h
+    };
+    let mut obs = observed(&[("a", up()), ("b", live()), ("c", live())]);
+    obs.needs_agent = true;
+    let why = crate::decide::placement::ineligible(&obs, "a").unwrap();
+    assert!(why.contains(reason::NO_AGENT), "{why}");
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    assert_eq!(st.owner_node.as_deref(), Some("b"));
+}

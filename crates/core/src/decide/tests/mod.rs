@@ -32,6 +32,7 @@ fn up() -> NodeHealth {
         heartbeat_stale: false,
         self_fence: None,
         heartbeat_seen: None,
+        agent: AgentHealth::Absent,
     }
 }
 
@@ -44,6 +45,7 @@ fn down(since: i64) -> NodeHealth {
         heartbeat_stale: true,
         self_fence: None,
         heartbeat_seen: None,
+        agent: AgentHealth::Absent,
     }
 }
 
@@ -56,6 +58,7 @@ fn fenced() -> NodeHealth {
         heartbeat_stale: true,
         self_fence: None,
         heartbeat_seen: None,
+        agent: AgentHealth::Absent,
     }
 }
 
@@ -88,6 +91,7 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         dns_name: "db.ns.svc".into(),
         vip_holders: Default::default(),
         requests: Default::default(),
+        needs_agent: false,
     }
 }
 
