@@ -127,7 +127,19 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             args.validate()?;
             init_tracing(false);
             let client = kube::Client::try_default().await?;
-            kube_failover_agent::run(client, args).await?;
+            // PID 1 of its container, the agent would ignore SIGTERM and wait for SIGKILL:
+            // it exits at once instead. Nothing needs draining: its virtual IPs stay up (the
+            // instance still serves through them) and its state file tells the next agent
+            // on this node what it brought up.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                done = kube_failover_agent::run(client, args) => done?,
+                _ = term.recv() => tracing::info!(
+                    "SIGTERM: the agent exits; its virtual IPs and the instance workloads are \
+                     left as they are"
+                ),
+            }
         }
         Command::Run(args) => {
             init_tracing(args.log_json);

@@ -771,6 +771,146 @@ async fn chart_defaults_are_hardened_and_rbac_is_least_privilege() {
     );
 }
 
+/// The node agent's rights, as (group, resource) → verbs: what it uses, and no more (see
+/// the comment at the top of templates/agent.yaml).
+const AGENT_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "kube-failover.io",
+        "failoverclusterinstances",
+        &["get", "list", "watch"],
+    ),
+    ("", "nodes", &["get", "list", "watch"]),
+    ("", "pods", &["get"]),
+];
+const AGENT_LEASE_VERBS: &[&str] = &["get", "list", "watch", "create", "update"];
+
+#[tokio::test]
+async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privileged() {
+    let all = template_default(&[
+        "--set",
+        "agent.enabled=true",
+        "--set",
+        "agent.probePort=9811",
+    ])
+    .await;
+    let agent = |kind: &str| -> Vec<&Value> {
+        of_kind(&all, kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/component"] == "agent")
+            .collect()
+    };
+    let set = |verbs: &[&str]| verbs.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>();
+
+    // Rights.
+    let want: BTreeMap<_, _> = AGENT_CLUSTER_RULES
+        .iter()
+        .map(|(g, r, verbs)| ((g.to_string(), r.to_string(), Vec::new()), set(verbs)))
+        .collect();
+    let cluster_roles = agent("ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(rules(cluster_roles[0]), want, "the agent's ClusterRole");
+    let roles = agent("Role");
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
+    assert_eq!(
+        rules(roles[0]),
+        BTreeMap::from([(
+            (
+                "coordination.k8s.io".to_string(),
+                "leases".to_string(),
+                Vec::new()
+            ),
+            set(AGENT_LEASE_VERBS)
+        )]),
+        "the agent's Role: Leases in kube-node-lease only"
+    );
+
+    // The rollout: one node at a time, never two agents on one node, each new one Ready
+    // for a while before the next.
+    let ds = agent("DaemonSet")[0];
+    let update = &ds["spec"]["updateStrategy"];
+    assert_eq!(update["type"], "RollingUpdate");
+    assert_eq!(update["rollingUpdate"]["maxUnavailable"], 1);
+    assert_eq!(update["rollingUpdate"]["maxSurge"], 0);
+    assert!(ds["spec"]["minReadySeconds"].as_u64().unwrap() > 0);
+
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() <= 30);
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
+    for (kind, resources) in [
+        ("requests", &["cpu", "memory", "ephemeral-storage"][..]),
+        ("limits", &["memory", "ephemeral-storage"][..]),
+    ] {
+        for resource in resources {
+            assert!(
+                c["resources"][kind][resource].is_string(),
+                "agent resources.{kind}.{resource} set"
+            );
+        }
+    }
+
+    // The probes, on the port from the values, which is the one the agent listens on.
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "probes", "containerPort": 9811, "protocol": "TCP"}])
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "probes");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "probes");
+    let env = c["env"].as_array().unwrap();
+    let value = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    let probe_addr: std::net::SocketAddr =
+        value("KUBE_FAILOVER_AGENT_PROBE_ADDR").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert_eq!(probe_addr.port(), 9811);
+    for (name, field) in [
+        ("NODE_NAME", "spec.nodeName"),
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_UID", "metadata.uid"),
+    ] {
+        assert_eq!(
+            value(name).map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone()),
+            Some(json!(field)),
+            "{name} from the downward API"
+        );
+    }
+    // Every setting the chart passes is one `kube-failover agent` reads (the pod's own
+    // identity is there for later use).
+    let help = run(
+        Path::new(env!("CARGO_BIN_EXE_kube-failover")),
+        &["agent", "--help"],
+        &[],
+    )
+    .await;
+    assert!(help.ok, "{help}");
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        if ["POD_NAME", "POD_NAMESPACE", "POD_UID"].contains(&name) {
+            continue;
+        }
+        assert!(
+            help.stdout.contains(&format!("[env: {name}=")),
+            "the chart sets {name}, which `kube-failover agent` does not read:\n{}",
+            help.stdout
+        );
+    }
+}
+
 #[tokio::test]
 async fn namespaced_mode_grants_instance_rights_in_that_namespace_only() {
     let all = template_default(&["--set", "watchNamespace=apps"]).await;

@@ -28,6 +28,7 @@ pub mod cri;
 mod guard;
 mod held;
 mod lease;
+mod probes;
 mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +82,8 @@ pub struct AgentArgs {
     pub state_dir: PathBuf,
     #[command(flatten)]
     pub workloads: workloads::WorkloadArgs,
+    #[command(flatten)]
+    pub probes: probes::ProbeArgs,
 }
 
 impl AgentArgs {
@@ -159,6 +162,8 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     let workloads = Workloads::new(&args.workloads, &args.node);
     workloads.check().await;
     let shared = Arc::new(Shared::new());
+    let probe = probes::ProbeState::new();
+    tokio::spawn(probes::serve(args.clone(), probe.clone(), shared.clone()));
     tracing::info!(
         node = %args.node,
         interface = %args.interface,
@@ -217,6 +222,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
         if let Err(e) = agent.sync(synced.then_some(instances.as_slice())).await {
             tracing::warn!(error = %format!("{e:#}"), "virtual IPs not in order; retrying");
         }
+        probe.tick();
     }
 }
 
