@@ -9,10 +9,12 @@
 //!   `renewTime` is still the one named (the kubelet has not been heard from since), keeps
 //!   them stopped, and says so on its own Lease ([`WORKLOADS_STOPPED_ANNOTATION`], the same
 //!   `renewTime`); the controller fences the node only on that word. Once the kubelet renews
-//!   again, the agent lets go. (A node that carries the out-of-service taint is not a reason
-//!   of its own: its pods are deleted by Kubernetes, and their containers stopped as below; a
-//!   stop command that reboots the node must not run again when it comes back still
-//!   tainted.)
+//!   again, the agent lets go.
+//! - **A fenced node runs no instance.** While its Node carries the out-of-service taint,
+//!   the agent keeps the instance containers stopped through CRI (a kubelet back before the
+//!   taint is lifted would start them again while its pods are being deleted). Not the stop
+//!   command: one that reboots the node must not run again each time the node comes back
+//!   still tainted.
 //! - **A pod that is gone is stopped.** An instance container whose pod no longer exists in
 //!   the API (force-deleted from a node whose kubelet is silent) is stopped through CRI: a
 //!   kubelet that comes back would not start it again, but until it syncs it runs on.
@@ -49,13 +51,38 @@ pub enum Verdict {
     Hold { since: String },
 }
 
-/// The verdict from the Node's annotations and the kubelet Lease's `renewTime` (as
-/// written). Pure, for tests.
-pub fn verdict(node: Option<&Node>, kubelet_renew: Option<&str>) -> Verdict {
+/// The verdict from the Node's annotations and the kubelet's Lease, at `now` on this node's
+/// clock (the clock the kubelet writes its `renewTime` with). Beyond the controller's word,
+/// the agent sees for itself that the kubelet is overdue: its last renewal is older than its
+/// renewal interval (a quarter of its Lease's duration) plus a second. A request made on a
+/// stale view of a kubelet that heartbeats stops nothing. Pure, for tests.
+pub fn verdict(node: Option<&Node>, kubelet: Option<&Lease>, now: jiff::Timestamp) -> Verdict {
+    let renew = kubelet.and_then(renew_text);
+    let overdue = kubelet.and_then(|l| l.spec.as_ref()).is_some_and(|spec| {
+        let every = spec
+            .lease_duration_seconds
+            .map_or(jiff::SignedDuration::from_secs(10), |d| {
+                jiff::SignedDuration::from_millis(i64::from(d) * 250)
+            });
+        spec.renew_time
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0) > every + jiff::SignedDuration::from_secs(1))
+    });
     node.and_then(|n| n.annotations().get(STOP_WORKLOADS_ANNOTATION))
-        .filter(|asked| same_time(asked, kubelet_renew))
+        .filter(|asked| overdue && same_time(asked, renew.as_deref()))
         .map_or(Verdict::Free, |asked| Verdict::Hold {
             since: asked.clone(),
+        })
+}
+
+/// Whether the Node carries the out-of-service taint.
+fn out_of_service(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == "node.kubernetes.io/out-of-service")
         })
 }
 
@@ -115,10 +142,7 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
         }
         let node = node_store.state().into_iter().next();
         let kubelet = lease_store.state().into_iter().next();
-        let now = verdict(
-            node.as_deref(),
-            kubelet.as_deref().and_then(renew_text).as_deref(),
-        );
+        let now = verdict(node.as_deref(), kubelet.as_deref(), jiff::Timestamp::now());
         match (&now, &holding) {
             (Verdict::Hold { since }, None) if Instant::now() >= retry_at => {
                 tracing::warn!(
@@ -154,6 +178,10 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
                 holding = None;
             }
             _ => {}
+        }
+        if node.as_deref().is_some_and(out_of_service) {
+            // At most once a second, through CRI only (see the module's notes).
+            workloads.keep_stopped().await;
         }
         if last_gone_sweep.elapsed() >= GONE_PODS_EVERY {
             last_gone_sweep = Instant::now();
@@ -239,30 +267,56 @@ mod tests {
         n
     }
 
+    fn kubelet(renew: &str) -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"renewTime": renew, "leaseDurationSeconds": 40},
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn the_agent_stops_only_while_the_kubelet_is_silent_since_the_time_asked_about() {
         let asked = "2026-12-05T10:00:00.123456Z";
-        // Asked about the kubelet's current renewal (printed another way): hold.
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let late = at("2026-12-05T10:00:30Z");
+        let silent = kubelet("2026-12-05T10:00:00.123456Z");
+        // Asked about the kubelet's current renewal (printed another way), and overdue here
+        // (40 s Lease: renewed every 10 s): hold.
+        assert_eq!(
+            verdict(
+                Some(&node(Some("2026-12-05T10:00:00.123456+00:00"))),
+                Some(&silent),
+                late
+            ),
+            Verdict::Hold {
+                since: "2026-12-05T10:00:00.123456+00:00".into()
+            }
+        );
+        // Not overdue on this node's clock (5 s after its renewal): a stale request.
         assert_eq!(
             verdict(
                 Some(&node(Some(asked))),
-                Some("2026-12-05T10:00:00.123456+00:00")
+                Some(&silent),
+                at("2026-12-05T10:00:05Z")
             ),
-            Verdict::Hold {
-                since: asked.into()
-            }
+            Verdict::Free
         );
         // The kubelet renewed since: nothing.
         assert_eq!(
             verdict(
                 Some(&node(Some(asked))),
-                Some("2026-12-05T10:00:10.000001Z")
+                Some(&kubelet("2026-12-05T10:00:10.000001Z")),
+                late
             ),
             Verdict::Free
         );
         // Nobody asked, or no Node, or no kubelet Lease: nothing.
-        assert_eq!(verdict(Some(&node(None)), Some(asked)), Verdict::Free);
-        assert_eq!(verdict(None, Some(asked)), Verdict::Free);
-        assert_eq!(verdict(Some(&node(Some(asked))), None), Verdict::Free);
+        assert_eq!(
+            verdict(Some(&node(None)), Some(&silent), late),
+            Verdict::Free
+        );
+        assert_eq!(verdict(None, Some(&silent), late), Verdict::Free);
+        assert_eq!(verdict(Some(&node(Some(asked))), None, late), Verdict::Free);
     }
 }

@@ -60,15 +60,37 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
             }
         }
         Action::SetEndpoints(addresses) => set_endpoints(fci, addresses, ctx).await?,
-        Action::Fence { node } => fence(node, ctx).await?,
-        Action::RequestWorkloadStop { node } => request_workload_stop(node, ctx).await?,
+        Action::Fence { node, basis } => fence(node, basis, ctx).await?,
+        Action::RequestWorkloadStop { node, basis } => {
+            request_workload_stop(node, basis, ctx).await?
+        }
         Action::DeletePod {
             name: pod,
             uid,
             force,
         } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            let dp = if *force {
+            // No grace period only on a node fenced now, read fresh: the round's view of
+            // the node may be older than its unfencing.
+            let fenced = if *force {
+                let node = api
+                    .get_opt(pod)
+                    .await?
+                    .and_then(|p| p.spec.and_then(|s| s.node_name));
+                match node {
+                    Some(node) => fenced_now(&node, ctx).await?,
+                    None => false,
+                }
+            } else {
+                false
+            };
+            if *force && !fenced {
+                tracing::info!(
+                    pod,
+                    "its node is not fenced now: deleted with its grace period, not at once"
+                );
+            }
+            let dp = if fenced {
                 DeleteParams::default().grace_period(0)
             } else {
                 DeleteParams::default()
@@ -77,6 +99,19 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
         }
         Action::DeleteAttachment { name: va, uid } => {
             let api: Api<VolumeAttachment> = Api::all(ctx.client.clone());
+            // Only off a node fenced now, read fresh (see DeletePod).
+            let Some(attachment) = api.get_opt(va).await? else {
+                return Ok(());
+            };
+            if !fenced_now(&attachment.spec.node_name, ctx).await? {
+                tracing::info!(
+                    attachment = va.as_str(),
+                    node = attachment.spec.node_name.as_str(),
+                    "its node is not fenced now: the attachment is left to the attach/detach \
+                     controller"
+                );
+                return Ok(());
+            }
             let dp = with_uid(DeleteParams::default(), uid);
             ignore_gone(api.delete(va, &dp).await)?;
         }
@@ -208,4 +243,15 @@ pub async fn set_endpoints(
     )
     .await?;
     Ok(())
+}
+
+/// Whether `node` is fenced now, read from the API server: tainted out of service, or gone.
+async fn fenced_now(node: &str, ctx: &Context) -> Result<bool> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+    Ok(api.get_opt(node).await?.is_none_or(|n| {
+        n.spec.and_then(|s| s.taints).is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == decide::health::OUT_OF_SERVICE_TAINT)
+        })
+    }))
 }

@@ -235,7 +235,9 @@ fn tenancy(held: &[String], cluster: &FailoverCluster, now: jiff::Timestamp) -> 
 
 /// Removes the out-of-service taint this controller added to members that have been
 /// healthy for `fencing.unfenceAfterSeconds`, unless a move off the node is still clearing
-/// the way. Returns when to look again for a node not yet due.
+/// the way. Returns when to look again for a node not yet due. (A move that has cleared the
+/// way may still meet a pod created there late by a deposed leader: it deletes it with no
+/// grace period only while the node is fenced, see `decide`'s `on_fenced_node`.)
 async fn unfence_returned(
     cluster: &FailoverCluster,
     ctx: &Context,

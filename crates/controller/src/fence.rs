@@ -14,6 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::error::Result;
 use super::heartbeats::renew_time;
 use super::{Context, FIELD_MANAGER};
+use kube_failover_core::decide::HeartbeatBasis;
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
 use super::observe::workloads_stopped_since;
@@ -29,44 +30,36 @@ fn params() -> PostParams {
 }
 
 /// Adds the out-of-service taint, conditioned on the Node's resourceVersion, unless the
-/// API server shows what the decision did not: a renewal of the kubelet's Lease that the
-/// cache had not seen (a node that heartbeats is never fenced), or an agent that renewed
-/// without saying it stopped the node's instance workloads since the kubelet's last renewal
-/// (the decision counted on its silence, or on that word). The last check reads the same
-/// heartbeats that detection used, from the API server.
-pub async fn fence(node: &str, ctx: &Context) -> Result<()> {
+/// API server shows the node's heartbeats other than the round that decided it saw them
+/// (`basis`): a renewal of the kubelet's Lease since (a node that heartbeats is never
+/// fenced), or an agent that renewed since without saying it stopped the node's instance
+/// workloads since the kubelet's last renewal. The last check reads the same heartbeats
+/// that detection used, from the API server, and compares them with what the decision was
+/// made from, not with a cache that may have caught up since (a node cut off, back and cut
+/// off again must not be fenced on a decision about its first silence).
+pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    let cached = |name: &str| {
-        ctx.stores
-            .leases
-            .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE))
-    };
     let kubelet = leases.get_opt(node).await?;
-    if let Some(lease) = &kubelet
-        && renew_time(lease) != cached(node).and_then(|l| renew_time(&l))
-    {
-        ctx.stores.heartbeats.observe_lease(lease);
-        tracing::info!(
-            node,
-            "not fencing: its kubelet's Lease was renewed since the cache saw it"
-        );
+    if !kubelet_as_seen(node, kubelet.as_ref(), basis, ctx) {
         return Ok(());
     }
     let agent_name = agent_lease_name(node);
-    if let Some(agent) = leases.get_opt(&agent_name).await? {
-        let silent_since_cached =
-            cached(&agent_name).is_some_and(|c| renew_time(&c) == renew_time(&agent));
-        let stopped = workloads_stopped_since(&agent)
-            .is_some_and(|t| Some(t) == kubelet.as_ref().and_then(renew_time));
-        if !silent_since_cached && !stopped {
-            ctx.stores.heartbeats.observe_lease(&agent);
-            tracing::info!(
-                node,
-                "not fencing: its agent renews and has not said it stopped the instance \
-                 workloads since the kubelet's last renewal"
-            );
-            return Ok(());
-        }
+    let agent = leases.get_opt(&agent_name).await?;
+    let as_seen = match (&agent, basis.agent_seen) {
+        (Some(a), Some(seen)) => ctx.stores.heartbeats.lease(&agent_name, renew_time(a)) == seen,
+        (None, None) => true,
+        _ => false,
+    };
+    let stopped = agent.as_ref().is_some_and(|a| {
+        workloads_stopped_since(a).is_some_and(|t| Some(t) == kubelet.as_ref().and_then(renew_time))
+    });
+    if !as_seen && !stopped {
+        tracing::info!(
+            node,
+            "not fencing: its agent renewed since the decision, and has not said it stopped \
+             the instance workloads since the kubelet's last renewal"
+        );
+        return Ok(());
     }
     let api: Api<Node> = Api::all(ctx.client.clone());
     let mut n = api.get(node).await?;
@@ -98,11 +91,20 @@ pub async fn fence(node: &str, ctx: &Context) -> Result<()> {
 
 /// Asks the agent of `node`, whose kubelet is silent while the agent renews, to stop the
 /// instance workloads there: [`STOP_WORKLOADS_ANNOTATION`] on the Node names the kubelet
-/// Lease's `renewTime` as the API server has it now (read fresh: the agent acts only while
-/// the kubelet has not renewed since). Written once per silence.
-pub async fn request_workload_stop(node: &str, ctx: &Context) -> Result<()> {
+/// Lease's `renewTime` as the API server has it now, provided it is the renewal the round
+/// saw (`basis`): a kubelet that renewed since is not silent, and its node's workloads are
+/// not to be stopped. Written once per silence.
+pub async fn request_workload_stop(
+    node: &str,
+    basis: &HeartbeatBasis,
+    ctx: &Context,
+) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    let Some(since) = leases.get_opt(node).await?.as_ref().and_then(renew_time) else {
+    let kubelet = leases.get_opt(node).await?;
+    if !kubelet_as_seen(node, kubelet.as_ref(), basis, ctx) {
+        return Ok(());
+    }
+    let Some(since) = kubelet.as_ref().and_then(renew_time) else {
         return Ok(());
     };
     let value = since.to_string();
@@ -130,6 +132,25 @@ pub async fn request_workload_stop(node: &str, ctx: &Context) -> Result<()> {
          instance workloads there"
     );
     Ok(())
+}
+
+/// Whether the kubelet's Lease, read fresh, is as the round saw it (`basis`): its renewal
+/// is the one the controller saw then. Logs why not.
+fn kubelet_as_seen(
+    node: &str,
+    fresh: Option<&Lease>,
+    basis: &HeartbeatBasis,
+    ctx: &Context,
+) -> bool {
+    let seen = fresh.map(|l| ctx.stores.heartbeats.lease(node, renew_time(l)));
+    if seen != basis.kubelet_seen {
+        tracing::info!(
+            node,
+            "not fencing: its kubelet's Lease is not as the decision saw it (renewed since)"
+        );
+        return false;
+    }
+    true
 }
 
 /// Removes the out-of-service taint this controller added (and only that one), conditioned

@@ -51,6 +51,16 @@ pub struct AgentFacts {
     pub stopped_workloads: bool,
 }
 
+/// What a round saw of a node's heartbeats: when the controller saw the current renewal of
+/// the kubelet's Lease and of the agent's (on its own clock). Fencing acts on a round's
+/// word only while the Leases are as that round saw them: the last check before the taint
+/// compares the Leases read fresh with this, not with a cache that may have caught up since.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatBasis {
+    pub kubelet_seen: Option<Timestamp>,
+    pub agent_seen: Option<Timestamp>,
+}
+
 /// The verdict on a node's agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum AgentHealth {
@@ -61,9 +71,13 @@ pub enum AgentHealth {
     Live { stopped_workloads: bool },
     /// Not renewed for the threshold: crashed, restarting, rolled out, or cut off with its
     /// node. `seen`: when its last renewal was seen; `self_fence`: what it announced.
+    /// `before_kubelet`: the kubelet still renewed after the agent had been silent for the
+    /// threshold: the agent went down on its own (a crash, a restart), not with its node,
+    /// and cannot have fenced itself since: its self-fence time is not counted on.
     Silent {
         seen: Timestamp,
         self_fence: Option<SignedDuration>,
+        before_kubelet: bool,
     },
 }
 
@@ -85,6 +99,8 @@ pub struct NodeHealth {
     pub heartbeat_stale: bool,
     /// See `NodeFacts::self_fence`.
     pub self_fence: Option<SignedDuration>,
+    /// What this verdict was made from, for the last check before fencing.
+    pub basis: HeartbeatBasis,
     /// When the self-fence timer (`self_fence`) started at the latest: the last renewal
     /// seen of the Lease whose silence starts it (the agent's, or the kubelet's for a
     /// self-fence time announced on the Node).
@@ -141,6 +157,9 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         Some(a) if agent_deadline.is_some_and(|d| d <= now) => AgentHealth::Silent {
             seen: a.renewed,
             self_fence: a.self_fence,
+            before_kubelet: agent_deadline
+                .zip(facts.lease_renewed)
+                .is_some_and(|(d, k)| k > d),
         },
         Some(a) => AgentHealth::Live {
             stopped_workloads: a.stopped_workloads,
@@ -155,9 +174,19 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
     // so it has not fenced itself: the controller waits for its word instead). Without an
     // agent, what the Node announces, counted from the kubelet's last renewal.
     let (self_fence, heartbeat_seen) = match &agent {
-        AgentHealth::Silent { seen, self_fence } => (*self_fence, Some(*seen)),
+        AgentHealth::Silent {
+            before_kubelet: true,
+            ..
+        } => (None, facts.lease_renewed),
+        AgentHealth::Silent {
+            seen, self_fence, ..
+        } => (*self_fence, Some(*seen)),
         AgentHealth::Live { .. } => (None, facts.lease_renewed),
         AgentHealth::Absent => (facts.self_fence, facts.lease_renewed),
+    };
+    let basis = HeartbeatBasis {
+        kubelet_seen: facts.lease_renewed,
+        agent_seen: facts.agent.as_ref().map(|a| a.renewed),
     };
     let not_ready_deadline = match facts.ready {
         Some((false, since)) => Some(since + secs(hb.not_ready_seconds)),
@@ -185,6 +214,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             self_fence,
             heartbeat_seen,
             agent,
+            basis,
         };
     }
     let heartbeat_stale = lease_deadline.is_some_and(|d| d <= now);
@@ -209,6 +239,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             self_fence,
             heartbeat_seen,
             agent,
+            basis,
         };
     }
     let recheck_at = [lease_deadline, not_ready_deadline, agent_deadline]
@@ -236,6 +267,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         self_fence,
         heartbeat_seen,
         agent,
+        basis,
     }
 }
 
@@ -452,6 +484,34 @@ mod tests {
         assert_eq!(h.down_since, Some(t(53)));
         assert_eq!(h.self_fence, Some(SignedDuration::from_secs(3)));
         assert_eq!(h.heartbeat_seen, Some(t(60)));
+    }
+
+    #[test]
+    fn an_agent_down_before_its_kubelet_went_silent_has_no_self_fence_counted() {
+        let hb = Heartbeat {
+            lease_stale_seconds: 3,
+            ..Heartbeat::default()
+        };
+        // The agent's last renewal at 10, the kubelet's at 50: the agent was silent for
+        // its threshold (13) while the kubelet renewed. Both silent now.
+        let mut f = facts(Some(50), Some((true, 0)));
+        f.agent = agent(10);
+        let h = node_health(&f, &hb, t(100));
+        assert!(h.heartbeat_stale);
+        assert!(matches!(
+            h.agent,
+            AgentHealth::Silent {
+                before_kubelet: true,
+                ..
+            }
+        ));
+        assert_eq!(h.self_fence, None);
+        // Both went silent together (a cut, a power-off): its self-fence counts.
+        let mut f = facts(Some(50), Some((true, 0)));
+        f.agent = agent(49);
+        let h = node_health(&f, &hb, t(100));
+        assert_eq!(h.self_fence, Some(SignedDuration::from_secs(3)));
+        assert_eq!(h.heartbeat_seen, Some(t(49)));
     }
 
     #[test]

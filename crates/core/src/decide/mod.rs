@@ -22,7 +22,8 @@ use crate::api::{
     set_condition,
 };
 pub use health::{
-    AgentFacts, AgentHealth, NodeFacts, NodeHealth, node_health, required_healthy, unfence_at,
+    AgentFacts, AgentHealth, HeartbeatBasis, NodeFacts, NodeHealth, node_health, required_healthy,
+    unfence_at,
 };
 pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
@@ -192,14 +193,17 @@ pub enum Action {
     EnsureClaims,
     /// Publish exactly these addresses in the EndpointSlice (empty withdraws).
     SetEndpoints(Vec<String>),
-    /// Taint the node out of service.
+    /// Taint the node out of service, unless its heartbeats changed since `basis`.
     Fence {
         node: String,
+        basis: HeartbeatBasis,
     },
     /// Ask the node's agent to stop the instance workloads there (its kubelet is silent, the
-    /// agent renews): [`crate::api::STOP_WORKLOADS_ANNOTATION`] on the Node.
+    /// agent renews): [`crate::api::STOP_WORKLOADS_ANNOTATION`] on the Node, unless the
+    /// kubelet renewed since `basis`.
     RequestWorkloadStop {
         node: String,
+        basis: HeartbeatBasis,
     },
     /// Delete a pod, if it still has this UID; `force` means grace period 0 (only ever for a
     /// pod on a fenced node).

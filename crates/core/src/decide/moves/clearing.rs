@@ -63,14 +63,32 @@ pub(super) fn fence(r: &mut Round) -> Flow {
         );
         return Flow::Park(reason::AWAITING_FENCE, msg);
     }
+    let basis = health.as_ref().map(|h| h.basis.clone()).unwrap_or_default();
+    if let Some(AgentHealth::Silent {
+        before_kubelet: true,
+        ..
+    }) = health.as_ref().map(|h| &h.agent)
+    {
+        // The agent went down on its own while the kubelet still renewed, then the kubelet
+        // went silent: nothing on the node has fenced itself, and nothing can be asked.
+        let msg = format!(
+            "the agent of {node} was down before its kubelet went silent: nothing there is \
+             known to have stopped the instance workloads; waiting for the agent or the \
+             kubelet to come back, or for {node} to be tainted \
+             node.kubernetes.io/out-of-service by whoever powers it off"
+        );
+        return Flow::Park(reason::AGENT_DOWN, msg);
+    }
     if let Some(AgentHealth::Live {
         stopped_workloads: false,
     }) = health.as_ref().map(|h| &h.agent)
     {
         // The kubelet is silent, the agent renews: it has not fenced itself, and the
         // containers may run on. It stops them when asked, and says so on its Lease.
-        r.d.actions
-            .push(Action::RequestWorkloadStop { node: node.clone() });
+        r.d.actions.push(Action::RequestWorkloadStop {
+            node: node.clone(),
+            basis,
+        });
         let msg = format!(
             "the kubelet of {node} is silent but its agent renews: waiting for the agent to \
              stop the instance workloads there"
@@ -90,7 +108,10 @@ pub(super) fn fence(r: &mut Round) -> Flow {
         at = at.max(since + s + SELF_FENCE_MARGIN);
     }
     if at <= now {
-        r.d.actions.push(Action::Fence { node: node.clone() });
+        r.d.actions.push(Action::Fence {
+            node: node.clone(),
+            basis,
+        });
         return Flow::Park(reason::FENCING, format!("tainting {node} out of service"));
     }
     r.d.recheck_at = Some(at);
@@ -134,15 +155,19 @@ fn abandon(r: &mut Round, node: &str) -> Flow {
     Flow::Ended
 }
 
-/// Whether a pod may be deleted with no grace period: only on a fenced (or deleted) node,
-/// where no kubelet is left to run it.
+/// Whether a pod may be deleted with no grace period: only on a node that is fenced now
+/// (tainted out of service, or its Node deleted), where no kubelet is left to run it, or,
+/// with `fencing.mode: None`, on the silent old owner of this failover (the user's choice).
+/// A node this move fenced that is back and unfenced has a kubelet again: a pod there (one
+/// created late by a deposed leader) is deleted with its grace period.
 fn on_fenced_node(r: &Round, p: &PodFacts) -> bool {
     let Some(node) = &p.node else { return false };
     let fenced_here = r.failover() && r.m.fenced.is_some() && Some(node) == r.m.from.as_ref();
-    fenced_here
-        || r.obs
-            .node(node)
-            .is_none_or(|h| h.state == MemberState::Fenced)
+    match r.obs.node(node) {
+        None => true,
+        Some(h) if h.state == MemberState::Fenced => true,
+        Some(h) => fenced_here && r.obs.fencing.mode == FencingMode::None && h.heartbeat_stale,
+    }
 }
 
 /// Asks for `p` to be deleted: at once on a fenced node, with its grace period elsewhere

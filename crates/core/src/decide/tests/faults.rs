@@ -240,7 +240,7 @@ fn clear_the_way(
         for a in d.actions {
             match a {
                 Action::SetEndpoints(e) => obs.endpoints = e,
-                Action::Fence { node } => {
+                Action::Fence { node, .. } => {
                     obs.members.insert(node, fenced());
                 }
                 Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
@@ -322,7 +322,7 @@ fn a_not_ready_owner_that_then_goes_silent_is_failed_over_fenced() {
     assert!(
         d.actions
             .iter()
-            .any(|a| matches!(a, Action::Fence { node } if node == "a")),
+            .any(|a| matches!(a, Action::Fence { node, .. } if node == "a")),
         "{:?}",
         d.actions
     );
@@ -463,7 +463,7 @@ fn a_silent_kubelet_with_a_live_agent_is_fenced_only_on_the_agents_word() {
         assert!(
             d.actions
                 .iter()
-                .any(|a| matches!(a, Action::RequestWorkloadStop { node } if node == "a")),
+                .any(|a| matches!(a, Action::RequestWorkloadStop { node, .. } if node == "a")),
             "{:?}",
             d.actions
         );
@@ -492,7 +492,7 @@ fn a_silent_kubelet_with_a_live_agent_is_fenced_only_on_the_agents_word() {
     assert!(
         d.actions
             .iter()
-            .any(|a| matches!(a, Action::Fence { node } if node == "a")),
+            .any(|a| matches!(a, Action::Fence { node, .. } if node == "a")),
         "{:?}",
         d.actions
     );
@@ -508,6 +508,7 @@ fn a_silent_agent_whose_kubelet_heartbeats_moves_nothing() {
     h.agent = AgentHealth::Silent {
         seen: t(0),
         self_fence: Some(jiff::SignedDuration::from_secs(3)),
+        before_kubelet: true,
     };
     assert!(h.agent_down());
     obs.members.insert("a".into(), h);
@@ -540,4 +541,35 @@ fn an_instance_with_agent_vips_is_placed_only_where_an_agent_renews() {
     let mut st = FailoverClusterInstanceStatus::default();
     settle(&s, &mut st, &mut obs);
     assert_eq!(st.owner_node.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_node_whose_agent_was_down_before_its_kubelet_went_silent_is_never_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut silent = down(0);
+    silent.agent = AgentHealth::Silent {
+        seen: t(-100),
+        self_fence: Some(jiff::SignedDuration::from_secs(3)),
+        before_kubelet: true,
+    };
+    silent.self_fence = None;
+    obs.members.insert("a".into(), silent);
+    obs.endpoints.clear();
+    for _ in 0..3 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::AGENT_DOWN),
+            "{:?}",
+            d.status.conditions
+        );
+        st = d.status;
+        obs.now += jiff::SignedDuration::from_secs(600);
+    }
 }

@@ -33,6 +33,7 @@ fn up() -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        basis: Default::default(),
     }
 }
 
@@ -46,6 +47,7 @@ fn down(since: i64) -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        basis: Default::default(),
     }
 }
 
@@ -59,6 +61,7 @@ fn fenced() -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        basis: Default::default(),
     }
 }
 
@@ -138,7 +141,7 @@ fn settle(
         for a in &acts {
             match a {
                 Action::SetEndpoints(e) => obs.endpoints = e.clone(),
-                Action::Fence { node } => obs
+                Action::Fence { node, .. } => obs
                     .members
                     .insert(node.clone(), fenced())
                     .map(|_| ())
@@ -191,7 +194,7 @@ fn fails_over_in_order_fence_delete_detach_create_publish() {
     let acts = settle(&s, &mut st, &mut obs);
     let pos = |f: &dyn Fn(&Action) -> bool| acts.iter().position(f).expect("action present");
     let withdraw = pos(&|a| a == &Action::SetEndpoints(vec![]));
-    let fence = pos(&|a| matches!(a, Action::Fence { node } if node == "a"));
+    let fence = pos(&|a| matches!(a, Action::Fence { node, .. } if node == "a"));
     let delete = pos(&|a| matches!(a, Action::DeletePod { force: true, .. }));
     let detach = pos(&|a| matches!(a, Action::DeleteAttachment { .. }));
     let create = pos(&|a| matches!(a, Action::CreatePod { node, seq: 2 } if node == "b"));
@@ -401,7 +404,7 @@ proptest! {
                         prop_assert!(obs.members[node].eligible(), "pod created on a node that is not up");
                         if !obs.pods.iter().any(|p| p.name == name) { obs.pods.push(pod(&name, node, true)); }
                     }
-                    Action::Fence { node } => {
+                    Action::Fence { node, .. } => {
                         prop_assert!(obs.has_quorum(), "fenced without quorum");
                         obs.members.insert(node.clone(), fenced());
                     }

@@ -126,7 +126,7 @@ fn new_owner_failing_before_online_starts_a_new_failover() {
         for a in d.actions {
             match a {
                 Action::SetEndpoints(e) => obs.endpoints = e,
-                Action::Fence { node } => {
+                Action::Fence { node, .. } => {
                     obs.members.insert(node, fenced());
                 }
                 Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
