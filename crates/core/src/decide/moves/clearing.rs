@@ -79,6 +79,27 @@ pub(super) fn fence(r: &mut Round) -> Flow {
         );
         return Flow::Park(reason::AGENT_DOWN, msg);
     }
+    if let Some(h) = health.as_ref().filter(|h| {
+        h.agent
+            == AgentHealth::Live {
+                stopped_workloads: false,
+            }
+    }) && h
+        .basis
+        .agent_seen
+        .zip(h.down_since)
+        .is_none_or(|(renewed, down)| renewed <= down)
+    {
+        // The agent's Lease is still fresh, but it has not renewed since the kubelet went
+        // silent: it may have gone down with its node a moment after the kubelet's last
+        // renewal. Either it renews (then it is asked) or it goes silent (then its
+        // self-fence time counts); nothing is asked of an agent that may be gone.
+        r.d.recheck_at = h.recheck_at;
+        let msg = format!(
+            "the kubelet of {node} is silent; waiting to see whether its agent still renews"
+        );
+        return Flow::Park(reason::AWAITING_AGENT_STOP, msg);
+    }
     if let Some(AgentHealth::Live {
         stopped_workloads: false,
     }) = health.as_ref().map(|h| &h.agent)

@@ -455,8 +455,22 @@ fn a_silent_kubelet_with_a_live_agent_is_fenced_only_on_the_agents_word() {
     silent.agent = AgentHealth::Live {
         stopped_workloads: false,
     };
+    // Its Lease is fresh but was last renewed before the kubelet went silent (it may have
+    // gone down with its node a moment later): nothing is asked of it yet.
+    silent.basis.agent_seen = Some(t(-1));
     obs.members.insert("a".into(), silent.clone());
     obs.endpoints.clear();
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestWorkloadStop { .. } | Action::Fence { .. })),
+        "{:?}",
+        d.actions
+    );
+    // It renewed since the kubelet went silent: it is alive, and asked.
+    silent.basis.agent_seen = Some(t(50));
+    obs.members.insert("a".into(), silent.clone());
     for _ in 0..3 {
         let d = decide("db", Some(1), &s, Some(&st), &obs);
         assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
