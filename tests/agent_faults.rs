@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{
     AgentState, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, MemberState,
@@ -22,9 +22,9 @@ use kube_failover_core::api::{
 };
 use kube_failover_lab::containerd::{Containerd, Kubelet};
 use kube_failover_lab::controlplane::install_agent_identity;
-use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, has_oos_taint, online_on, owner, pod_uids, wait_for,
+    Replica, TestNamespace, control_plane, create_db_online, has_oos_taint, online_on, owner,
+    pod_uids, wait_for,
 };
 use kube_failover_lab::netlab::NetLab;
 
@@ -132,20 +132,7 @@ async fn db_online_on_first(
 ) -> (Replica, Api<FailoverClusterInstance>) {
     let replica = Replica::start(&ns.name, "r", false);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(ns.client.clone(), &ns.name);
-    fcis.create(
-        &PostParams::default(),
-        &instance("db", cluster, nodes, None).unwrap(),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "online on node 0",
-        online_on(nodes[0].clone()),
-    )
-    .await;
+    create_db_online(&fcis, cluster, nodes).await;
     (replica, fcis)
 }
 

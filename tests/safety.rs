@@ -13,8 +13,8 @@ use kube_failover_core::api::{
 };
 use kube_failover_lab::demo::instance;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_spread_instances, event_reasons,
-    event_reasons_among, free_addr, has_oos_taint, http_get, in_phase, is_online,
+    Replica, TestNamespace, control_plane, create_db_online, create_spread_instances,
+    event_reasons, event_reasons_among, free_addr, has_oos_taint, http_get, in_phase, is_online,
     nodes_and_cluster, online_on, online_reason, owner, patch_node, pod_uids, wait_each_instance,
     wait_for,
 };
@@ -229,24 +229,6 @@ fn fake_kubelet(
     })
 }
 
-/// Creates the instance `db` preferring `nodes` in order, and awaits it online on the first.
-async fn create_online(fcis: &Api<FailoverClusterInstance>, cluster: &str, nodes: &[String]) {
-    fcis.create(
-        &PostParams::default(),
-        &instance("db", cluster, nodes, None).unwrap(),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        fcis.clone(),
-        "db",
-        T,
-        "online on node 0",
-        online_on(nodes[0].clone()),
-    )
-    .await;
-}
-
 /// Awaits `db` online on node 1 after a planned move for `why`: not fenced, node 0 untainted.
 async fn moved_gracefully(
     fcis: &Api<FailoverClusterInstance>,
@@ -282,7 +264,7 @@ async fn one_instance(
     let (cluster, nodes) = ns.cluster(3, cluster_spec).await;
     let replica = Replica::start(&ns.name, "r", false);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
-    create_online(&fcis, &cluster, &nodes).await;
+    create_db_online(&fcis, &cluster, &nodes).await;
     (cluster, nodes, fcis, replica)
 }
 
@@ -549,7 +531,7 @@ async fn a_leader_paused_past_its_lease_contradicts_nothing_when_it_wakes() {
     )
     .await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
-    create_online(&fcis, &cluster, &nodes).await;
+    create_db_online(&fcis, &cluster, &nodes).await;
     let _b = spawn_controller(&ns.name, "b", addr_b);
 
     signal(&a, Signal::SIGSTOP);

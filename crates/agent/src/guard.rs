@@ -34,6 +34,7 @@ use super::cri::Runtime;
 use super::workloads::{WorkloadArgs, Workloads};
 use super::{AgentArgs, Shared};
 use kube_failover_core::api::{NODE_LEASE_NAMESPACE, STOP_WORKLOADS_ANNOTATION};
+use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
 /// How long after a stop that failed the agent tries again.
 const STOP_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -57,19 +58,21 @@ pub enum Verdict {
 /// renewal interval (a quarter of its Lease's duration) plus a second. A request made on a
 /// stale view of a kubelet that heartbeats stops nothing. Pure, for tests.
 pub fn verdict(node: Option<&Node>, kubelet: Option<&Lease>, now: jiff::Timestamp) -> Verdict {
-    let renew = kubelet.and_then(renew_text);
-    let overdue = kubelet.and_then(|l| l.spec.as_ref()).is_some_and(|spec| {
-        let every = spec
-            .lease_duration_seconds
-            .map_or(jiff::SignedDuration::from_secs(10), |d| {
-                jiff::SignedDuration::from_millis(i64::from(d) * 250)
-            });
-        spec.renew_time
-            .as_ref()
-            .is_some_and(|t| now.duration_since(t.0) > every + jiff::SignedDuration::from_secs(1))
-    });
+    let Some(spec) = kubelet.and_then(|l| l.spec.as_ref()) else {
+        return Verdict::Free;
+    };
+    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
+        return Verdict::Free;
+    };
+    let every = spec
+        .lease_duration_seconds
+        .map_or(jiff::SignedDuration::from_secs(10), |d| {
+            jiff::SignedDuration::from_millis(i64::from(d) * 250)
+        });
+    let overdue = now.duration_since(renewed) > every + jiff::SignedDuration::from_secs(1);
+    // Compared as instants: the controller and the API server may print a time differently.
     node.and_then(|n| n.annotations().get(STOP_WORKLOADS_ANNOTATION))
-        .filter(|asked| overdue && same_time(asked, renew.as_deref()))
+        .filter(|asked| overdue && asked.parse::<jiff::Timestamp>().ok() == Some(renewed))
         .map_or(Verdict::Free, |asked| Verdict::Hold {
             since: asked.clone(),
         })
@@ -80,25 +83,7 @@ fn out_of_service(node: &Node) -> bool {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
-        .is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t.key == "node.kubernetes.io/out-of-service")
-        })
-}
-
-/// Whether the time `asked` names the kubelet Lease's `renewTime` (compared as instants:
-/// the controller and the API server may print the same time differently).
-fn same_time(asked: &str, renew: Option<&str>) -> bool {
-    let parse = |s: &str| s.parse::<jiff::Timestamp>().ok();
-    match (parse(asked), renew.and_then(parse)) {
-        (Some(a), Some(r)) => a == r,
-        _ => false,
-    }
-}
-
-fn renew_text(lease: &Lease) -> Option<String> {
-    let t = lease.spec.as_ref()?.renew_time.as_ref()?;
-    Some(t.0.to_string())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT))
 }
 
 /// Runs the guard until the process stops.
@@ -129,7 +114,8 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
         );
     }
     let mut workloads = Workloads::new(&args.workloads, &args.node);
-    let mut holding: Option<Verdict> = None;
+    // The kubelet renewal the instance workloads are held stopped since, if they are.
+    let mut holding: Option<String> = None;
     // After a stop that failed, the next try waits a little (the runtime may be restarting).
     let mut retry_at = Instant::now();
     let mut last_gone_sweep = Instant::now();
@@ -143,7 +129,7 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
         let node = node_store.state().into_iter().next();
         let kubelet = lease_store.state().into_iter().next();
         let now = verdict(node.as_deref(), kubelet.as_deref(), jiff::Timestamp::now());
-        match (&now, &holding) {
+        match (now, &holding) {
             (Verdict::Hold { since }, None) if Instant::now() >= retry_at => {
                 tracing::warn!(
                     kubelet_last_renewed = %since,
@@ -152,7 +138,7 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
                 );
                 if workloads.stop_all().await {
                     set_stopped(&shared, Some(since.clone()));
-                    holding = Some(now.clone());
+                    holding = Some(since);
                 } else {
                     tracing::error!(
                         "the instance workloads could not be stopped (no --cri-socket or \
@@ -162,11 +148,11 @@ pub(super) async fn run(client: Client, args: AgentArgs, shared: Arc<Shared>) {
                     retry_at = Instant::now() + STOP_RETRY_AFTER;
                 }
             }
-            (Verdict::Hold { since }, Some(Verdict::Hold { since: held })) => {
+            (Verdict::Hold { since }, Some(held)) => {
                 workloads.keep_stopped().await;
-                if since != held {
+                if since != *held {
                     set_stopped(&shared, Some(since.clone()));
-                    holding = Some(now.clone());
+                    holding = Some(since);
                 }
             }
             (Verdict::Free, Some(_)) => {

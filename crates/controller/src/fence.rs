@@ -146,7 +146,7 @@ fn kubelet_as_seen(
     if seen != basis.kubelet_seen {
         tracing::info!(
             node,
-            "not fencing: its kubelet's Lease is not as the decision saw it (renewed since)"
+            "its kubelet's Lease is not as the decision saw it (renewed since): not acting on it"
         );
         return false;
     }

@@ -220,3 +220,26 @@ pub async fn create_instance(
         .await
         .unwrap()
 }
+
+/// Creates the instance `db` (as [`crate::demo::instance`] makes it) preferring `nodes` in
+/// order, and awaits it online on the first.
+pub async fn create_db_online(
+    fcis: &Api<FailoverClusterInstance>,
+    cluster: &str,
+    nodes: &[String],
+) {
+    fcis.create(
+        &PostParams::default(),
+        &crate::demo::instance("db", cluster, nodes, None).expect("instance db"),
+    )
+    .await
+    .expect("create instance db");
+    wait_for(
+        fcis.clone(),
+        "db",
+        Duration::from_secs(90),
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+}

@@ -17,9 +17,9 @@ use crate::controlplane::{ControlPlane, ControlPlaneConfig};
 
 mod instances;
 pub use instances::{
-    OUT_OF_SERVICE, create_instance, event_reasons, event_reasons_among, events, has_oos_taint,
-    in_phase, is_online, moving, node_addresses, online_message, online_on, online_owner,
-    online_reason, owner, patch_node, pod_uids, status, wait_each_instance,
+    OUT_OF_SERVICE, create_db_online, create_instance, event_reasons, event_reasons_among, events,
+    has_oos_taint, in_phase, is_online, moving, node_addresses, online_message, online_on,
+    online_owner, online_reason, owner, patch_node, pod_uids, status, wait_each_instance,
 };
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
