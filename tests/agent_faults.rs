@@ -18,15 +18,16 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{
     AgentState, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, MemberState,
-    STOP_WORKLOADS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name, reason,
+    PEER_GROUPS_ANNOTATION, PeerGroup, STOP_WORKLOADS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION,
+    agent_lease_name, reason,
 };
 use kube_failover_lab::containerd::{Containerd, Kubelet};
 use kube_failover_lab::controlplane::install_agent_identity;
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_db_online, has_oos_taint, online_on, owner,
-    pod_uids, wait_for,
+    Replica, TestNamespace, apiserver_pid, control_plane, create_db_online, has_oos_taint,
+    online_on, owner, pod_uids, wait_for,
 };
-use kube_failover_lab::netlab::NetLab;
+use kube_failover_lab::netlab::{self, NetLab};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -35,6 +36,14 @@ const T: Duration = Duration::from_secs(90);
 static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const RENEW_MS: u64 = 500;
 const SELF_FENCE_SECONDS: f64 = 1.5;
+/// Where the agents answer their peers, on each node's address.
+const PEER_PORT: u16 = 9811;
+/// The Secret of the peer key, as the chart makes it (empty) for release `kube-failover`.
+const PEER_KEY_SECRET: &str = "kube-system/kube-failover-agent-peers";
+/// A self-fence time with which peers can hold an agent through an API server stall, with
+/// renewals every 500 ms: past a peer's 1 s Lease and the 0.5 s allowance, plus a round of
+/// asks and its answers (the agent warns below 2.25 s).
+const PEER_SELF_FENCE_SECONDS: f64 = 3.0;
 
 /// Agents for nodes `0..n` of `lab`, each with a kubeconfig of its own node's identity.
 struct Agents {
@@ -42,6 +51,10 @@ struct Agents {
     dir: PathBuf,
     nodes: Vec<String>,
     extra: Vec<String>,
+    self_fence: f64,
+    /// The agents ask their peers before fencing themselves, with the key of the chart's
+    /// Secret (which the first of them fills).
+    peer_key: bool,
 }
 
 impl Agents {
@@ -69,7 +82,32 @@ impl Agents {
             dir,
             nodes: nodes.to_vec(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            self_fence: SELF_FENCE_SECONDS,
+            peer_key: false,
         }
+    }
+
+    /// Agents that ask their peers before fencing themselves, fence themselves after
+    /// `self_fence` seconds (long enough for the peers to hold them through an API server
+    /// stall), and run a stop command that leaves a mark (`stopped(i)`) when they do.
+    async fn with_peers(
+        lab: &NetLab,
+        client: &Client,
+        ns: &str,
+        nodes: &[String],
+        self_fence: f64,
+    ) -> Self {
+        let mut agents = Self::new(lab, client, ns, nodes, &[]).await;
+        let command = format!("touch {}/stopped-$NODE_NAME", agents.dir.display());
+        agents.extra = vec!["--stop-command".into(), command];
+        agents.peer_key = true;
+        agents.self_fence = self_fence;
+        agents
+    }
+
+    /// Whether the agent of node `i` has fenced itself (run its stop command).
+    fn stopped(&self, i: usize) -> bool {
+        self.dir.join(format!("stopped-{}", self.nodes[i])).exists()
     }
 
     /// Starts the agent of node `i`; returns its PID.
@@ -88,13 +126,21 @@ impl Agents {
             "--renew-ms".into(),
             RENEW_MS.to_string(),
             "--self-fence-seconds".into(),
-            SELF_FENCE_SECONDS.to_string(),
+            self.self_fence.to_string(),
             "--stop-timeout-seconds".into(),
             "1".into(),
             "--state-dir".into(),
             state,
         ];
         args.extend(self.extra.iter().cloned());
+        if self.peer_key {
+            args.extend([
+                "--peer-address".into(),
+                format!("{}:{PEER_PORT}", netlab::node_ip(i)),
+                "--peer-key-secret".into(),
+                PEER_KEY_SECRET.into(),
+            ]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.log(i);
         lab.spawn(Some(i), std::path::Path::new("env"), &args, &log)
@@ -391,4 +437,315 @@ async fn a_dead_kubelet_with_a_live_agent_moves_only_after_the_agent_stopped_the
     drop(lab);
     runtime.stop().await.unwrap();
     drop(runtime_dir);
+}
+
+/// Awaits the agent Lease of every node naming the peer group of `cluster` with all of
+/// `nodes` in it: the agents know whom to ask.
+async fn peers_known(client: &Client, cluster: &str, nodes: &[String]) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    for node in nodes {
+        wait_for(
+            leases.clone(),
+            &agent_lease_name(node),
+            T,
+            "the agent's peer group on its Lease",
+            |l: Option<&Lease>| {
+                l.and_then(|l| l.annotations().get(PEER_GROUPS_ANNOTATION))
+                    .and_then(|v| serde_json::from_str::<Vec<PeerGroup>>(v).ok())
+                    .is_some_and(|groups| {
+                        groups.iter().any(|g| {
+                            g.cluster == cluster
+                                && nodes.iter().all(|n| g.members.contains(n))
+                                && g.required == 2
+                        })
+                    })
+            },
+        )
+        .await;
+    }
+}
+
+/// Whether `pattern` is in the log of agent `i`.
+fn logged(agents: &Agents, i: usize, pattern: &str) -> bool {
+    std::fs::read_to_string(agents.log(i)).is_ok_and(|l| l.contains(pattern))
+}
+
+/// A three-node cluster (quorum 2, the default) whose agents ask their peers, `db` online on
+/// node 0.
+async fn three_with_peers(
+    name: &str,
+) -> (
+    TestNamespace,
+    String,
+    Vec<String>,
+    NetLab,
+    Agents,
+    Replica,
+    Api<FailoverClusterInstance>,
+) {
+    let ns = TestNamespace::new(name).await;
+    let client = ns.client.clone();
+    let cp = control_plane();
+    let (cluster, nodes) = ns
+        .cluster(
+            3,
+            serde_json::json!({"heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 60}}),
+        )
+        .await;
+    let mut lab = NetLab::create(3, cp.api_addr().unwrap()).await.unwrap();
+    let agents = Agents::with_peers(&lab, &client, &ns.name, &nodes, PEER_SELF_FENCE_SECONDS).await;
+    let started = jiff::Timestamp::now();
+    for i in 0..3 {
+        agents.start(&mut lab, i);
+    }
+    for node in &nodes {
+        agent_renewed_after(&client, node, started).await;
+    }
+    let (replica, fcis) = db_online_on_first(&ns, &cluster, &nodes).await;
+    peers_known(&client, &cluster, &nodes).await;
+    // The chart's Secret was empty; an agent wrote the key into it, through its own rights.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "kube-system");
+    let secret = secrets.get("kube-failover-agent-peers").await.unwrap();
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("key"))
+        .map(|k| k.0.len());
+    assert!(key.is_some_and(|n| n >= 32), "peer key: {key:?} bytes");
+    (ns, cluster, nodes, lab, agents, replica, fcis)
+}
+
+/// An API server stall of 10 s with every agent running cuts every agent off at once. Each
+/// asks its peers, hears that they are cut off too (the cluster has no quorum: the API
+/// server is down, not the node), and holds: no agent fences itself, nothing stops, nothing
+/// moves. Each agent used to fence itself after its self-fence time, stopping every
+/// instance of the cluster because of the API server alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_stall_with_every_agent_running_stops_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    let _lab = LAB.lock().await;
+    let (ns, cluster, nodes, lab, agents, _replica, fcis) = three_with_peers("stall").await;
+    let client = ns.client.clone();
+    let uids = pod_uids(&client, &ns.name).await;
+
+    let pid = apiserver_pid();
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let stalled = Instant::now();
+    // Every agent is past its self-fence time well before the end of the stall.
+    while stalled.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if (0..3).any(|i| agents.stopped(i)) {
+            break;
+        }
+    }
+    kill(pid, Signal::SIGCONT).unwrap();
+    let fenced: Vec<&String> = (0..3)
+        .filter(|i| agents.stopped(*i))
+        .map(|i| &nodes[i])
+        .collect();
+    assert!(
+        fenced.is_empty(),
+        "agents of {fenced:?} fenced themselves during an API server stall; logs in {}",
+        agents.dir.display()
+    );
+    for i in 0..3 {
+        assert!(
+            logged(&agents, i, "holding, not fencing"),
+            "agent {i} never held on its peers' word: {}",
+            agents.log(i).display()
+        );
+    }
+    // Once the API server is back: every member and agent up again, the same pod, no taint,
+    // and nobody stopped anything meanwhile.
+    let clusters: Api<FailoverCluster> = Api::all(client.clone());
+    wait_for(
+        clusters,
+        &cluster,
+        T,
+        "every member up with its agent renewing",
+        |c: Option<&FailoverCluster>| {
+            nodes.iter().all(|n| {
+                c.and_then(|c| member(c, n)).is_some_and(|m| {
+                    m.state == MemberState::Up && m.agent == Some(AgentState::Renewing)
+                })
+            })
+        },
+    )
+    .await;
+    wait_for(
+        fcis,
+        "db",
+        T,
+        "db online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    assert_eq!(
+        uids,
+        pod_uids(&client, &ns.name).await,
+        "the pod was replaced"
+    );
+    let node_api: Api<Node> = Api::all(client.clone());
+    for n in &nodes {
+        assert!(
+            !has_oos_taint(&node_api.get(n).await.unwrap()),
+            "{n} tainted"
+        );
+    }
+    assert!((0..3).all(|i| !agents.stopped(i)));
+    drop(lab);
+}
+
+/// A node cut off from the API server while its peers are not (its kubelet and its agent
+/// alike) is what self-fencing is for: its agent asks, hears that its peers reach the API
+/// server, fences itself, and only then is its instance started elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_api_server_alone_fences_itself_before_its_instance_moves() {
+    let _lab = LAB.lock().await;
+    let (ns, _cluster, nodes, lab, agents, _replica, fcis) = three_with_peers("cutoff").await;
+    let client = ns.client.clone();
+    let cp = control_plane();
+    let new_pod = watch_for_new_pod(&client, &ns.name).await;
+
+    lab.cut_api(0, true);
+    cp.nodes.kill(&nodes[0]).await.unwrap();
+    let fenced = wait_until(T, "node 0's agent fenced itself", || agents.stopped(0)).await;
+    online_off(&fcis, &nodes[0]).await;
+    let created = new_pod.await.unwrap();
+    assert!(
+        created > fenced,
+        "the new copy's pod appeared before the cut-off node had fenced itself"
+    );
+    assert!(
+        logged(&agents, 0, "not holding"),
+        "{}",
+        agents.log(0).display()
+    );
+    assert!(
+        !agents.stopped(1) && !agents.stopped(2),
+        "a healthy peer fenced itself"
+    );
+    lab.cut_api(0, false);
+    cp.nodes.revive(&nodes[0]).await.unwrap();
+    drop(lab);
+}
+
+/// Two of three nodes cut off from the API server: both agents hold (with one member left
+/// the cluster has no quorum, and no controller moves anything). When one of them is back,
+/// the other hears so from its peers and fences itself; the controller, which regained its
+/// quorum at that moment, must wait for that: it taints the still silent node only once the
+/// returned agent has renewed steadily for the whole self-fence time, and the instance
+/// starts elsewhere only after the cut-off node stopped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_quorum_comes_back_the_node_still_cut_off_fences_itself_before_anything_moves() {
+    let _lab = LAB.lock().await;
+    let (ns, _cluster, nodes, lab, agents, _replica, fcis) = three_with_peers("regain").await;
+    let client = ns.client.clone();
+    let cp = control_plane();
+    let uids = pod_uids(&client, &ns.name).await;
+    let new_pod = watch_for_new_pod(&client, &ns.name).await;
+
+    for i in [0, 1] {
+        lab.cut_api(i, true);
+        cp.nodes.kill(&nodes[i]).await.unwrap();
+    }
+    // Both hold: past their self-fence time three times over, nothing stopped, no move.
+    let cut = Instant::now();
+    wait_until(T, "both cut-off agents holding", || {
+        logged(&agents, 0, "holding, not fencing") && logged(&agents, 1, "holding, not fencing")
+    })
+    .await;
+    while cut.elapsed() < Duration::from_secs_f64(3.0 * PEER_SELF_FENCE_SECONDS) {
+        assert!(
+            !agents.stopped(0) && !agents.stopped(1),
+            "a cut-off agent fenced itself while the cluster had no quorum; logs in {}",
+            agents.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        uids,
+        pod_uids(&client, &ns.name).await,
+        "moved without quorum"
+    );
+
+    // Node 1 is back: the quorum too. Node 0, still cut off, fences itself first.
+    lab.cut_api(1, false);
+    cp.nodes.revive(&nodes[1]).await.unwrap();
+    let fenced = wait_until(T, "node 0's agent fenced itself", || agents.stopped(0)).await;
+    online_off(&fcis, &nodes[0]).await;
+    let created = new_pod.await.unwrap();
+    println!(
+        "the new pod appeared {:.2} s after the cut-off node fenced itself",
+        created.duration_since(fenced).as_secs_f64()
+    );
+    assert!(
+        created > fenced,
+        "the new copy's pod appeared before the cut-off node had fenced itself: two copies"
+    );
+    assert!(
+        !agents.stopped(1) && !agents.stopped(2),
+        "a healthy node fenced itself"
+    );
+    lab.cut_api(0, false);
+    cp.nodes.revive(&nodes[0]).await.unwrap();
+    drop(lab);
+}
+
+/// Awaits `db` online on another node than `node`, its move done.
+async fn online_off(fcis: &Api<FailoverClusterInstance>, node: &str) {
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "db online elsewhere",
+        |f: Option<&FailoverClusterInstance>| {
+            f.is_some_and(|f| {
+                owner(f).is_some_and(|o| o != node)
+                    && f.status.as_ref().is_some_and(|s| s.current_move.is_none())
+            })
+        },
+    )
+    .await;
+}
+
+/// Polls `done` every 50 ms; returns when it first held.
+async fn wait_until(timeout: Duration, what: &str, done: impl Fn() -> bool) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Notes when a pod other than those of `ns` now first appears, on this clock.
+async fn watch_for_new_pod(client: &Client, ns: &str) -> tokio::task::JoinHandle<Instant> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let existing: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(
+            watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+        );
+        while let Some(p) = events.next().await {
+            if p.is_ok_and(|p| p.uid().is_some_and(|u| !existing.contains(&u))) {
+                return Instant::now();
+            }
+        }
+        panic!("the pod watch ended");
+    })
 }

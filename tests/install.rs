@@ -779,6 +779,11 @@ const AGENT_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
         "failoverclusterinstances",
         &["get", "list", "watch"],
     ),
+    (
+        "kube-failover.io",
+        "failoverclusters",
+        &["get", "list", "watch"],
+    ),
     ("", "nodes", &["get", "list", "watch"]),
     ("", "pods", &["get"]),
 ];
@@ -791,6 +796,8 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
         "agent.enabled=true",
         "--set",
         "agent.probePort=9811",
+        "--set",
+        "agent.peerPort=9812",
     ])
     .await;
     let agent = |kind: &str| -> Vec<&Value> {
@@ -810,10 +817,13 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
     assert_eq!(cluster_roles.len(), 1);
     assert_eq!(rules(cluster_roles[0]), want, "the agent's ClusterRole");
     let roles = agent("Role");
-    assert_eq!(roles.len(), 1);
-    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
+    assert_eq!(roles.len(), 2, "Leases, and the peer key's Secret");
+    let lease_role = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "kube-node-lease")
+        .unwrap();
     assert_eq!(
-        rules(roles[0]),
+        rules(lease_role),
         BTreeMap::from([(
             (
                 "coordination.k8s.io".to_string(),
@@ -823,6 +833,28 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
             set(AGENT_LEASE_VERBS)
         )]),
         "the agent's Role: Leases in kube-node-lease only"
+    );
+    let secret_role = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "kube-system")
+        .unwrap();
+    assert_eq!(
+        rules(secret_role),
+        BTreeMap::from([(
+            (
+                String::new(),
+                "secrets".to_string(),
+                vec!["kube-failover-agent-peers".to_string()]
+            ),
+            set(&["get", "update"])
+        )]),
+        "the agent's Role in its namespace: the peer key's Secret alone"
+    );
+    let secrets = agent("Secret");
+    assert_eq!(secrets.len(), 1);
+    assert!(
+        secrets[0].get("data").is_none_or(Value::is_null),
+        "the chart renders no key: the first agent writes one"
     );
 
     // The rollout: one node at a time, never two agents on one node, each new one Ready
@@ -860,9 +892,34 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
     }
 
     // The probes, on the port from the values, which is the one the agent listens on.
+    // The peers ask each other on the host IP, on the port from the values (UDP).
     assert_eq!(
         c["ports"],
-        json!([{"name": "probes", "containerPort": 9811, "protocol": "TCP"}])
+        json!([
+            {"name": "probes", "containerPort": 9811, "protocol": "TCP"},
+            {"name": "peers", "containerPort": 9812, "protocol": "UDP"},
+        ])
+    );
+    let env = |name: &str| {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        env("HOST_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    assert_eq!(
+        env("KUBE_FAILOVER_AGENT_PEER_ADDRESS")["value"],
+        "$(HOST_IP):9812"
+    );
+    assert_eq!(
+        env("KUBE_FAILOVER_AGENT_PEER_KEY_SECRET")["value"],
+        "kube-system/kube-failover-agent-peers"
     );
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], "probes");
@@ -890,7 +947,7 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
         );
     }
     // Every setting the chart passes is one `kube-failover agent` reads (the pod's own
-    // identity is there for later use).
+    // identity is there for later use; HOST_IP is spelled into the peer address).
     let help = run(
         Path::new(env!("CARGO_BIN_EXE_kube-failover")),
         &["agent", "--help"],
@@ -900,7 +957,7 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
     assert!(help.ok, "{help}");
     for e in env {
         let name = e["name"].as_str().unwrap();
-        if ["POD_NAME", "POD_NAMESPACE", "POD_UID"].contains(&name) {
+        if ["POD_NAME", "POD_NAMESPACE", "POD_UID", "HOST_IP"].contains(&name) {
             continue;
         }
         assert!(

@@ -403,6 +403,9 @@ fn node_facts(n: usize, s: &Seen) -> NodeFacts {
             }),
             self_fence: Some(SELF_FENCE),
             stopped_workloads: s.attested,
+            // The model's agents fence themselves without asking peers.
+            steady_since: None,
+            peer_groups: Vec::new(),
         }),
         // A NotReady condition seen long enough ago to count; a silent kubelet's not yet
         // turned Unknown (its stale Lease makes it Down all the same).

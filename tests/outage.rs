@@ -15,26 +15,14 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{FailoverClusterInstance, reason};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_spread_instances, event_reasons_among,
-    has_oos_taint, is_online, moving, owner, pod_uids, wait_each_instance, wait_for,
+    Replica, TestNamespace, apiserver_pid, control_plane, create_spread_instances,
+    event_reasons_among, has_oos_taint, is_online, moving, owner, pod_uids, wait_each_instance,
+    wait_for,
 };
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(90);
 const N: usize = 6;
-
-fn apiserver_pid() -> Pid {
-    let pid = control_plane()
-        .pids()
-        .into_iter()
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "kube-apiserver")
-        })
-        .expect("a kube-apiserver process");
-    Pid::from_raw(i32::try_from(pid).unwrap())
-}
 
 /// The addresses each EndpointSlice lists.
 async fn slice_addresses(client: &Client, ns: &str) -> BTreeMap<String, Vec<String>> {

@@ -1,6 +1,7 @@
 //! Real networking for the virtual IP tests: a network namespace per simulated node and one
 //! for a client, each with a veth on one bridge in the root namespace, the control plane
-//! reachable from all of them through a TCP relay on the bridge's address.
+//! reachable from all of them through a TCP relay on the bridge's address, which can keep
+//! one node from the API server while the node network still joins it to its peers.
 //!
 //! ```text
 //!   kfvip-c (client .100)   kfvip-n0 (.10)   kfvip-n1 (.11)   kfvip-n2 (.12)
@@ -13,9 +14,11 @@
 //! Needs root and `ip` (iproute2). Everything is named `kfvip*` and removed on drop (and
 //! before creation, should an earlier run have died without cleaning up).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 
@@ -61,7 +64,45 @@ pub struct NetLab {
     /// `GATEWAY:port`, relayed to the API server.
     pub api_relay: SocketAddr,
     relay: tokio::task::JoinHandle<()>,
+    cuts: Arc<Cuts>,
     children: Vec<Child>,
+}
+
+/// Which nodes the relay keeps from the API server, and the connections it relays.
+#[derive(Default)]
+struct Cuts {
+    cut: Mutex<BTreeSet<IpAddr>>,
+    live: Mutex<Vec<(IpAddr, tokio::task::AbortHandle)>>,
+}
+
+impl Cuts {
+    fn is_cut(&self, ip: IpAddr) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ip)
+    }
+
+    fn track(&self, ip: IpAddr, handle: tokio::task::AbortHandle) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|(_, h)| !h.is_finished());
+        live.push((ip, handle));
+    }
+
+    /// Cuts `ip` off (its relayed connections dropped at once, new ones refused), or lets
+    /// it through again.
+    fn set(&self, ip: IpAddr, cut: bool) {
+        let mut set = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        if !cut {
+            set.remove(&ip);
+            return;
+        }
+        set.insert(ip);
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, h) in live.iter().filter(|(from, _)| *from == ip) {
+            h.abort();
+        }
+    }
 }
 
 impl NetLab {
@@ -111,19 +152,28 @@ impl NetLab {
             .await
             .context("relay listener on the bridge")?;
         let api_relay = listener.local_addr()?;
-        let relay = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(api).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+        let cuts = Arc::new(Cuts::default());
+        let relay = tokio::spawn({
+            let cuts = cuts.clone();
+            async move {
+                while let Ok((mut inbound, from)) = listener.accept().await {
+                    if cuts.is_cut(from.ip()) {
+                        continue;
                     }
-                });
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(api).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    });
+                    cuts.track(from.ip(), task.abort_handle());
+                }
             }
         });
         Ok(Self {
             nodes,
             api_relay,
             relay,
+            cuts,
             children: Vec::new(),
         })
     }
@@ -203,6 +253,12 @@ impl NetLab {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Cuts node `i` off the API server alone (the relay drops its connections and refuses
+    /// new ones), or lets it through again; its peers and clients still reach it.
+    pub fn cut_api(&self, i: usize, cut: bool) {
+        self.cuts.set(IpAddr::V4(node_ip(i)), cut);
     }
 
     /// Cuts node `i` off the network (its side keeps running) or joins it again.

@@ -13,6 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
 cache=${KUBE_FAILOVER_TOOLS_CACHE:-$HOME/.cache/kube-failover/tools}
 mkdir -p "$cache"
+# One build at a time: a second run (another test job) waits, then finds the cache filled.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/.lock"
+  flock 9
+fi
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }

@@ -10,19 +10,29 @@ use kube::api::PostParams;
 
 use super::{AgentArgs, Shared};
 use kube_failover_core::api::{
-    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_LABEL, SELF_FENCE_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION,
-    agent_lease_name,
+    AGENT_HOLDS_ANNOTATION, AGENT_LEASE_LABEL, PEER_ADDRESS_ANNOTATION, PEER_GROUPS_ANNOTATION,
+    PeerGroup, SELF_FENCE_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
 };
 
 const NAMESPACE: &str = kube_failover_core::api::NODE_LEASE_NAMESPACE;
+
+/// What the agent says on its Lease besides its renewal.
+#[derive(Clone, Debug, Default)]
+pub struct Says {
+    /// The instances whose virtual IPs are up here.
+    pub holds: std::collections::BTreeSet<String>,
+    /// See `Shared::workloads_stopped`.
+    pub workloads_stopped: Option<String>,
+    /// Where it answers its peers, and the groups it asks, when it asks any.
+    pub peers: Option<(std::net::SocketAddr, Vec<PeerGroup>)>,
+}
 
 /// The Lease as this agent writes it, over `current` (which carries the resourceVersion that
 /// makes the write conditional).
 pub fn desired(
     current: Option<&Lease>,
     args: &AgentArgs,
-    holds: &std::collections::BTreeSet<String>,
-    workloads_stopped: Option<&str>,
+    says: &Says,
     now: jiff::Timestamp,
 ) -> Lease {
     let mut lease = current.cloned().unwrap_or_else(|| Lease {
@@ -45,20 +55,34 @@ pub fn desired(
         .get_or_insert_with(Default::default);
     annotations.insert(
         AGENT_HOLDS_ANNOTATION.into(),
-        serde_json::to_string(holds).unwrap_or_else(|_| "[]".into()),
+        serde_json::to_string(&says.holds).unwrap_or_else(|_| "[]".into()),
     );
     annotations.insert(
         SELF_FENCE_ANNOTATION.into(),
         args.announced_self_fence().to_string(),
     );
-    match workloads_stopped {
-        Some(since) => annotations.insert(WORKLOADS_STOPPED_ANNOTATION.into(), since.into()),
+    match &says.workloads_stopped {
+        Some(since) => annotations.insert(WORKLOADS_STOPPED_ANNOTATION.into(), since.clone()),
         None => annotations.remove(WORKLOADS_STOPPED_ANNOTATION),
     };
+    match &says.peers {
+        Some((address, groups)) => {
+            annotations.insert(PEER_ADDRESS_ANNOTATION.into(), address.to_string());
+            annotations.insert(
+                PEER_GROUPS_ANNOTATION.into(),
+                serde_json::to_string(groups).unwrap_or_else(|_| "[]".into()),
+            );
+        }
+        None => {
+            annotations.remove(PEER_ADDRESS_ANNOTATION);
+            annotations.remove(PEER_GROUPS_ANNOTATION);
+        }
+    }
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     spec.holder_identity = Some(args.node.clone());
-    spec.lease_duration_seconds =
-        Some(args.self_fence_seconds.ceil().min(f64::from(i32::MAX)) as i32);
+    // Two renewal intervals: the controller counts two renewals it saw further apart than
+    // this as a break (see `peers`).
+    spec.lease_duration_seconds = Some(args.lease_duration_seconds());
     spec.renew_time = Some(MicroTime(now));
     lease
 }
@@ -73,27 +97,12 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
     let mut failing = false;
     loop {
         let started = Instant::now();
-        let holds = shared
-            .holds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let stopped = shared
-            .workloads_stopped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let says = says(&shared);
         let attempt = async {
             if current.is_none() {
                 current = api.get_opt(&name).await?;
             }
-            let lease = desired(
-                current.as_ref(),
-                &args,
-                &holds,
-                stopped.as_deref(),
-                jiff::Timestamp::now(),
-            );
+            let lease = desired(current.as_ref(), &args, &says, jiff::Timestamp::now());
             let written = if lease.metadata.resource_version.is_some() {
                 api.replace(&name, &PostParams::default(), &lease).await
             } else {
@@ -105,7 +114,14 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
             Ok(Ok(Ok(lease))) => {
                 current = Some(lease);
                 *shared.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
-                shared.last.send_replace(Some((started, holds)));
+                *shared.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                if let Some((_, groups)) = says.peers {
+                    *shared
+                        .published_groups
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = groups;
+                }
+                shared.last.send_replace(Some((started, says.holds)));
                 if failing {
                     tracing::info!("heartbeat Lease renewed again");
                     failing = false;
@@ -130,6 +146,39 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
             () = tokio::time::sleep_until(next.into()) => {}
             () = shared.poke.notified() => {}
         }
+    }
+}
+
+/// What the Lease should say now.
+fn says(shared: &Shared) -> Says {
+    let holds = shared
+        .holds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let workloads_stopped = shared
+        .workloads_stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let address = *shared
+        .peer_address
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let peers = address.map(|a| {
+        (
+            a,
+            shared
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    });
+    Says {
+        holds,
+        workloads_stopped,
+        peers,
     }
 }
 
@@ -163,7 +212,11 @@ mod tests {
         ]);
         let holds = ["ns/db".to_string()].into();
         let now = jiff::Timestamp::from_second(1_000).unwrap();
-        let lease = desired(None, &a, &holds, None, now);
+        let says = Says {
+            holds,
+            ..Default::default()
+        };
+        let lease = desired(None, &a, &says, now);
         assert_eq!(
             lease.metadata.name.as_deref(),
             Some("kube-failover-agent-n1")
@@ -176,7 +229,9 @@ mod tests {
         assert_eq!(lease.annotations()[SELF_FENCE_ANNOTATION], "2.75");
         let spec = lease.spec.as_ref().unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("n1"));
-        assert_eq!(spec.lease_duration_seconds, Some(3));
+        // Two renewals (1 s each): what the controller takes for a break.
+        assert_eq!(spec.lease_duration_seconds, Some(2));
+        assert!(!lease.annotations().contains_key(PEER_GROUPS_ANNOTATION));
         assert_eq!(spec.renew_time.as_ref().map(|t| t.0), Some(now));
 
         // Over the stored Lease: its resourceVersion (the write is conditional) and what
@@ -190,9 +245,28 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("other".into(), "x".into());
-        let later = desired(Some(&stored), &a, &Default::default(), Some("t1"), now);
+        let group = PeerGroup {
+            cluster: "c".into(),
+            members: vec!["n1".into(), "n2".into()],
+            required: 2,
+        };
+        let stopped = Says {
+            workloads_stopped: Some("t1".into()),
+            peers: Some(("10.0.0.1:9811".parse().unwrap(), vec![group])),
+            ..Default::default()
+        };
+        let later = desired(Some(&stored), &a, &stopped, now);
+        assert_eq!(
+            later.annotations()[PEER_ADDRESS_ANNOTATION],
+            "10.0.0.1:9811"
+        );
+        assert_eq!(
+            later.annotations()[PEER_GROUPS_ANNOTATION],
+            r#"[{"cluster":"c","members":["n1","n2"],"required":2}]"#
+        );
         assert_eq!(later.annotations()[WORKLOADS_STOPPED_ANNOTATION], "t1");
-        let again = desired(Some(&later), &a, &Default::default(), None, now);
+        let again = desired(Some(&later), &a, &Says::default(), now);
+        assert!(!again.annotations().contains_key(PEER_GROUPS_ANNOTATION));
         assert!(
             !again
                 .annotations()

@@ -28,6 +28,7 @@ pub mod cri;
 mod guard;
 mod held;
 mod lease;
+pub mod peers;
 mod probes;
 mod workloads;
 
@@ -60,14 +61,15 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBE_FAILOVER_AGENT_RENEW_MS", default_value_t = 1000)]
     pub renew_ms: u64,
     /// Seconds (fractions allowed) without a successful renewal after which the agent takes
-    /// its virtual IPs down and stops the instance workloads on its node. At least twice the
-    /// renewal interval, so that one lost renewal does not fence a healthy node. Announced on
-    /// its Lease; the controller fences the node only after this plus the stop timeout plus a
-    /// margin have passed since the last renewal it saw.
+    /// its virtual IPs down and stops the instance workloads on its node, unless its peers
+    /// hold it (`peers`). At least twice the renewal interval, so that one lost renewal does
+    /// not fence a healthy node. Announced on its Lease; the controller fences the node only
+    /// after this plus the stop timeout plus a margin have passed since the last renewal it
+    /// saw.
     #[arg(
         long,
         env = "KUBE_FAILOVER_AGENT_SELF_FENCE_SECONDS",
-        default_value_t = 3.0
+        default_value_t = 4.0
     )]
     pub self_fence_seconds: f64,
     /// Announcements (gratuitous ARP / unsolicited NA) sent when an address comes up.
@@ -84,6 +86,8 @@ pub struct AgentArgs {
     pub workloads: workloads::WorkloadArgs,
     #[command(flatten)]
     pub probes: probes::ProbeArgs,
+    #[command(flatten)]
+    pub peers: peers::PeerArgs,
 }
 
 impl AgentArgs {
@@ -97,6 +101,28 @@ impl AgentArgs {
     pub fn announced_self_fence(&self) -> f64 {
         let ms = ((self.self_fence_seconds + self.workloads.stop_timeout_seconds) * 1000.0).ceil();
         ms / 1000.0
+    }
+
+    /// The duration written on the Lease: two renewal intervals, in whole seconds. The
+    /// controller counts two renewals it saw further apart than this as a break.
+    pub fn lease_duration_seconds(&self) -> i32 {
+        let ms = 2 * self.renew_every().as_millis();
+        i32::try_from(ms.div_ceil(1000)).unwrap_or(i32::MAX).max(1)
+    }
+
+    fn lease_duration_ms(&self) -> u64 {
+        u64::try_from(self.lease_duration_seconds()).unwrap_or(1) * 1000
+    }
+
+    /// The shortest self-fence time with which peers can still hold this agent through an
+    /// API server stall that cuts every agent off at once: a peer says it is cut off only
+    /// past its Lease's duration and the allowance, and this agent must hear so (a round of
+    /// asks every renewal interval, and the answers' wait) before its own time runs out.
+    pub fn self_fence_for_peers(&self) -> f64 {
+        (self.lease_duration_ms() + kube_failover_core::api::PEER_CUT_OFF_ALLOWANCE_MILLISECONDS)
+            as f64
+            / 1000.0
+            + (self.renew_every() + peers::answer_timeout(self)).as_secs_f64()
     }
 
     fn self_fence_after(&self) -> Duration {
@@ -122,6 +148,20 @@ impl AgentArgs {
                 2.0 * renew
             );
         }
+        if self.peers.enabled() != self.peers.has_key() {
+            anyhow::bail!(
+                "--peer-address goes with --peer-key-file or --peer-key-secret: with both the \
+                 agent asks its peers before it fences itself, with neither it asks no one"
+            );
+        }
+        if self.peers.enabled() && self.self_fence_seconds < self.self_fence_for_peers() {
+            tracing::warn!(
+                self_fence_seconds = self.self_fence_seconds,
+                "too short for the peers to hold this agent through an API server stall: every \
+                 agent would fence itself; raise --self-fence-seconds to at least {}",
+                self.self_fence_for_peers()
+            );
+        }
         Ok(())
     }
 }
@@ -140,6 +180,18 @@ struct Shared {
     /// The kubelet Lease `renewTime` since which the instance workloads of this node are
     /// stopped at the controller's request (`guard`), which the Lease attests.
     workloads_stopped: Mutex<Option<String>>,
+    /// When the last successful renewal's answer came back (from start, until one has):
+    /// what this agent tells its peers.
+    answered: Mutex<Instant>,
+    /// Where this agent answers its peers, once it does: on its Lease.
+    peer_address: Mutex<Option<std::net::SocketAddr>>,
+    /// The peer groups of this node, as the clusters' status says now: what the Lease
+    /// should say.
+    groups: Mutex<Vec<kube_failover_core::api::PeerGroup>>,
+    /// The peer groups the last successful renewal wrote: the ones asked.
+    published_groups: Mutex<Vec<kube_failover_core::api::PeerGroup>>,
+    /// The last round of asks to the peers, while this agent cannot renew.
+    verdict: Mutex<Option<peers::Verdict>>,
 }
 
 impl Shared {
@@ -151,6 +203,11 @@ impl Shared {
             poke: Notify::new(),
             last: tokio::sync::watch::Sender::new(None),
             workloads_stopped: Mutex::default(),
+            answered: Mutex::new(Instant::now()),
+            peer_address: Mutex::default(),
+            groups: Mutex::default(),
+            published_groups: Mutex::default(),
+            verdict: Mutex::default(),
         }
     }
 }
@@ -174,6 +231,7 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
 
     tokio::spawn(lease::renew(client.clone(), args.clone(), shared.clone()));
     tokio::spawn(guard::run(client.clone(), args.clone(), shared.clone()));
+    tokio::spawn(peers::run(client.clone(), args.clone(), shared.clone()));
     let (node_tx, node_addresses) = tokio::sync::watch::channel(None);
     tokio::spawn(read_node_addresses(
         client.clone(),
@@ -335,25 +393,29 @@ impl Addresses {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let cut_off = renewed.is_none_or(|t| t.elapsed() >= self.args.self_fence_after());
-        if cut_off && !self.fenced {
+        // Cut off, unless its peers are too, so many that no cluster of this node has its
+        // quorum (`peers`): then the API server is down, not the node. Once fenced, it stays
+        // so until it renews.
+        let fence = cut_off && (self.fenced || !self.peers_hold());
+        if fence && !self.fenced {
             tracing::warn!(
                 seconds = self.args.self_fence_seconds,
                 "no Lease renewal for the self-fence time: taking every virtual IP down and \
                  stopping the instance workloads on this node"
             );
         }
-        // Without a renewal within the self-fence time nothing may be up: the controller
-        // may already have given it to another node.
+        // Fenced, nothing may be up: the controller may already have given it to another
+        // node. Held, what is up stays up (nothing new comes up without a confirmed grant).
         let want: BTreeMap<IpAddr, String> = match instances {
-            Some(list) if !cut_off => granted(&self.args.node, list),
+            Some(list) if !fence => granted(&self.args.node, list),
             _ => BTreeMap::new(),
         };
         let node = self.node_addresses.borrow().clone();
         let (mut held, own) = self.release(&want, node.as_ref()).await?;
-        if cut_off && !self.fenced {
+        if fence && !self.fenced {
             self.workloads.stop_all().await;
             self.fenced = true;
-        } else if cut_off {
+        } else if fence {
             self.workloads.keep_stopped().await;
         }
         if !cut_off && self.fenced {
@@ -410,6 +472,16 @@ impl Addresses {
         // An earlier agent's address granted to no instance here names none.
         self.set_holds(held.into_values().filter(|k| !k.is_empty()).collect());
         Ok(())
+    }
+
+    /// Whether the last round of asks, recent enough, said to hold (see `peers`).
+    fn peers_hold(&self) -> bool {
+        self.shared
+            .verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|v| v.hold && v.asked.elapsed() <= peers::verdict_valid_for(&self.args))
     }
 
     /// Takes down the addresses this agent (or an earlier one, by its marker) brought up

@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(a.probes.probe_addr, DEFAULT_PROBE_ADDR.parse().unwrap());
         assert_eq!(a.probes.probe_addr, ProbeArgs::default().probe_addr);
         assert_eq!(Limits::of(&a).stall, 10 * S);
-        assert_eq!(Limits::of(&a).self_fence, 3 * S);
+        assert_eq!(Limits::of(&a).self_fence, 4 * S);
         assert_eq!(
             Limits::of(&args(&["--stop-timeout-seconds", "30"])).stall,
             35 * S

@@ -68,6 +68,11 @@ struct Seen {
     /// How often the Lease's holder renews it, as its duration announces (a kubelet renews
     /// every quarter of its Lease's duration).
     renew_every: Option<SignedDuration>,
+    /// Since when the renewals have been seen without a break: no two further apart than
+    /// the Lease's duration.
+    steady_since: Timestamp,
+    /// The Lease's duration, the longest gap between renewals that is no break.
+    duration: Option<SignedDuration>,
 }
 
 /// A quarter of a Lease's duration: how often a kubelet renews it.
@@ -273,6 +278,8 @@ impl Heartbeats {
             ready: None,
             ready_observed: now,
             renew_every: None,
+            steady_since: now,
+            duration: None,
         });
         f(entry, now)
     }
@@ -282,12 +289,36 @@ impl Heartbeats {
     pub fn lease(&self, node: &str, renew_time: Option<Timestamp>) -> Timestamp {
         let observed = self.with(node, |s, now| {
             if s.renew_time != renew_time {
+                if s.duration
+                    .is_none_or(|d| now.duration_since(s.renewal_observed) > d)
+                {
+                    s.steady_since = now;
+                }
                 s.renew_time = renew_time;
                 s.renewal_observed = now;
             }
             s.renewal_observed
         });
         self.since(observed)
+    }
+
+    /// Since when this controller has seen `lease` renewed without a break (no two renewals
+    /// further apart than its duration, and the last one within it), on its own clock;
+    /// `None` while there is a break, or the Lease announces no duration. Measured, like
+    /// silence, only while heartbeats are in sight: after they were out of it, from when
+    /// they came back into it. A node agent that tells its peers it is cut off from the API
+    /// server has gone longer than its Lease's duration (and an allowance) without a
+    /// renewal, so here its renewals show a break (see `decide`'s fence step).
+    pub fn steady_since(&self, lease: &Lease) -> Option<Timestamp> {
+        let name = lease.name_any();
+        self.lease(&name, renew_time(lease));
+        let duration = lease_duration(lease);
+        let since = self.with(&name, |s, now| {
+            s.duration = duration;
+            let d = duration?;
+            (now.duration_since(s.renewal_observed) <= d).then_some(s.steady_since)
+        })?;
+        Some(self.since(since))
     }
 
     /// Notes the Ready status of `node` as seen now; returns since when it has been seen
@@ -307,6 +338,8 @@ impl Heartbeats {
     /// arrives, not when a reconcile next looks.
     pub fn observe_lease(&self, lease: &Lease) {
         let name = lease.name_any();
+        let duration = lease_duration(lease);
+        self.with(&name, |s, _| s.duration = duration);
         self.lease(&name, renew_time(lease));
         let every = lease
             .spec
@@ -320,6 +353,16 @@ impl Heartbeats {
     pub fn observe_node(&self, node: &Node) {
         self.ready(&node.name_any(), ready_status(node));
     }
+}
+
+/// A Lease's `leaseDurationSeconds`, if it announces a positive one.
+fn lease_duration(lease: &Lease) -> Option<SignedDuration> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .filter(|d| *d > 0)
+        .map(|d| SignedDuration::from_secs(i64::from(d)))
 }
 
 /// Asks the API server whether it is ready (`/readyz`, which the chart's ClusterRole and the
@@ -519,6 +562,44 @@ mod tests {
         hb.now()
             .duration_since(hb.lease(node, Some(t(renewed))))
             .as_secs()
+    }
+
+    #[test]
+    fn an_agent_renews_steadily_only_without_a_gap_longer_than_its_lease_duration() {
+        let hb = Heartbeats::default();
+        let s = SignedDuration::from_secs;
+        let ms = SignedDuration::from_millis;
+        // Equal up to the real clock's move between two lines.
+        let near = |a: Option<Timestamp>, b: Timestamp| {
+            a.is_some_and(|a| a.duration_since(b).abs() < ms(100))
+        };
+        let start = hb.now();
+        // Renewals every 1.5 s on a 2 s Lease: steady since first seen.
+        for i in 0..4 {
+            let lease = lease_object("agent-b", 2, i);
+            deliver(&hb, &lease);
+            assert!(near(hb.steady_since(&lease), start), "renewal {i}");
+            hb.advance(ms(1500));
+        }
+        // Silent: past the duration, no longer steady.
+        hb.advance(ms(600));
+        let last = lease_object("agent-b", 2, 3);
+        assert_eq!(hb.steady_since(&last), None, "2.1 s since the last renewal");
+        // Back: steady again from this renewal on, not from before the break.
+        hb.advance(s(5));
+        let back = lease_object("agent-b", 2, 10);
+        deliver(&hb, &back);
+        let resumed = hb.now();
+        assert!(near(hb.steady_since(&back), resumed));
+        hb.advance(s(1));
+        let next = lease_object("agent-b", 2, 11);
+        deliver(&hb, &next);
+        assert!(near(hb.steady_since(&next), resumed));
+        // A Lease that announces no duration is never steady.
+        let mut bare = lease_object("agent-c", 2, 0);
+        bare.spec.as_mut().unwrap().lease_duration_seconds = None;
+        deliver(&hb, &bare);
+        assert_eq!(hb.steady_since(&bare), None);
     }
 
     #[test]

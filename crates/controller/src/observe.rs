@@ -15,7 +15,7 @@ use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_statu
 use super::vip_holders::vip_holders;
 use kube_failover_core::api::{
     FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim,
-    WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
+    PEER_GROUPS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
 };
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::{
@@ -102,6 +102,8 @@ pub fn node_facts(node: &Node, leases: &NodeLeases, heartbeats: &Heartbeats) -> 
         renewed: heartbeats.lease(&l.name_any(), renew_time(l)),
         self_fence: self_fence_of(l.annotations()),
         stopped_workloads: workloads_stopped_since(l).is_some_and(|t| Some(t) == kubelet_renew),
+        steady_since: heartbeats.steady_since(l),
+        peer_groups: peer_groups_of(l.annotations()),
     });
     let ready = ready_fact(
         status,
@@ -125,6 +127,17 @@ pub fn node_facts(node: &Node, leases: &NodeLeases, heartbeats: &Heartbeats) -> 
         self_fence: self_fence_of(node.annotations()),
         name,
     }
+}
+
+/// The peer groups an agent names on its Lease ([`PEER_GROUPS_ANNOTATION`]); none if it names
+/// none, or what it says cannot be read.
+pub(crate) fn peer_groups_of(
+    annotations: &BTreeMap<String, String>,
+) -> Vec<kube_failover_core::api::PeerGroup> {
+    annotations
+        .get(PEER_GROUPS_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
 }
 
 /// The kubelet Lease renewal since which an agent says it has stopped the instance

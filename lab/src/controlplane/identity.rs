@@ -153,6 +153,13 @@ async fn install_identity(client: &Client, manifest: &str) -> Result<()> {
                 )
                 .await
             }
+            "Secret" => {
+                create_if_absent(
+                    &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c, &ns),
+                    &serde_yaml::from_value(v)?,
+                )
+                .await
+            }
             "ValidatingAdmissionPolicy" => {
                 create_if_absent(
                     &Api::<ValidatingAdmissionPolicy>::all(c),

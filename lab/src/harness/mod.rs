@@ -391,6 +391,19 @@ pub fn free_addr() -> std::net::SocketAddr {
 
 pub use crate::controlplane::http_get;
 
+/// The PID of the shared control plane's kube-apiserver (to stop and continue it).
+pub fn apiserver_pid() -> nix::unistd::Pid {
+    let pid = control_plane()
+        .pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "kube-apiserver")
+        })
+        .expect("a kube-apiserver process");
+    nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a PID"))
+}
+
 /// A token for the ServiceAccount `namespace/name` from the TokenRequest API (one hour).
 pub async fn service_account_token(namespace: &str, name: &str) -> String {
     use k8s_openapi::api::authentication::v1::TokenRequest;

@@ -77,6 +77,10 @@ pub mod reason {
     pub const QUORUM_HELD: &str = "QuorumHeld";
     /// Too few member nodes are up: nothing fails over automatically.
     pub const QUORUM_LOST: &str = "QuorumLost";
+    /// The old owner's agent may be holding (not fencing itself) because its peers said they
+    /// cannot reach the API server either, and too few of them have renewed steadily since
+    /// for its self-fence to be counted on.
+    pub const PEERS_CUT_OFF: &str = "PeersCutOff";
     /// An Event on the cluster when the quorum comes back.
     pub const QUORUM_REGAINED: &str = "QuorumRegained";
 

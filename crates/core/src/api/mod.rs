@@ -100,6 +100,34 @@ pub const STOP_WORKLOADS_ANNOTATION: &str = "kube-failover.io/stop-workloads";
 /// fences a node whose kubelet is silent and whose agent renews only on this word, and only
 /// while it names the kubelet Lease's current `renewTime`.
 pub const WORKLOADS_STOPPED_ANNOTATION: &str = "kube-failover.io/workloads-stopped";
+/// On a node agent's Lease: the peer groups the agent consults before it fences itself (a
+/// JSON list of [`PeerGroup`]), as its last successful renewal said. An agent that cannot
+/// renew asks its peers; it holds (does not fence itself) only when, in every group, so
+/// many peers say they cannot reach the API server either that the group lacks its quorum.
+/// The controller counts on such an agent's self-fence only when one of these groups has
+/// kept its quorum of steadily renewing agents for the whole self-fence time
+/// ([`crate::decide`]'s fence step).
+pub const PEER_GROUPS_ANNOTATION: &str = "kube-failover.io/peer-groups";
+
+/// On a node agent's Lease: where it answers its peers (`address:port`, UDP).
+pub const PEER_ADDRESS_ANNOTATION: &str = "kube-failover.io/peer-address";
+
+/// One FailoverCluster's members as a node agent counts them when it asks its peers: the
+/// members and the quorum the cluster's status gave when the agent last renewed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerGroup {
+    pub cluster: String,
+    pub members: Vec<String>,
+    pub required: u32,
+}
+
+/// How much more than its Lease's duration (`leaseDurationSeconds`) a peer agent must have
+/// gone without a successful renewal before another agent counts it cut off from the API
+/// server. The controller counts an agent as renewing steadily only while no two renewals it
+/// saw were further apart than that duration; this allowance covers how much the delay of
+/// its watch may vary between two renewals.
+pub const PEER_CUT_OFF_ALLOWANCE_MILLISECONDS: u64 = 500;
+
 /// On an instance, `"true"`: an operator took it offline (`kubectl failover stop`). Its pod
 /// is stopped with its grace period; its claims, Service and name are kept.
 pub const OFFLINE_ANNOTATION: &str = "kube-failover.io/offline";

@@ -2,7 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{Heartbeat, MemberState, reason};
+use crate::api::{Heartbeat, MemberState, PeerGroup, reason};
 use crate::rules::kubelet_lease_stale_seconds;
 
 /// What the controller needs to know of a node, read from its Node object and its Lease.
@@ -49,6 +49,13 @@ pub struct AgentFacts {
     /// names the kubelet Lease's `renewTime` as it is now): the kubelet has not been heard
     /// from since.
     pub stopped_workloads: bool,
+    /// Since when the controller has seen the agent renew without a break (no two renewals
+    /// further apart than its Lease's duration, and the last within it); `None` while it
+    /// does not.
+    pub steady_since: Option<Timestamp>,
+    /// The peer groups the agent consults before it fences itself, as its Lease says
+    /// ([`crate::api::PEER_GROUPS_ANNOTATION`]).
+    pub peer_groups: Vec<PeerGroup>,
 }
 
 /// What a round saw of a node's heartbeats: when the controller saw the current renewal of
@@ -78,6 +85,8 @@ pub enum AgentHealth {
         seen: Timestamp,
         self_fence: Option<SignedDuration>,
         before_kubelet: bool,
+        /// The peers it asks before it fences itself, and holds while they too are cut off.
+        peer_groups: Vec<PeerGroup>,
     },
 }
 
@@ -107,6 +116,8 @@ pub struct NodeHealth {
     pub heartbeat_seen: Option<Timestamp>,
     /// The node's agent.
     pub agent: AgentHealth,
+    /// See [`AgentFacts::steady_since`].
+    pub agent_steady_since: Option<Timestamp>,
 }
 
 impl NodeHealth {
@@ -160,6 +171,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             before_kubelet: agent_deadline
                 .zip(facts.lease_renewed)
                 .is_some_and(|(d, k)| k > d),
+            peer_groups: a.peer_groups.clone(),
         },
         Some(a) => AgentHealth::Live {
             stopped_workloads: a.stopped_workloads,
@@ -188,6 +200,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         kubelet_seen: facts.lease_renewed,
         agent_seen: facts.agent.as_ref().map(|a| a.renewed),
     };
+    let agent_steady_since = facts.agent.as_ref().and_then(|a| a.steady_since);
     let not_ready_deadline = match facts.ready {
         Some((false, since)) => Some(since + secs(hb.not_ready_seconds)),
         _ => None,
@@ -214,6 +227,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             self_fence,
             heartbeat_seen,
             agent,
+            agent_steady_since,
             basis,
         };
     }
@@ -239,6 +253,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
             self_fence,
             heartbeat_seen,
             agent,
+            agent_steady_since,
             basis,
         };
     }
@@ -267,6 +282,7 @@ pub fn node_health(facts: &NodeFacts, hb: &Heartbeat, now: Timestamp) -> NodeHea
         self_fence,
         heartbeat_seen,
         agent,
+        agent_steady_since,
         basis,
     }
 }
@@ -429,6 +445,8 @@ mod tests {
             renewed: t(renewed),
             self_fence: Some(SignedDuration::from_secs(3)),
             stopped_workloads: false,
+            steady_since: Some(t(renewed)),
+            peer_groups: Vec::new(),
         })
     }
 

@@ -17,7 +17,7 @@ use crate::api::{
 #[derive(Debug, PartialEq, Eq)]
 enum Owner {
     /// An Up member: it keeps hosting the instance.
-    Healthy(NodeHealth),
+    Healthy(Box<NodeHealth>),
     /// Its kubelet is silent (or it is fenced): only a fenced failover may move the instance.
     Silent(String),
     /// Its kubelet heartbeats but the node is not Ready: a graceful move, never a fence.
@@ -33,7 +33,7 @@ fn owner_state(obs: &Observed, owner: &str) -> Owner {
             // Cordoned: it takes nothing new, and what it hosts moves off gracefully.
             Owner::Left(why(h, reason::UNSCHEDULABLE))
         } else if !h.failed() {
-            Owner::Healthy(h.clone())
+            Owner::Healthy(Box::new(h.clone()))
         } else if h.heartbeat_stale || h.state == MemberState::Fenced {
             Owner::Silent(why(h, reason::LEASE_STALE))
         } else {

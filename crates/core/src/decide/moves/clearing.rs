@@ -127,6 +127,16 @@ pub(super) fn fence(r: &mut Round) -> Flow {
             .and_then(|h| h.heartbeat_seen)
             .unwrap_or(down_since);
         at = at.max(since + s + SELF_FENCE_MARGIN);
+        if let Some(AgentHealth::Silent { peer_groups, .. }) = health.as_ref().map(|h| &h.agent) {
+            match peers_steady_at(r, &node, peer_groups, s + SELF_FENCE_MARGIN) {
+                Ok(steady) => at = at.max(steady),
+                Err(msg) => {
+                    // Looked at again as the peers' agents renew (or do not).
+                    r.d.recheck_at = Some(now + SignedDuration::from_secs(1));
+                    return Flow::Park(reason::PEERS_CUT_OFF, msg);
+                }
+            }
+        }
     }
     if at <= now {
         r.d.actions.push(Action::Fence {
@@ -137,6 +147,67 @@ pub(super) fn fence(r: &mut Round) -> Flow {
     }
     r.d.recheck_at = Some(at);
     Flow::Park(reason::FENCE_DELAY, format!("fencing {node} at {at}"))
+}
+
+/// When the self-fence of `node`'s agent may be counted on, as far as its peers go: the
+/// agent holds (does not fence itself) while, in every group it names, so many peers tell
+/// it they cannot reach the API server either that the group lacks its quorum. A peer that
+/// says so has not renewed for longer than its Lease's duration (plus an allowance), so the
+/// controller has seen a break in its renewals. Hence the agent has fenced itself once, in
+/// one of its groups, `required` members other than it have had agents renewing without a
+/// break for the whole of `wait` (its self-fence time and the margin): every answer it
+/// could have acted on in that time said "reachable", or came from a member not counted
+/// here. A member without an agent never answers, and the agent counts it as reachable: so
+/// does this, if the member is Up. `Err` says why not yet, when no group can have its
+/// quorum at all; no groups (an agent that asks no peers): no condition.
+fn peers_steady_at(
+    r: &Round,
+    node: &str,
+    groups: &[crate::api::PeerGroup],
+    wait: SignedDuration,
+) -> Result<Timestamp, String> {
+    if groups.is_empty() {
+        return Ok(r.now());
+    }
+    let now = r.now();
+    let mut best: Option<Timestamp> = None;
+    for g in groups {
+        let mut times: Vec<Timestamp> = g
+            .members
+            .iter()
+            .filter(|m| m.as_str() != node)
+            .filter_map(|m| {
+                let h = r.obs.node(m)?;
+                match (&h.agent, h.agent_steady_since) {
+                    (AgentHealth::Live { .. }, Some(since)) => Some(since + wait),
+                    (AgentHealth::Absent, _) if h.state == MemberState::Up => Some(now),
+                    _ => None,
+                }
+            })
+            .collect();
+        times.sort();
+        let required = g.required as usize;
+        let ready = if required == 0 {
+            Some(now)
+        } else {
+            times.get(required - 1).copied()
+        };
+        if let Some(t) = ready {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
+    }
+    best.ok_or_else(|| {
+        format!(
+            "the agent of {node} holds while its peers are cut off from the API server too, \
+             and too few of them renew now for any of its groups ({}) to have its quorum: \
+             waiting for them",
+            groups
+                .iter()
+                .map(|g| format!("{}: {} required", g.cluster, g.required))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// The old owner's heartbeats came back before it was fenced: the failover is called off

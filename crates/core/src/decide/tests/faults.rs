@@ -523,6 +523,7 @@ fn a_silent_agent_whose_kubelet_heartbeats_moves_nothing() {
         seen: t(0),
         self_fence: Some(jiff::SignedDuration::from_secs(3)),
         before_kubelet: true,
+        peer_groups: Vec::new(),
     };
     assert!(h.agent_down());
     obs.members.insert("a".into(), h);
@@ -568,6 +569,7 @@ fn a_node_whose_agent_was_down_before_its_kubelet_went_silent_is_never_fenced() 
         seen: t(-100),
         self_fence: Some(jiff::SignedDuration::from_secs(3)),
         before_kubelet: true,
+        peer_groups: Vec::new(),
     };
     silent.self_fence = None;
     obs.members.insert("a".into(), silent);
@@ -586,4 +588,104 @@ fn a_node_whose_agent_was_down_before_its_kubelet_went_silent_is_never_fenced() 
         st = d.status;
         obs.now += jiff::SignedDuration::from_secs(600);
     }
+}
+
+/// The old owner `a`, its kubelet and agent silent since 100, whose agent announced a 3 s
+/// self-fence and asks its peers `a`, `b`, `c` (2 required) before it fences itself.
+fn holding_owner() -> NodeHealth {
+    let mut silent = down(100);
+    silent.heartbeat_seen = Some(t(100));
+    silent.self_fence = Some(jiff::SignedDuration::from_secs(3));
+    silent.agent = AgentHealth::Silent {
+        seen: t(100),
+        self_fence: Some(jiff::SignedDuration::from_secs(3)),
+        before_kubelet: false,
+        peer_groups: vec![crate::api::PeerGroup {
+            cluster: "c".into(),
+            members: vec!["a".into(), "b".into(), "c".into()],
+            required: 2,
+        }],
+    };
+    silent
+}
+
+/// Up, its agent renewing without a break since `since`.
+fn steady_peer(since: i64) -> NodeHealth {
+    let mut h = up();
+    h.agent = AgentHealth::Live {
+        stopped_workloads: false,
+    };
+    h.agent_steady_since = Some(t(since));
+    h
+}
+
+#[test]
+fn a_node_whose_agent_asks_its_peers_is_fenced_only_once_enough_of_them_renewed_steadily_for_its_self_fence_time()
+ {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // b's agent was cut off too and is back since 108: until 108 + 3 s + the margin, a's
+    // agent may have held on b's word; c alone is not a quorum of 2.
+    obs.members.insert("a".into(), holding_owner());
+    obs.members.insert("b".into(), steady_peer(108));
+    obs.members.insert("c".into(), steady_peer(0));
+    obs.now = t(109);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+    let regained = t(108) + jiff::SignedDuration::from_secs(3) + crate::decide::SELF_FENCE_MARGIN;
+    assert_eq!(d.recheck_at, Some(regained), "b steady for the whole wait");
+    st = d.status;
+    obs.now = regained;
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn a_node_whose_agent_may_be_holding_on_its_peers_word_is_not_fenced() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    // b's kubelet heartbeats (the cluster has its quorum) but its agent has not renewed
+    // steadily: it may have told a it is cut off, and a holds. Never fenced on a's
+    // self-fence, however long.
+    let mut b = up();
+    b.agent = AgentHealth::Live {
+        stopped_workloads: false,
+    };
+    b.agent_steady_since = None;
+    obs.members.insert("a".into(), holding_owner());
+    obs.members.insert("b".into(), b);
+    obs.endpoints.clear();
+    obs.members.insert("c".into(), steady_peer(0));
+    for now in [110, 200, 10_000] {
+        obs.now = t(now);
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::PEERS_CUT_OFF),
+            "{:?}",
+            d.status.conditions
+        );
+        st = d.status;
+    }
+    // A member without an agent never answers, so a counts it reachable: so does this.
+    let mut no_agent = up();
+    no_agent.agent = AgentHealth::Absent;
+    obs.members.insert("b".into(), no_agent);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+        "{:?}",
+        d.actions
+    );
 }

@@ -33,6 +33,7 @@ fn up() -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        agent_steady_since: None,
         basis: Default::default(),
     }
 }
@@ -47,6 +48,7 @@ fn down(since: i64) -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        agent_steady_since: None,
         basis: Default::default(),
     }
 }
@@ -61,6 +63,7 @@ fn fenced() -> NodeHealth {
         self_fence: None,
         heartbeat_seen: None,
         agent: AgentHealth::Absent,
+        agent_steady_since: None,
         basis: Default::default(),
     }
 }
