@@ -1,8 +1,10 @@
 //! A short chaos run on the real control plane (`kube-failover-lab chaos`, see
-//! `lab/src/chaos.rs`): faults of every kind at random from a fixed seed, against two
-//! processes of the binary that ships, judged by an independent watcher of the invariants of
-//! `docs/safety.md`. Here, not in the lab, because only this package's tests can name the
-//! controller binary (`CARGO_BIN_EXE_kube-failover`).
+//! `lab/src/chaos/mod.rs`): faults of every kind at random from a fixed seed, against two
+//! processes of the binary that ships and a node agent of it on every simulated node,
+//! judged by an independent watcher of the invariants of `docs/safety.md`, which counts the
+//! running copies of each instance at the nodes' simulated container runtimes. Here, not
+//! in the lab, because only this package's tests can name the controller binary
+//! (`CARGO_BIN_EXE_kube-failover`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -47,5 +49,11 @@ async fn two_minutes_of_chaos_break_no_invariant() {
     assert!(
         summary.liveness_seconds.is_some(),
         "every instance online after the healing"
+    );
+    assert!(
+        summary.tally.copy_checks > 0 && summary.runtime.started >= 8,
+        "the containers of every instance counted at the runtimes: {:?}, {:?}",
+        summary.runtime,
+        summary.tally
     );
 }

@@ -7,6 +7,8 @@
 //! - [`harness`]: what the integration tests share (one control plane per test binary, a
 //!   namespace per test, controller replicas, waits on watches).
 //! - [`demo`], [`bench`], [`chaos`] and [`playground`]: the `kube-failover-lab` commands.
+//! - [`simruntime`]: a simulated container runtime (CRI over a unix socket) per simulated
+//!   node, for node agents to stop containers in and the chaos run to count them.
 
 pub mod bench;
 pub mod chaos;
@@ -16,3 +18,4 @@ pub mod demo;
 pub mod harness;
 pub mod netlab;
 pub mod playground;
+pub mod simruntime;

@@ -1,20 +1,39 @@
 //! The fault injector of the chaos run: faults drawn from a seed, injected and healed.
+//!
+//! What each fault does to a node's kubelet, container runtime and agent, and how it is
+//! healed, is tabled in `super::containers`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::agents::{Agents, RENEW_WITHIN};
 use super::checker::{FaultKind, FaultRecord, Observation, Observed};
+use super::containers::Kubelets;
 use super::kubelet::{StandIn, not_ready_kubelet, skewed_kubelet};
 pub use super::replicas::Controllers;
 use crate::controlplane::ControlPlane;
+use crate::simruntime::Runtimes;
+
+/// How long kube-apiserver stays stopped in an [`FaultKind::ApiServerStall`].
+const STALL: Duration = Duration::from_secs(10);
+
+/// What runs on each simulated node beside KWOK's heartbeats, for the faults to act on:
+/// the node agents, the container runtimes, and which kubelets are alive.
+pub struct Machines {
+    pub agents: Agents,
+    pub runtimes: Runtimes,
+    pub kubelets: Kubelets,
+}
 
 /// A fault in progress and how to end it.
 struct Active {
@@ -55,6 +74,7 @@ pub struct Injector<'a> {
     member_label: String,
     tx: UnboundedSender<Observation>,
     pub controllers: Controllers,
+    pub machines: Machines,
     rng: StdRng,
     next_id: u64,
     active: Vec<Active>,
@@ -81,6 +101,7 @@ impl<'a> Injector<'a> {
         member_label: &str,
         tx: UnboundedSender<Observation>,
         controllers: Controllers,
+        machines: Machines,
         seed: u64,
     ) -> Self {
         let n = nodes.len();
@@ -93,6 +114,7 @@ impl<'a> Injector<'a> {
             member_label: member_label.into(),
             tx,
             controllers,
+            machines,
             rng: StdRng::seed_from_u64(seed),
             next_id: 1,
             active: Vec::new(),
@@ -141,12 +163,7 @@ impl<'a> Injector<'a> {
             if now >= until || *stop.borrow() {
                 break;
             }
-            for gone in self.controllers.exited() {
-                self.send(Observed::External {
-                    invariant: "a controller replica exited",
-                    message: gone,
-                });
-            }
+            self.report_exits();
             let due: Vec<u64> = self
                 .active
                 .iter()
@@ -175,7 +192,23 @@ impl<'a> Injector<'a> {
         self.heal_all().await
     }
 
-    /// Heals every fault in progress and makes sure two replicas run.
+    /// Tells the watcher of every controller replica and agent that exited by itself.
+    fn report_exits(&mut self) {
+        for gone in self.controllers.exited() {
+            self.send(Observed::External {
+                invariant: "a controller replica exited",
+                message: gone,
+            });
+        }
+        for gone in self.machines.agents.exited() {
+            self.send(Observed::External {
+                invariant: "a node agent exited",
+                message: gone,
+            });
+        }
+    }
+
+    /// Heals every fault in progress and makes sure two replicas and every agent run.
     pub async fn heal_all(&mut self) -> Result<()> {
         let ids: Vec<u64> = self.active.iter().map(|a| a.id).collect();
         for id in ids {
@@ -184,6 +217,13 @@ impl<'a> Injector<'a> {
         while self.controllers.running() < 2 {
             let id = self.controllers.spawn()?;
             self.send(Observed::Note(format!("replica {id} started")));
+        }
+        self.report_exits();
+        for node in self.nodes.clone() {
+            if !self.machines.agents.running(&node) {
+                self.machines.agents.restart(&node)?;
+                self.send(Observed::Note(format!("the agent of {node} started again")));
+            }
         }
         Ok(())
     }
@@ -206,6 +246,8 @@ impl<'a> Injector<'a> {
                 self.inject_on_leader(kind, id, &d, leader).await?
             }
             (FaultKind::LeaderKill | FaultKind::LeaderPause, None) => {}
+            (FaultKind::AgentRollout, _) => self.roll_out_agents(id).await?,
+            (FaultKind::ApiServerStall, _) => self.stall_apiserver(id).await?,
             (kind, _) => self.restart_apiserver(kind, id, &d).await?,
         }
         Ok(d.gap)
@@ -232,11 +274,17 @@ impl<'a> Injector<'a> {
         } else {
             self.controllers.leader(&self.client).await
         };
+        // An API server stall is injected with every agent running; until the first, the
+        // faults that take an agent away wait, or a short run might never see one.
+        let agents_all_up = self.active.iter().all(|a| !a.kind.downs_agent())
+            && self.nodes.iter().all(|n| self.machines.agents.running(n));
+        let stall_pending = !self.counts.contains_key(&FaultKind::ApiServerStall);
         let eligible: Vec<FaultKind> = FaultKind::ALL
             .into_iter()
             .filter(|k| match k {
-                k if k.is_node_fault() => node_ok,
+                k if k.is_node_fault() => node_ok && !(stall_pending && k.downs_agent()),
                 FaultKind::LeaderKill | FaultKind::LeaderPause => leader.is_some(),
+                FaultKind::ApiServerStall => !global_busy && agents_all_up,
                 _ => !global_busy,
             })
             .collect();
@@ -288,11 +336,20 @@ impl<'a> Injector<'a> {
         }
         let idx = ((d.node * free.len() as f64) as usize).min(free.len() - 1);
         let node = free[idx].clone();
-        let (lo, hi) = match kind {
+        let (lo, hi): (f64, f64) = match kind {
             FaultKind::NodeKill => (3.0, 40.0),
             FaultKind::NodeNotReady => (6.0, 45.0),
             FaultKind::NodeSkew => (10.0, 40.0),
+            FaultKind::AgentKill => (3.0, 20.0),
+            FaultKind::KubeletDead | FaultKind::NodeCutOff => (8.0, 40.0),
             _ => (5.0, 40.0),
+        };
+        // While some kinds of node fault have not been injected yet, node faults are kept
+        // short: a short run frees its nodes for every kind in time.
+        let hi = if self.node_kinds_pending() {
+            hi.min(lo + 12.0)
+        } else {
+            hi
         };
         let lasts = between(d.duration, lo, hi);
         let skew = jiff::SignedDuration::from_secs(120 + (d.extra * 780.0) as i64);
@@ -322,6 +379,13 @@ impl<'a> Injector<'a> {
         let count = self.active.iter().filter(|a| a.node.is_some()).count();
         self.most_faulty_at_once = self.most_faulty_at_once.max(count);
         Ok(())
+    }
+
+    /// Whether some kind of node fault has not been injected yet.
+    fn node_kinds_pending(&self) -> bool {
+        FaultKind::ALL
+            .into_iter()
+            .any(|k| k.is_node_fault() && !self.counts.contains_key(&k))
     }
 
     /// The leader replica killed (a new one started later) or paused past its Lease.
@@ -396,6 +460,22 @@ impl<'a> Injector<'a> {
         let seed = self.rng.random_range(0..u64::MAX) ^ id;
         Ok(match kind {
             FaultKind::NodeKill => {
+                self.power_off(node).await?;
+                retry(|| self.cp.nodes.kill(node)).await?;
+                None
+            }
+            FaultKind::AgentKill => {
+                self.machines.agents.kill(node).await?;
+                None
+            }
+            FaultKind::KubeletDead => {
+                self.machines.kubelets.set_alive(node, false);
+                retry(|| self.cp.nodes.kill(node)).await?;
+                None
+            }
+            FaultKind::NodeCutOff => {
+                self.machines.kubelets.set_alive(node, false);
+                self.machines.agents.cut_off(node);
                 retry(|| self.cp.nodes.kill(node)).await?;
                 None
             }
@@ -433,6 +513,99 @@ impl<'a> Injector<'a> {
         })
     }
 
+    /// A power cut of `node`: its kubelet and agent die with it, its runtime is emptied and
+    /// its agent's tmpfs lost. (KWOK's heartbeats are the caller's to stop.)
+    async fn power_off(&mut self, node: &str) -> Result<()> {
+        self.machines.kubelets.set_alive(node, false);
+        self.machines.runtimes.power_off(node);
+        self.machines.agents.kill(node).await?;
+        self.machines.agents.wipe_state(node)
+    }
+
+    /// Restarts every agent that runs and can reach the API server, one node at a time,
+    /// each once the one before has renewed again, as a DaemonSet's rolling update with
+    /// maxUnavailable 1 does (the agent's readiness is its renewal). An agent that does not
+    /// renew within [`RENEW_WITHIN`] stops the rollout, as it would stop the DaemonSet's,
+    /// and is reported.
+    async fn roll_out_agents(&mut self, id: u64) -> Result<()> {
+        let kind = FaultKind::AgentRollout;
+        *self.counts.entry(kind).or_default() += 1;
+        let away: Vec<String> = self
+            .active
+            .iter()
+            .filter(|a| a.kind.downs_agent())
+            .filter_map(|a| a.node.clone())
+            .collect();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| self.machines.agents.running(n) && !away.contains(n))
+            .cloned()
+            .collect();
+        self.send(Observed::FaultStarted(FaultRecord {
+            id,
+            kind,
+            node: None,
+            detail: format!("{} agents, one at a time", nodes.len()),
+        }));
+        let started = Instant::now();
+        let mut rolled = 0;
+        for node in &nodes {
+            self.machines.agents.terminate(node).await?;
+            let since = self.machines.agents.restart(node)?;
+            if let Err(e) = self
+                .machines
+                .agents
+                .await_renewed(node, since, RENEW_WITHIN)
+                .await
+            {
+                self.send(Observed::External {
+                    invariant: "a restarted agent renews",
+                    message: format!("{e:#}: the rollout stops there"),
+                });
+                break;
+            }
+            rolled += 1;
+        }
+        self.send(Observed::FaultEnded {
+            id,
+            detail: format!(
+                "{rolled} agents restarted and renewing again in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
+        });
+        Ok(())
+    }
+
+    /// kube-apiserver stopped (SIGSTOP) for [`STALL`], then continued; healed when it
+    /// answers again. Every client, the agents' too, hangs meanwhile.
+    async fn stall_apiserver(&mut self, id: u64) -> Result<()> {
+        let kind = FaultKind::ApiServerStall;
+        *self.counts.entry(kind).or_default() += 1;
+        let pid = apiserver_pid(self.cp)?;
+        self.send(Observed::FaultStarted(FaultRecord {
+            id,
+            kind,
+            node: None,
+            detail: format!("SIGSTOP for {} s", STALL.as_secs()),
+        }));
+        nix::sys::signal::kill(pid, Signal::SIGSTOP).context("SIGSTOP to kube-apiserver")?;
+        tokio::time::sleep(STALL).await;
+        nix::sys::signal::kill(pid, Signal::SIGCONT).context("SIGCONT to kube-apiserver")?;
+        let continued = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), self.client.apiserver_version())
+            .await
+            .context("kube-apiserver does not answer 60 s after SIGCONT")??;
+        self.send(Observed::FaultEnded {
+            id,
+            detail: format!(
+                "SIGCONT; answering again after {:.1} s",
+                continued.elapsed().as_secs_f64()
+            ),
+        });
+        Ok(())
+    }
+
     async fn patch_node(&self, node: &str, patch: &serde_json::Value) -> Result<()> {
         Api::<Node>::all(self.client.clone())
             .patch(node, &PatchParams::default(), &Patch::Merge(patch))
@@ -453,8 +626,30 @@ impl<'a> Injector<'a> {
         }
         if let Some(node) = &a.node {
             match a.kind {
-                FaultKind::NodeKill | FaultKind::NodeNotReady | FaultKind::NodeSkew => {
+                FaultKind::NodeKill => {
+                    self.machines.runtimes.power_on(node);
                     retry(|| self.cp.nodes.revive(node)).await?;
+                    self.machines.kubelets.set_alive(node, true);
+                    self.machines.agents.restart(node)?;
+                    detail = "powered on: kubelet and agent started".into();
+                }
+                FaultKind::NodeNotReady | FaultKind::NodeSkew => {
+                    retry(|| self.cp.nodes.revive(node)).await?;
+                }
+                FaultKind::AgentKill => {
+                    self.machines.agents.restart(node)?;
+                    detail = "agent started again".into();
+                }
+                FaultKind::KubeletDead => {
+                    retry(|| self.cp.nodes.revive(node)).await?;
+                    self.machines.kubelets.set_alive(node, true);
+                    detail = "kubelet started again".into();
+                }
+                FaultKind::NodeCutOff => {
+                    self.machines.agents.reconnect(node);
+                    retry(|| self.cp.nodes.revive(node)).await?;
+                    self.machines.kubelets.set_alive(node, true);
+                    detail = "reconnected".into();
                 }
                 FaultKind::NodeRelabel => {
                     let patch = serde_json::json!({"metadata": {"labels": {self.member_label.clone(): "true"}}});
@@ -497,6 +692,19 @@ where
             }
         }
     }
+}
+
+/// The process of kube-apiserver (it changes with each restart).
+fn apiserver_pid(cp: &ControlPlane) -> Result<Pid> {
+    let pid = cp
+        .pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "kube-apiserver")
+        })
+        .context("no kube-apiserver process")?;
+    Ok(Pid::from_raw(i32::try_from(pid)?))
 }
 
 /// A seed from the clock and the process, for runs not given one.

@@ -1,6 +1,8 @@
 //! Stand-ins for the kubelet where KWOK does not play it: a node's kubelet during a fault
 //! (alive with a skewed clock, or alive and NotReady). The pod status sync after a node
-//! comes back is in `crate::controlplane::kubelet`, which every test uses.
+//! comes back is in `crate::controlplane::kubelet`, which every test uses; what a kubelet
+//! runs in its node's container runtime, whoever plays it towards the API server, is in
+//! `super::containers`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,21 +4,33 @@
 //! A control plane with an audit log, simulated nodes that are members of one
 //! FailoverCluster, instances with a ReadWriteOnce CSI volume each, and two replicas of the
 //! controller binary that ships (processes, leader election on a 2 s Lease, authenticated
-//! as the ServiceAccount and RBAC of `deploy/kube-failover.yaml`). Once every instance is
-//! online, faults are injected from a seeded generator for the given minutes: node kill
-//! and revive, a NotReady kubelet with a fresh Lease, a kubelet with a clock minutes
-//! behind, a node relabelled out of the cluster, a cordon, SIGKILL and SIGSTOP of the
-//! leader, a restart of kube-apiserver. At most as many nodes are faulty at once as leave
-//! quorum, and now and then one more (the controller must then wait). Then every fault is
-//! healed and every instance must be online again within a bound.
+//! as the ServiceAccount and RBAC of `deploy/kube-failover.yaml`). Each node also has a
+//! simulated container runtime (`crate::simruntime`), in which its kubelet runs the
+//! containers of the instance pods bound to it ([`containers`]), and a node agent of the
+//! binary that ships ([`agents`]), which stops them through that runtime's CRI socket and
+//! reaches the API server through a relay of its own that can be cut.
 //!
-//! The watcher ([`checker`]) has its own client and watches, and reads the audit log; it
-//! never looks into the controller. What it checks is listed on [`checker::Checker`].
+//! Once every agent renews and every instance is online, faults are injected from a seeded
+//! generator for the given minutes: node kill (a power cut) and revive, a NotReady kubelet
+//! with a fresh Lease, a kubelet with a clock minutes behind, a node relabelled out of the
+//! cluster, a cordon, SIGKILL and SIGSTOP of the leader, a restart of kube-apiserver, an
+//! agent killed, a rollout of every agent, a kubelet dead with its agent alive, a node cut
+//! off from the API server with its containers running, and kube-apiserver stopped for
+//! 10 s. At most as many nodes are faulty at once as leave quorum, and now and then one
+//! more (the controller must then wait). Then every fault is healed and every instance
+//! must be online again within a bound.
+//!
+//! The watcher ([`checker`]) has its own client and watches, reads the audit log, and is
+//! told every change of the containers running at the runtimes; it never looks into the
+//! controller or the agents. What it checks is listed on [`checker::Checker`].
 
+mod agents;
 mod audit;
 pub mod checker;
+mod containers;
 mod faults;
 mod kubelet;
+mod relay;
 mod replicas;
 mod report;
 mod setup;
@@ -27,7 +39,7 @@ mod watches;
 pub use report::print_summary;
 use setup::{
     await_all_online, controller_identity, create_csi_driver, create_instances, create_members,
-    new_injector, start_control_plane,
+    new_injector, start_control_plane, start_machines,
 };
 use watches::{judge, start_watches};
 
@@ -45,6 +57,7 @@ use crate::bench::controller_bin;
 use crate::controlplane::{AbortOnDrop, resync_pod_readiness};
 use crate::controlplane::{CONTROLLER_USER, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
+use crate::simruntime::RuntimeCounts;
 use checker::{Change, Checker, CheckerConfig, Observation, Observed, Tally, Violation};
 pub use checker::{FaultKind, instance_online};
 use faults::{Controllers, Injector};
@@ -56,6 +69,10 @@ const NS: &str = "chaos";
 const CLUSTER: &str = "chaos";
 
 const MEMBER_LABEL: &str = "chaos.kube-failover.io/member";
+
+/// The cluster's `heartbeat.leaseStaleSeconds`: a node whose kubelet has not renewed for
+/// this long is down.
+const LEASE_STALE_SECONDS: u64 = 6;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -90,6 +107,9 @@ pub struct ChaosArgs {
     /// RUST_LOG of the controller replicas (their logs are in the logs directory).
     #[arg(long, default_value = "info,kube_client=warn,kube_runtime=warn")]
     pub controller_log: String,
+    /// RUST_LOG of the node agents (their logs too: `agent-<node>.log`).
+    #[arg(long, default_value = "info,kube_client=warn,kube_runtime=warn")]
+    pub agent_log: String,
 }
 
 impl Default for ChaosArgs {
@@ -105,6 +125,7 @@ impl Default for ChaosArgs {
             work_dir: None,
             verbose: false,
             controller_log: "info,kube_client=warn,kube_runtime=warn".into(),
+            agent_log: "info,kube_client=warn,kube_runtime=warn".into(),
         }
     }
 }
@@ -122,6 +143,12 @@ pub struct Summary {
     pub beyond_bound: usize,
     pub most_faulty_at_once: usize,
     pub apiserver_restart_seconds: Vec<f64>,
+    /// What the kubelets, the agents and the power cuts did to containers.
+    pub runtime: RuntimeCounts,
+    /// Agent processes started after the first of each node (faults, rollouts, boots).
+    pub agent_restarts: usize,
+    /// Whether the agents asked their peers before fencing themselves.
+    pub agents_ask_peers: bool,
     pub tally: Tally,
     pub violations: Vec<Violation>,
     /// Seconds from the last fault healed to every instance online.
@@ -158,12 +185,25 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = oneshot::channel();
     let watcher_client = cp.client()?;
-    let mut checker = Checker::new(CheckerConfig::new(&controller_user), start);
+    let mut config = CheckerConfig::new(&controller_user);
+    config.heartbeat_threshold = Duration::from_secs(LEASE_STALE_SECONDS);
+    let mut checker = Checker::new(config, start);
     checker.echo = args.verbose;
     let judge_task = tokio::spawn(judge(checker, rx, done_rx, stop_tx, args.keep_going, start));
     let _watches = start_watches(&watcher_client, cp.audit_log(), &tx);
 
     let nodes = create_members(&cp, &client, args.nodes).await?;
+    // Each node's runtime, kubelet and agent, the agents renewing, before any instance.
+    let (machines, _machine_tasks) =
+        start_machines(&cp, &client, &args, &bin, &nodes, &tx, seed).await?;
+    note(
+        &tx,
+        format!(
+            "{} node agents renewing (asking their peers before fencing themselves: {})",
+            nodes.len(),
+            machines.agents.ask_peers()
+        ),
+    );
     create_csi_driver(&client).await?;
     let _attacher = AbortOnDrop(tokio::spawn(play_csi_attacher(
         cp.client()?,
@@ -172,7 +212,16 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     let _pod_status_sync = AbortOnDrop(tokio::spawn(resync_pod_readiness(cp.client()?, NS.into())));
     create_instances(&client, args.instances, &nodes).await?;
 
-    let mut injector = new_injector(&cp, &args, bin, kubeconfig, nodes, tx.clone(), seed)?;
+    let mut injector = new_injector(
+        &cp,
+        &args,
+        bin,
+        kubeconfig,
+        nodes,
+        machines,
+        tx.clone(),
+        seed,
+    )?;
     for _ in 0..2 {
         injector.controllers.spawn()?;
     }
@@ -201,9 +250,13 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
     for gone in injector.controllers.exited() {
         external(&tx, "a controller replica exited", gone);
     }
+    for gone in injector.machines.agents.exited() {
+        external(&tx, "a node agent exited", gone);
+    }
     let _ = done_tx.send(());
     let checker = judge_task.await?;
     injector.controllers.stop_all().await;
+    injector.machines.agents.stop_all().await;
     let summary = Summary {
         seed,
         minutes: args.minutes,
@@ -214,6 +267,9 @@ pub async fn run(args: ChaosArgs) -> Result<Summary> {
         beyond_bound: injector.beyond_bound,
         most_faulty_at_once: injector.most_faulty_at_once,
         apiserver_restart_seconds: injector.apiserver_restart_seconds.clone(),
+        runtime: injector.machines.runtimes.counts(),
+        agent_restarts: injector.machines.agents.restarts,
+        agents_ask_peers: injector.machines.agents.ask_peers(),
         tally: checker.tally.clone(),
         violations: checker.violations.clone(),
         liveness_seconds,

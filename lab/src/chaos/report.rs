@@ -28,7 +28,20 @@ pub fn print_summary(s: &Summary) {
             .fold(0.0f64, f64::max);
         println!("  kube-apiserver back within {max:.1} s of each restart");
     }
+    println!(
+        "  node agents: {} restarts; asking their peers before fencing themselves: {}",
+        s.agent_restarts, s.agents_ask_peers
+    );
+    let r = &s.runtime;
+    println!(
+        "containers: {} started by kubelets, {} stopped by kubelets, {} stopped by agents (CRI), {} gone with a power cut",
+        r.started, r.stopped_by_kubelet, r.stopped_through_cri, r.lost_to_power_off
+    );
     let t = &s.tally;
+    println!(
+        "running copies judged {} times at the runtimes; most copies of one instance at once: {}",
+        t.copy_checks, t.most_copies_at_once
+    );
     println!(
         "moves completed: {} failovers, {} planned moves, {} called off (node back before fencing); {} move starts judged",
         t.failovers, t.planned_moves, t.abandoned, t.move_starts_checked

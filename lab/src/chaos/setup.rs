@@ -2,7 +2,7 @@
 //! instances and their volumes, and the wait until all are online.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -15,12 +15,16 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::controlplane::{
-    CONTROLLER_NS, ControlPlane, ControlPlaneConfig, controller_token, create_if_absent,
-    install_controller_identity,
+    AbortOnDrop, CONTROLLER_NS, ControlPlane, ControlPlaneConfig, controller_token,
+    create_if_absent, install_controller_identity,
 };
 use crate::demo::SIM_CSI_DRIVER;
+use crate::simruntime::Runtimes;
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
 
+use super::agents::Agents;
+use super::containers::Kubelets;
+use super::faults::Machines;
 use super::watches::QuickBackoff;
 use super::*;
 
@@ -166,7 +170,7 @@ pub(super) async fn create_members(
             "allowedNamespaces": {"names": [NS]},
             // The node Lease lasts 4 s (renewed every second): a node is down after 6 s
             // without a renewal, or 10 s NotReady; a returned node is unfenced after 10 s.
-            "heartbeat": {"leaseStaleSeconds": 6, "notReadySeconds": 10},
+            "heartbeat": {"leaseStaleSeconds": LEASE_STALE_SECONDS, "notReadySeconds": 10},
             "fencing": {"unfenceAfterSeconds": 10},
             // Where the instances' virtual IPs come from (`demo::nth_vip`).
             "addressPools": [{"name": "lab", "cidrs": ["192.0.2.0/24", "2001:db8::/64"]}],
@@ -211,13 +215,88 @@ pub(super) async fn create_instances(
     Ok(())
 }
 
-/// The fault injector, with the controller replicas it may kill and restart.
+/// What a run's machines need kept until its end: the runtimes' servers, the kubelets'
+/// task, the periodic count of running copies, and the directory of the sockets and the
+/// agents' state.
+pub(super) struct MachineTasks {
+    _tasks: Vec<AbortOnDrop>,
+    _dir: tempfile::TempDir,
+}
+
+/// Each node's container runtime (its socket served, every change of the running copies
+/// told the watcher, and all of them every second), its kubelet's container side, and its
+/// node agent; returns once every agent renews.
+pub(super) async fn start_machines(
+    cp: &ControlPlane,
+    client: &Client,
+    args: &ChaosArgs,
+    bin: &Path,
+    nodes: &[String],
+    tx: &UnboundedSender<Observation>,
+    seed: u64,
+) -> Result<(Machines, MachineTasks)> {
+    let dir = tempfile::Builder::new()
+        .prefix("kube-failover-chaos-")
+        .tempdir()?;
+    let runtimes = Runtimes::new();
+    runtimes.set_observer({
+        let tx = tx.clone();
+        move |copies| {
+            let _ = tx.send(Observation {
+                at: Instant::now(),
+                wall: jiff::Timestamp::now(),
+                fresh: true,
+                what: Observed::Copies(copies.clone()),
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    let mut sockets = BTreeMap::new();
+    for node in nodes {
+        runtimes.add_node(node);
+        let socket = dir.path().join(format!("{node}.sock"));
+        tasks.push(runtimes.serve(node, &socket)?);
+        sockets.insert(node.clone(), socket);
+    }
+    let kubelets = Kubelets::new(nodes);
+    tasks.push(kubelets.start(cp.client()?, NS, runtimes.clone()));
+    tasks.push(AbortOnDrop(tokio::spawn({
+        let runtimes = runtimes.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                runtimes.announce();
+            }
+        }
+    })));
+    let mut agents =
+        Agents::prepare(cp, client, bin, &sockets, dir.path(), &args.agent_log, seed).await?;
+    agents.start_all().await?;
+    let machines = Machines {
+        agents,
+        runtimes,
+        kubelets,
+    };
+    Ok((
+        machines,
+        MachineTasks {
+            _tasks: tasks,
+            _dir: dir,
+        },
+    ))
+}
+
+/// The fault injector, with the controller replicas it may kill and restart and the
+/// machines whose kubelets, runtimes and agents it fails.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn new_injector<'a>(
     cp: &'a ControlPlane,
     args: &ChaosArgs,
     bin: PathBuf,
     kubeconfig: PathBuf,
     nodes: Vec<String>,
+    machines: Machines,
     tx: UnboundedSender<Observation>,
     seed: u64,
 ) -> Result<Injector<'a>> {
@@ -238,6 +317,7 @@ pub(super) fn new_injector<'a>(
         MEMBER_LABEL,
         tx,
         controllers,
+        machines,
         seed,
     ))
 }

@@ -57,6 +57,12 @@ impl Checker {
                 self.push_fault(obs.at, format!("HEALED #{id} {what} {detail}"));
                 None
             }
+            Observed::Copies(next) => {
+                for text in self.copies_lines(next) {
+                    self.push_line(obs.at, true, text);
+                }
+                None
+            }
             Observed::External { invariant, message } => {
                 Some((String::new(), format!("{invariant}: {message}")))
             }
@@ -95,7 +101,7 @@ impl Checker {
     }
 
     /// The recent history: the last watcher events and faults, in time order, then the last
-    /// Lease renewal the watcher saw of each node.
+    /// Lease renewal the watcher saw of each node's kubelet and agent.
     pub fn history(&self) -> String {
         let mut all: Vec<&(Instant, String)> = self
             .recent
@@ -108,8 +114,17 @@ impl Checker {
             let _ = writeln!(out, "  {:>+9.3} s  {line}", self.secs(*t));
         }
         let _ = writeln!(out, "  last Lease renewal seen (watcher's clock):");
-        for (node, (t, _)) in &self.renewed {
-            let _ = writeln!(out, "    {node}: {:+.3} s", self.secs(*t));
+        let kubelets = self
+            .renewals
+            .keys()
+            .filter(|name| leases::agent_node(name).is_none());
+        for node in kubelets {
+            let at = |name: &str| {
+                self.last_seen_renewal(name)
+                    .map_or_else(|| "never".into(), |t| format!("{:+.3} s", self.secs(t)))
+            };
+            let agent = at(&kube_failover_core::api::agent_lease_name(node));
+            let _ = writeln!(out, "    {node}: {}, its agent {agent}", at(node));
         }
         out
     }

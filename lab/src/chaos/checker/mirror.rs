@@ -76,14 +76,6 @@ pub(super) fn node_ready(n: &Node) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub(super) fn renew_time(l: &Lease) -> Option<String> {
-    l.spec
-        .as_ref()?
-        .renew_time
-        .as_ref()
-        .map(|t| t.0.to_string())
-}
-
 /// An instance online: phase Online, no move, endpoint published (as the tests define it).
 pub fn instance_online(i: &FailoverClusterInstance) -> bool {
     i.status.as_ref().is_some_and(|s| {

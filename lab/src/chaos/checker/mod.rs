@@ -8,11 +8,14 @@
 //! monotonic [`Instant`] when an event reached it, and the wall time of this machine (the
 //! same clock as the API server's audit timestamps, all processes being local).
 
+mod copies;
 mod deletes;
 mod history;
 mod invariants;
+mod leases;
 mod mirror;
 mod moves;
+mod taints;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -27,13 +30,18 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::{Resource, ResourceExt};
-use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Move, Phase, reason};
+use kube_failover_core::api::{
+    AGENT_LEASE_PREFIX, FailoverClusterInstance, INSTANCE_LABEL, Move, Phase,
+    WORKLOADS_STOPPED_ANNOTATION, reason,
+};
 use serde::Serialize;
+
+use crate::simruntime::Copies;
 
 /// Kubernetes' taint for non-graceful node shutdown: the node is fenced.
 pub use crate::controlplane::OUT_OF_SERVICE_TAINT;
 pub use mirror::instance_online;
-use mirror::{Mirror, node_fenced, node_ready, pod_node, pod_ready, renew_time};
+use mirror::{Mirror, node_fenced, node_ready, pod_node, pod_ready};
 
 /// The faults the chaos run injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -55,10 +63,24 @@ pub enum FaultKind {
     LeaderPause,
     /// kube-apiserver is restarted (SIGTERM or SIGKILL).
     ApiServerRestart,
+    /// The node agent is killed (SIGKILL) and started again later; its kubelet heartbeats
+    /// on: the node is alive.
+    AgentKill,
+    /// Every running agent is restarted, one node at a time, each once the previous renews
+    /// again (a DaemonSet's rolling update, maxUnavailable 1).
+    AgentRollout,
+    /// The kubelet dies: its heartbeats stop, its containers run on, its agent renews. The
+    /// controller must have the agent stop them before anything moves.
+    KubeletDead,
+    /// The node is cut off from the API server: its kubelet's heartbeats stop, its agent's
+    /// way to the API server is cut, its containers run on until the agent fences itself.
+    NodeCutOff,
+    /// kube-apiserver is stopped (SIGSTOP) for 10 s, then continued, every agent running.
+    ApiServerStall,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::NodeKill,
         FaultKind::NodeNotReady,
         FaultKind::NodeSkew,
@@ -67,8 +89,15 @@ impl FaultKind {
         FaultKind::LeaderKill,
         FaultKind::LeaderPause,
         FaultKind::ApiServerRestart,
+        FaultKind::AgentKill,
+        FaultKind::AgentRollout,
+        FaultKind::KubeletDead,
+        FaultKind::NodeCutOff,
+        FaultKind::ApiServerStall,
     ];
 
+    /// A fault of one node: one at a time on a node, and counted against the number of
+    /// nodes that may be faulty at once.
     pub fn is_node_fault(self) -> bool {
         matches!(
             self,
@@ -77,6 +106,26 @@ impl FaultKind {
                 | FaultKind::NodeSkew
                 | FaultKind::NodeRelabel
                 | FaultKind::NodeCordon
+                | FaultKind::AgentKill
+                | FaultKind::KubeletDead
+                | FaultKind::NodeCutOff
+        )
+    }
+
+    /// A node fault that silences the node's kubelet: from its start until it is healed,
+    /// nothing starts a container on the node.
+    pub fn silences_kubelet(self) -> bool {
+        matches!(
+            self,
+            FaultKind::NodeKill | FaultKind::KubeletDead | FaultKind::NodeCutOff
+        )
+    }
+
+    /// A node fault that takes the node's agent away (killed, or cut off).
+    pub fn downs_agent(self) -> bool {
+        matches!(
+            self,
+            FaultKind::NodeKill | FaultKind::AgentKill | FaultKind::NodeCutOff
         )
     }
 
@@ -90,16 +139,22 @@ impl FaultKind {
             FaultKind::LeaderKill => "leader SIGKILL",
             FaultKind::LeaderPause => "leader SIGSTOP past its Lease",
             FaultKind::ApiServerRestart => "kube-apiserver restart",
+            FaultKind::AgentKill => "agent SIGKILL (kubelet alive)",
+            FaultKind::AgentRollout => "agent rollout (one at a time)",
+            FaultKind::KubeletDead => "kubelet dead (agent alive)",
+            FaultKind::NodeCutOff => "node cut off (containers run)",
+            FaultKind::ApiServerStall => "kube-apiserver SIGSTOP 10 s",
         }
     }
 
     /// Whether this fault on a node justifies a move off it: a planned move (`planned`) or a
-    /// fenced failover. Only a node whose heartbeats stopped may be failed over; a node
-    /// that is alive but NotReady, has left the cluster or is cordoned is moved off
-    /// gracefully. A skewed clock justifies nothing: the node is alive.
+    /// fenced failover. Only a node whose kubelet's heartbeats stopped may be failed over
+    /// (killed, its kubelet dead, or cut off); a node that is alive but NotReady, has left
+    /// the cluster or is cordoned is moved off gracefully. A skewed clock or a dead agent
+    /// justifies nothing: the node is alive.
     pub fn justifies(self, planned: bool) -> bool {
         match self {
-            FaultKind::NodeKill => true,
+            FaultKind::NodeKill | FaultKind::KubeletDead | FaultKind::NodeCutOff => true,
             FaultKind::NodeNotReady | FaultKind::NodeRelabel | FaultKind::NodeCordon => planned,
             _ => false,
         }
@@ -191,6 +246,9 @@ pub enum Observed {
         id: u64,
         detail: String,
     },
+    /// The running copies of every instance at the simulated container runtimes, at each
+    /// change of them and every second.
+    Copies(Copies),
     /// A violation found outside the watcher (liveness at the end of the run).
     External {
         invariant: &'static str,
@@ -234,6 +292,10 @@ pub struct CheckerConfig {
     pub audit_settle: Duration,
     /// Lease duration of a node whose Lease does not say.
     pub default_lease: Duration,
+    /// The cluster's `heartbeat.leaseStaleSeconds`: a node whose kubelet renewed within it
+    /// is alive, never to be fenced; an agent that renewed within it is live, and its node
+    /// is fenced only on its word that it stopped the workloads there.
+    pub heartbeat_threshold: Duration,
     /// Watcher events kept for the history printed with a violation.
     pub history: usize,
 }
@@ -245,6 +307,7 @@ impl CheckerConfig {
             slack: Duration::from_secs(10),
             audit_settle: Duration::from_secs(3),
             default_lease: Duration::from_secs(4),
+            heartbeat_threshold: Duration::from_secs(6),
             history: 50,
         }
     }
@@ -254,6 +317,8 @@ struct FaultState {
     rec: FaultRecord,
     start: Instant,
     end: Option<Instant>,
+    /// The sandboxes of instance pods running on its node when it started.
+    running_at_start: BTreeSet<String>,
 }
 
 /// A delete by the controller, to be judged once the audit log has settled.
@@ -262,6 +327,17 @@ struct PendingDelete {
     node: Option<String>,
     received: jiff::Timestamp,
     at: Instant,
+}
+
+/// An out-of-service taint seen added, to be judged once the Lease watch has caught up with
+/// the Node watch (invariant 5, `taints`).
+struct PendingTaint {
+    node: String,
+    /// The resourceVersion of the Node write that added it.
+    version: Option<u64>,
+    /// When the watcher saw it, on its clocks.
+    at: Instant,
+    wall: jiff::Timestamp,
 }
 
 /// Counts for the summary.
@@ -284,8 +360,25 @@ pub struct Tally {
     /// Out-of-service taints seen appear, and those judged against a fresh Lease.
     pub taints_seen: usize,
     pub audit_lines: usize,
+    /// Looks at the running copies of every instance at the container runtimes, and the
+    /// most copies of one instance seen running at once.
+    pub copy_checks: usize,
+    pub most_copies_at_once: usize,
 }
 
+/// The watcher's judgement. What it checks, as it sees it happen:
+///
+/// - two pods of one instance on two nodes, unless one is fenced and its pod being removed
+///   (invariant 1, `invariants`); and two copies of an instance running at the container
+///   runtimes, whatever the pods say (invariant 1 where it matters, `copies`);
+/// - an EndpointSlice listing two addresses, a ReadWriteOnce volume attached to two nodes
+///   (invariants 2 and 3, `invariants`);
+/// - a force delete or a VolumeAttachment delete by the controller on a node not fenced
+///   then, from the audit log (invariant 4, `deletes`);
+/// - an out-of-service taint on a node whose kubelet it saw renew within the heartbeat
+///   threshold, or whose agent it saw renew without the word that it stopped the instance
+///   workloads (invariant 5, `invariants` and `leases`);
+/// - a move off a node that had no fault to justify it (invariants 6 and 7, `moves`).
 pub struct Checker {
     cfg: CheckerConfig,
     start: Instant,
@@ -297,9 +390,16 @@ pub struct Checker {
     instances: Mirror<FailoverClusterInstance>,
     /// Nodes carrying the out-of-service taint, as last seen.
     fenced: BTreeSet<String>,
-    /// When the watcher last saw each node's Lease renewed, on its own clock, and the
-    /// Lease's duration.
-    renewed: BTreeMap<String, (Instant, Duration)>,
+    /// The last renewals of each Lease in `kube-node-lease` (kubelets' and agents'), by
+    /// name, oldest first.
+    renewals: BTreeMap<String, VecDeque<leases::Renewal>>,
+    /// Every word of an agent that it stopped its node's instance workloads: by node and
+    /// the kubelet renewal it names, the lowest resourceVersion of its Lease that said it.
+    agent_words: BTreeMap<(String, jiff::Timestamp), u64>,
+    /// Taints seen added, to be judged once the Lease watch has caught up.
+    pending_taints: Vec<PendingTaint>,
+    /// The running copies of each instance at the container runtimes, as last seen.
+    copies: Copies,
     /// The node of every pod (by UID and by namespace/name) and attachment ever seen.
     pod_node_by_uid: BTreeMap<String, String>,
     pod_node_by_name: BTreeMap<String, String>,
@@ -343,7 +443,10 @@ impl Checker {
             leases: Mirror::new(),
             instances: Mirror::new(),
             fenced: BTreeSet::new(),
-            renewed: BTreeMap::new(),
+            renewals: BTreeMap::new(),
+            agent_words: BTreeMap::new(),
+            pending_taints: Vec::new(),
+            copies: Copies::new(),
             pod_node_by_uid: BTreeMap::new(),
             pod_node_by_name: BTreeMap::new(),
             attachment_node: BTreeMap::new(),
@@ -418,38 +521,8 @@ impl Checker {
                 self.attachments.apply(&c);
                 self.check_attachments(at);
             }
-            Observed::Node(c) => self.on_node(c, at, fresh),
-            Observed::Lease(c) => {
-                let previous = self.leases.apply(&c);
-                if let Change::Applied(l) = &c
-                    && fresh
-                    && previous.as_ref().and_then(renew_time) != renew_time(l)
-                {
-                    let node = l.name_any();
-                    let gap = self
-                        .renewed
-                        .get(&node)
-                        .map(|(t, _)| at.saturating_duration_since(*t));
-                    if gap.is_none_or(|g| g > Duration::from_secs(2)) {
-                        let text = match gap {
-                            Some(g) => format!(
-                                "lease {node} renewed after {:.1} s without a renewal seen",
-                                g.as_secs_f64()
-                            ),
-                            None => format!("lease {node} renewal first seen"),
-                        };
-                        self.push_line(at, true, text);
-                    }
-                    let duration = l
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.lease_duration_seconds)
-                        .and_then(|s| u64::try_from(s).ok())
-                        .map(Duration::from_secs)
-                        .unwrap_or(self.cfg.default_lease);
-                    self.renewed.insert(l.name_any(), (at, duration));
-                }
-            }
+            Observed::Node(c) => self.on_node(c, at, wall, fresh),
+            Observed::Lease(c) => self.on_lease(c, at, fresh),
             Observed::Instance(c) => {
                 self.instances.apply(&c);
                 if let Change::Applied(i) | Change::Relisted(i) = &c {
@@ -462,20 +535,26 @@ impl Checker {
                 }
             }
             Observed::Audit(r) => self.on_audit(r, at),
-            Observed::FaultStarted(rec) => self.faults.push(FaultState {
-                rec,
-                start: at,
-                end: None,
-            }),
+            Observed::FaultStarted(rec) => {
+                let running_at_start = self.sandboxes_running_on(rec.node.as_deref());
+                self.faults.push(FaultState {
+                    rec,
+                    start: at,
+                    end: None,
+                    running_at_start,
+                });
+            }
             Observed::FaultEnded { id, .. } => {
                 if let Some(f) = self.faults.iter_mut().find(|f| f.rec.id == id) {
                     f.end = Some(at);
                 }
             }
+            Observed::Copies(copies) => self.check_copies(copies, at),
             Observed::External { invariant, message } => self.violate(at, invariant, message),
             Observed::Note(_) => {}
         }
         self.judge_settled_deletes(wall);
+        self.judge_settled_taints(at);
         self.violations[before..].to_vec()
     }
 
@@ -484,6 +563,7 @@ impl Checker {
         let before = self.violations.len();
         let far = jiff::Timestamp::MAX;
         self.judge_settled_deletes(far);
+        self.judge_settled_taints(self.start + Duration::from_secs(365 * 24 * 3600));
         self.violations[before..].to_vec()
     }
 

@@ -140,7 +140,7 @@ impl Checker {
         let needed = if planned {
             "a kill, NotReady, relabel or cordon"
         } else {
-            "a kill (heartbeats stopped)"
+            "a kill, a dead kubelet or a cut-off (heartbeats stopped)"
         };
         Err(format!(
             "seen at {:+.1} s, but {from} had no fault that justifies it ({needed}) since {since_what} ({:+.1} s); faults injected on {from}: {on_node:?}",

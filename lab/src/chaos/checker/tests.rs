@@ -315,18 +315,21 @@ fn a_taint_right_after_a_renewal_is_a_violation_and_after_a_silence_is_not() {
         2.0,
         Observed::Lease(Change::Applied(lease("a", "2020-01-01T00:00:01.000000Z"))),
     );
-    let v = f.at(3.0, Observed::Node(Change::Applied(node("a", true))));
+    assert!(
+        f.at(3.0, Observed::Node(Change::Applied(node("a", true))))
+            .is_empty(),
+        "judged once the watches settled"
+    );
+    let v = f.at(6.0, Observed::Note("later".into()));
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(v[0].invariant, "a live node fenced");
     // Node b: last renewal long before the taint.
     f.at(
-        4.0,
+        7.0,
         Observed::Lease(Change::Applied(lease("b", "2026-01-01T00:00:00.000000Z"))),
     );
-    assert!(
-        f.at(12.0, Observed::Node(Change::Applied(node("b", true))))
-            .is_empty()
-    );
+    f.at(15.0, Observed::Node(Change::Applied(node("b", true))));
+    assert!(f.c.finish().is_empty());
 }
 
 fn fci(owner: &str, mv: Option<serde_json::Value>, online: bool) -> FailoverClusterInstance {
@@ -542,5 +545,194 @@ fn a_failover_event_from_a_node_without_a_fault_is_a_violation() {
         move_source_in_note("node-3 went silent during a graceful move; failing over, fenced")
             .as_deref(),
         Some("node-3")
+    );
+}
+
+fn copy(pod: &str, node: &str) -> crate::simruntime::RunningCopy {
+    crate::simruntime::RunningCopy {
+        node: node.into(),
+        pod: format!("chaos/{pod}"),
+        uid: format!("uid-{pod}"),
+        sandbox: format!("s-{pod}-{node}"),
+    }
+}
+
+#[test]
+fn two_copies_running_at_the_runtimes_are_a_violation_whatever_the_pods_say() {
+    let mut f = Feed::new();
+    nodes(&mut f, &["a"]);
+    // The pod on a is being removed from a fenced node (excused as a pod object), but its
+    // container still runs there: two copies run.
+    f.at(
+        1.0,
+        Observed::Pod(Change::Applied(pod("db-1", "db", "a", true))),
+    );
+    f.at(
+        1.0,
+        Observed::Pod(Change::Applied(pod("db-2", "db", "b", false))),
+    );
+    let one = Copies::from([("chaos/db".to_string(), vec![copy("db-1", "a")])]);
+    assert!(f.at(2.0, Observed::Copies(one)).is_empty());
+    let two = Copies::from([(
+        "chaos/db".to_string(),
+        vec![copy("db-1", "a"), copy("db-2", "b")],
+    )]);
+    let v = f.at(3.0, Observed::Copies(two.clone()));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].invariant, "two copies of an instance running");
+    assert!(
+        v[0].message.contains("chaos/db-1 (uid-db-1) on a")
+            && v[0].message.contains("node fenced: true"),
+        "{}",
+        v[0].message
+    );
+    // The same state, seen again (every second): one violation.
+    assert!(f.at(4.0, Observed::Copies(two)).is_empty());
+    assert_eq!(f.c.tally.most_copies_at_once, 2);
+    assert_eq!(f.c.tally.copy_checks, 3);
+    // Two instances, one copy each: fine.
+    let mut f = Feed::new();
+    let apart = Copies::from([
+        ("chaos/db".to_string(), vec![copy("db-1", "a")]),
+        ("chaos/web".to_string(), vec![copy("web-1", "a")]),
+    ]);
+    assert!(f.at(1.0, Observed::Copies(apart)).is_empty());
+}
+
+/// A Lease renewed `renew` (an instant of the feed's wall clock), of resourceVersion
+/// `version`, saying the agent's word `word` if any.
+fn lease_at(name: &str, renew: jiff::Timestamp, version: u64, word: Option<&str>) -> Lease {
+    let mut l: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "kube-node-lease",
+                     "resourceVersion": version.to_string()},
+        "spec": {"renewTime": renew.to_string(), "leaseDurationSeconds": 4}
+    }))
+    .unwrap();
+    if let Some(w) = word {
+        l.annotations_mut()
+            .insert(WORKLOADS_STOPPED_ANNOTATION.into(), w.into());
+    }
+    l
+}
+
+fn tainted(name: &str, version: u64) -> Observed {
+    let mut n = node(name, true);
+    n.metadata.resource_version = Some(version.to_string());
+    Observed::Node(Change::Applied(n))
+}
+
+#[test]
+fn a_taint_within_the_heartbeat_threshold_of_a_kubelet_renewal_is_a_violation() {
+    let mut f = Feed::new();
+    nodes(&mut f, &[]);
+    let renewal = Observed::Lease(Change::Applied(lease_at("a", f.wall(2.0), 10, None)));
+    f.at(2.0, renewal);
+    // 5 s after: past the Lease's 4 s, within the 6 s threshold.
+    assert!(f.at(7.0, tainted("a", 20)).is_empty());
+    let v = f.at(10.0, Observed::Note("later".into()));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].invariant, "a live node fenced");
+    // 7 s after: fine.
+    let mut f = Feed::new();
+    nodes(&mut f, &[]);
+    let renewal = Observed::Lease(Change::Applied(lease_at("a", f.wall(2.0), 10, None)));
+    f.at(2.0, renewal);
+    f.at(9.0, tainted("a", 20));
+    assert!(f.c.finish().is_empty());
+}
+
+#[test]
+fn a_renewal_written_after_the_taint_does_not_count_against_it_though_seen_first() {
+    let mut f = Feed::new();
+    nodes(&mut f, &[]);
+    let old = Observed::Lease(Change::Applied(lease_at("a", f.wall(1.0), 10, None)));
+    f.at(1.0, old);
+    // The node is revived right after its taint, and the watcher's Lease watch is ahead of
+    // its Node watch.
+    let revived = Observed::Lease(Change::Applied(lease_at("a", f.wall(9.9), 30, None)));
+    f.at(9.95, revived);
+    f.at(10.0, tainted("a", 20));
+    assert!(f.c.finish().is_empty());
+}
+
+#[test]
+fn a_taint_while_the_agent_renews_needs_its_word_about_the_kubelets_last_renewal() {
+    let agent = format!("{AGENT_LEASE_PREFIX}a");
+    // The kubelet renews last at 1 s (version 5); its agent renews every second from 8 s,
+    // its word (if any, about the kubelet renewal at `word_about` s) at 10 s in version
+    // 12; the taint is written in version `taint_version`, seen at 11 s; judged once the
+    // watches settled.
+    let feed = |word_about: Option<f64>, taint_version: u64| {
+        let mut f = Feed::new();
+        nodes(&mut f, &[]);
+        let kubelet = Observed::Lease(Change::Applied(lease_at("a", f.wall(1.0), 5, None)));
+        f.at(1.0, kubelet);
+        for (t, version) in [(8.0, 10), (9.0, 11), (10.0, 12)] {
+            let word = word_about
+                .filter(|_| version == 12)
+                .map(|about| f.wall(about).to_string());
+            let l = lease_at(&agent, f.wall(t), version, word.as_deref());
+            f.at(t, Observed::Lease(Change::Applied(l)));
+        }
+        // The agent's next renewal drops the word (it was restarted, say): the word seen
+        // still counts.
+        let next = lease_at(&agent, f.wall(10.5), 13, None);
+        f.at(10.5, Observed::Lease(Change::Applied(next)));
+        let mut v = f.at(11.0, tainted("a", taint_version));
+        assert!(v.is_empty(), "judged only once the watches settled: {v:?}");
+        v.extend(f.at(15.0, Observed::Note("later".into())));
+        v
+    };
+    let v = feed(None, 20);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        v[0].invariant,
+        "a node fenced while its agent renews without its word"
+    );
+    // A word about the kubelet's last renewal: fine.
+    assert!(feed(Some(1.0), 20).is_empty());
+    // About an older one, it is no word.
+    assert_eq!(feed(Some(0.5), 20).len(), 1);
+    // Nor is one written after the taint, whichever the watcher saw first.
+    assert_eq!(feed(Some(1.0), 12).len(), 1);
+    // An agent silent for the threshold has fenced itself (or is counted on to have).
+    let mut f = Feed::new();
+    nodes(&mut f, &[]);
+    let silent = Observed::Lease(Change::Applied(lease_at(&agent, f.wall(1.0), 3, None)));
+    f.at(1.0, silent);
+    f.at(8.0, tainted("a", 20));
+    assert!(f.c.finish().is_empty());
+}
+
+#[test]
+fn a_taint_on_a_silent_node_whose_containers_still_run_is_a_violation() {
+    let feed = |stopped_before_taint: bool, healed_before_taint: bool| {
+        let mut f = Feed::new();
+        nodes(&mut f, &[]);
+        let running = Copies::from([("chaos/db".to_string(), vec![copy("db-1", "a")])]);
+        f.at(1.0, Observed::Copies(running.clone()));
+        f.at(2.0, fault(1, FaultKind::KubeletDead, "a"));
+        if stopped_before_taint {
+            f.at(9.0, Observed::Copies(Copies::new()));
+        }
+        if healed_before_taint {
+            let healed = Observed::FaultEnded {
+                id: 1,
+                detail: String::new(),
+            };
+            f.at(9.5, healed);
+        }
+        f.at(10.0, Observed::Node(Change::Applied(node("a", true))))
+    };
+    let v = feed(false, false);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        v[0].invariant,
+        "a node fenced with instance containers running"
+    );
+    assert!(feed(true, false).is_empty(), "stopped by its agent first");
+    assert!(
+        feed(false, true).is_empty(),
+        "a kubelet back may have started them since: not judged"
     );
 }
