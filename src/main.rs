@@ -130,15 +130,26 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             // PID 1 of its container, the agent would ignore SIGTERM and wait for SIGKILL:
             // it exits at once instead. Nothing needs draining: its virtual IPs stay up (the
             // instance still serves through them) and its state file tells the next agent
-            // on this node what it brought up.
+            // on this node what it brought up; unless it is removed from the node for good,
+            // when it takes them down and deletes its Lease first.
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                done = kube_failover_agent::run(client, args) => done?,
-                _ = term.recv() => tracing::info!(
-                    "SIGTERM: the agent exits; its virtual IPs and the instance workloads are \
-                     left as they are"
-                ),
+                done = kube_failover_agent::run(client.clone(), args.clone()) => done?,
+                _ = term.recv() => {
+                    let retire = kube_failover_agent::on_terminate(client, &args);
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), retire).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "SIGTERM: could not tell whether the agent is removed for good; \
+                             everything is left as it is"
+                        ),
+                        Err(_) => tracing::warn!(
+                            "SIGTERM: no answer within 5 s; everything is left as it is"
+                        ),
+                    }
+                }
             }
         }
         Command::Run(args) => {

@@ -55,6 +55,8 @@ struct Agents {
     /// The agents ask their peers before fencing themselves, with the key of the chart's
     /// Secret (which the first of them fills).
     peer_key: bool,
+    /// The process of each node's agent, as last started.
+    pids: std::sync::Mutex<std::collections::BTreeMap<usize, u32>>,
 }
 
 impl Agents {
@@ -84,6 +86,7 @@ impl Agents {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             self_fence: SELF_FENCE_SECONDS,
             peer_key: false,
+            pids: Default::default(),
         }
     }
 
@@ -116,7 +119,7 @@ impl Agents {
         let state = self.dir.join(format!("state-{i}")).display().to_string();
         let mut args: Vec<String> = vec![
             kubeconfig,
-            "RUST_LOG=info".into(),
+            "RUST_LOG=info,kube_failover_agent::peers=debug".into(),
             env!("CARGO_BIN_EXE_kube-failover").into(),
             "agent".into(),
             "--node".into(),
@@ -143,8 +146,16 @@ impl Agents {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.log(i);
-        lab.spawn(Some(i), std::path::Path::new("env"), &args, &log)
-            .unwrap()
+        let pid = lab
+            .spawn(Some(i), std::path::Path::new("env"), &args, &log)
+            .unwrap();
+        self.pids.lock().unwrap().insert(i, pid);
+        pid
+    }
+
+    /// The process of node `i`'s agent, as last started.
+    fn pid(&self, i: usize) -> u32 {
+        self.pids.lock().unwrap()[&i]
     }
 
     fn log(&self, i: usize) -> PathBuf {
@@ -525,9 +536,14 @@ async fn three_with_peers(
 async fn an_api_server_stall_with_every_agent_running_stops_nothing() {
     use nix::sys::signal::{Signal, kill};
     let _lab = LAB.lock().await;
-    let (ns, cluster, nodes, lab, agents, _replica, fcis) = three_with_peers("stall").await;
+    let (ns, cluster, nodes, mut lab, agents, _replica, fcis) = three_with_peers("stall").await;
     let client = ns.client.clone();
     let uids = pod_uids(&client, &ns.name).await;
+    // The agent of node 0 restarts just before the stall (a rollout, a crash): it asks with
+    // what its predecessor kept on the node (the key, the peers' addresses, its groups).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    lab.kill(agents.pid(0));
+    agents.start(&mut lab, 0);
 
     let pid = apiserver_pid();
     kill(pid, Signal::SIGSTOP).unwrap();
@@ -748,4 +764,192 @@ async fn watch_for_new_pod(client: &Client, ns: &str) -> tokio::task::JoinHandle
         }
         panic!("the pod watch ended");
     })
+}
+
+/// An agent removed from its node for good (its DaemonSet no longer selects the node) takes
+/// down the virtual IP it brought up and deletes its Lease on SIGTERM: no stale Lease keeps
+/// the address held there for ever. An agent terminated in a rollout (its DaemonSet still
+/// selects the node) leaves both, for the next agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_removed_from_its_node_for_good_takes_its_vip_down_and_deletes_its_lease() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+    let _lab = LAB.lock().await;
+    let ns = TestNamespace::new("retire").await;
+    let client = ns.client.clone();
+    let cp = control_plane();
+    let (cluster, nodes) = ns
+        .cluster(
+            2,
+            serde_json::json!({"heartbeat": {"leaseStaleSeconds": 3, "notReadySeconds": 60}}),
+        )
+        .await;
+    let mut lab = NetLab::create(1, cp.api_addr().unwrap()).await.unwrap();
+    let mut agents = Agents::new(&lab, &client, &ns.name, &nodes[..1], &[]).await;
+
+    // The chart's DaemonSet (release kube-failover), running its agent on node 0 by a label.
+    let label = format!("{}.test/agent", ns.name);
+    let node_api: Api<Node> = Api::all(client.clone());
+    let set_label = |on: bool| {
+        let patch = serde_json::json!({"metadata": {"labels": {&label: if on { Some("yes") } else { None }}}});
+        let node_api = node_api.clone();
+        let node = nodes[0].clone();
+        async move {
+            node_api
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    set_label(true).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let selector = serde_json::json!({"app.kubernetes.io/name": "kube-failover-agent-test"});
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-failover-agent"},
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "serviceAccountName": "kube-failover-agent",
+                    "nodeSelector": {&label: "yes"},
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "agent", "image": "agent"}],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    daemonsets
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
+    // Its pod on node 0 (held by a finalizer, so that it stays while terminating, as a pod
+    // does while its kubelet stops its container): the agent's token is bound to it.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let on_node = |p: &Pod| {
+        p.labels().get("app.kubernetes.io/name").map(String::as_str)
+            == Some("kube-failover-agent-test")
+            && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(nodes[0].as_str())
+    };
+    let deadline = Instant::now() + T;
+    let pod = loop {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        if let Some(p) = list.into_iter().find(|p| on_node(p)) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no DaemonSet pod on node 0");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hold = serde_json::json!({"metadata": {"finalizers": ["kube-failover.io/test-hold"]}});
+    pods.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&hold),
+    )
+    .await
+    .unwrap();
+    lab.agent_kubeconfig_of(cp, &client, &pod, &agents.kubeconfigs[0])
+        .await
+        .unwrap();
+    agents.extra = vec![
+        "--pod-name".into(),
+        pod.name_any(),
+        "--pod-namespace".into(),
+        "kube-system".into(),
+    ];
+    let mut pid = agents.start(&mut lab, 0);
+    agent_renewed_after(&client, &nodes[0], jiff::Timestamp::now()).await;
+
+    // db with the lab's VIP, served by the agent on node 0.
+    let _replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let mut fci = kube_failover_lab::demo::instance("db", &cluster, &nodes, None).unwrap();
+    fci.spec.vip_mode = kube_failover_core::api::VipMode::Agent;
+    fci.spec.virtual_ips = vec![netlab::VIP.to_string()];
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "online on node 0",
+        online_on(nodes[0].clone()),
+    )
+    .await;
+    wait_until(T, "the VIP up on node 0", || {
+        lab.has_address(0, netlab::VIP).unwrap()
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = agent_lease_name(&nodes[0]);
+
+    // A rollout: SIGTERM while the DaemonSet still selects node 0. Everything stays.
+    assert!(
+        lab.terminate(pid, Duration::from_secs(10)),
+        "the agent did not exit on SIGTERM"
+    );
+    assert!(
+        lab.has_address(0, netlab::VIP).unwrap(),
+        "a rollout took the VIP down"
+    );
+    assert!(
+        leases.get_opt(&lease).await.unwrap().is_some(),
+        "a rollout deleted the Lease"
+    );
+    // The next agent takes the VIP over without taking it down first.
+    pid = agents.start(&mut lab, 0);
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(3) {
+        assert!(
+            lab.has_address(0, netlab::VIP).unwrap(),
+            "the restarted agent took the VIP down; see {}",
+            agents.log(0).display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    agent_renewed_after(&client, &nodes[0], jiff::Timestamp::now()).await;
+
+    // Removed for good: node 0 no longer carries the DaemonSet's label.
+    set_label(false).await;
+    assert!(
+        lab.terminate(pid, Duration::from_secs(10)),
+        "the agent did not exit on SIGTERM"
+    );
+    assert!(
+        !lab.has_address(0, netlab::VIP).unwrap(),
+        "the VIP is still up on the node the agent left; see {}",
+        agents.log(0).display()
+    );
+    assert!(
+        leases.get_opt(&lease).await.unwrap().is_none(),
+        "the Lease of the agent that left is still there; see {}",
+        agents.log(0).display()
+    );
+    // The controller sees no agent on node 0 any more.
+    let clusters: Api<FailoverCluster> = Api::all(client.clone());
+    wait_for(
+        clusters,
+        &cluster,
+        T,
+        "node 0 without an agent",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| member(c, &nodes[0]))
+                .is_some_and(|m| m.agent.is_none())
+        },
+    )
+    .await;
+
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    let _ = pods
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&release),
+        )
+        .await;
+    daemonsets
+        .delete("kube-failover-agent", &DeleteParams::default())
+        .await
+        .unwrap();
+    drop(lab);
 }

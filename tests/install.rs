@@ -787,7 +787,7 @@ const AGENT_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("", "nodes", &["get", "list", "watch"]),
     ("", "pods", &["get"]),
 ];
-const AGENT_LEASE_VERBS: &[&str] = &["get", "list", "watch", "create", "update"];
+const AGENT_LEASE_VERBS: &[&str] = &["get", "list", "watch", "create", "update", "delete"];
 
 #[tokio::test]
 async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privileged() {
@@ -840,15 +840,25 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
         .unwrap();
     assert_eq!(
         rules(secret_role),
-        BTreeMap::from([(
+        BTreeMap::from([
             (
-                String::new(),
-                "secrets".to_string(),
-                vec!["kube-failover-agent-peers".to_string()]
+                (
+                    String::new(),
+                    "secrets".to_string(),
+                    vec!["kube-failover-agent-peers".to_string()]
+                ),
+                set(&["get", "update"])
             ),
-            set(&["get", "update"])
-        )]),
-        "the agent's Role in its namespace: the peer key's Secret alone"
+            (
+                (
+                    "apps".to_string(),
+                    "daemonsets".to_string(),
+                    vec!["kube-failover-agent".to_string()]
+                ),
+                set(&["get"])
+            ),
+        ]),
+        "the agent's Role in its namespace: its DaemonSet and the peer key's Secret alone"
     );
     let secrets = agent("Secret");
     assert_eq!(secrets.len(), 1);
@@ -947,7 +957,7 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
         );
     }
     // Every setting the chart passes is one `kube-failover agent` reads (the pod's own
-    // identity is there for later use; HOST_IP is spelled into the peer address).
+    // UID is there for later use; HOST_IP is spelled into the peer address).
     let help = run(
         Path::new(env!("CARGO_BIN_EXE_kube-failover")),
         &["agent", "--help"],
@@ -957,7 +967,7 @@ async fn the_agent_daemonset_is_probed_rolled_out_node_by_node_and_least_privile
     assert!(help.ok, "{help}");
     for e in env {
         let name = e["name"].as_str().unwrap();
-        if ["POD_NAME", "POD_NAMESPACE", "POD_UID", "HOST_IP"].contains(&name) {
+        if ["POD_UID", "HOST_IP"].contains(&name) {
             continue;
         }
         assert!(

@@ -189,7 +189,7 @@ impl NetLab {
         node: &str,
         path: &Path,
     ) -> Result<()> {
-        use crate::controlplane::{AGENT_NS, agent_token};
+        use crate::controlplane::AGENT_NS;
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
             kube::Api::namespaced(client.clone(), AGENT_NS);
         let pod = serde_json::from_value(serde_json::json!({
@@ -202,7 +202,25 @@ impl NetLab {
             .create(&kube::api::PostParams::default(), &pod)
             .await
             .with_context(|| format!("the agent pod of {node}"))?;
-        let token = agent_token(client, &pod).await?;
+        self.agent_kubeconfig_of(cp, client, &pod, path).await
+    }
+
+    /// Writes to `path` a kubeconfig through the relay with a token bound to `pod`, an
+    /// agent pod that exists (one a DaemonSet made, say).
+    pub async fn agent_kubeconfig_of(
+        &self,
+        cp: &crate::controlplane::ControlPlane,
+        client: &kube::Client,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        path: &Path,
+    ) -> Result<()> {
+        use crate::controlplane::agent_token;
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let token = agent_token(client, pod).await?;
         let direct = cp.kubeconfig_with_token(&format!("agent-{node}"), &token)?;
         let api = cp.api_addr()?;
         let text = std::fs::read_to_string(&direct)?.replace(
@@ -253,6 +271,26 @@ impl NetLab {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops a process started by [`Self::spawn`] as the kubelet stops a container
+    /// (SIGTERM), and waits up to `within` for it to exit; whether it did.
+    pub fn terminate(&mut self, pid: u32, within: std::time::Duration) -> bool {
+        let Some(pos) = self.children.iter().position(|c| c.id() == pid) else {
+            return false;
+        };
+        let target = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.children[pos].try_wait() {
+                // Reaped by try_wait already; wait returns its status at once.
+                let _ = self.children.remove(pos).wait();
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
     }
 
     /// Cuts node `i` off the API server alone (the relay drops its connections and refuses

@@ -97,7 +97,22 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
     let mut failing = false;
     loop {
         let started = Instant::now();
-        let says = says(&shared);
+        let says = says(&shared, &args);
+        // The groups this write names (none: the Lease then names none, and the agent must
+        // not hold), kept before the write: if it lands, the Lease names them, and an agent
+        // restarted meanwhile must hold only if it would with them too.
+        let naming: Vec<PeerGroup> = says
+            .peers
+            .as_ref()
+            .map(|(_, g)| g.clone())
+            .unwrap_or_default();
+        if args.peers.enabled() {
+            shared.saved.update(|s| {
+                if !s.group_sets.contains(&naming) {
+                    s.group_sets.push(naming.clone());
+                }
+            });
+        }
         let attempt = async {
             if current.is_none() {
                 current = api.get_opt(&name).await?;
@@ -115,11 +130,8 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
                 current = Some(lease);
                 *shared.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
                 *shared.answered.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                if let Some((_, groups)) = says.peers {
-                    *shared
-                        .published_groups
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = groups;
+                if args.peers.enabled() {
+                    shared.saved.update(|s| s.group_sets = vec![naming]);
                 }
                 shared.last.send_replace(Some((started, says.holds)));
                 if failing {
@@ -150,7 +162,7 @@ pub(super) async fn renew(client: kube::Client, args: AgentArgs, shared: Arc<Sha
 }
 
 /// What the Lease should say now.
-fn says(shared: &Shared) -> Says {
+fn says(shared: &Shared, args: &AgentArgs) -> Says {
     let holds = shared
         .holds
         .lock()
@@ -161,19 +173,20 @@ fn says(shared: &Shared) -> Says {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let address = *shared
-        .peer_address
+    // The configured address, whether or not the exchange has started yet: the Lease must
+    // not drop the groups a restarted agent may already hold by.
+    let address = args.peers.peer_address;
+    // Until this agent has listed the clusters (a restarted agent, the API server out of
+    // reach), the groups the Lease named before, as kept on the node: never none for want
+    // of knowing.
+    let listed = shared
+        .groups
         .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let peers = address.map(|a| {
-        (
-            a,
-            shared
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let peers = address.and_then(|a| {
+        let groups = listed.or_else(|| shared.saved.get().group_sets.first().cloned())?;
+        Some((a, groups))
     });
     Says {
         holds,

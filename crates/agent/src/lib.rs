@@ -30,6 +30,7 @@ mod held;
 mod lease;
 pub mod peers;
 mod probes;
+mod retire;
 mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +47,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::Notify;
 
 use kube_failover_core::api::{FailoverClusterInstance, GRANT_CONFIRM_MILLISECONDS, VipMode};
+pub use retire::on_terminate;
 pub use workloads::Workloads;
 
 /// How the agent runs (the `kube-failover agent` flags).
@@ -88,6 +90,12 @@ pub struct AgentArgs {
     pub probes: probes::ProbeArgs,
     #[command(flatten)]
     pub peers: peers::PeerArgs,
+    /// This agent's pod (the chart sets it from the downward API): on SIGTERM, whether its
+    /// DaemonSet still runs an agent on this node (`retire`).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
 }
 
 impl AgentArgs {
@@ -183,19 +191,20 @@ struct Shared {
     /// When the last successful renewal's answer came back (from start, until one has):
     /// what this agent tells its peers.
     answered: Mutex<Instant>,
-    /// Where this agent answers its peers, once it does: on its Lease.
-    peer_address: Mutex<Option<std::net::SocketAddr>>,
     /// The peer groups of this node, as the clusters' status says now: what the Lease
     /// should say.
-    groups: Mutex<Vec<kube_failover_core::api::PeerGroup>>,
-    /// The peer groups the last successful renewal wrote: the ones asked.
-    published_groups: Mutex<Vec<kube_failover_core::api::PeerGroup>>,
+    /// `None` until the clusters are listed.
+    groups: Mutex<Option<Vec<kube_failover_core::api::PeerGroup>>>,
+    /// What the peer exchange keeps on the node, the groups the Lease may name among it
+    /// (what the last successful renewal wrote, and what one under way writes): the ones
+    /// asked.
+    saved: peers::SavedFile,
     /// The last round of asks to the peers, while this agent cannot renew.
     verdict: Mutex<Option<peers::Verdict>>,
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(saved: peers::SavedFile) -> Self {
         Self {
             // Counted from start: an agent restarted on a node cut off fences itself all the same.
             renewed: Mutex::new(Some(Instant::now())),
@@ -204,9 +213,8 @@ impl Shared {
             last: tokio::sync::watch::Sender::new(None),
             workloads_stopped: Mutex::default(),
             answered: Mutex::new(Instant::now()),
-            peer_address: Mutex::default(),
             groups: Mutex::default(),
-            published_groups: Mutex::default(),
+            saved,
             verdict: Mutex::default(),
         }
     }
@@ -218,7 +226,10 @@ pub async fn run(client: kube::Client, args: AgentArgs) -> Result<()> {
     let state = StateFile::new(&args.state_dir, &args.node)?;
     let workloads = Workloads::new(&args.workloads, &args.node);
     workloads.check().await;
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(peers::SavedFile::open(
+        &args.state_dir,
+        &args.node,
+    )));
     let probe = probes::ProbeState::new();
     tokio::spawn(probes::serve(args.clone(), probe.clone(), shared.clone()));
     tracing::info!(
@@ -403,6 +414,14 @@ impl Addresses {
                 "no Lease renewal for the self-fence time: taking every virtual IP down and \
                  stopping the instance workloads on this node"
             );
+        }
+        if instances.is_none() && !fence {
+            // Not listed yet (a restarted agent): what an earlier agent brought up stays up,
+            // and the Lease says so, until the grants are known. Taking it down here made
+            // every agent restart flap the instances' addresses.
+            let recorded = self.state.load();
+            self.set_holds(recorded.into_values().filter(|k| !k.is_empty()).collect());
+            return Ok(());
         }
         // Fenced, nothing may be up: the controller may already have given it to another
         // node. Held, what is up stays up (nothing new comes up without a confirmed grant).

@@ -82,7 +82,8 @@ impl PeerArgs {
 const SECRET_KEY: &str = "key";
 
 /// Reads the shared key from `namespace/name`, writing a random one first if it has none.
-async fn key_from_secret(client: &kube::Client, secret: &str) -> Result<Key> {
+/// Its bytes, checked to make a key.
+async fn key_from_secret(client: &kube::Client, secret: &str) -> Result<Vec<u8>> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     let (ns, name) = secret
@@ -94,7 +95,8 @@ async fn key_from_secret(client: &kube::Client, secret: &str) -> Result<Key> {
         let attempt = async {
             let mut current = api.get(name).await?;
             if let Some(key) = current.data.as_ref().and_then(|d| d.get(SECRET_KEY)) {
-                return anyhow::Ok(Some(Key::new(&key.0)?));
+                Key::new(&key.0)?;
+                return anyhow::Ok(Some(key.0.clone()));
             }
             let mut bytes = [0u8; 48];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
@@ -290,6 +292,82 @@ pub fn groups_of(node: &str, clusters: &[Arc<FailoverCluster>]) -> Vec<PeerGroup
     groups
 }
 
+/// What the agent keeps on the node (in its state directory, a tmpfs) of the peer exchange,
+/// so that an agent restarted while the API server is out of reach can still ask: the key,
+/// the peers' addresses, and the peer groups its Lease may name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The key, hex.
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub addresses: BTreeMap<String, SocketAddr>,
+    /// Every set of groups the Lease may name now: the last one written, and one being
+    /// written. The agent holds only if it would with each.
+    #[serde(default)]
+    pub group_sets: Vec<Vec<PeerGroup>>,
+}
+
+/// [`Saved`] in a file of the state directory, written whole (write and rename), readable
+/// by root alone.
+pub(super) struct SavedFile {
+    path: PathBuf,
+    current: std::sync::Mutex<Saved>,
+}
+
+impl SavedFile {
+    pub fn open(dir: &std::path::Path, node: &str) -> Self {
+        let path = dir.join(format!("peers-{node}.json"));
+        let current = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            path,
+            current: std::sync::Mutex::new(current),
+        }
+    }
+
+    pub fn get(&self) -> Saved {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes what is kept; written only when it changed.
+    pub fn update(&self, f: impl FnOnce(&mut Saved)) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let before = current.clone();
+        f(&mut current);
+        if *current == before {
+            return;
+        }
+        let write = || -> Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let tmp = self.path.with_extension("tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&serde_json::to_vec(&*current)?)?;
+            std::fs::rename(&tmp, &self.path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %format!("{e:#}"), "peer state not kept");
+        }
+    }
+}
+
+/// Whether to hold with every set of groups the Lease may name: only if each says so.
+pub fn hold_all(node: &str, sets: &[Vec<PeerGroup>], answers: &BTreeMap<String, Answer>) -> bool {
+    !sets.is_empty() && sets.iter().all(|groups| hold(node, groups, answers))
+}
+
 /// The verdict of the last round of asks.
 #[derive(Clone, Debug)]
 pub(super) struct Verdict {
@@ -320,7 +398,23 @@ pub(super) async fn run(client: kube::Client, args: AgentArgs, shared: Arc<Share
     };
     let key = match (&args.peers.peer_key_file, &args.peers.peer_key_secret) {
         (Some(path), _) => Key::read(path),
-        (None, Some(secret)) => key_from_secret(&client, secret).await,
+        (None, Some(secret)) => {
+            // The Secret's, and kept on the node: an agent restarted while the API server is
+            // out of reach uses the key kept by the one before it, soon enough to ask its
+            // peers within its self-fence time.
+            let read = key_from_secret(&client, secret);
+            let wait =
+                Duration::from_secs_f64(args.self_fence_seconds / 4.0).min(Duration::from_secs(1));
+            let bytes = match unhex(&shared.saved.get().key) {
+                Some(kept) => tokio::time::timeout(wait, read).await.unwrap_or(Ok(kept)),
+                None => read.await,
+            };
+            bytes.and_then(|b| {
+                let key = Key::new(&b)?;
+                shared.saved.update(|s| s.key = hex(&b));
+                Ok(key)
+            })
+        }
         (None, None) => Err(anyhow::anyhow!("no peer key")),
     };
     let key = match key {
@@ -355,16 +449,13 @@ pub(super) async fn run(client: kube::Client, args: AgentArgs, shared: Arc<Share
             return;
         }
     };
-    *shared
-        .peer_address
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(address);
     tokio::spawn(watch_groups(
         client.clone(),
         args.node.clone(),
         shared.clone(),
     ));
     let addresses = watch_addresses(client);
+    tokio::spawn(keep_addresses(addresses.clone(), shared.clone()));
     tokio::spawn(serve(socket, key.clone(), args.clone(), shared.clone()));
     ask_loop(asker, key, args, shared, addresses).await;
 }
@@ -380,10 +471,13 @@ async fn watch_groups(client: kube::Client, node: String, shared: Arc<Shared>) {
         .reflect(writer);
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
-        if event.is_err() {
+        // Not before the first listing is complete: until then the Lease keeps naming the
+        // groups it named (see `lease::says`), not none.
+        let listed = futures::FutureExt::now_or_never(store.wait_until_ready()).is_some();
+        if event.is_err() || !listed {
             continue;
         }
-        let groups = groups_of(&node, &store.state());
+        let groups = Some(groups_of(&node, &store.state()));
         let mut current = shared.groups.lock().unwrap_or_else(|e| e.into_inner());
         if *current != groups {
             tracing::info!(
@@ -458,16 +552,17 @@ async fn ask_loop(
             holding = None;
             continue;
         }
-        let groups = shared
-            .published_groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let peers: BTreeMap<String, SocketAddr> = groups
+        let sets = shared.saved.get().group_sets;
+        let kept = shared.saved.get().addresses;
+        let peers: BTreeMap<String, SocketAddr> = sets
             .iter()
+            .flatten()
             .flat_map(|g| g.members.iter())
             .filter(|m| **m != args.node)
-            .filter_map(|m| Some((m.clone(), peer_address(&addresses, m)?)))
+            .filter_map(|m| {
+                let address = peer_address(&addresses, m).or_else(|| kept.get(m).copied());
+                Some((m.clone(), address?))
+            })
             .collect();
         let asked = Instant::now();
         let answers = ask_round(&socket, &key, &args, &peers).await;
@@ -478,9 +573,16 @@ async fn ask_loop(
             .collect();
         let verdict = Verdict {
             asked,
-            hold: hold(&args.node, &groups, &answers),
+            hold: hold_all(&args.node, &sets, &answers),
             cut_off,
         };
+        tracing::debug!(
+            asked = peers.len(),
+            answered = answers.len(),
+            cut_off = ?verdict.cut_off,
+            hold = verdict.hold,
+            "asked the peers"
+        );
         if holding != Some(verdict.hold) {
             holding = Some(verdict.hold);
             if verdict.hold {
@@ -498,6 +600,29 @@ async fn ask_loop(
             }
         }
         *shared.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
+    }
+}
+
+/// Keeps the peers' addresses on the node as the Leases give them, every few seconds.
+async fn keep_addresses(leases: reflector::Store<Lease>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let found: BTreeMap<String, SocketAddr> = leases
+            .state()
+            .iter()
+            .filter_map(|l| {
+                let node = l
+                    .name_any()
+                    .strip_prefix(kube_failover_core::api::AGENT_LEASE_PREFIX)?
+                    .to_string();
+                let address = l.annotations().get(PEER_ADDRESS_ANNOTATION)?.parse().ok()?;
+                Some((node, address))
+            })
+            .collect();
+        if !found.is_empty() {
+            shared.saved.update(|s| s.addresses.extend(found));
+        }
     }
 }
 
@@ -661,6 +786,46 @@ mod tests {
         let mut bad = k.ask("a", "b", "n");
         bad.from = "evil".into();
         assert!(!k.valid_ask(&bad));
+    }
+
+    #[test]
+    fn with_two_sets_of_groups_it_holds_only_if_each_says_so() {
+        let k = key();
+        let old = vec![group(&["a", "b", "c"], 2)];
+        // a and b cut off: of three members (two required) one is left, so it holds; of
+        // five (three required) three are left, the quorum: it must not hold with both sets
+        // possible on its Lease.
+        let new = vec![group(&["a", "b", "c", "d", "e"], 3)];
+        let answers = answers(&k, &["b"], &["c", "d", "e"]);
+        assert!(hold_all("a", std::slice::from_ref(&old), &answers));
+        assert!(!hold_all("a", &[old.clone(), new], &answers));
+        assert!(
+            !hold_all("a", &[], &answers),
+            "no groups known: never holds"
+        );
+    }
+
+    #[test]
+    fn what_is_kept_survives_a_restart_and_is_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kf-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kept = SavedFile::open(&dir, "n1");
+        assert_eq!(kept.get(), Saved::default());
+        kept.update(|s| {
+            s.key = hex(&[1; 32]);
+            s.addresses
+                .insert("n2".into(), "10.0.0.2:9811".parse().unwrap());
+            s.group_sets = vec![vec![group(&["n1", "n2"], 2)]];
+        });
+        let again = SavedFile::open(&dir, "n1");
+        assert_eq!(again.get(), kept.get());
+        let mode = std::fs::metadata(dir.join("peers-n1.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
