@@ -454,9 +454,10 @@ pub(super) async fn run(client: kube::Client, args: AgentArgs, shared: Arc<Share
         args.node.clone(),
         shared.clone(),
     ));
-    tokio::spawn(keep_addresses(client, shared.clone()));
+    let addresses = watch_addresses(client);
+    tokio::spawn(keep_addresses(addresses.clone(), shared.clone()));
     tokio::spawn(serve(socket, key.clone(), args.clone(), shared.clone()));
-    ask_loop(asker, key, args, shared).await;
+    ask_loop(asker, key, args, shared, addresses).await;
 }
 
 /// Keeps the groups this node belongs to in `shared` (what the renewer writes on the
@@ -489,6 +490,21 @@ async fn watch_groups(client: kube::Client, node: String, shared: Arc<Shared>) {
     }
 }
 
+/// The peers' addresses, from their Leases ([`PEER_ADDRESS_ANNOTATION`]), as last seen.
+fn watch_addresses(client: kube::Client) -> reflector::Store<Lease> {
+    let api: Api<Lease> = Api::namespaced(client, NODE_LEASE_NAMESPACE);
+    let (store, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(&format!("{}={}", AGENT_LEASE_LABEL.0, AGENT_LEASE_LABEL.1));
+    tokio::spawn(
+        watcher(api, config)
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    store
+}
+
 /// Answers every authentic ask addressed to this node with the age of its last successful
 /// renewal (counted from the agent's start when it has not renewed since).
 async fn serve(socket: Arc<tokio::net::UdpSocket>, key: Key, args: AgentArgs, shared: Arc<Shared>) {
@@ -515,7 +531,13 @@ async fn serve(socket: Arc<tokio::net::UdpSocket>, key: Key, args: AgentArgs, sh
 
 /// While this agent has not renewed for its Lease's duration, asks the peers of its groups
 /// (as its last successful renewal published them) every renewal interval.
-async fn ask_loop(socket: tokio::net::UdpSocket, key: Key, args: AgentArgs, shared: Arc<Shared>) {
+async fn ask_loop(
+    socket: tokio::net::UdpSocket,
+    key: Key,
+    args: AgentArgs,
+    shared: Arc<Shared>,
+    addresses: reflector::Store<Lease>,
+) {
     let every = args.renew_every();
     let duration = Duration::from_millis(args.lease_duration_ms());
     let mut tick = tokio::time::interval(every);
@@ -530,17 +552,17 @@ async fn ask_loop(socket: tokio::net::UdpSocket, key: Key, args: AgentArgs, shar
             holding = None;
             continue;
         }
-        let Saved {
-            group_sets: sets,
-            addresses,
-            ..
-        } = shared.saved.get();
+        let sets = shared.saved.get().group_sets;
+        let kept = shared.saved.get().addresses;
         let peers: BTreeMap<String, SocketAddr> = sets
             .iter()
             .flatten()
             .flat_map(|g| g.members.iter())
             .filter(|m| **m != args.node)
-            .filter_map(|m| Some((m.clone(), *addresses.get(m)?)))
+            .filter_map(|m| {
+                let address = peer_address(&addresses, m).or_else(|| kept.get(m).copied());
+                Some((m.clone(), address?))
+            })
             .collect();
         let asked = Instant::now();
         let answers = ask_round(&socket, &key, &args, &peers).await;
@@ -581,27 +603,13 @@ async fn ask_loop(socket: tokio::net::UdpSocket, key: Key, args: AgentArgs, shar
     }
 }
 
-/// How often the peers' addresses are read again. They change only when an agent starts on
-/// another address; a watch would deliver every agent's renewal, every second, to every
-/// agent.
-const ADDRESSES_EVERY: Duration = Duration::from_secs(30);
-
-/// Keeps the peers' addresses on the node as their Leases give them
-/// ([`PEER_ADDRESS_ANNOTATION`]): listed at start and every [`ADDRESSES_EVERY`], from the
-/// API server's watch cache.
-async fn keep_addresses(client: kube::Client, shared: Arc<Shared>) {
-    let api: Api<Lease> = Api::namespaced(client, NODE_LEASE_NAMESPACE);
-    let params = kube::api::ListParams::default()
-        .labels(&format!("{}={}", AGENT_LEASE_LABEL.0, AGENT_LEASE_LABEL.1))
-        .match_any();
-    let mut tick = tokio::time::interval(ADDRESSES_EVERY);
+/// Keeps the peers' addresses on the node as the Leases give them, every few seconds.
+async fn keep_addresses(leases: reflector::Store<Lease>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let Ok(leases) = api.list(&params).await else {
-            continue;
-        };
         let found: BTreeMap<String, SocketAddr> = leases
-            .items
+            .state()
             .iter()
             .filter_map(|l| {
                 let node = l
@@ -612,8 +620,22 @@ async fn keep_addresses(client: kube::Client, shared: Arc<Shared>) {
                 Some((node, address))
             })
             .collect();
-        shared.saved.update(|s| s.addresses.extend(found));
+        if !found.is_empty() {
+            shared.saved.update(|s| s.addresses.extend(found));
+        }
     }
+}
+
+fn peer_address(leases: &reflector::Store<Lease>, node: &str) -> Option<SocketAddr> {
+    leases
+        .get(
+            &reflector::ObjectRef::new(&kube_failover_core::api::agent_lease_name(node))
+                .within(NODE_LEASE_NAMESPACE),
+        )?
+        .annotations()
+        .get(PEER_ADDRESS_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 /// Sends one ask to each peer and collects the authentic answers that arrive within
