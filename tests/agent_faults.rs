@@ -541,7 +541,17 @@ async fn an_api_server_stall_with_every_agent_running_stops_nothing() {
     let uids = pod_uids(&client, &ns.name).await;
     // The agent of node 0 restarts just before the stall (a rollout, a crash): it asks with
     // what its predecessor kept on the node (the key, the peers' addresses, its groups).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let kept = agents
+        .dir
+        .join("state-0")
+        .join(format!("peers-{}.json", nodes[0]));
+    wait_until(T, "node 0's agent keeping its peers' addresses", || {
+        std::fs::read(&kept)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<kube_failover_agent::peers::Saved>(&b).ok())
+            .is_some_and(|s| nodes[1..].iter().all(|n| s.addresses.contains_key(n)))
+    })
+    .await;
     lab.kill(agents.pid(0));
     agents.start(&mut lab, 0);
 
