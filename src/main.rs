@@ -24,6 +24,9 @@ enum Command {
     Run(RunArgs),
     /// Run the node agent on this node: virtual IPs, a one-second heartbeat, self-fencing.
     Agent(kube_failover_agent::AgentArgs),
+    /// Renew a witness Lease (`kube-node-lease/kube-failover-witness-*`): the third vote of
+    /// a FailoverCluster whose `quorum.witness.lease` names it.
+    Witness(WitnessArgs),
     /// Print the version.
     Version,
     /// The operator's verbs, also the `kubectl failover` plugin.
@@ -66,6 +69,19 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "KUBE_FAILOVER_LOG_JSON", default_value_t = false)]
     log_json: bool,
+}
+
+#[derive(clap::Args)]
+struct WitnessArgs {
+    /// The Lease to renew in kube-node-lease, `kube-failover-witness-<name>`.
+    #[arg(long, env = "KUBE_FAILOVER_WITNESS_LEASE")]
+    lease: String,
+    /// Milliseconds between renewals; the Lease's duration is three of them.
+    #[arg(long, env = "KUBE_FAILOVER_WITNESS_RENEW_MS", default_value_t = 2000)]
+    renew_ms: u64,
+    /// Who renews it, as the Lease's holder; defaults to the pod name, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 /// This replica's identity: the one given (`--identity` or `POD_NAME`), else the host name
@@ -150,6 +166,25 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                         ),
                     }
                 }
+            }
+        }
+        Command::Witness(args) => {
+            init_tracing(false);
+            let config = controller::witness::WitnessConfig {
+                identity: choose_identity(args.identity, hostname(), false)?,
+                lease: args.lease,
+                renew_every: Duration::from_millis(args.renew_ms),
+            };
+            config.validate()?;
+            let client = kube::Client::try_default().await?;
+            // PID 1 of its container: exits on SIGTERM rather than wait for SIGKILL. The
+            // Lease is left to go stale: the vote ends when the controller stops hearing it.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                done = controller::witness::run(client, config) => done?,
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
         }
         Command::Run(args) => {

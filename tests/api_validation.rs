@@ -584,6 +584,78 @@ async fn quorum_min_healthy_is_a_count_or_a_percentage() {
 }
 
 #[tokio::test]
+async fn a_witness_names_exactly_one_thing_and_a_lease_by_its_prefix() {
+    let ns = TestNamespace::new("val-witness").await;
+    let api = clusters(&ns);
+    let name = |case: &str| format!("{}-{case}", ns.name);
+    let witness =
+        |case: &str, w: Value| with(valid_cluster(&name(case)), "/spec/quorum/witness", w);
+    let mut names = Vec::new();
+    for (case, w) in [
+        ("node", json!({"node": "cp-1"})),
+        ("lease", json!({"lease": "kube-failover-witness-zone-c"})),
+        ("api", json!({"apiServer": true})),
+    ] {
+        names.push(name(case));
+        assert_accepted(&api, &format!("witness {w}"), &witness(case, w.clone())).await;
+    }
+    names.push(name("non-voting"));
+    assert_accepted(
+        &api,
+        "nonVotingNodes",
+        &with(
+            valid_cluster(&name("non-voting")),
+            "/spec/quorum/nonVotingNodes",
+            json!(["node-3"]),
+        ),
+    )
+    .await;
+    let one = &["spec.quorum.witness", "name exactly one of node"];
+    let cases = vec![
+        Case {
+            what: "node and lease",
+            obj: witness(
+                "two",
+                json!({"node": "cp-1", "lease": "kube-failover-witness-a"}),
+            ),
+            needles: one,
+        },
+        Case {
+            what: "nothing named",
+            obj: witness("none", json!({})),
+            needles: one,
+        },
+        Case {
+            what: "apiServer false alone",
+            obj: witness("false", json!({"apiServer": false})),
+            needles: one,
+        },
+        Case {
+            what: "a node's Lease as the witness Lease",
+            obj: witness("kubelet", json!({"lease": "node-1"})),
+            needles: &["spec.quorum.witness.lease", "kube-failover-witness-"],
+        },
+        Case {
+            what: "an agent's Lease as the witness Lease",
+            obj: witness("agent", json!({"lease": "kube-failover-agent-node-1"})),
+            needles: &["spec.quorum.witness.lease", "kube-failover-witness-"],
+        },
+        Case {
+            what: "a non-voting node that is not a node name",
+            obj: with(
+                valid_cluster(&name("bad-non-voting")),
+                "/spec/quorum/nonVotingNodes",
+                json!(["Node 3"]),
+            ),
+            needles: &["spec.quorum.nonVotingNodes"],
+        },
+    ];
+    names.extend(["two", "none", "false", "kubelet", "agent", "bad-non-voting"].map(name));
+    assert_all_refused(&api, cases).await;
+    delete_clusters(&api, &names).await;
+}
+
+#[tokio::test]
 async fn allowed_namespaces_must_be_namespace_names_and_a_well_formed_selector() {
     let ns = TestNamespace::new("val-tenants").await;
     let clusters = clusters(&ns);

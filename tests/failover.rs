@@ -484,7 +484,7 @@ async fn no_failover_without_quorum() {
     );
     assert!(st.current_move.is_none(), "no move started");
     let message = &online_message(&held).unwrap();
-    assert!(message.contains("1 of 3 member nodes are up"), "{message}");
+    assert!(message.contains("1 of 3 member nodes up"), "{message}");
     let pods = pods_of(&client, &ns.name).await;
     assert_eq!(
         pods.iter().map(|p| p.name_any()).collect::<Vec<_>>(),

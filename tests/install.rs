@@ -1372,7 +1372,8 @@ async fn examples_are_accepted_by_the_api_server() {
             "cluster.yaml",
             "database.yaml",
             "file-server.yaml",
-            "playground.yaml"
+            "playground.yaml",
+            "two-node-witness.yaml"
         ]
     );
     for file in &files {

@@ -48,6 +48,9 @@
 //! node back in service once a move off it has cleared the way, and `decide` deletes a pod
 //! with no grace period only on a node fenced now.
 //!
+//! A third world gives the votes to two members and a witness (the third node hosts
+//! instances without a vote) and lets the witness fail and come back like a node.
+//!
 //! What the model leaves out, on purpose: clock skew (node health here is what the
 //! controller observed on its own clock, which is how `controller/heartbeats.rs` measures
 //! it; skew is tested on the real control plane), Events, Services and claims (created
@@ -68,6 +71,7 @@ use std::rc::Rc;
 use kube_failover_core::api::{
     FailoverClusterInstanceSpec, FailoverClusterInstanceStatus, Heartbeat, Phase,
 };
+use kube_failover_core::decide::quorum::WitnessVote;
 use kube_failover_core::decide::{
     Action, AgentFacts, AttachmentFacts, NodeFacts, Observed, PodFacts, decide, node_health,
     pod_name,
@@ -210,12 +214,16 @@ struct World {
     status: Vec<u32>,
     next_uid: u32,
     failures: u8,
+    /// The witness renews its Lease (with `Model::witness` only).
+    witness: bool,
 }
 
 /// The controller's caches: each kind a snapshot of the world taken at its own time.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Cache {
     nodes: [Seen; NODES],
+    /// The witness's Lease looks renewed (part of the cache of nodes and Leases).
+    witness: bool,
     pods: Vec<Pod>,
     attachments: Vec<Attachment>,
     endpoints: Vec<u32>,
@@ -243,6 +251,9 @@ enum Step {
     Cut(usize),
     /// The agent crashes.
     AgentDies(usize),
+    /// The witness stops renewing (with `Model::witness`).
+    WitnessDies,
+    WitnessBack,
     KubeletBack(usize),
     Reconnect(usize),
     AgentBack(usize),
@@ -276,6 +287,9 @@ enum Step {
 struct Model {
     specs: Vec<FailoverClusterInstanceSpec>,
     max_failures: u8,
+    /// The cluster's votes are two members' and a witness's: the last node does not vote
+    /// (`quorum.nonVotingNodes`), and a witness Lease gives the third vote.
+    witness: bool,
     /// A leader may be paused after its status write (one whose actions go out late).
     pauses: bool,
     interned: RefCell<Interned>,
@@ -423,6 +437,7 @@ impl Model {
         Model {
             specs,
             max_failures,
+            witness: false,
             pauses,
             interned: RefCell::default(),
             rounds: RefCell::default(),
@@ -446,10 +461,12 @@ impl Model {
             status: vec![empty; self.specs.len()],
             next_uid: 1,
             failures: 0,
+            witness: self.witness,
         };
         let mut state = State {
             cache: Cache {
                 nodes: world.nodes.map(|n| n.seen()),
+                witness: world.witness,
                 pods: world.pods.clone(),
                 attachments: world.attachments.clone(),
                 endpoints: world.endpoints.clone(),
@@ -494,6 +511,18 @@ impl Model {
             members,
             outside: Default::default(),
             quorum_required: 2,
+            non_voting: if self.witness {
+                [node_name(NODES - 1)].into()
+            } else {
+                Default::default()
+            },
+            witness: self.witness.then(|| WitnessVote {
+                name: "Lease kube-failover-witness-model".into(),
+                heard: c.witness,
+                reason: (!c.witness).then(|| "not renewed".into()),
+                steady_since: c.witness.then(|| t(0)),
+                recheck_at: None,
+            }),
             fencing: Default::default(),
             pods: c
                 .pods
@@ -592,10 +621,20 @@ impl Model {
                 out.push(Step::Unfence(n));
             }
         }
-        if (0..NODES).any(|n| {
-            let x = &w.nodes[n];
-            c.nodes[n] != seen_now(x, &c.nodes[n]) || x.kubelet_renewed || x.agent_renewed
-        }) {
+        if self.witness {
+            if w.witness && w.failures < self.max_failures {
+                out.push(Step::WitnessDies);
+            }
+            if !w.witness {
+                out.push(Step::WitnessBack);
+            }
+        }
+        if c.witness != w.witness
+            || (0..NODES).any(|n| {
+                let x = &w.nodes[n];
+                c.nodes[n] != seen_now(x, &c.nodes[n]) || x.kubelet_renewed || x.agent_renewed
+            })
+        {
             out.push(Step::SyncNodes);
         }
         if c.pods != w.pods {
@@ -743,6 +782,11 @@ impl Model {
                 w.nodes[n].agent = false;
                 w.failures += 1;
             }
+            Step::WitnessDies => {
+                w.witness = false;
+                w.failures += 1;
+            }
+            Step::WitnessBack => w.witness = true,
             Step::KubeletBack(n) => w.nodes[n].kubelet = Kubelet::Up,
             Step::Reconnect(n) => w.nodes[n].cut_off = false,
             Step::AgentBack(n) => w.nodes[n].agent = true,
@@ -767,6 +811,7 @@ impl Model {
                 w.nodes[n].stop_asked = false;
             }
             Step::SyncNodes => {
+                s.cache.witness = w.witness;
                 for n in 0..NODES {
                     s.cache.nodes[n] = seen_now(&w.nodes[n], &s.cache.nodes[n]);
                     w.nodes[n].kubelet_renewed = false;
@@ -778,7 +823,7 @@ impl Model {
             Step::SyncEndpoints => s.cache.endpoints = w.endpoints.clone(),
             Step::Reconcile(i) => {
                 let round = self.round(&s.cache, w.status[i], i);
-                if let Some(v) = round_broken(w, &s.cache, &round) {
+                if let Some(v) = round_broken(w, &s.cache, &round, self.witness) {
                     s.violation.get_or_insert(v);
                 }
                 // The status write carries the resourceVersion it was decided from, so a
@@ -1172,7 +1217,7 @@ fn orphan(w: &mut World, removed: impl Fn(&Pod) -> bool) {
 }
 
 /// Invariants of one round of `decide`, against the caches it read and the world.
-fn round_broken(w: &World, c: &Cache, round: &Round) -> Option<String> {
+fn round_broken(w: &World, c: &Cache, round: &Round, witness: bool) -> Option<String> {
     if let Some(from) = round.started_off
         && !w.nodes[from].faulted
     {
@@ -1186,9 +1231,12 @@ fn round_broken(w: &World, c: &Cache, round: &Round) -> Option<String> {
     // node already fenced (its pods force-deleted, its attachments deleted) is what
     // kube-controller-manager does anyway, and is checked against the taint when it is
     // carried out.
-    let heard = (0..NODES)
+    // With a witness, the last node does not vote and the witness does.
+    let voters = if witness { NODES - 1 } else { NODES };
+    let heard = (0..voters)
         .filter(|&n| c.nodes[n].kubelet == Kubelet::Up && !c.nodes[n].tainted)
-        .count();
+        .count()
+        + usize::from(witness && c.witness);
     for a in &round.actions {
         let ActionRepr::Fence { node, .. } = *a else {
             continue;
@@ -1208,7 +1256,7 @@ fn round_broken(w: &World, c: &Cache, round: &Round) -> Option<String> {
         }
         if heard < 2 {
             return Some(format!(
-                "decided to fence {node} with {heard} of {NODES} members heard from: no quorum"
+                "decided to fence {node} with {heard} of {NODES} votes heard: no quorum"
             ));
         }
     }
@@ -1532,4 +1580,15 @@ fn decide_keeps_the_invariants_in_every_reachable_state() {
 #[test]
 fn decide_keeps_the_invariants_through_two_faults() {
     check("two faults", &Model::new(vec![spec([0, 1, 2])], 2, deep()));
+}
+
+/// Part of every `cargo test`: the votes are two members' and a witness's (the third node
+/// hosts instances but does not vote), and the witness is one more thing that fails: two
+/// faults in a run among the three nodes and the witness, so that a member's failure with
+/// the witness gone loses the quorum between a failover's start and its fence.
+#[test]
+fn decide_keeps_the_invariants_with_a_witness_and_a_member_that_does_not_vote() {
+    let mut model = Model::new(vec![spec([0, 1, 2])], 2, deep());
+    model.witness = true;
+    check("a witness and a member that does not vote", &model);
 }

@@ -124,3 +124,18 @@ app.kubernetes.io/component: agent
 app.kubernetes.io/part-of: kube-failover
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
+
+{{/* Labels that select the witness's pod (apart from the controller's and the agent's). */}}
+{{- define "kube-failover.witnessSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kube-failover.name" . }}-witness
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kube-failover.witnessLabels" -}}
+helm.sh/chart: {{ include "kube-failover.chart" . }}
+{{ include "kube-failover.witnessSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: witness
+app.kubernetes.io/part-of: kube-failover
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}

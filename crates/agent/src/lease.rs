@@ -262,6 +262,7 @@ mod tests {
             cluster: "c".into(),
             members: vec!["n1".into(), "n2".into()],
             required: 2,
+            witnesses: 0,
         };
         let stopped = Says {
             workloads_stopped: Some("t1".into()),

@@ -266,25 +266,33 @@ pub fn hold(node: &str, groups: &[PeerGroup], answers: &BTreeMap<String, Answer>
                 .iter()
                 .filter(|m| *m == node || answers.get(*m).is_some_and(Answer::cut_off))
                 .count();
-            let members = g.members.len();
-            cut > members.saturating_sub(g.required as usize)
+            // The witness cannot be asked: counted as reachable.
+            let votes = g.members.len() + g.witnesses as usize;
+            cut > votes.saturating_sub(g.required as usize)
         })
 }
 
-/// The groups of `node`: each FailoverCluster whose status lists it as a member, with the
-/// members and the quorum the status gives. A cluster whose status gives no quorum yet is
-/// left out. Pure, for tests.
+/// The groups of `node`: each FailoverCluster whose status lists it as a voting member, with
+/// the voting members, the witness and the quorum the status gives. A cluster whose status
+/// gives no quorum yet is left out, and so is one where the node does not vote (its agent
+/// fences itself when cut off, whatever its peers say). Pure, for tests.
 pub fn groups_of(node: &str, clusters: &[Arc<FailoverCluster>]) -> Vec<PeerGroup> {
     let mut groups: Vec<PeerGroup> = clusters
         .iter()
         .filter_map(|c| {
             let status = c.status.as_ref()?;
             let quorum = status.quorum.as_ref()?;
-            let members: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+            let members: Vec<String> = status
+                .members
+                .iter()
+                .filter(|m| !m.non_voting)
+                .map(|m| m.name.clone())
+                .collect();
             members.iter().any(|m| m == node).then(|| PeerGroup {
                 cluster: c.name_any(),
                 members,
                 required: quorum.required,
+                witnesses: u32::from(quorum.witness.is_some()),
             })
         })
         .collect();
@@ -696,6 +704,7 @@ mod tests {
             cluster: "c".into(),
             members: members.iter().map(|s| s.to_string()).collect(),
             required,
+            witnesses: 0,
         }
     }
 
@@ -759,6 +768,76 @@ mod tests {
             &[group(&["a", "b"], 0)],
             &answers(&k, &["b"], &[])
         ));
+    }
+
+    #[test]
+    fn in_a_two_node_cluster_with_a_witness_it_holds_only_when_its_peer_is_cut_off_too() {
+        let k = key();
+        let two = PeerGroup {
+            witnesses: 1,
+            ..group(&["a", "b"], 2)
+        };
+        // Alone cut off: b and the witness are two votes of three; it fences.
+        assert!(!hold(
+            "a",
+            std::slice::from_ref(&two),
+            &answers(&k, &[], &["b"])
+        ));
+        // Both cut off (the API server stalls): the witness alone is no quorum; it holds.
+        assert!(hold(
+            "a",
+            std::slice::from_ref(&two),
+            &answers(&k, &["b"], &[])
+        ));
+        // Without the witness, the same cluster would hold even when a alone is cut off.
+        assert!(hold(
+            "a",
+            &[group(&["a", "b"], 2)],
+            &answers(&k, &[], &["b"])
+        ));
+    }
+
+    #[test]
+    fn its_groups_count_only_voting_members_and_the_witness() {
+        use kube_failover_core::api::{
+            FailoverClusterSpec, FailoverClusterStatus, MemberState, MemberStatus, QuorumStatus,
+            WitnessStatus,
+        };
+        let member = |name: &str, non_voting: bool| MemberStatus {
+            name: name.into(),
+            state: MemberState::Up,
+            last_heartbeat: None,
+            reason: None,
+            instances: Vec::new(),
+            agent: None,
+            non_voting,
+        };
+        let spec: FailoverClusterSpec = serde_json::from_str("{}").unwrap();
+        let mut c = FailoverCluster::new("c", spec);
+        c.status = Some(FailoverClusterStatus {
+            members: vec![member("a", false), member("b", false), member("x", true)],
+            quorum: Some(QuorumStatus {
+                total: 3,
+                healthy: 3,
+                required: 2,
+                witness: Some(WitnessStatus {
+                    name: "Lease kube-failover-witness-c".into(),
+                    heard: true,
+                    reason: None,
+                }),
+            }),
+            ..Default::default()
+        });
+        let clusters = [Arc::new(c)];
+        assert_eq!(
+            groups_of("a", &clusters),
+            vec![PeerGroup {
+                witnesses: 1,
+                ..group(&["a", "b"], 2)
+            }]
+        );
+        // A member that does not vote asks no one: it fences itself when cut off.
+        assert!(groups_of("x", &clusters).is_empty());
     }
 
     #[test]

@@ -14,13 +14,14 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::fence::unfence;
-use super::observe::member_health;
+use super::observe::{member_health, witness_vote};
 use super::{Context, FIELD_MANAGER};
 use kube_failover_core::api::{
     AgentState, FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition,
     reason, set_condition,
 };
-use kube_failover_core::decide::{AgentHealth, required_healthy, unfence_at};
+use kube_failover_core::decide::quorum::{WitnessVote, count_votes, describe_votes, non_voting};
+use kube_failover_core::decide::{AgentHealth, unfence_at};
 use kube_failover_core::rules::pools_overlapping;
 
 /// The status `cluster` should have now, and when to look again.
@@ -49,9 +50,12 @@ pub fn desired_status(
         }
     }
     let mut status = cluster.status.clone().unwrap_or_default();
-    let mut recheck: Option<jiff::Timestamp> = None;
     let mut list = Vec::new();
-    for (facts, health) in member_health(cluster, &ctx.stores, now) {
+    let members = member_health(cluster, &ctx.stores, now);
+    let witness = witness_vote(cluster, &members, &ctx.stores, now);
+    let mut recheck: Option<jiff::Timestamp> = witness.as_ref().and_then(|w| w.recheck_at);
+    let non_voting = non_voting(&cluster.spec.quorum);
+    for (facts, health) in members {
         if let Some(at) = health.recheck_at {
             recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
         }
@@ -71,17 +75,32 @@ pub fn desired_status(
                 AgentHealth::Live { .. } => Some(AgentState::Renewing),
                 AgentHealth::Silent { .. } => Some(AgentState::Down),
             },
+            non_voting: non_voting.contains(&facts.name),
         });
     }
-    let total = list.len() as u32;
-    let healthy = list.iter().filter(|m| m.state.heard()).count() as u32;
-    let required = required_healthy(&cluster.spec.quorum.min_healthy, total);
-    let ok = healthy >= required;
+    let votes = count_votes(
+        list.iter().map(|m| (m.name.as_str(), m.state)),
+        &non_voting,
+        witness.as_ref(),
+        &cluster.spec.quorum.min_healthy,
+    );
+    let voting = list.iter().filter(|m| !m.non_voting);
+    let (members_heard, members_voting) =
+        voting.fold((0, 0), |(h, t), m| (h + u32::from(m.state.heard()), t + 1));
+    let told = describe_votes(
+        &votes,
+        members_heard,
+        members_voting,
+        members_voting < list.len() as u32,
+        witness.as_ref(),
+    );
+    let ok = votes.held();
     status.members = list;
     status.quorum = Some(QuorumStatus {
-        total,
-        healthy,
-        required,
+        total: votes.total,
+        healthy: votes.heard,
+        required: votes.required,
+        witness: witness.as_ref().map(WitnessVote::status),
     });
     status.observed_generation = cluster.metadata.generation;
     set_condition(
@@ -95,9 +114,7 @@ pub fn desired_status(
                 reason::QUORUM_LOST
             }
             .into(),
-            message: format!(
-                "{healthy} of {total} member nodes up, {required} required for automatic failover"
-            ),
+            message: format!("{told} for automatic failover"),
             observed_generation: cluster.metadata.generation,
             last_transition_time: Time(now),
         },

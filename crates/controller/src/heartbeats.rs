@@ -250,6 +250,15 @@ impl Heartbeats {
         self.clock
     }
 
+    /// Since when heartbeats have been in sight without a break (from this controller's
+    /// start, or from when they came back into sight); `None` while they are out of it.
+    pub fn in_sight_since(&self) -> Option<Timestamp> {
+        if self.out_of_sight().is_some() {
+            return None;
+        }
+        Some(self.since(Timestamp::UNIX_EPOCH))
+    }
+
     /// Since when, and why, heartbeats are out of sight (no node counts as silent), if
     /// they are.
     pub fn out_of_sight(&self) -> Option<(Timestamp, &'static str)> {

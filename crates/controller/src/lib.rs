@@ -20,6 +20,7 @@ mod reconcile;
 pub mod vip_holders;
 mod watches;
 mod wiring;
+pub mod witness;
 mod written;
 
 use std::sync::Arc;

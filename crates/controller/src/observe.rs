@@ -18,11 +18,14 @@ use kube_failover_core::api::{
     PEER_GROUPS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
 };
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
+use kube_failover_core::decide::quorum::{WitnessFacts, WitnessVote, judge_witness, non_voting};
 use kube_failover_core::decide::{
     AgentFacts, AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health,
     required_healthy,
 };
-use kube_failover_core::rules::{controlled_by, is_member, pinned_node};
+use kube_failover_core::rules::{
+    controlled_by, is_member, kubelet_lease_stale_seconds, pinned_node,
+};
 
 /// The controller's read side: one store per kind, fed by watches.
 #[derive(Clone)]
@@ -182,6 +185,48 @@ pub fn member_health(
         .collect()
 }
 
+/// The cluster's witness vote now, if it names a witness (see `decide::quorum`).
+pub fn witness_vote(
+    cluster: &FailoverCluster,
+    members: &[(NodeFacts, NodeHealth)],
+    stores: &Stores,
+    now: jiff::Timestamp,
+) -> Option<WitnessVote> {
+    let witness = cluster.spec.quorum.witness.as_ref()?;
+    let hb = &cluster.spec.heartbeat;
+    let non_voting = &cluster.spec.quorum.non_voting_nodes;
+    let mut facts = WitnessFacts::default();
+    let lease_facts = |name: &str, facts: &mut WitnessFacts| {
+        if let Some(lease) = stores
+            .leases
+            .get(&ObjectRef::new(name).within(NODE_LEASE_NAMESPACE))
+        {
+            facts.renewed = Some(stores.heartbeats.lease(name, renew_time(&lease)));
+            facts.steady_since = stores.heartbeats.steady_since(&lease);
+        }
+    };
+    let stale_seconds = if let Some(node) = &witness.node {
+        facts.is_member = members.iter().any(|(f, _)| &f.name == node);
+        lease_facts(node, &mut facts);
+        kubelet_lease_stale_seconds(hb)
+    } else if let Some(lease) = &witness.lease {
+        lease_facts(lease, &mut facts);
+        hb.lease_stale_seconds
+    } else {
+        facts.renewed = stores.heartbeats.in_sight_since();
+        facts.steady_since = facts.renewed;
+        facts.members_without_self_fence = members
+            .iter()
+            .filter(|(f, _)| !non_voting.contains(&f.name))
+            .filter(|(f, _)| f.agent.as_ref().and_then(|a| a.self_fence).is_none())
+            .map(|(f, _)| f.name.clone())
+            .collect();
+        hb.lease_stale_seconds
+    };
+    let stale = jiff::SignedDuration::from_secs(i64::from(stale_seconds));
+    Some(judge_witness(witness, &facts, stale, now))
+}
+
 /// Nodes selected by the cluster's node selector, control-plane nodes only when it selects
 /// them explicitly.
 pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>]) -> Vec<&'a Node> {
@@ -273,6 +318,8 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         namespace_allowed: false,
         members: BTreeMap::new(),
         quorum_required: 0,
+        non_voting: BTreeSet::new(),
+        witness: None,
         fencing: Default::default(),
         pods: Vec::new(),
         attachments: Vec::new(),
@@ -328,12 +375,14 @@ fn observe_cluster(
     let ns = fci.namespace().unwrap_or_default();
     let labels = namespace_labels(stores, &ns);
     obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
-    obs.members = member_health(cluster, stores, obs.now)
+    let members = member_health(cluster, stores, obs.now);
+    obs.witness = witness_vote(cluster, &members, stores, obs.now);
+    obs.members = members
         .into_iter()
         .map(|(facts, health)| (facts.name, health))
         .collect();
-    obs.quorum_required =
-        required_healthy(&cluster.spec.quorum.min_healthy, obs.members.len() as u32);
+    obs.non_voting = non_voting(&cluster.spec.quorum);
+    obs.quorum_required = required_healthy(&cluster.spec.quorum.min_healthy, obs.votes().total);
     obs.fencing = cluster.spec.fencing.clone();
     let status = fci.status.as_ref();
     let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(

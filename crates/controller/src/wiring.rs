@@ -64,7 +64,7 @@ pub fn build_controller(
     let reconcile_all = reconcile_all(&leader, &stores, &health, &cluster_changed);
     let controller = Controller::for_stream(instance_stream, stores.instances.clone())
         .trigger_backoff(QuickBackoff::default());
-    let controller = on_owned_objects(controller, &stores.instances, owned);
+    let controller = on_owned_objects(controller, &stores, &cluster_changed, owned);
     let controller = on_cluster_state(controller, &stores, &cluster_changed, state)
         .reconcile_all_on(reconcile_all);
     let recorder = Recorder::new(
@@ -304,13 +304,16 @@ fn instances_where(
 
 /// Objects made for an instance wake it, by its label. A node agent's Lease also says
 /// which instances' virtual IPs are up on its node: a move waiting for the old owner to
-/// release them goes on when it changes.
+/// release them goes on when it changes. A witness's Lease wakes the cluster status loop
+/// (a witness heard again restores the quorum it shows).
 fn on_owned_objects(
     controller: Controller<FailoverClusterInstance>,
-    instances: &Store<FailoverClusterInstance>,
+    stores: &Stores,
+    cluster_changed: &Arc<Notify>,
     s: Owned,
 ) -> Controller<FailoverClusterInstance> {
-    let on_agent_lease = instances.clone();
+    let on_agent_lease = stores.instances.clone();
+    let (clusters, witness_renewed) = (stores.clusters.clone(), cluster_changed.clone());
     controller
         .watches_stream(s.pods, |p: Pod| by_label(p.namespace(), p.labels()))
         .watches_stream(s.services, |s: Service| by_label(s.namespace(), s.labels()))
@@ -318,7 +321,11 @@ fn on_owned_objects(
             by_label(s.namespace(), s.labels())
         })
         .watches_stream(s.leases, move |l: Lease| {
-            if !l.name_any().starts_with(AGENT_LEASE_PREFIX) {
+            let name = l.name_any();
+            if is_witness(&clusters, &name) {
+                witness_renewed.notify_one();
+            }
+            if !name.starts_with(AGENT_LEASE_PREFIX) {
                 return Vec::new();
             }
             instances_where(&on_agent_lease, |i| {
@@ -326,6 +333,17 @@ fn on_owned_objects(
                     && i.status.as_ref().is_some_and(|s| s.current_move.is_some())
             })
         })
+}
+
+/// Whether the Lease `name` in `kube-node-lease` gives a cluster's witness vote.
+fn is_witness(clusters: &Store<FailoverCluster>, name: &str) -> bool {
+    clusters.state().iter().any(|c| {
+        c.spec
+            .quorum
+            .witness
+            .as_ref()
+            .is_some_and(|w| w.lease.as_deref() == Some(name) || w.node.as_deref() == Some(name))
+    })
 }
 
 /// Changes of the cluster's state wake the instances they concern, and Node, cluster and

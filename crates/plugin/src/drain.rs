@@ -410,6 +410,7 @@ mod tests {
                     reason: None,
                     instances: vec![],
                     agent: None,
+                    non_voting: false,
                 })
                 .collect(),
             ..Default::default()

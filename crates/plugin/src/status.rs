@@ -63,6 +63,9 @@ pub struct MemberReport {
     pub heartbeat_age_ms: Option<i64>,
     pub reason: Option<String>,
     pub instances: Vec<String>,
+    /// Listed in `quorum.nonVotingNodes`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub non_voting: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,6 +152,7 @@ fn member(m: &MemberStatus, now: Timestamp) -> MemberReport {
             .map(|t| now.duration_since(t.0).as_millis() as i64),
         reason: m.reason.clone(),
         instances: m.instances.clone(),
+        non_voting: m.non_voting,
     }
 }
 
@@ -159,14 +163,34 @@ pub fn render(r: &StatusReport, wide: bool) -> String {
         out.push_str("No FailoverClusters.\n");
     }
     for c in &r.clusters {
+        // Votes, not members, once a witness or a member that does not vote counts.
+        let voting = c.members.iter().all(|m| !m.non_voting);
+        let counted = |q: &QuorumStatus| match &q.witness {
+            None if voting => format!("{} of {} members up", q.healthy, q.total),
+            None => format!("{} of {} votes heard", q.healthy, q.total),
+            Some(w) => format!(
+                "{} of {} votes heard (witness {}: {})",
+                q.healthy,
+                q.total,
+                w.name,
+                if w.heard {
+                    "heard".to_string()
+                } else {
+                    w.reason.clone().unwrap_or_else(|| "not heard".into())
+                }
+            ),
+        };
         let quorum = match (&c.quorum, c.quorum_margin) {
             (Some(q), Some(margin)) if margin >= 0 => format!(
-                "{} of {} members up, {} required: {margin} more may fail",
-                q.healthy, q.total, q.required
+                "{}, {} required: {margin} more may fail",
+                counted(q),
+                q.required
             ),
             (Some(q), Some(margin)) => format!(
-                "LOST: {} of {} members up, {} required ({} short): nothing fails over",
-                q.healthy, q.total, q.required, -margin
+                "LOST: {}, {} required ({} short): nothing fails over",
+                counted(q),
+                q.required,
+                -margin
             ),
             _ => "not yet computed".into(),
         };
@@ -186,7 +210,11 @@ pub fn render(r: &StatusReport, wide: bool) -> String {
                     } else {
                         m.instances.join(",")
                     },
-                    m.reason.clone().unwrap_or_default(),
+                    match (&m.reason, m.non_voting) {
+                        (Some(r), true) => format!("{r} (does not vote)"),
+                        (None, true) => "does not vote".into(),
+                        (r, false) => r.clone().unwrap_or_default(),
+                    },
                 ]
             })
             .collect();

@@ -98,12 +98,13 @@ pub fn refuse_drain(node: &str, cluster: &FailoverCluster, drained: &[String]) -
     let status = cluster.status.as_ref()?;
     let member = status.members.iter().find(|m| m.name == node)?;
     let quorum = status.quorum.as_ref()?;
+    // A member that does not vote costs no vote when silent.
     let heard_after = quorum
         .healthy
-        .saturating_sub(u32::from(member.state.heard()));
+        .saturating_sub(u32::from(member.state.heard() && !member.non_voting));
     if heard_after < quorum.required {
         return Some(format!(
-            "with {node} silent, {heard_after} of {} members would be heard, below the {} the quorum requires",
+            "with {node} silent, {heard_after} of {} votes would be heard, below the {} the quorum requires",
             quorum.total, quorum.required
         ));
     }
@@ -462,7 +463,7 @@ mod tests {
         let why = refuse_drain("n0", &tight, &[]).unwrap();
         assert_eq!(
             why,
-            "with n0 silent, 1 of 3 members would be heard, below the 2 the quorum requires"
+            "with n0 silent, 1 of 3 votes would be heard, below the 2 the quorum requires"
         );
         // A member already silent costs nothing more.
         assert_eq!(refuse_drain("n1", &tight, &[]), None);

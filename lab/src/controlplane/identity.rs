@@ -51,27 +51,51 @@ pub async fn install_controller_identity(client: &Client) -> Result<()> {
 /// The node agent's identity as the chart makes it with `agent.enabled=true`: its
 /// ServiceAccount, RBAC and admission policy (not its DaemonSet), rendered by `helm`.
 pub async fn install_agent_identity(client: &Client, helm: &std::path::Path) -> Result<()> {
+    let manifest = render_template(helm, &["agent.enabled=true"], "templates/agent.yaml")?;
+    install_identity(client, &manifest).await
+}
+
+/// One template of the chart (release `kube-failover` in the controller's namespace),
+/// rendered by `helm` with `sets`.
+fn render_template(helm: &std::path::Path, sets: &[&str], template: &str) -> Result<String> {
     let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/kube-failover");
-    let out = std::process::Command::new(helm)
-        .args(["template", "kube-failover"])
-        .arg(&chart)
-        .args([
-            "--namespace",
-            CONTROLLER_NS,
-            "--set",
-            "agent.enabled=true",
-            "--show-only",
-            "templates/agent.yaml",
-        ])
+    let mut cmd = std::process::Command::new(helm);
+    cmd.args(["template", "kube-failover"]).arg(&chart).args([
+        "--namespace",
+        CONTROLLER_NS,
+        "--show-only",
+        template,
+    ]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd
         .output()
-        .context("helm template (the agent)")?;
+        .with_context(|| format!("helm template ({template})"))?;
     anyhow::ensure!(
         out.status.success(),
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    install_identity(client, &String::from_utf8(out.stdout)?).await
+    Ok(String::from_utf8(out.stdout)?)
 }
+
+/// The witness's identity as the chart makes it with `witness.enabled=true` and
+/// `witness.lease=<lease>`: its ServiceAccount, Role and admission policy (not its
+/// Deployment), rendered by `helm`, in the controller's namespace.
+pub async fn install_witness_identity(
+    client: &Client,
+    helm: &std::path::Path,
+    lease: &str,
+) -> Result<()> {
+    let lease = format!("witness.lease={lease}");
+    let sets = ["witness.enabled=true", lease.as_str()];
+    let manifest = render_template(helm, &sets, "templates/witness.yaml")?;
+    install_identity(client, &manifest).await
+}
+
+/// The witness's ServiceAccount, as the chart names it (release `kube-failover`).
+pub const WITNESS_SA: &str = "kube-failover-witness";
 
 /// A token of the agent's ServiceAccount bound to `pod` (which runs on the agent's node), so
 /// that it carries the node's name as a real agent's token does.

@@ -35,8 +35,9 @@ use kube::{Client, Config};
 
 pub use attacher::play_csi_attacher;
 pub use identity::{
-    AGENT_NS, AGENT_SA, CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, agent_token,
+    AGENT_NS, AGENT_SA, CONTROLLER_NS, CONTROLLER_SA, CONTROLLER_USER, WITNESS_SA, agent_token,
     controller_token, create_if_absent, install_agent_identity, install_controller_identity,
+    install_witness_identity,
 };
 pub use kubelet::{
     AbortOnDrop, OUT_OF_SERVICE_TAINT, resync_pod_readiness, resync_pod_readiness_everywhere,

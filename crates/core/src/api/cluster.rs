@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
     kind = "FailoverCluster",
     shortname = "fc",
     status = "FailoverClusterStatus",
-    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.quorum.total"}"#,
-    printcolumn = r#"{"name":"Healthy","type":"integer","jsonPath":".status.quorum.healthy"}"#,
+    printcolumn = r#"{"name":"Votes","type":"integer","jsonPath":".status.quorum.total"}"#,
+    printcolumn = r#"{"name":"Heard","type":"integer","jsonPath":".status.quorum.healthy"}"#,
     printcolumn = r#"{"name":"Quorum","type":"string","jsonPath":".status.conditions[?(@.type==\"Quorum\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -250,9 +250,10 @@ impl Default for Heartbeat {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Quorum {
-    /// How many member nodes must be up for automatic failover: a count (`2`) or a
-    /// percentage of the members (`"51%"`, the default). Below it the controller fails
-    /// nothing over, since it may itself be the one cut off.
+    /// How many votes must be heard for automatic failover: a count (`2`) or a percentage
+    /// of the votes (`"51%"`, the default). Each member node votes (but those in
+    /// `nonVotingNodes`), and so does the witness. Below it the controller fails nothing
+    /// over, since it may itself be the one cut off.
     // Explicitly not nullable: kube marks every optional int-or-string field nullable,
     // which would let `minHealthy: null` be stored, and an `IntOrString` cannot be read
     // from null. Not nullable, the API server prunes a null and applies the default.
@@ -260,6 +261,24 @@ pub struct Quorum {
     #[schemars(extend("nullable" = false))]
     #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$') && int(self.replace('%', '')) <= 100").message("minHealthy must be a count >= 0 or a percentage from 0% to 100%, like 51%"))]
     pub min_healthy: IntOrString,
+    /// Members that do not vote (Windows Server Failover Clustering's `NodeWeight` 0): they
+    /// host instances and are watched like any member, but the quorum counts neither them
+    /// nor their absence. A name that is no member is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub non_voting_nodes: Vec<String>,
+    /// A vote from outside the members, so that a cluster of two nodes can lose one and
+    /// keep its quorum (two votes of three). `minHealthy` then counts votes: the voting
+    /// members heard from, and the witness when it is heard from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<Witness>,
 }
 
 fn default_min_healthy() -> IntOrString {
@@ -270,6 +289,53 @@ impl Default for Quorum {
     fn default() -> Self {
         Self {
             min_healthy: default_min_healthy(),
+            non_voting_nodes: Vec::new(),
+            witness: None,
+        }
+    }
+}
+
+/// The prefix of a witness Lease's name: it can never be a node's (kubelet) Lease nor a node
+/// agent's (`kube-failover-agent-<node>`).
+pub const WITNESS_LEASE_PREFIX: &str = "kube-failover-witness-";
+
+/// What gives a cluster's witness vote: exactly one of `node`, `lease` and `apiServer`. The
+/// vote counts while what it names is heard from, judged like a member's heartbeat (on the
+/// controller's clock, with `heartbeat.leaseStaleSeconds`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.node) ? 1 : 0) + (has(self.lease) ? 1 : 0) + (has(self.apiServer) && self.apiServer ? 1 : 0) == 1").message("quorum.witness: name exactly one of node (a node that is not a member), lease (a Lease in kube-node-lease named kube-failover-witness-*) or apiServer: true"))]
+pub struct Witness {
+    /// A node that is not a member of this cluster (a control-plane node, or one in a third
+    /// zone): its kubelet's Lease renewals are the vote. A member named here gives no vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    pub node: Option<String>,
+    /// A Lease in `kube-node-lease`, named `kube-failover-witness-*`, that a witness process
+    /// renews (`kube-failover witness`; the chart runs one with `witness.enabled`). Run it
+    /// where the members' failures do not reach: another zone, the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^kube-failover-witness-[a-z0-9]([-.a-z0-9]*[a-z0-9])?$')").message("quorum.witness.lease must be named kube-failover-witness-<name> (lower-case letters, digits, '-' and '.'): no node's or node agent's Lease can be a witness"))]
+    pub lease: Option<String>,
+    /// The API server itself: its vote counts while the controller hears the members'
+    /// heartbeats through it, and only while every voting member runs the node agent with
+    /// self-fencing (a member without one withholds the vote). See docs/safety.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_server: bool,
+}
+
+impl Witness {
+    /// How messages and the status name it: `node cp-1`, `Lease kube-failover-witness-a`,
+    /// `the API server`.
+    pub fn describe(&self) -> String {
+        match (&self.node, &self.lease) {
+            (Some(n), _) => format!("node {n}"),
+            (None, Some(l)) => format!("Lease {l}"),
+            (None, None) => "the API server".into(),
         }
     }
 }
@@ -333,8 +399,8 @@ pub struct FailoverClusterStatus {
     /// Member nodes and their state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
-    /// Members counted for the quorum: how many there are, how many are healthy, how many
-    /// automatic failover needs.
+    /// Votes counted for the quorum: how many there are, how many are heard, how many
+    /// automatic failover needs, and the witness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumStatus>,
     /// `Ready` (the cluster's spec is valid and its members are known) and `Quorum`
@@ -368,6 +434,9 @@ pub struct MemberStatus {
     /// granted nowhere else until the agent is back or the node is fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentState>,
+    /// Listed in `quorum.nonVotingNodes`: the quorum does not count it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_voting: bool,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,10 +464,26 @@ impl MemberState {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QuorumStatus {
-    /// Member nodes.
+    /// Votes: the member nodes that vote, and the witness.
     pub total: u32,
-    /// Member nodes that are Up or Paused.
+    /// Votes heard: voting members that are Up or Paused, and the witness when heard from.
     pub healthy: u32,
-    /// Healthy members needed for automatic failover.
+    /// Votes needed for automatic failover.
     pub required: u32,
+    /// The witness, when the cluster names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessStatus>,
+}
+
+/// The witness vote as the controller sees it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WitnessStatus {
+    /// What gives the vote: `node cp-1`, `Lease kube-failover-witness-a`, `the API server`.
+    pub name: String,
+    /// Whether its vote counts now.
+    pub heard: bool,
+    /// Why it does not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

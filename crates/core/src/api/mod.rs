@@ -112,13 +112,23 @@ pub const PEER_GROUPS_ANNOTATION: &str = "kube-failover.io/peer-groups";
 /// On a node agent's Lease: where it answers its peers (`address:port`, UDP).
 pub const PEER_ADDRESS_ANNOTATION: &str = "kube-failover.io/peer-address";
 
-/// One FailoverCluster's members as a node agent counts them when it asks its peers: the
-/// members and the quorum the cluster's status gave when the agent last renewed.
+/// One FailoverCluster's votes as a node agent counts them when it asks its peers: the
+/// voting members, the witness votes, and the quorum the cluster's status gave when the
+/// agent last renewed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerGroup {
     pub cluster: String,
+    /// The voting members.
     pub members: Vec<String>,
     pub required: u32,
+    /// Votes from outside the members (the cluster's witness), which an agent cannot ask:
+    /// it counts them as reachable, so they never make it hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub witnesses: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How much more than its Lease's duration (`leaseDurationSeconds`) a peer agent must have

@@ -10,6 +10,7 @@
 pub mod health;
 mod moves;
 mod placement;
+pub mod quorum;
 mod steady;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +75,12 @@ pub struct Observed {
     /// are not members of the cluster (relabelled away), and their health. A node named by
     /// the instance and in neither map has been deleted.
     pub outside: BTreeMap<String, NodeHealth>,
+    /// Votes needed for automatic failover (`quorum.minHealthy` of the votes).
     pub quorum_required: u32,
+    /// Members that do not vote (`quorum.nonVotingNodes`).
+    pub non_voting: BTreeSet<String>,
+    /// The cluster's witness, if it names one, as judged now.
+    pub witness: Option<quorum::WitnessVote>,
     pub fencing: Fencing,
     pub pods: Vec<PodFacts>,
     pub attachments: Vec<AttachmentFacts>,
@@ -169,13 +175,40 @@ pub struct Requests {
 }
 
 impl Observed {
-    /// Members heard from and not fenced (`MemberState::heard`).
-    pub fn healthy_members(&self) -> u32 {
-        self.members.values().filter(|h| h.state.heard()).count() as u32
+    /// The quorum's count: voting members heard from and not fenced
+    /// (`MemberState::heard`), and the witness.
+    pub fn votes(&self) -> quorum::Votes {
+        let mut votes = quorum::count_votes(
+            self.members.iter().map(|(n, h)| (n.as_str(), h.state)),
+            &self.non_voting,
+            self.witness.as_ref(),
+            &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
+        );
+        votes.required = self.quorum_required;
+        votes
     }
 
     pub fn has_quorum(&self) -> bool {
-        self.healthy_members() >= self.quorum_required
+        self.votes().held()
+    }
+
+    /// How the quorum is told in messages.
+    pub fn describe_votes(&self) -> String {
+        let voting = self
+            .members
+            .iter()
+            .filter(|(n, _)| !self.non_voting.contains(*n));
+        let (heard, total) = voting.fold((0, 0), |(h, t), (_, m)| {
+            (h + u32::from(m.state.heard()), t + 1)
+        });
+        let some_do_not_vote = total < self.members.len() as u32;
+        quorum::describe_votes(
+            &self.votes(),
+            heard,
+            total,
+            some_do_not_vote,
+            self.witness.as_ref(),
+        )
     }
 
     /// The health of a node, member or not; `None` when no such Node exists.
@@ -517,12 +550,7 @@ fn set_quorum_condition(d: &mut Decision, obs: &Observed, generation: Option<i64
             if quorum_ok {
                 "enough member nodes are up for automatic failover".to_string()
             } else {
-                format!(
-                    "{} of {} member nodes up, {} required",
-                    obs.healthy_members(),
-                    obs.members.len(),
-                    obs.quorum_required
-                )
+                obs.describe_votes()
             },
             generation,
             now,

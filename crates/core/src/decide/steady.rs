@@ -286,10 +286,8 @@ fn refuse_without_quorum(
     // Renewals that restore the quorum trigger nothing by themselves: look again soon.
     d.recheck_at = Some(obs.now + jiff::SignedDuration::from_secs(2));
     let msg = format!(
-        "owner {owner} is down ({why}) but only {} of {} member nodes are up ({} required): not failing over, this controller may be the one cut off",
-        obs.healthy_members(),
-        obs.members.len(),
-        obs.quorum_required
+        "owner {owner} is down ({why}) but only {}: not failing over, this controller may be the one cut off",
+        obs.describe_votes()
     );
     online_warning(d, reason::QUORUM_LOST, msg, obs.now);
     true

@@ -92,22 +92,48 @@ pub fn judge_quorum(cluster: &FailoverCluster) -> Check {
         );
     };
     let margin = i64::from(q.healthy) - i64::from(q.required);
-    let counts = format!(
-        "{} of {} members up, {} required",
-        q.healthy, q.total, q.required
-    );
+    let counts = match &q.witness {
+        None => format!(
+            "{} of {} members up, {} required",
+            q.healthy, q.total, q.required
+        ),
+        Some(w) => format!(
+            "{} of {} votes heard (witness {}: {}), {} required",
+            q.healthy,
+            q.total,
+            w.name,
+            if w.heard {
+                "heard"
+            } else {
+                w.reason.as_deref().unwrap_or("not heard")
+            },
+            q.required
+        ),
+    };
+    // A witness not heard is the first thing to mend: it is what a two-node cluster lacks.
+    let witness_lost = q.witness.as_ref().is_some_and(|w| !w.heard);
+    let mend = |members: &'static str| {
+        if witness_lost {
+            "bring the witness back (the chart's witness pod, or what renews its Lease; see \
+             docs/operations.md, \"Two nodes and a witness\")"
+        } else {
+            members
+        }
+    };
     match margin {
         m if m < 0 => Check::fail(
             "quorum",
             subject,
             format!("quorum lost: {counts} ({} short): nothing fails over", -m),
-            "bring members back up, or lower spec.quorum.minHealthy if fewer nodes are intended",
+            mend(
+                "bring members back up, or lower spec.quorum.minHealthy if fewer nodes are intended",
+            ),
         ),
         0 => Check::warn(
             "quorum",
             subject,
             format!("{counts}: one more failure stops automatic failover"),
-            "bring the down members back or add members",
+            mend("bring the down members back or add members"),
         ),
         m => Check::pass("quorum", subject, format!("{counts}: {m} more may fail")),
     }

@@ -267,6 +267,26 @@ fn quorum_below_fails_at_zero_margin_warns() {
     assert!(lost.message.contains("1 short"), "{}", lost.message);
     let none = cluster("c1", serde_json::json!({}), serde_json::json!({}));
     assert_eq!(judge_quorum(&none).verdict, Verdict::Warn);
+    // Two nodes and a witness not heard: no margin, and the witness is what to mend.
+    let witness_gone = cluster(
+        "c1",
+        serde_json::json!({"quorum": {"witness": {"lease": "kube-failover-witness-c1"}}}),
+        serde_json::json!({"quorum": {"total": 3, "healthy": 2, "required": 2, "witness": {
+            "name": "Lease kube-failover-witness-c1", "heard": false,
+            "reason": "Lease kube-failover-witness-c1 not renewed for 30s"}}}),
+    );
+    let c = judge_quorum(&witness_gone);
+    assert_eq!(c.verdict, Verdict::Warn);
+    assert!(
+        c.message
+            .contains("2 of 3 votes heard (witness Lease kube-failover-witness-c1: Lease kube-failover-witness-c1 not renewed for 30s)"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.fix.as_deref().is_some_and(|r| r.contains("witness")),
+        "{c:?}"
+    );
 }
 
 #[test]

@@ -158,7 +158,10 @@ pub(super) fn fence(r: &mut Round) -> Flow {
 /// break for the whole of `wait` (its self-fence time and the margin): every answer it
 /// could have acted on in that time said "reachable", or came from a member not counted
 /// here. A member without an agent never answers, and the agent counts it as reachable: so
-/// does this, if the member is Up. `Err` says why not yet, when no group can have its
+/// does this, if the member is Up. The cluster's witness is never asked and counts as
+/// reachable for the agent: here it counts only when it has been steady for the whole wait
+/// (a group whose other voters are all cut off has lost its quorum whatever the witness
+/// says, and the agent held). `Err` says why not yet, when no group can have its
 /// quorum at all; no groups (an agent that asks no peers): no condition.
 fn peers_steady_at(
     r: &Round,
@@ -185,6 +188,15 @@ fn peers_steady_at(
                 }
             })
             .collect();
+        // The witness of the instance's own cluster, where the group counts it (the agent
+        // cannot ask it, and counted it as reachable): it too must have been steady.
+        if g.witnesses > 0
+            && g.cluster == r.spec.cluster_ref
+            && let Some(w) = r.obs.witness.as_ref().filter(|w| w.heard)
+            && let Some(since) = w.steady_since
+        {
+            times.push(since + wait);
+        }
         times.sort();
         let required = g.required as usize;
         let ready = if required == 0 {

@@ -604,6 +604,7 @@ fn holding_owner() -> NodeHealth {
             cluster: "c".into(),
             members: vec!["a".into(), "b".into(), "c".into()],
             required: 2,
+            witnesses: 0,
         }],
     };
     silent
@@ -688,4 +689,60 @@ fn a_node_whose_agent_may_be_holding_on_its_peers_word_is_not_fenced() {
         "{:?}",
         d.actions
     );
+}
+
+#[test]
+fn in_a_two_node_cluster_a_silent_agent_is_counted_on_only_while_its_peer_and_the_witness_were_steady()
+ {
+    let s = spec(&["a", "b"]);
+    let mut obs = observed(&[("a", up()), ("b", up())]);
+    let witness = |heard: bool, since: i64| crate::decide::quorum::WitnessVote {
+        name: "Lease kube-failover-witness-c".into(),
+        heard,
+        reason: None,
+        steady_since: heard.then(|| t(since)),
+        recheck_at: None,
+    };
+    obs.witness = Some(witness(true, 0));
+    obs.quorum_required = 2;
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let mut a = holding_owner();
+    if let AgentHealth::Silent { peer_groups, .. } = &mut a.agent {
+        peer_groups[0].cluster = s.cluster_ref.clone();
+        peer_groups[0].members = vec!["a".into(), "b".into()];
+        peer_groups[0].witnesses = 1;
+    }
+    obs.members.insert("a".into(), a);
+    obs.members.insert("b".into(), steady_peer(0));
+    obs.endpoints.clear();
+    // b and the witness steady for the whole wait: a's agent has fenced itself.
+    obs.now = t(110);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+        "{:?}",
+        d.actions
+    );
+    // The witness renewed steadily only since 108: a quorum of steady votes (b and the
+    // witness) only from 108 + 3 s + the margin.
+    obs.witness = Some(witness(true, 108));
+    obs.now = t(109);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+    // Witness not heard: one vote of three, no quorum, nothing fenced however long.
+    obs.witness = Some(witness(false, 0));
+    for now in [110, 10_000] {
+        obs.now = t(now);
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        assert!(fencing_actions(&d.actions).is_empty(), "{:?}", d.actions);
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::QUORUM_LOST),
+            "{:?}",
+            d.status.conditions
+        );
+    }
 }

@@ -77,6 +77,8 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
             .map(|(n, h)| (n.to_string(), h.clone()))
             .collect(),
         quorum_required: (members.len() as u32 * 51).div_ceil(100),
+        non_voting: Default::default(),
+        witness: None,
         fencing: Fencing::default(),
         pods: Vec::new(),
         attachments: Vec::new(),
