@@ -584,7 +584,7 @@ async fn quorum_min_healthy_is_a_count_or_a_percentage() {
 }
 
 #[tokio::test]
-async fn a_witness_names_exactly_one_thing_and_a_lease_by_its_prefix() {
+async fn a_witness_names_exactly_one_thing_a_lease_by_its_prefix_and_sites_are_whole() {
     let ns = TestNamespace::new("val-witness").await;
     let api = clusters(&ns);
     let name = |case: &str| format!("{}-{case}", ns.name);
@@ -611,7 +611,7 @@ async fn a_witness_names_exactly_one_thing_and_a_lease_by_its_prefix() {
     )
     .await;
     let one = &["spec.quorum.witness", "name exactly one of node"];
-    let cases = vec![
+    let mut cases = vec![
         Case {
             what: "node and lease",
             obj: witness(
@@ -650,7 +650,38 @@ async fn a_witness_names_exactly_one_thing_and_a_lease_by_its_prefix() {
             needles: &["spec.quorum.nonVotingNodes"],
         },
     ];
-    names.extend(["two", "none", "false", "kubelet", "agent", "bad-non-voting"].map(name));
+    cases.push(Case {
+        what: "a cross-site threshold without the control plane's site",
+        obj: with(
+            valid_cluster(&name("cross")),
+            "/spec/sites",
+            json!({"crossSiteLeaseStaleSeconds": 40}),
+        ),
+        needles: &["spec.sites", "name the control plane's site too"],
+    });
+    names.push(name("sites"));
+    assert_accepted(
+        &api,
+        "sites",
+        &with(
+            valid_cluster(&name("sites")),
+            "/spec/sites",
+            json!({"controlPlaneSite": "a", "crossSiteLeaseStaleSeconds": 40}),
+        ),
+    )
+    .await;
+    names.extend(
+        [
+            "two",
+            "none",
+            "false",
+            "kubelet",
+            "agent",
+            "bad-non-voting",
+            "cross",
+        ]
+        .map(name),
+    );
     assert_all_refused(&api, cases).await;
     delete_clusters(&api, &names).await;
 }

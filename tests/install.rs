@@ -1369,11 +1369,13 @@ async fn examples_are_accepted_by_the_api_server() {
     assert_eq!(
         names,
         [
+            "app-after-database.yaml",
             "cluster.yaml",
             "database.yaml",
             "file-server.yaml",
             "playground.yaml",
-            "two-node-witness.yaml"
+            "two-node-witness.yaml",
+            "two-sites.yaml"
         ]
     );
     for file in &files {

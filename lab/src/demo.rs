@@ -84,13 +84,8 @@ pub async fn csi_claim(client: &Client, namespace: &str, name: &str) -> Result<(
     csi_claim_with_mode(client, namespace, name, "ReadWriteOnce").await
 }
 
-/// As [`csi_claim`], with the given access mode (`ReadWriteMany` for a shared volume).
-pub async fn csi_claim_with_mode(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    mode: &str,
-) -> Result<()> {
+/// The simulated CSI driver's CSIDriver object (attach required), applied.
+pub async fn sim_csi_driver(client: &Client) -> Result<()> {
     let drivers: Api<CSIDriver> = Api::all(client.clone());
     let driver: CSIDriver = serde_json::from_value(serde_json::json!({
         "metadata": {"name": SIM_CSI_DRIVER},
@@ -103,8 +98,31 @@ pub async fn csi_claim_with_mode(
             &Patch::Apply(&driver),
         )
         .await?;
+    Ok(())
+}
+
+/// As [`csi_claim`], with the given access mode (`ReadWriteMany` for a shared volume).
+pub async fn csi_claim_with_mode(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    mode: &str,
+) -> Result<()> {
+    csi_claim_in_zone(client, namespace, name, mode, None).await
+}
+
+/// As [`csi_claim_with_mode`], the volume usable only in `zone` when one is given (its node
+/// affinity: `topology.kubernetes.io/zone In [zone]`, as a zonal disk's).
+pub async fn csi_claim_in_zone(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    mode: &str,
+    zone: Option<&str>,
+) -> Result<()> {
+    sim_csi_driver(client).await?;
     let pv_name = format!("{namespace}-{name}");
-    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+    let mut pv: PersistentVolume = serde_json::from_value(serde_json::json!({
         "metadata": {"name": pv_name},
         "spec": {
             "capacity": {"storage": "1Gi"},
@@ -115,6 +133,12 @@ pub async fn csi_claim_with_mode(
             "csi": {"driver": SIM_CSI_DRIVER, "volumeHandle": pv_name},
         }
     }))?;
+    if let (Some(zone), Some(spec)) = (zone, pv.spec.as_mut()) {
+        spec.node_affinity = Some(serde_json::from_value(serde_json::json!({
+            "required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": kube_failover_core::api::ZONE_LABEL, "operator": "In", "values": [zone]}]}]},
+        }))?);
+    }
     Api::<PersistentVolume>::all(client.clone())
         .create(&PostParams::default(), &pv)
         .await?;

@@ -811,6 +811,9 @@ mod tests {
             instances: Vec::new(),
             agent: None,
             non_voting,
+            site: None,
+            failures: Vec::new(),
+            quarantine: None,
         };
         let spec: FailoverClusterSpec = serde_json::from_str("{}").unwrap();
         let mut c = FailoverCluster::new("c", spec);

@@ -14,12 +14,15 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::fence::unfence;
-use super::observe::{member_health, witness_vote};
+use super::observe::{member_health, site_of, witness_vote};
 use super::{Context, FIELD_MANAGER};
+use kube::runtime::reflector::ObjectRef;
+use kube_failover_core::api::CLEAR_QUARANTINE_ANNOTATION;
 use kube_failover_core::api::{
     AgentState, FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition,
     reason, set_condition,
 };
+use kube_failover_core::decide::quarantine::carry_quarantine;
 use kube_failover_core::decide::quorum::{WitnessVote, count_votes, describe_votes, non_voting};
 use kube_failover_core::decide::{AgentHealth, unfence_at};
 use kube_failover_core::rules::pools_overlapping;
@@ -76,7 +79,41 @@ pub fn desired_status(
                 AgentHealth::Silent { .. } => Some(AgentState::Down),
             },
             non_voting: non_voting.contains(&facts.name),
+            site: ctx
+                .stores
+                .nodes
+                .get(&ObjectRef::new(&facts.name))
+                .and_then(|n| site_of(cluster, &n)),
+            failures: Vec::new(),
+            quarantine: None,
         });
+    }
+    // Failures and quarantines, carried on from the status as it was.
+    let cleared: BTreeMap<String, jiff::Timestamp> = list
+        .iter()
+        .filter_map(|m| {
+            let node = ctx.stores.nodes.get(&ObjectRef::new(&m.name))?;
+            let at = node
+                .annotations()
+                .get(CLEAR_QUARANTINE_ANNOTATION)?
+                .parse()
+                .ok()?;
+            Some((m.name.clone(), at))
+        })
+        .collect();
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.members.clone())
+        .unwrap_or_default();
+    if let Some(at) = carry_quarantine(
+        &mut list,
+        &previous,
+        &cleared,
+        &cluster.spec.quarantine,
+        now,
+    ) {
+        recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
     }
     let votes = count_votes(
         list.iter().map(|m| (m.name.as_str(), m.state)),

@@ -24,7 +24,8 @@ use kube_failover_core::decide::{
     required_healthy,
 };
 use kube_failover_core::rules::{
-    controlled_by, is_member, kubelet_lease_stale_seconds, pinned_node,
+    controlled_by, describe_affinity, is_member, kubelet_lease_stale_seconds, pinned_node,
+    volume_reaches,
 };
 
 /// The controller's read side: one store per kind, fed by watches.
@@ -163,7 +164,24 @@ pub fn node_health_of(
     let node = stores.nodes.get(&ObjectRef::new(name))?;
     let leases = NodeLeases::of(name, stores);
     let facts = node_facts(&node, &leases, &stores.heartbeats);
-    Some(node_health(&facts, &cluster.spec.heartbeat, now))
+    Some(node_health(&facts, &heartbeat_of(cluster, &node), now))
+}
+
+/// The site of `node` in `cluster`, if the cluster has sites and the node the site label.
+pub fn site_of(cluster: &FailoverCluster, node: &Node) -> Option<String> {
+    let sites = cluster.spec.sites.as_ref()?;
+    node.labels().get(&sites.label).cloned()
+}
+
+/// The heartbeat settings that judge `node` in `cluster`: the cross-site threshold for a
+/// member outside the control plane's site.
+fn heartbeat_of(cluster: &FailoverCluster, node: &Node) -> kube_failover_core::api::Heartbeat {
+    match &cluster.spec.sites {
+        Some(sites) => {
+            sites.heartbeat_for(&cluster.spec.heartbeat, site_of(cluster, node).as_deref())
+        }
+        None => cluster.spec.heartbeat.clone(),
+    }
 }
 
 /// Every member node of `cluster`: what its Node and Leases say, and the verdict on it now.
@@ -179,7 +197,7 @@ pub fn member_health(
         .map(|node| {
             let leases = NodeLeases::of(&node.name_any(), stores);
             let facts = node_facts(node, &leases, &stores.heartbeats);
-            let health = node_health(&facts, &cluster.spec.heartbeat, now);
+            let health = node_health(&facts, &heartbeat_of(cluster, node), now);
             (facts, health)
         })
         .collect()
@@ -325,6 +343,10 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         attachments: Vec::new(),
         pinned_claims: BTreeMap::new(),
         missing_claims: Vec::new(),
+        unreachable: BTreeMap::new(),
+        sites: BTreeMap::new(),
+        dependencies_pending: None,
+        quarantined: BTreeMap::new(),
         outside: BTreeMap::new(),
         endpoints: Vec::new(),
         endpoint_slice_taken: false,
@@ -359,9 +381,56 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     observe_storage(&mut obs, fci, stores);
     observe_network_name(&mut obs, fci, stores);
     obs.higher_priority_starting = higher_priority_starting(fci, stores, now);
+    obs.dependencies_pending = dependencies_pending(fci, stores);
     // `neighbours` is left to the reconcile, which reads them under the anti-affinity lock
     // from the statuses as last written (`Written`), not only as cached.
     obs
+}
+
+/// What keeps `fci` from starting among the instances it depends on (`spec.dependsOn`, in
+/// its namespace): a cycle back to it, else those not Online; `None` when none does.
+pub fn dependencies_pending(
+    fci: &FailoverClusterInstance,
+    stores: &Stores,
+) -> Option<kube_failover_core::decide::Dependencies> {
+    use kube_failover_core::api::Phase;
+    use kube_failover_core::decide::Dependencies;
+    if fci.spec.depends_on.is_empty() {
+        return None;
+    }
+    let ns = fci.namespace().unwrap_or_default();
+    let get = |name: &str| stores.instances.get(&ObjectRef::new(name).within(&ns));
+    let me = fci.name_any();
+    let depends_on = |name: &str| {
+        if name == me {
+            return fci.spec.depends_on.clone();
+        }
+        get(name)
+            .map(|i| i.spec.depends_on.clone())
+            .unwrap_or_default()
+    };
+    if let Some(path) = kube_failover_core::rules::dependency_cycle(&me, depends_on) {
+        return Some(Dependencies::Cycle(path));
+    }
+    let waiting: Vec<(String, String)> = fci
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|d| {
+            let Some(i) = get(d) else {
+                return Some((d.clone(), "no such instance".to_string()));
+            };
+            let status = i.status.as_ref();
+            let online =
+                status.is_some_and(|s| s.phase == Phase::Online && s.current_move.is_none());
+            (!online).then(|| {
+                let what =
+                    status.map_or("not placed yet".to_string(), |s| format!("{:?}", s.phase));
+                (d.clone(), what)
+            })
+        })
+        .collect();
+    (!waiting.is_empty()).then_some(Dependencies::Waiting(waiting))
 }
 
 /// The cluster's side: whether it allows the namespace, its members' health and quorum,
@@ -382,6 +451,19 @@ fn observe_cluster(
         .map(|(facts, health)| (facts.name, health))
         .collect();
     obs.non_voting = non_voting(&cluster.spec.quorum);
+    if let Some(status) = &cluster.status {
+        obs.quarantined =
+            kube_failover_core::decide::quarantine::quarantined(&status.members, obs.now);
+    }
+    if cluster.spec.sites.is_some() {
+        for name in obs.members.keys() {
+            if let Some(node) = stores.nodes.get(&ObjectRef::new(name))
+                && let Some(site) = site_of(cluster, &node)
+            {
+                obs.sites.insert(name.clone(), site);
+            }
+        }
+    }
     obs.quorum_required = required_healthy(&cluster.spec.quorum.min_healthy, obs.votes().total);
     obs.fencing = cluster.spec.fencing.clone();
     let status = fci.status.as_ref();
@@ -429,6 +511,23 @@ fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &S
             continue;
         };
         let pv = stores.volumes.get(&ObjectRef::new(&volume));
+        if let Some(pv) = pv.as_deref() {
+            for member in obs.members.keys() {
+                let reaches = stores
+                    .nodes
+                    .get(&ObjectRef::new(member))
+                    .is_some_and(|n| volume_reaches(pv, member, n.labels()));
+                if !reaches && !obs.unreachable.contains_key(member) {
+                    obs.unreachable.insert(
+                        member.clone(),
+                        format!(
+                            "the volume of claim {claim} cannot be used there (its node affinity: {})",
+                            describe_affinity(pv)
+                        ),
+                    );
+                }
+            }
+        }
         if let Some(node) = pv.as_deref().and_then(pinned_node) {
             obs.pinned_claims.insert(claim, node);
         }

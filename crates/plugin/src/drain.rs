@@ -20,8 +20,8 @@ use kube::{Client, ResourceExt};
 
 use super::start_stop::{FIELD_MANAGER, annotate};
 use kube_failover_core::api::{
-    DRAINED_ANNOTATION, FailoverCluster, FailoverClusterInstance, MOVE_ANNOTATION,
-    MOVE_TO_ANNOTATION, MemberState, Phase, reason,
+    CLEAR_QUARANTINE_ANNOTATION, DRAINED_ANNOTATION, FailoverCluster, FailoverClusterInstance,
+    MOVE_ANNOTATION, MOVE_TO_ANNOTATION, MemberState, Phase, reason,
 };
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +56,10 @@ pub struct ResumeArgs {
     /// How long the wait lasts, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Lift the node's quarantine (it failed too often, see `quorum` in `status`): instances
+    /// may be placed on it again at once.
+    #[arg(long)]
+    pub clear_quarantine: bool,
 }
 
 /// The node the instance is on or on its way to or from: what a drain of it must wait for.
@@ -145,6 +149,11 @@ async fn set_drained(client: &Client, node: &str, drained: bool) -> Result<()> {
             "spec": {"unschedulable": null},
         })
     };
+    merge_node(client, node, &patch).await
+}
+
+/// A merge patch of the Node `node`, as this verb's field manager.
+async fn merge_node(client: &Client, node: &str, patch: &serde_json::Value) -> Result<()> {
     Api::<Node>::all(client.clone())
         .patch(
             node,
@@ -152,7 +161,7 @@ async fn set_drained(client: &Client, node: &str, drained: bool) -> Result<()> {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             },
-            &Patch::Merge(&patch),
+            &Patch::Merge(patch),
         )
         .await
         .with_context(|| format!("patching node {node}"))?;
@@ -316,6 +325,16 @@ pub async fn resume(client: Client, args: ResumeArgs) -> Result<ExitCode> {
         .with_context(|| format!("no node {node}"))?;
     set_drained(&client, node, false).await?;
     println!("node/{node} resumed: it may host instances again");
+    if args.clear_quarantine {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            CLEAR_QUARANTINE_ANNOTATION: jiff::Timestamp::now().to_string(),
+        }}});
+        merge_node(&client, node, &patch).await?;
+        println!(
+            "node/{node}: its quarantine, if any, is lifted (the controller clears it from the \
+             cluster's status)"
+        );
+    }
     if !args.failback {
         return Ok(ExitCode::SUCCESS);
     }
@@ -411,6 +430,9 @@ mod tests {
                     instances: vec![],
                     agent: None,
                     non_voting: false,
+                    site: None,
+                    failures: vec![],
+                    quarantine: None,
                 })
                 .collect(),
             ..Default::default()

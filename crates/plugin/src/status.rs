@@ -66,6 +66,12 @@ pub struct MemberReport {
     /// Listed in `quorum.nonVotingNodes`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub non_voting: bool,
+    /// Its site, when the cluster has sites.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Quarantined until then (it failed too often): nothing is placed on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined_until: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +159,12 @@ fn member(m: &MemberStatus, now: Timestamp) -> MemberReport {
         reason: m.reason.clone(),
         instances: m.instances.clone(),
         non_voting: m.non_voting,
+        site: m.site.clone(),
+        quarantined_until: m
+            .quarantine
+            .as_ref()
+            .filter(|q| q.until.0 > now)
+            .map(|q| q.until.0.to_string()),
     }
 }
 
@@ -195,12 +207,17 @@ pub fn render(r: &StatusReport, wide: bool) -> String {
             _ => "not yet computed".into(),
         };
         out.push_str(&format!("Cluster {}   quorum: {quorum}\n", c.name));
+        let sites = c.members.iter().any(|m| m.site.is_some());
         let rows: Vec<Vec<String>> = c
             .members
             .iter()
             .map(|m| {
+                let name = match (&m.site, sites) {
+                    (Some(site), true) => format!("{} ({site})", m.name),
+                    _ => m.name.clone(),
+                };
                 vec![
-                    m.name.clone(),
+                    name,
                     format!("{:?}", m.state),
                     m.heartbeat_age_ms
                         .map(|ms| human_age(jiff::SignedDuration::from_millis(ms)) + " ago")
@@ -210,11 +227,17 @@ pub fn render(r: &StatusReport, wide: bool) -> String {
                     } else {
                         m.instances.join(",")
                     },
-                    match (&m.reason, m.non_voting) {
-                        (Some(r), true) => format!("{r} (does not vote)"),
-                        (None, true) => "does not vote".into(),
-                        (r, false) => r.clone().unwrap_or_default(),
-                    },
+                    [
+                        m.reason.clone(),
+                        m.non_voting.then(|| "does not vote".to_string()),
+                        m.quarantined_until
+                            .as_ref()
+                            .map(|u| format!("quarantined until {u}")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 ]
             })
             .collect();

@@ -394,6 +394,7 @@ impl Run<'_> {
                 failback: self.args.failback,
                 wait: true,
                 timeout: self.args.timeout,
+                clear_quarantine: false,
             },
         )
         .await?;

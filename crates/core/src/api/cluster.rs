@@ -67,6 +67,107 @@ pub struct FailoverClusterSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("antiAffinityClasses: each class is listed once"))]
     pub anti_affinity_classes: Vec<SharedClass>,
+    /// Sites (Windows Server Failover Clustering's fault domains): members grouped by a node
+    /// label. An instance fails over within its site when a member there can take it, and
+    /// across sites only when none can; members whose heartbeats cross sites to reach the
+    /// control plane may be given a longer threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites: Option<Sites>,
+    /// Quarantine of members that keep failing (WSFC's compute resiliency).
+    #[serde(default)]
+    pub quarantine: Quarantine,
+}
+
+/// A member that failed (went Down or was fenced) `threshold` times within `periodSeconds`
+/// is quarantined for `durationSeconds`: no instance is placed on it, failed over to it or
+/// failed back to it (what runs there stays). At most a quarter of the members (rounded
+/// down) are quarantined at once. `kubectl failover resume --clear-quarantine NODE` lifts
+/// it early. WSFC's defaults: 3 failures in an hour, 2 hours.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantine {
+    /// Failures within `periodSeconds` that quarantine a member. Default 3; 0: never.
+    #[serde(default = "default_quarantine_threshold")]
+    #[schemars(range(max = 100))]
+    pub threshold: u32,
+    /// Default 3600 (an hour).
+    #[serde(default = "default_quarantine_period")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub period_seconds: u32,
+    /// How long a quarantine lasts. Default 7200 (two hours).
+    #[serde(default = "default_quarantine_duration")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub duration_seconds: u32,
+}
+
+fn default_quarantine_threshold() -> u32 {
+    3
+}
+fn default_quarantine_period() -> u32 {
+    3600
+}
+fn default_quarantine_duration() -> u32 {
+    7200
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Self {
+            threshold: default_quarantine_threshold(),
+            period_seconds: default_quarantine_period(),
+            duration_seconds: default_quarantine_duration(),
+        }
+    }
+}
+
+/// On a Node, set by `kubectl failover resume --clear-quarantine`: the time of the request.
+/// A quarantine that began before it is lifted.
+pub const CLEAR_QUARANTINE_ANNOTATION: &str = "kube-failover.io/clear-quarantine";
+
+/// See [`FailoverClusterSpec::sites`].
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.crossSiteLeaseStaleSeconds) || has(self.controlPlaneSite)").message("sites.crossSiteLeaseStaleSeconds applies to members outside sites.controlPlaneSite: name the control plane's site too"))]
+pub struct Sites {
+    /// The node label whose value names a member's site. Default
+    /// `topology.kubernetes.io/zone`. A member without it is in no site: it is tried after
+    /// the members of the instance's site, with those of the other sites.
+    #[serde(default = "default_site_label")]
+    #[schemars(length(min = 1, max = 317))]
+    pub label: String,
+    /// The site the control plane (the API server the heartbeats reach) is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub control_plane_site: Option<String>,
+    /// Seconds without a Lease renewal before a member outside `controlPlaneSite` is down
+    /// (WSFC's `CrossSiteThreshold`): its heartbeats cross a wider network. At least
+    /// `heartbeat.leaseStaleSeconds` is used. Unset: the same threshold everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub cross_site_lease_stale_seconds: Option<u32>,
+}
+
+/// The label that names a node's zone, Kubernetes' well-known one.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+fn default_site_label() -> String {
+    ZONE_LABEL.into()
+}
+
+impl Sites {
+    /// The heartbeat settings that judge a member in `site`: the cross-site threshold for
+    /// one outside the control plane's site.
+    pub fn heartbeat_for(&self, heartbeat: &Heartbeat, site: Option<&str>) -> Heartbeat {
+        let mut hb = heartbeat.clone();
+        if let (Some(cp), Some(cross)) = (
+            &self.control_plane_site,
+            self.cross_site_lease_stale_seconds,
+        ) && site != Some(cp.as_str())
+        {
+            hb.lease_stale_seconds = hb.lease_stale_seconds.max(cross);
+        }
+        hb
+    }
 }
 
 /// A range of virtual IPs, and who may use it.
@@ -437,6 +538,23 @@ pub struct MemberStatus {
     /// Listed in `quorum.nonVotingNodes`: the quorum does not count it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub non_voting: bool,
+    /// Its site, when the cluster has sites (the value of `sites.label` on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// When it failed (went Down or was fenced) within `quarantine.periodSeconds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Time>,
+    /// Its quarantine, while it lasts: nothing is placed on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineStatus>,
+}
+
+/// A member's quarantine.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineStatus {
+    pub since: Time,
+    pub until: Time,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

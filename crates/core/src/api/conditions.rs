@@ -162,6 +162,10 @@ pub mod reason {
     pub const STOPPING_OLD_POD: &str = "StoppingOldPod";
     pub const DETACHING_VOLUMES: &str = "DetachingVolumes";
     pub const WAITING_FOR_HIGHER_PRIORITY: &str = "WaitingForHigherPriority";
+    /// An instance it depends on (`spec.dependsOn`) is not Online: its start waits.
+    pub const WAITING_FOR_DEPENDENCY: &str = "WaitingForDependency";
+    /// Its `spec.dependsOn` leads back to itself: it cannot start until the cycle is broken.
+    pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
     pub const STARTING_POD: &str = "StartingPod";
     pub const WAITING_FOR_READY: &str = "WaitingForReady";
     pub const PUBLISHING_ENDPOINT: &str = "PublishingEndpoint";

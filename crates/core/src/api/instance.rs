@@ -94,6 +94,21 @@ pub struct FailoverClusterInstanceSpec {
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub anti_affinity_classes: Vec<String>,
+    /// Instances in this namespace that must be Online before this one starts (an
+    /// application after its database; WSFC's group sets, Pacemaker's order constraints).
+    /// Kept at every start: placement, failover, planned moves and `update-run`. An instance
+    /// already running is not stopped when one it depends on goes down. A dependency that
+    /// does not exist, or a cycle, holds the instance's start and says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub depends_on: Vec<String>,
     /// `Preferred` (default): a shared node is used when no other eligible node is left, and
     /// the instance moves off it again when failback is allowed (`failback.mode`) and a
     /// free node is up. `Strict`: the instance never starts on a node that hosts one of its
@@ -237,6 +252,12 @@ pub struct Owners {
     #[schemars(length(max = 1024))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub possible: Vec<String>,
+    /// The site to run in (the cluster's `sites`): placed there, failed over within it, and
+    /// moved elsewhere only when no member there can take it. Unset: the site of the node it
+    /// fails over from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub preferred_site: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

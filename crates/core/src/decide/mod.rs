@@ -10,6 +10,7 @@
 pub mod health;
 mod moves;
 mod placement;
+pub mod quarantine;
 pub mod quorum;
 mod steady;
 
@@ -88,6 +89,17 @@ pub struct Observed {
     pub pinned_claims: BTreeMap<String, String>,
     /// Claims that do not exist yet (user-provided claims must exist before placement).
     pub missing_claims: Vec<String>,
+    /// Members a claim's volume cannot reach (its node affinity, say a zone, excludes them):
+    /// node → why.
+    pub unreachable: BTreeMap<String, String>,
+    /// Each member's site, when the cluster groups its members in sites (`spec.sites`).
+    pub sites: BTreeMap<String, String>,
+    /// Members quarantined now (the cluster's status), and until when: nothing is placed on
+    /// them.
+    pub quarantined: BTreeMap<String, Timestamp>,
+    /// What keeps the instance from starting among those it depends on (`spec.dependsOn`):
+    /// `None` when every one is Online.
+    pub dependencies_pending: Option<Dependencies>,
     /// Addresses currently published in the instance's EndpointSlice (none while it is
     /// still attached to a Service that is not the instance's).
     pub endpoints: Vec<String>,
@@ -129,6 +141,15 @@ pub struct Observed {
     /// Nodes hosting another instance of the cluster that shares an anti-affinity class
     /// with this one, or where such an instance is moving: node → those instances.
     pub neighbours: BTreeMap<String, Vec<Neighbour>>,
+}
+
+/// Why an instance's dependencies keep it from starting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dependencies {
+    /// These are not Online (name, what they are: `Moving`, `no such instance`…).
+    Waiting(Vec<(String, String)>),
+    /// Its dependencies lead back to it: the names along the cycle, itself first and last.
+    Cycle(Vec<String>),
 }
 
 /// Another instance sharing an anti-affinity class with the one decided on.

@@ -60,9 +60,31 @@ pub fn candidates(
         .filter(|n| Some(n.as_str()) != exclude && ineligible(obs, n).is_none())
         .cloned()
         .collect();
-    // A stable sort: preference order holds within the free nodes and within the shared.
-    out.sort_by_key(|n| obs.neighbours.contains_key(n));
+    // A stable sort: preference order holds within the home site, then within the free
+    // nodes and within the shared.
+    let home = home_site(spec, obs, exclude);
+    out.sort_by_key(|n| {
+        let away = home.is_some() && obs.sites.get(n) != home;
+        (away, obs.neighbours.contains_key(n))
+    });
     out
+}
+
+/// The site an instance is placed in first: its preferred site, else the site of the node
+/// it leaves (`from`: a failover stays in its site when it can). `None` when the cluster has
+/// no sites.
+pub fn home_site<'a>(
+    spec: &'a FailoverClusterInstanceSpec,
+    obs: &'a Observed,
+    from: Option<&str>,
+) -> Option<&'a String> {
+    if obs.sites.is_empty() {
+        return None;
+    }
+    spec.owners
+        .preferred_site
+        .as_ref()
+        .or_else(|| from.and_then(|f| obs.sites.get(f)))
 }
 
 /// Why node `n` cannot take the instance now, if it cannot: said in status and Events, so
@@ -87,6 +109,15 @@ pub fn ineligible(obs: &Observed, n: &str) -> Option<String> {
     }
     if let Some((claim, pinned)) = obs.pinned_claims.iter().find(|(_, p)| p.as_str() != n) {
         return Some(format!("claim {claim} is bound to {pinned}"));
+    }
+    if let Some(why) = obs.unreachable.get(n) {
+        return Some(why.clone());
+    }
+    if let Some(until) = obs.quarantined.get(n) {
+        return Some(format!(
+            "quarantined until {until} (it failed too often; `kubectl failover resume \
+             --clear-quarantine {n}` lifts it)"
+        ));
     }
     obs.neighbours
         .get(n)

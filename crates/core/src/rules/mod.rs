@@ -7,6 +7,7 @@
 
 mod addresses;
 mod classes;
+mod dependencies;
 mod heartbeats;
 mod membership;
 mod ownership;
@@ -17,7 +18,8 @@ pub use addresses::{
     judge_hostname, judge_vip, pool_nets, pools_overlapping, reserved_from,
 };
 pub use classes::{NamespaceOf, shared_class};
+pub use dependencies::dependency_cycle;
 pub use heartbeats::kubelet_lease_stale_seconds;
 pub use membership::{CONTROL_PLANE_LABELS, is_member, owner_order};
 pub use ownership::controlled_by;
-pub use volumes::pinned_node;
+pub use volumes::{describe_affinity, pinned_node, volume_reaches};

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::{Check, Verdict};
 use crate::api::FailoverClusterInstance;
-use crate::rules::pinned_node;
+use crate::rules::{describe_affinity, pinned_node, volume_reaches};
 
 /// CSI drivers known to attach their volumes through VolumeAttachments (attachRequired):
 /// block storage that one node at a time mounts.
@@ -106,6 +106,56 @@ pub fn judge_claim(fci: &FailoverClusterInstance, f: &ClaimFacts, owners: usize)
         out.push(movable(f, subject));
     }
     out
+}
+
+/// The bound volume reaches only some of the possible owners (its node affinity names a
+/// zone, say): the instance fails over among those alone, by the rule the controller
+/// places by ([`volume_reaches`]). A volume pinned to one node is reported apart.
+pub fn judge_claim_reach(
+    fci: &FailoverClusterInstance,
+    f: &ClaimFacts,
+    owners: &[&k8s_openapi::api::core::v1::Node],
+) -> Option<Check> {
+    let pv = f.pv.as_ref()?;
+    if owners.len() < 2 || pinned_node(pv).is_some() {
+        return None;
+    }
+    let unreached: Vec<String> = owners
+        .iter()
+        .filter(|n| !volume_reaches(pv, &n.name_any(), n.labels()))
+        .map(|n| n.name_any())
+        .collect();
+    if unreached.is_empty() {
+        return None;
+    }
+    let subject = format!("instance {} claim {}", fci.key(), f.claim);
+    let affinity = describe_affinity(pv);
+    let reached = owners.len() - unreached.len();
+    let names = unreached.join(", ");
+    Some(if reached == 0 {
+        Check::fail(
+            "storage",
+            subject,
+            format!(
+                "its volume {} reaches none of the possible owners (node affinity: \
+                 {affinity}): the instance cannot run anywhere",
+                pv.name_any()
+            ),
+            "use storage the possible owners can attach, or owners where it reaches",
+        )
+    } else {
+        Check::warn(
+            "storage",
+            subject,
+            format!(
+                "its volume {} cannot be used on {names} (node affinity: {affinity}): the \
+                 instance fails over only among the {reached} other possible owner(s)",
+                pv.name_any()
+            ),
+            "use storage every possible owner can attach (replicated across zones), or \
+             leave those nodes out of the possible owners",
+        )
+    })
 }
 
 /// The claim names a StorageClass that does not exist: it cannot be provisioned (a bound

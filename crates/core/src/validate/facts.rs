@@ -197,11 +197,21 @@ fn judge_instance(
     let fci = &i.instance;
     let key = fci.key();
     let mut checks = judge_owners(fci, cluster, nodes, i.namespace_labels.as_ref().ok());
-    let owners = cluster.map_or(0, |c| super::eligible_owners(fci, c, nodes).len());
+    let owner_names = cluster.map(|c| super::eligible_owners(fci, c, nodes));
+    let owners = owner_names.as_ref().map_or(0, |o| o.len());
+    let owner_nodes: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| {
+            owner_names
+                .as_ref()
+                .is_some_and(|o| o.contains(&n.name_any()))
+        })
+        .collect();
     match &i.claims {
         Ok(claims) => {
             for claim in claims {
                 checks.extend(judge_claim(fci, claim, owners));
+                checks.extend(super::claims::judge_claim_reach(fci, claim, &owner_nodes));
             }
         }
         Err(e) => checks.push(unchecked("storage", format!("instance {key} claims"), e)),

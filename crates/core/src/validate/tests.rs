@@ -1116,3 +1116,38 @@ fn members_without_an_agent_warn_where_the_cluster_fences_by_itself() {
     assert_eq!(c.verdict, Verdict::Warn);
     assert!(c.message.contains("AgentDown"), "{}", c.message);
 }
+
+#[test]
+fn a_claim_whose_volume_reaches_only_one_zone_is_reported_with_the_owners_it_cannot_follow_to() {
+    let fci = instance(serde_json::json!({"storage": {"claims": ["data"]}}));
+    let zoned: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pv-data"},
+        "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}]}}},
+    }))
+    .unwrap();
+    let f = ClaimFacts {
+        claim: "data".into(),
+        pvc: Some(claim("ReadWriteOnce")),
+        pv: Some(zoned),
+        ..Default::default()
+    };
+    let node = |name: &str, zone: &str| -> Node {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name,
+            "labels": {"topology.kubernetes.io/zone": zone}}}))
+        .unwrap()
+    };
+    let (a0, b0, b1) = (node("a0", "a"), node("b0", "b"), node("b1", "b"));
+    let c = claims::judge_claim_reach(&fci, &f, &[&a0, &b0, &b1]).unwrap();
+    assert_eq!(c.verdict, Verdict::Warn);
+    assert!(
+        c.message
+            .contains("cannot be used on a0 (node affinity: topology.kubernetes.io/zone In [b])")
+            && c.message.contains("among the 2 other"),
+        "{}",
+        c.message
+    );
+    let none = claims::judge_claim_reach(&fci, &f, &[&a0, &node("a1", "a")]).unwrap();
+    assert_eq!(none.verdict, Verdict::Fail);
+    assert!(claims::judge_claim_reach(&fci, &f, &[&b0, &b1]).is_none());
+}

@@ -24,8 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use online::{choose_owner, publish, start_pod};
 
 use super::{
-    Action, AgentHealth, Decision, HISTORY_LIMIT, NodeHealth, Observed, PodFacts, Then, candidates,
-    cond, event, micro, pod_name,
+    Action, AgentHealth, Decision, Dependencies, HISTORY_LIMIT, NodeHealth, Observed, PodFacts,
+    Then, candidates, cond, event, micro, pod_name,
 };
 use crate::api::{
     FailoverClusterInstanceSpec, FencingMode, MemberState, Move, Phase, VipMode, condition, reason,

@@ -18,10 +18,8 @@ pub(super) fn choose_owner(r: &mut Round) -> Flow {
             .next();
     }
     let Some(to) = r.m.to.clone() else {
-        r.say(
-            reason::NO_ELIGIBLE_OWNER,
-            "no preferred or possible owner node is up; waiting for one".into(),
-        );
+        let msg = no_owner_message(r.spec, r.obs, r.m.from.as_deref());
+        r.say(reason::NO_ELIGIBLE_OWNER, msg);
         r.d.status.phase = if r.m.from.is_some() {
             Phase::Offline
         } else {
@@ -78,6 +76,35 @@ pub(super) fn start_pod(r: &mut Round) -> Flow {
             r.m.pod_created = Some(micro(now));
             r.d.status.owner_node = Some(to);
             Flow::Next
+        }
+        None if r.obs.dependencies_pending.is_some() => {
+            // Looked at again every second: a dependency coming online wakes nothing here.
+            r.d.recheck_at = Some(now + SignedDuration::from_secs(1));
+            r.d.status.owner_node = Some(to.clone());
+            let pending = r.obs.dependencies_pending.clone();
+            match pending.unwrap_or(Dependencies::Waiting(Vec::new())) {
+                Dependencies::Cycle(path) => {
+                    let msg = format!(
+                        "its dependencies lead back to it ({}): not starting {} until the \
+                         cycle is broken in spec.dependsOn",
+                        path.join(" -> "),
+                        r.new_pod
+                    );
+                    Flow::Park(reason::DEPENDENCY_CYCLE, msg)
+                }
+                Dependencies::Waiting(waiting) => {
+                    let names: Vec<String> = waiting
+                        .iter()
+                        .map(|(n, what)| format!("{n} ({what})"))
+                        .collect();
+                    let msg = format!(
+                        "waiting for {} to be Online before starting {} on {to}",
+                        names.join(", "),
+                        r.new_pod
+                    );
+                    Flow::Park(reason::WAITING_FOR_DEPENDENCY, msg)
+                }
+            }
         }
         None if r.obs.higher_priority_starting => {
             r.d.recheck_at = Some(now + SignedDuration::from_millis(200));
@@ -175,4 +202,33 @@ pub(super) fn publish(r: &mut Round) -> Flow {
     ));
     finish_move(r.d, m);
     Flow::Ended
+}
+
+/// Why no member can take the instance: each possible owner passed over and why (the first
+/// five; the node it leaves is not listed).
+fn no_owner_message(
+    spec: &crate::api::FailoverClusterInstanceSpec,
+    obs: &super::Observed,
+    from: Option<&str>,
+) -> String {
+    let why: Vec<String> = crate::rules::owner_order(spec, obs.members.keys())
+        .into_iter()
+        .filter(|n| Some(n.as_str()) != from)
+        .filter_map(|n| {
+            super::super::placement::ineligible(obs, n)
+                .filter(|_| obs.members.get(n).is_some_and(NodeHealth::eligible))
+                .map(|w| format!("{n}: {w}"))
+        })
+        .collect();
+    if why.is_empty() {
+        return "no preferred or possible owner node is up; waiting for one".into();
+    }
+    let more = why.len().saturating_sub(5);
+    let listed = why.into_iter().take(5).collect::<Vec<_>>().join("; ");
+    let more = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    format!("no member that is up can take it ({listed}{more}); waiting for one")
 }

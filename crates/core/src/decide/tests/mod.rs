@@ -5,9 +5,11 @@ use crate::api::{
 use proptest::prelude::*;
 
 mod anti_affinity;
+mod dependencies;
 mod faults;
 mod network;
 mod operations;
+mod sites;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).unwrap()
@@ -84,6 +86,10 @@ fn observed(members: &[(&str, NodeHealth)]) -> Observed {
         attachments: Vec::new(),
         pinned_claims: BTreeMap::new(),
         missing_claims: Vec::new(),
+        unreachable: Default::default(),
+        sites: Default::default(),
+        dependencies_pending: None,
+        quarantined: Default::default(),
         endpoints: Vec::new(),
         endpoint_slice_taken: false,
         outside: BTreeMap::new(),
