@@ -340,3 +340,116 @@ async fn the_charts_witness_may_renew_its_own_lease_and_nothing_else() {
         other => panic!("read a node's Lease: {other:?}"),
     }
 }
+
+/// Stands for a node agent (its Lease only): renews `kube-failover-agent-<node>` every
+/// 500 ms, announcing a self-fence time of 2 s, until dropped.
+struct AgentLease(tokio::task::JoinHandle<()>);
+
+impl AgentLease {
+    fn start(client: &kube::Client, node: &str) -> Self {
+        let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+        let name = kube_failover_core::api::agent_lease_name(node);
+        Self(tokio::spawn(async move {
+            loop {
+                let mut lease: Lease = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "annotations": {
+                        kube_failover_core::api::SELF_FENCE_ANNOTATION: "2"}},
+                    "spec": {"holderIdentity": "test", "leaseDurationSeconds": 2,
+                        "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now())},
+                }))
+                .unwrap();
+                match api.get_opt(&name).await {
+                    Ok(Some(old)) => {
+                        lease.metadata.resource_version = old.metadata.resource_version;
+                        let _ = api.replace(&name, &PostParams::default(), &lease).await;
+                    }
+                    Ok(None) => {
+                        let _ = api.create(&PostParams::default(), &lease).await;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for AgentLease {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_votes_only_while_every_member_announces_a_self_fencing_agent() {
+    let ns = TestNamespace::new("witness-api").await;
+    let client = ns.client.clone();
+    let cluster = format!("wa{:x}", std::process::id() & 0xfff);
+    let spec = serde_json::json!({"quorum": {"witness": {"apiServer": true}}});
+    let nodes = nodes_and_cluster(&client, &cluster, 2, spec).await;
+    let _replica = Replica::start(&ns.name, "r1", false);
+    create_db(&client, &ns.name, &cluster, &nodes).await;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+    let clusters: Api<FailoverCluster> = Api::all(client.clone());
+    // No agent on the members: the API server gives no vote, and the status says why.
+    let told = wait_for(
+        clusters.clone(),
+        &cluster,
+        T,
+        "the API server not heard",
+        |c: Option<&FailoverCluster>| quorum_of(c) == Some((3, 2, 2, Some(false))),
+    )
+    .await;
+    let why = told
+        .status
+        .unwrap()
+        .quorum
+        .unwrap()
+        .witness
+        .unwrap()
+        .reason
+        .unwrap();
+    assert!(
+        why.contains("runs no node agent that fences itself"),
+        "{why}"
+    );
+    // Both members announce agents that fence themselves: the API server votes.
+    let mut agents: Vec<Option<AgentLease>> = nodes
+        .iter()
+        .map(|n| Some(AgentLease::start(&client, n)))
+        .collect();
+    wait_for(
+        clusters.clone(),
+        &cluster,
+        T,
+        "the API server heard",
+        |c: Option<&FailoverCluster>| quorum_of(c) == Some((3, 3, 2, Some(true))),
+    )
+    .await;
+    // The owner's node dies with its agent: the survivor and the API server are two votes of
+    // three; the node is tainted once its agent's self-fence time has passed.
+    let owner_node = owner(&fcis.get("db").await.unwrap()).unwrap();
+    let i = nodes.iter().position(|n| *n == owner_node).unwrap();
+    let other = nodes[1 - i].clone();
+    agents[i].take();
+    control_plane().nodes.kill(&owner_node).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "instance Online on the other node",
+        online_on(other),
+    )
+    .await;
+    let moved = fcis.get("db").await.unwrap();
+    let failover = moved
+        .status
+        .unwrap()
+        .history
+        .into_iter()
+        .rev()
+        .find(|m| m.from.is_some())
+        .unwrap();
+    assert!(failover.fenced.is_some(), "fenced first");
+}
