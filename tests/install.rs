@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,7 +25,7 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance};
-use kube_failover_lab::controlplane::{default_tools_bin, play_csi_attacher};
+use kube_failover_lab::controlplane::play_csi_attacher;
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, free_addr, http_get, is_online, nodes_and_cluster,
@@ -31,6 +33,8 @@ use kube_failover_lab::harness::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use common::{Run, helm_env, repo, tempdir, tools};
 
 const T: Duration = Duration::from_secs(90);
 /// The leader Lease the chart's Role names (values.yaml `leaderElection.leaseName`).
@@ -44,41 +48,8 @@ const GITOPS: &str = "kustomize-controller";
 /// release in a real cluster never does.
 static ONE_CONTROLLER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn chart_dir() -> String {
     repo().join("charts/kube-failover").display().to_string()
-}
-
-fn tools() -> PathBuf {
-    default_tools_bin().expect("tools directory")
-}
-
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
-
-/// What a command printed, and whether it succeeded.
-struct Run {
-    command: String,
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "$ {}\n(ok: {})\n--- stdout\n{}\n--- stderr\n{}",
-            self.command, self.ok, self.stdout, self.stderr
-        )
-    }
 }
 
 async fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -89,26 +60,14 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .output()
         .await
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
-    Run {
-        command: format!("{} {}", program.display(), args.join(" ")),
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::new(program, args, out)
 }
 
 /// The pinned helm, with its configuration, cache and data in a directory of the tests
 /// rather than the user's.
 async fn helm(args: &[&str]) -> Run {
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    let config = home.join("config").display().to_string();
-    let cache = home.join("cache").display().to_string();
-    let data = home.join("data").display().to_string();
-    let env = [
-        ("HELM_CONFIG_HOME", config.as_str()),
-        ("HELM_CACHE_HOME", cache.as_str()),
-        ("HELM_DATA_HOME", data.as_str()),
-    ];
+    let env = helm_env("helm-home");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     run(&tools().join("helm"), args, &env).await
 }
 

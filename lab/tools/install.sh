@@ -6,7 +6,7 @@
 #
 # Cache: ${KUBE_FAILOVER_TOOLS_CACHE:-$HOME/.cache/kube-failover/tools}
 #   <tool>-<version>/            one directory per tool and version, complete or absent
-#   set-<k8s>-<etcd>-<kwok>-<helm>/bin   symlinks to the binaries of this pinned set
+#   set-<k8s>-<etcd>-<kwok>-<helm>-<prometheus>/bin   symlinks to the binaries of this pinned set
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -90,10 +90,16 @@ for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
 done
 build helm "$HELM_VERSION" "$here/helm" "$helm_ldflags" helm.sh/helm/v3/cmd/helm
 
-set_dir=$cache/set-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION/bin
+# promtool checks and unit-tests the chart's alert rules (no Prometheus server is run).
+build prometheus "$PROMETHEUS_VERSION" "$here/prometheus" \
+  "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+  github.com/prometheus/prometheus/cmd/promtool
+
+set_dir=$cache/set-$KUBERNETES_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION-$PROMETHEUS_VERSION/bin
 mkdir -p "$set_dir"
 for b in kubernetes-"$KUBERNETES_VERSION"/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} \
-         etcd-"$ETCD_VERSION"/etcd kwok-"$KWOK_VERSION"/kwok helm-"$HELM_VERSION"/helm; do
+         etcd-"$ETCD_VERSION"/etcd kwok-"$KWOK_VERSION"/kwok helm-"$HELM_VERSION"/helm \
+         prometheus-"$PROMETHEUS_VERSION"/promtool; do
   [ -x "$cache/$b" ] || die "missing $cache/$b after build"
   ln -sfn "$cache/$b" "$set_dir/$(basename "$b")"
 done

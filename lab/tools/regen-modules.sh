@@ -55,3 +55,9 @@ dir=$here/helm
 write_module "$dir" kube-failover.io/controlplane/helm 1.25.0
 (cd "$dir" && go mod edit -require="helm.sh/helm/v3@$HELM_VERSION" -tool=helm.sh/helm/v3/cmd/helm && go mod tidy)
 echo "helm: $HELM_VERSION"
+
+# --- promtool ---------------------------------------------------------------------------
+dir=$here/prometheus
+write_module "$dir" kube-failover.io/controlplane/prometheus 1.26.0
+(cd "$dir" && go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION" -tool=github.com/prometheus/prometheus/cmd/promtool && go mod tidy)
+echo "prometheus: $PROMETHEUS_VERSION (promtool)"

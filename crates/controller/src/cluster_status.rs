@@ -19,12 +19,12 @@ use super::{Context, FIELD_MANAGER};
 use kube::runtime::reflector::ObjectRef;
 use kube_failover_core::api::CLEAR_QUARANTINE_ANNOTATION;
 use kube_failover_core::api::{
-    AgentState, FailoverCluster, FailoverClusterStatus, MemberStatus, QuorumStatus, condition,
-    reason, set_condition,
+    AgentState, FailoverCluster, FailoverClusterInstance, FailoverClusterStatus, MemberStatus,
+    QuorumStatus, condition, reason, set_condition,
 };
 use kube_failover_core::decide::quarantine::carry_quarantine;
 use kube_failover_core::decide::quorum::{WitnessVote, count_votes, describe_votes, non_voting};
-use kube_failover_core::decide::{AgentHealth, unfence_at};
+use kube_failover_core::decide::{AgentHealth, unfence_at, whatif};
 use kube_failover_core::rules::pools_overlapping;
 
 /// The status `cluster` should have now, and when to look again.
@@ -165,7 +165,111 @@ pub fn desired_status(
         &mut status.conditions,
         address_pools(&overlapping, cluster, now),
     );
+    let (condition, at) = resilient(cluster, &status.members, ctx, now);
+    set_condition(&mut status.conditions, condition);
+    if let Some(at) = at {
+        recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
+    }
     (status, recheck)
+}
+
+/// The shortest time between two what-if runs for one cluster: each decides every instance
+/// serving on a member once per member round, so a storm of changes must not run it for
+/// every one of them.
+const RESILIENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The longest a what-if answer is kept while what it is made from looks the same.
+const RESILIENCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the last what-if run of each cluster was made from (a digest of its members' states
+/// and its instances' owners, phases and generations), when, and what it said.
+static RESILIENCE: std::sync::Mutex<BTreeMap<String, (u64, std::time::Instant, Condition)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The `Resilient` condition: whether every instance serving on a member would have a place
+/// should that member fail, one member at a time, as the controller's own decisions would
+/// play it out (`decide::whatif`, what `kubectl failover simulate` runs).
+/// Run again only when what it is made from changed, and at most every
+/// [`RESILIENCE_EVERY`]; returns the condition and, when a run was put off, when to look
+/// again.
+fn resilient(
+    cluster: &FailoverCluster,
+    members: &[MemberStatus],
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> (Condition, Option<jiff::Timestamp>) {
+    use std::hash::{Hash, Hasher};
+    let name = cluster.name_any();
+    let all = ctx.stores.instances.state();
+    let mine: Vec<&FailoverClusterInstance> = all
+        .iter()
+        .map(|i| i.as_ref())
+        .filter(|i| i.spec.cluster_ref == name)
+        .collect();
+    let mut digest = std::hash::DefaultHasher::new();
+    cluster.metadata.generation.hash(&mut digest);
+    for m in members {
+        (&m.name, format!("{:?}{:?}", m.state, m.agent)).hash(&mut digest);
+    }
+    for i in &mine {
+        let s = i.status.as_ref();
+        (
+            i.key(),
+            i.metadata.generation,
+            s.and_then(|s| s.owner_node.as_deref()),
+            s.map(|s| format!("{:?}", s.phase)),
+            s.and_then(|s| s.current_move.as_ref()?.to.as_deref()),
+        )
+            .hash(&mut digest);
+    }
+    let digest = digest.finish();
+    let mut last = RESILIENCE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((was, at, condition)) = last.get(&name) {
+        let since = at.elapsed();
+        // What the digest leaves out (pods, claims, the witness, counts that age out of
+        // their periods) is caught up with at least every RESILIENCE_REFRESH.
+        if *was == digest && since < RESILIENCE_REFRESH {
+            let wait =
+                jiff::SignedDuration::try_from(RESILIENCE_REFRESH - since).unwrap_or_default();
+            return (condition.clone(), Some(now + wait));
+        }
+        if since < RESILIENCE_EVERY {
+            let wait = jiff::SignedDuration::try_from(RESILIENCE_EVERY - since).unwrap_or_default();
+            return (condition.clone(), Some(now + wait));
+        }
+    }
+    let condition = judge_resilience(cluster, &mine, members, ctx, now);
+    last.insert(name, (digest, std::time::Instant::now(), condition.clone()));
+    (condition, None)
+}
+
+fn judge_resilience(
+    cluster: &FailoverCluster,
+    mine: &[&FailoverClusterInstance],
+    members: &[MemberStatus],
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Condition {
+    let instances: Vec<FailoverClusterInstance> = mine.iter().map(|i| (*i).clone()).collect();
+    let states: Vec<(String, kube_failover_core::api::MemberState)> =
+        members.iter().map(|m| (m.name.clone(), m.state)).collect();
+    let unprotected = whatif::one_failure(
+        cluster,
+        &instances,
+        &states,
+        |i| super::observe::observe(i, &ctx.stores, now),
+        |ns| super::observe::namespace_labels(&ctx.stores, ns),
+    );
+    let checked = states.iter().filter(|(_, s)| s.heard()).count();
+    let (ok, reason, message) = whatif::resilience(&unprotected, checked);
+    Condition {
+        type_: condition::RESILIENT.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason,
+        message,
+        observed_generation: cluster.metadata.generation,
+        last_transition_time: Time(now),
+    }
 }
 
 /// The `AddressPools` condition: False, naming each pool and what of the cluster's own it
@@ -374,6 +478,7 @@ pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
                     continue;
                 }
                 let (desired, recheck) = desired_status(&cluster, &ctx, now);
+                ctx.metrics.record_cluster(&cluster.name_any(), &desired);
                 if let Some(at) = recheck {
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }

@@ -12,13 +12,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::Store;
+use kube::ResourceExt;
 
-use super::Leadership;
+use super::Context;
 use super::leader::LeaderView;
-use super::metrics::{self, Metrics};
+use super::metrics;
+use super::observe::member_health;
 use super::watches::{WATCH_STALL_LIMIT, WatchView, Watches};
-use kube_failover_core::api::FailoverClusterInstance;
+use kube_failover_core::api::FailoverCluster;
+use kube_failover_core::decide::unfence_at;
 
 /// Readiness and liveness of this replica: caches synced; every watch alive.
 #[derive(Clone, Default)]
@@ -70,32 +72,64 @@ pub fn check_health(
     }
 }
 
-pub async fn serve_http(
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-    instances: Store<FailoverClusterInstance>,
-    health: Health,
-    leader: Leadership,
-) {
+/// What this replica's caches say, recorded into the metrics just before they are rendered:
+/// leadership, instances by phase and the moves in progress, the fence taints; and the
+/// per-cluster series dropped unless this replica leads and the cluster still exists.
+fn scrape(ctx: &Context) -> String {
+    // Two scrapes at once would each clear what the other is recording.
+    static SCRAPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SCRAPING.lock().unwrap_or_else(|e| e.into_inner());
+    let m = &ctx.metrics;
+    let leading = ctx.leader.is_leader();
+    m.record_leader(leading);
+    let instances = ctx.stores.instances.state();
+    m.record_instances(instances.iter().map(|i| i.status.as_ref()));
+    let clusters = ctx.stores.clusters.state();
+    m.record_fences(&fence_taints(&clusters, ctx));
+    let names: std::collections::BTreeSet<String> = clusters.iter().map(|c| c.name_any()).collect();
+    m.retain_clusters(|c| leading && names.contains(c));
+    m.render()
+}
+
+/// The members carrying the out-of-service taint this controller set, when it set it, and
+/// when it may remove it (`decide::unfence_at`; the earliest, for a node of several
+/// clusters).
+fn fence_taints(clusters: &[Arc<FailoverCluster>], ctx: &Context) -> Vec<metrics::FenceTaint> {
+    let now = ctx.stores.heartbeats.clock().now();
+    let mut taints: std::collections::BTreeMap<String, metrics::FenceTaint> = Default::default();
+    for cluster in clusters {
+        let after = cluster.spec.fencing.unfence_after_seconds;
+        for (facts, health) in member_health(cluster, &ctx.stores, now) {
+            if !(facts.out_of_service && facts.fenced_by_controller) {
+                continue;
+            }
+            let due = unfence_at(&facts, &health, after);
+            let t = taints
+                .entry(facts.name.clone())
+                .or_insert_with(|| metrics::FenceTaint {
+                    node: facts.name.clone(),
+                    since: facts.fenced_at,
+                    unfence_due: None,
+                });
+            t.unfence_due = match (t.unfence_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    taints.into_values().collect()
+}
+
+pub async fn serve_http(addr: std::net::SocketAddr, ctx: Arc<Context>) {
     use axum::{Router, http::StatusCode, routing::get};
-    let m = metrics.clone();
-    let (watches, leadership) = (health.watches.clone(), leader.clone());
+    let (watches, leadership) = (ctx.health.watches.clone(), ctx.leader.clone());
+    let (health, leader) = (ctx.health.clone(), ctx.leader.clone());
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let m = m.clone();
-                // Instances by phase, counted from the cache at scrape time.
-                m.instances.clear();
-                for i in instances.state() {
-                    let phase = i.status.as_ref().map(|s| s.phase).unwrap_or_default();
-                    m.instances
-                        .get_or_create(&metrics::PhaseLabel {
-                            phase: format!("{phase:?}"),
-                        })
-                        .inc();
-                }
-                async move { m.render() }
+                let body = scrape(&ctx);
+                async move { body }
             }),
         )
         .route(

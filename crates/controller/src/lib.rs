@@ -156,13 +156,7 @@ async fn run_inner(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> a
     let (controller, ctx) =
         build_controller(client.clone(), &opts, leader.clone(), metrics.clone());
     if let Some(addr) = opts.metrics_addr {
-        tokio::spawn(http_server::serve_http(
-            addr,
-            metrics.clone(),
-            ctx.stores.instances.clone(),
-            ctx.health.clone(),
-            leader.clone(),
-        ));
+        tokio::spawn(http_server::serve_http(addr, ctx.clone()));
     }
     tokio::spawn(cluster_status::run(
         ctx.clone(),

@@ -14,19 +14,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
 use super::vip_holders::vip_holders;
 use kube_failover_core::api::{
-    FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, InstanceClaim,
+    FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
     PEER_GROUPS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
 };
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::quorum::{WitnessFacts, WitnessVote, judge_witness, non_voting};
 use kube_failover_core::decide::{
-    AgentFacts, AttachmentFacts, NodeFacts, NodeHealth, Observed, PodFacts, node_health,
-    required_healthy,
+    AgentFacts, NodeFacts, NodeHealth, Observed, node_health, required_healthy,
 };
-use kube_failover_core::rules::{
-    controlled_by, describe_affinity, is_member, kubelet_lease_stale_seconds, pinned_node,
-    volume_reaches,
-};
+use kube_failover_core::rules::{controlled_by, is_member, kubelet_lease_stale_seconds};
 
 /// The controller's read side: one store per kind, fed by watches.
 #[derive(Clone)]
@@ -255,25 +251,7 @@ pub fn members<'a>(cluster: &FailoverCluster, nodes: &'a [std::sync::Arc<Node>])
         .collect()
 }
 
-fn pod_facts(pod: &Pod) -> PodFacts {
-    let status = pod.status.as_ref();
-    let restarts = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
-        .unwrap_or(0);
-    PodFacts {
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
-        restarts,
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        ip: status.and_then(|s| s.pod_ip.clone()),
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-        failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
-    }
-}
+use kube_failover_core::decide::facts::pod_facts;
 
 /// The pods in the instance's namespace that carry its label (`kube-failover.io/instance`),
 /// told apart by who controls them.
@@ -301,29 +279,7 @@ pub fn labelled_pods<'a>(
     LabelledPods { own, foreign }
 }
 
-/// What an operator asked for through the instance's annotations.
-pub fn requests(annotations: &BTreeMap<String, String>) -> kube_failover_core::decide::Requests {
-    kube_failover_core::decide::Requests {
-        offline: annotations
-            .get(kube_failover_core::api::OFFLINE_ANNOTATION)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-        start: annotations
-            .get(kube_failover_core::api::START_ANNOTATION)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty()),
-        moves: annotations
-            .get(kube_failover_core::api::MOVE_ANNOTATION)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .map(|id| {
-                let to = annotations
-                    .get(kube_failover_core::api::MOVE_TO_ANNOTATION)
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty());
-                (id, to)
-            }),
-    }
-}
+pub use kube_failover_core::decide::facts::requests;
 
 /// Everything `decide` needs of one instance, from the caches.
 pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timestamp) -> Observed {
@@ -387,50 +343,16 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     obs
 }
 
-/// What keeps `fci` from starting among the instances it depends on (`spec.dependsOn`, in
-/// its namespace): a cycle back to it, else those not Online; `None` when none does.
+/// What keeps `fci` from starting among the instances it depends on (see
+/// `decide::facts::dependencies_pending`), from the cache.
 pub fn dependencies_pending(
     fci: &FailoverClusterInstance,
     stores: &Stores,
 ) -> Option<kube_failover_core::decide::Dependencies> {
-    use kube_failover_core::api::Phase;
-    use kube_failover_core::decide::Dependencies;
-    if fci.spec.depends_on.is_empty() {
-        return None;
-    }
     let ns = fci.namespace().unwrap_or_default();
-    let get = |name: &str| stores.instances.get(&ObjectRef::new(name).within(&ns));
-    let me = fci.name_any();
-    let depends_on = |name: &str| {
-        if name == me {
-            return fci.spec.depends_on.clone();
-        }
-        get(name)
-            .map(|i| i.spec.depends_on.clone())
-            .unwrap_or_default()
-    };
-    if let Some(path) = kube_failover_core::rules::dependency_cycle(&me, depends_on) {
-        return Some(Dependencies::Cycle(path));
-    }
-    let waiting: Vec<(String, String)> = fci
-        .spec
-        .depends_on
-        .iter()
-        .filter_map(|d| {
-            let Some(i) = get(d) else {
-                return Some((d.clone(), "no such instance".to_string()));
-            };
-            let status = i.status.as_ref();
-            let online =
-                status.is_some_and(|s| s.phase == Phase::Online && s.current_move.is_none());
-            (!online).then(|| {
-                let what =
-                    status.map_or("not placed yet".to_string(), |s| format!("{:?}", s.phase));
-                (d.clone(), what)
-            })
-        })
-        .collect();
-    (!waiting.is_empty()).then_some(Dependencies::Waiting(waiting))
+    kube_failover_core::decide::facts::dependencies_pending(fci, |name| {
+        stores.instances.get(&ObjectRef::new(name).within(&ns))
+    })
 }
 
 /// The cluster's side: whether it allows the namespace, its members' health and quorum,
@@ -492,68 +414,14 @@ fn observe_cluster(
 /// volumes.
 fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &Stores) {
     let ns = fci.namespace().unwrap_or_default();
-    // Volume name → whether several nodes may use it at once.
-    let mut volumes: BTreeMap<String, bool> = BTreeMap::new();
-    for InstanceClaim {
-        claim,
-        from_template,
-        ..
-    } in fci.claims()
-    {
-        let Some(pvc) = stores.claims.get(&ObjectRef::new(&claim).within(&ns)) else {
-            // Claims made from templates are created by the controller as it goes.
-            if !from_template {
-                obs.missing_claims.push(claim);
-            }
-            continue;
-        };
-        let Some(volume) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
-            continue;
-        };
-        let pv = stores.volumes.get(&ObjectRef::new(&volume));
-        if let Some(pv) = pv.as_deref() {
-            for member in obs.members.keys() {
-                let reaches = stores
-                    .nodes
-                    .get(&ObjectRef::new(member))
-                    .is_some_and(|n| volume_reaches(pv, member, n.labels()));
-                if !reaches && !obs.unreachable.contains_key(member) {
-                    obs.unreachable.insert(
-                        member.clone(),
-                        format!(
-                            "the volume of claim {claim} cannot be used there (its node affinity: {})",
-                            describe_affinity(pv)
-                        ),
-                    );
-                }
-            }
-        }
-        if let Some(node) = pv.as_deref().and_then(pinned_node) {
-            obs.pinned_claims.insert(claim, node);
-        }
-        let modes = pv
-            .as_deref()
-            .and_then(|pv| pv.spec.as_ref()?.access_modes.clone())
-            .unwrap_or_default();
-        let shared = modes
-            .iter()
-            .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
-        volumes.insert(volume, shared);
-    }
-    obs.attachments = stores
-        .attachments
-        .state()
-        .iter()
-        .filter_map(|a| {
-            let volume = a.spec.source.persistent_volume_name.as_ref()?;
-            Some(AttachmentFacts {
-                name: a.name_any(),
-                uid: a.uid().unwrap_or_default(),
-                node: a.spec.node_name.clone(),
-                shared: *volumes.get(volume)?,
-            })
-        })
-        .collect();
+    kube_failover_core::decide::facts::observe_storage(
+        obs,
+        fci,
+        |claim| stores.claims.get(&ObjectRef::new(claim).within(&ns)),
+        |volume| stores.volumes.get(&ObjectRef::new(volume)),
+        |node| stores.nodes.get(&ObjectRef::new(node)),
+        stores.attachments.state(),
+    );
 }
 
 /// The network name: the addresses its EndpointSlice publishes, and whether its Service is
@@ -584,73 +452,7 @@ fn observe_network_name(obs: &mut Observed, fci: &FailoverClusterInstance, store
     });
 }
 
-/// The nodes of the instances of the same cluster that share an anti-affinity class with
-/// `fci` (in its namespace, or across namespaces where `cluster` shares the class): where
-/// each is settled, or where it is moving. A moving instance is counted at its target only:
-/// the node it leaves is being emptied. Another namespace's instance is counted, never
-/// named. `labels` gives a namespace's labels.
-pub fn neighbours<'a>(
-    fci: &FailoverClusterInstance,
-    instances: impl IntoIterator<Item = &'a FailoverClusterInstance>,
-    cluster: Option<&FailoverCluster>,
-    labels: impl Fn(&str) -> BTreeMap<String, String>,
-) -> BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> {
-    let mut out: BTreeMap<String, Vec<kube_failover_core::decide::Neighbour>> = BTreeMap::new();
-    let classes = &fci.spec.anti_affinity_classes;
-    let Some(cluster) = cluster.filter(|_| !classes.is_empty()) else {
-        return out;
-    };
-    let mine = (fci.spec.priority, fci.key());
-    let my_ns = fci.namespace().unwrap_or_default();
-    let my_labels = labels(&my_ns);
-    let strict_here =
-        fci.spec.anti_affinity_mode == kube_failover_core::api::AntiAffinityMode::Strict;
-    for other in instances {
-        let theirs = (other.spec.priority, other.key());
-        if theirs.1 == mine.1 || other.spec.cluster_ref != fci.spec.cluster_ref {
-            continue;
-        }
-        let their_ns = other.namespace().unwrap_or_default();
-        let their_labels = if their_ns == my_ns {
-            my_labels.clone()
-        } else {
-            labels(&their_ns)
-        };
-        let Some(class) = kube_failover_core::rules::shared_class(
-            classes,
-            &other.spec.anti_affinity_classes,
-            (&my_ns, &my_labels),
-            (&their_ns, &their_labels),
-            &cluster.spec,
-        ) else {
-            continue;
-        };
-        let status = other.status.as_ref();
-        let moving = status.and_then(|s| s.current_move.as_ref());
-        let node = match moving {
-            Some(m) => m.to.clone(),
-            None => status.and_then(|s| s.owner_node.clone()),
-        };
-        let Some(node) = node else { continue };
-        out.entry(node)
-            .or_default()
-            .push(kube_failover_core::decide::Neighbour {
-                instance: if their_ns == my_ns {
-                    theirs.1.clone()
-                } else {
-                    "an instance of another namespace".to_string()
-                },
-                class: class.clone(),
-                strict: strict_here
-                    || other.spec.anti_affinity_mode
-                        == kube_failover_core::api::AntiAffinityMode::Strict,
-                outranks: theirs < mine,
-                settled: moving.is_none()
-                    && status.is_some_and(|s| s.phase == kube_failover_core::api::Phase::Online),
-            });
-    }
-    out
-}
+pub use kube_failover_core::rules::neighbours;
 
 /// A namespace's labels, from the cache (none when it is not there).
 pub fn namespace_labels(stores: &Stores, namespace: &str) -> BTreeMap<String, String> {
@@ -770,99 +572,5 @@ mod tests {
         assert_eq!(names(&got.own), ["db-1"]);
         assert_eq!(names(&got.foreign), ["db-impostor", "db-old"]);
         assert_eq!(got.own[0].namespace().as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn neighbours_are_the_same_clusters_instances_sharing_a_class_where_they_are_or_go() {
-        // `sql` is shared across namespaces a, b and z only.
-        let cluster: FailoverCluster = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
-            "metadata": {"name": "c1"},
-            "spec": {"nodeSelector": {}, "allowedNamespaces": {"selector": {}},
-                     "antiAffinityClasses": [{"name": "sql", "namespaces": {"names": ["a", "b", "z"]}}]},
-        }))
-        .unwrap();
-        let labels = |_: &str| BTreeMap::new();
-        let sql = serde_json::json!({"antiAffinityClasses": ["sql"]});
-        let online = |node: &str| serde_json::json!({"phase": "Online", "ownerNode": node});
-        let me = fci("a", "db", "c1", sql.clone(), serde_json::json!({}));
-        let others = [
-            // Same class, same cluster, same namespace; ranks above (same priority,
-            // earlier key).
-            fci("a", "ant", "c1", sql.clone(), online("n1")),
-            // The same class in a namespace it is not shared with: never.
-            fci("y", "yak", "c1", sql.clone(), online("n6")),
-            // Moving from n1 to n2: counted at n2 only, not settled; a lower priority.
-            fci(
-                "b",
-                "mover",
-                "c1",
-                serde_json::json!({"antiAffinityClasses": ["web", "sql"], "priority": "Low", "antiAffinityMode": "Strict"}),
-                serde_json::json!({"phase": "Moving", "ownerNode": "n1", "move": {
-                    "from": "n1", "to": "n2", "reason": "x", "planned": true,
-                    "started": "2026-01-01T00:00:00.000000Z"}}),
-            ),
-            // Another cluster, or no shared class: never.
-            fci("a", "elsewhere", "c2", sql.clone(), online("n3")),
-            fci(
-                "a",
-                "web",
-                "c1",
-                serde_json::json!({"antiAffinityClasses": ["web"]}),
-                online("n3"),
-            ),
-            // Itself: never.
-            fci("a", "db", "c1", sql.clone(), online("n4")),
-            // A higher priority ranks above whatever its name.
-            fci(
-                "z",
-                "zed",
-                "c1",
-                serde_json::json!({"antiAffinityClasses": ["sql"], "priority": "High"}),
-                online("n5"),
-            ),
-        ];
-        let got = neighbours(&me, others.iter(), Some(&cluster), labels);
-        let summary: Vec<(&str, &str, bool, bool, bool)> = got
-            .iter()
-            .flat_map(|(node, xs)| {
-                xs.iter().map(move |x| {
-                    (
-                        node.as_str(),
-                        x.instance.as_str(),
-                        x.strict,
-                        x.outranks,
-                        x.settled,
-                    )
-                })
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                ("n1", "a/ant", false, true, true),
-                // Other namespaces' instances are counted, never named.
-                ("n2", "an instance of another namespace", true, false, false),
-                ("n5", "an instance of another namespace", false, true, true),
-            ]
-        );
-        // No classes: no neighbours at all.
-        let plain = fci(
-            "a",
-            "db",
-            "c1",
-            serde_json::json!({}),
-            serde_json::json!({}),
-        );
-        assert!(neighbours(&plain, others.iter(), Some(&cluster), labels).is_empty());
-        // Without the cluster's sharing, only the namespace's own.
-        let unshared: FailoverCluster = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
-            "metadata": {"name": "c1"},
-            "spec": {"nodeSelector": {}, "allowedNamespaces": {"selector": {}}},
-        }))
-        .unwrap();
-        let got = neighbours(&me, others.iter(), Some(&unshared), labels);
-        assert_eq!(got.keys().collect::<Vec<_>>(), ["n1"]);
     }
 }

@@ -278,7 +278,8 @@ async fn record(
     } else {
         write.await?;
     }
-    record_finished_moves(fci, &decision.status, ctx);
+    ctx.metrics
+        .record_finished_moves(&fci.spec.cluster_ref, fci.status.as_ref(), &decision.status);
     Ok(())
 }
 
@@ -328,33 +329,4 @@ async fn act(
     }
     written?;
     Ok(())
-}
-
-fn record_finished_moves(
-    fci: &FailoverClusterInstance,
-    new: &kube_failover_core::api::FailoverClusterInstanceStatus,
-    ctx: &Context,
-) {
-    let was_moving = fci
-        .status
-        .as_ref()
-        .is_some_and(|s| s.current_move.is_some());
-    // A move ends only by being appended to the history.
-    if !was_moving || new.current_move.is_some() {
-        return;
-    }
-    if let Some(m) = new.history.last()
-        && m.from.is_some()
-    {
-        let reason = m.reason.split(':').next().unwrap_or("Unknown").to_string();
-        ctx.metrics
-            .failovers
-            .get_or_create(&metrics::ReasonLabel { reason })
-            .inc();
-        if let Some(online) = &m.online {
-            ctx.metrics
-                .failover_duration
-                .observe(online.0.duration_since(m.started.0).as_secs_f64());
-        }
-    }
 }

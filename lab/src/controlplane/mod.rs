@@ -148,11 +148,12 @@ pub fn default_tools_bin() -> Result<PathBuf> {
     };
     Ok(cache
         .join(format!(
-            "set-{}-{}-{}-{}",
+            "set-{}-{}-{}-{}-{}",
             version("KUBERNETES_VERSION")?,
             version("ETCD_VERSION")?,
             version("KWOK_VERSION")?,
-            version("HELM_VERSION")?
+            version("HELM_VERSION")?,
+            version("PROMETHEUS_VERSION")?
         ))
         .join("bin"))
 }

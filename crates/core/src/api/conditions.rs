@@ -28,6 +28,10 @@ pub mod condition {
     /// addresses, pod ranges, Service ranges). Those addresses are never served whatever
     /// the pools say; False names the pools to narrow.
     pub const ADDRESS_POOLS: &str = "AddressPools";
+    /// On a FailoverCluster: should any one member fail, every instance serving on it
+    /// would have a place to go (the controller asks its own decisions, as `kubectl
+    /// failover simulate` does). False names the instances that would be held, and why.
+    pub const RESILIENT: &str = "Resilient";
 }
 
 /// Reasons of conditions and Events, and why a move started.
@@ -83,6 +87,11 @@ pub mod reason {
     pub const PEERS_CUT_OFF: &str = "PeersCutOff";
     /// An Event on the cluster when the quorum comes back.
     pub const QUORUM_REGAINED: &str = "QuorumRegained";
+    // Resilient
+    /// Every instance would have a place should any one member fail.
+    pub const RESILIENT: &str = "Resilient";
+    /// Some instance would be held should some one member fail.
+    pub const NOT_RESILIENT: &str = "NotResilient";
 
     // Online, while steady
     pub const ONLINE: &str = "Online";

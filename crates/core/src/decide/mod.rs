@@ -7,12 +7,14 @@
 //! observed it records the step's time, otherwise it asks for the step's action. Actions are
 //! idempotent, so a round repeated by a crash or a new leader doubles nothing.
 
+pub mod facts;
 pub mod health;
 mod moves;
 mod placement;
 pub mod quarantine;
 pub mod quorum;
 mod steady;
+pub mod whatif;
 
 use std::collections::{BTreeMap, BTreeSet};
 

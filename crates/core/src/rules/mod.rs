@@ -17,7 +17,7 @@ pub use addresses::{
     CLAIM_PARENT_GROUP, CLAIM_PARENT_RESOURCE, Reserved, VipVerdict, claim_holder, claimed_by,
     judge_hostname, judge_vip, pool_nets, pools_overlapping, reserved_from,
 };
-pub use classes::{NamespaceOf, shared_class};
+pub use classes::{NamespaceOf, neighbours, shared_class};
 pub use dependencies::dependency_cycle;
 pub use heartbeats::kubelet_lease_stale_seconds;
 pub use membership::{CONTROL_PLANE_LABELS, is_member, owner_order};

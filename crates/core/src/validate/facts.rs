@@ -141,6 +141,7 @@ fn judge_cluster(
         }
     }
     checks.push(judge_quorum(&c.cluster));
+    checks.push(super::members::judge_resilience(&c.cluster));
     checks.push(super::members::judge_agents(
         &c.cluster,
         &c.agent_leases,

@@ -139,6 +139,33 @@ pub fn judge_quorum(cluster: &FailoverCluster) -> Check {
     }
 }
 
+/// Whether every instance serving on a member would have a place should that member fail,
+/// as the controller judged it (the cluster's `Resilient` condition).
+pub fn judge_resilience(cluster: &FailoverCluster) -> Check {
+    let subject = format!("cluster {}", cluster.name_any());
+    let resilient = cluster.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::condition::RESILIENT)
+    });
+    match resilient {
+        None => Check::warn(
+            "resilience",
+            subject,
+            "no Resilient condition in its status: the controller has not judged it",
+            "check that the controller runs (see the leader check)",
+        ),
+        Some(c) if c.status == "True" => Check::pass("resilience", subject, c.message.clone()),
+        Some(c) => Check::warn(
+            "resilience",
+            subject,
+            c.message.clone(),
+            "widen those instances' possible owners, add a member they may use, or mend what \
+             holds them; `kubectl failover simulate --fail NODE` shows each move",
+        ),
+    }
+}
+
 /// Whether every member of `cluster` runs the node agent, when the cluster fences by itself:
 /// without an agent, the out-of-service taint assumes that a silent node is powered off
 /// (a node cut off from the API server but running keeps running its workloads). An agent

@@ -21,7 +21,7 @@ pub use addresses::{judge_network_name, judge_pools};
 pub use claims::{ClaimFacts, KNOWN_ATTACHING_DRIVERS, judge_claim};
 pub use control::{judge_crd, judge_leader, judge_version};
 pub use facts::{ClusterFacts, Facts, InstanceFacts, Read, judge};
-pub use members::{judge_member_lease, judge_quorum};
+pub use members::{judge_member_lease, judge_quorum, judge_resilience};
 pub use owners::{eligible_owners, judge_owners, members_of};
 pub use rbac::{
     Access, CONTROLLER_PERMISSIONS, Scope, judge_rbac, needed_access, parse_service_account,
@@ -44,7 +44,7 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
-    /// Which check: `crds`, `leader`, `rbac`, `version`, `heartbeats`, `quorum`,
+    /// Which check: `crds`, `leader`, `rbac`, `version`, `heartbeats`, `quorum`, `resilience`,
     /// `addressPools`, `owners`, `storage`, `virtualIPs`, `networkName`.
     pub check: &'static str,
     pub verdict: Verdict,

@@ -1151,3 +1151,23 @@ fn a_claim_whose_volume_reaches_only_one_zone_is_reported_with_the_owners_it_can
     assert_eq!(none.verdict, Verdict::Fail);
     assert!(claims::judge_claim_reach(&fci, &f, &[&b0, &b1]).is_none());
 }
+
+#[test]
+fn resilience_is_the_controllers_word_warned_when_false_or_missing() {
+    let with = |status: &str, message: &str| {
+        cluster(
+            "c1",
+            serde_json::json!({}),
+            serde_json::json!({"conditions": [{"type": "Resilient", "status": status,
+                "reason": "x", "message": message, "lastTransitionTime": "2026-12-04T10:00:00Z"}]}),
+        )
+    };
+    let ok = judge_resilience(&with("True", "every instance would have a place"));
+    assert_eq!(ok.verdict, Verdict::Pass);
+    let not = judge_resilience(&with("False", "if n1 fails, a/db is held"));
+    assert_eq!(not.verdict, Verdict::Warn);
+    assert!(not.message.contains("if n1 fails, a/db is held"));
+    assert!(not.fix.as_deref().unwrap_or_default().contains("simulate"));
+    let none = cluster("c1", serde_json::json!({}), serde_json::json!({}));
+    assert_eq!(judge_resilience(&none).verdict, Verdict::Warn);
+}

@@ -10,6 +10,7 @@ mod faults;
 mod network;
 mod operations;
 mod sites;
+mod whatif;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).unwrap()
