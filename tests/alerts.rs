@@ -557,6 +557,25 @@ async fn a_failover_shows_in_the_metrics_as_the_alerts_and_the_dashboard_read_th
     create_instance(&client, &ns.name, "db", &cluster, &nodes, None).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     wait_for(fcis.clone(), "db", T, "instance Online", is_online).await;
+    // The leader's per-cluster series: the votes, each member's state, and whether every
+    // instance would have a place should one member fail (three up: yes).
+    let votes = |what: &str| format!(r#"kube_failover_quorum_votes{what}{{cluster="{cluster}"}}"#);
+    let resilient = format!(r#"kube_failover_cluster_resilient{{cluster="{cluster}"}}"#);
+    let state = |node: &str, state: &str| {
+        format!(
+            r#"kube_failover_member_state{{cluster="{cluster}",node="{node}",state="{state}"}}"#
+        )
+    };
+    let m = metrics_when(http, "three members up, resilient", |m| {
+        m.get(&votes("_heard")) == Some(&3.0) && m.get(&resilient) == Some(&1.0)
+    })
+    .await;
+    assert_eq!(m.get(&votes("")), Some(&3.0), "{m:#?}");
+    assert_eq!(m.get(&votes("_required")), Some(&2.0), "{m:#?}");
+    for node in &nodes {
+        assert_eq!(m.get(&state(node, "Up")), Some(&1.0), "{m:#?}");
+        assert_eq!(m.get(&state(node, "Fenced")), Some(&0.0), "{m:#?}");
+    }
 
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     let moved = wait_for(
@@ -577,9 +596,15 @@ async fn a_failover_shows_in_the_metrics_as_the_alerts_and_the_dashboard_read_th
         nodes[0]
     );
     let m = metrics_when(http, "the failover counted, the dead node fenced", |m| {
-        m.get(&unplanned) == Some(&1.0) && m.contains_key(&fenced)
+        m.get(&unplanned) == Some(&1.0)
+            && m.contains_key(&fenced)
+            && m.get(&state(&nodes[0], "Fenced")) == Some(&1.0)
+            && m.get(&resilient) == Some(&0.0)
     })
     .await;
+    // Two of three left: one more failure would lose the quorum, so nothing is resilient.
+    assert_eq!(m.get(&votes("_heard")), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get(&state(&nodes[0], "Up")), Some(&0.0), "{m:#?}");
     let placement = format!(r#"kube_failover_moves_total{{cluster="{cluster}",kind="placement"}}"#);
     assert_eq!(m.get(&placement), Some(&1.0), "{m:#?}");
     assert_eq!(
