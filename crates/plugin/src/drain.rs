@@ -239,13 +239,22 @@ fn waiting_for(i: &FailoverClusterInstance) -> String {
     }
 }
 
-pub async fn drain(client: Client, args: DrainArgs) -> Result<ExitCode> {
-    let node = &args.node;
+/// Starts a drain of `node`, as `drain` does: refused (an error listing them) when an
+/// instance it hosts would have nowhere to go, unless `force`; else the node is cordoned
+/// and marked, and the controller moves what it hosts off. Each line `drain` prints goes to
+/// `say` as it happens; returns the instances it moves off (`ns/name`), higher priority
+/// first.
+pub(crate) async fn start_drain(
+    client: &Client,
+    node: &str,
+    force: bool,
+    say: &mut (impl FnMut(String) + Send),
+) -> Result<Vec<String>> {
     Api::<Node>::all(client.clone())
         .get_opt(node)
         .await?
         .with_context(|| format!("no node {node}"))?;
-    let clusters = clusters_of(&client, node).await?;
+    let clusters = clusters_of(client, node).await?;
     let instances = Api::<FailoverClusterInstance>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -255,30 +264,35 @@ pub async fn drain(client: Client, args: DrainArgs) -> Result<ExitCode> {
         instances.iter().filter(|i| involves(i, node)).collect();
     hosted.sort_by_key(|i| (i.spec.priority, i.key()));
     let stranded = stranded(node, &hosted, &clusters);
-    if !stranded.is_empty() && !args.force {
+    if !stranded.is_empty() && !force {
         bail!(
             "draining {node} would leave instances nowhere to go (--force drains anyway; they stay on it):\n  {}",
             stranded.join("\n  ")
         );
     }
-    set_drained(&client, node, true).await?;
+    set_drained(client, node, true).await?;
     let order: Vec<String> = hosted
         .iter()
         .map(|i| format!("{} ({:?})", i.key(), i.spec.priority))
         .collect();
     if order.is_empty() {
-        println!("node/{node} drained: it hosts no instance");
-        return Ok(ExitCode::SUCCESS);
+        say(format!("node/{node} drained: it hosts no instance"));
+        return Ok(Vec::new());
     }
-    println!(
+    say(format!(
         "node/{node} cordoned; moving {} instance(s) off, higher priority first: {}",
         order.len(),
         order.join(", ")
-    );
-    if !args.wait {
+    ));
+    Ok(hosted.iter().map(|i| i.key()).collect())
+}
+
+pub async fn drain(client: Client, args: DrainArgs) -> Result<ExitCode> {
+    let node = &args.node;
+    let watched = start_drain(&client, node, args.force, &mut |line| println!("{line}")).await?;
+    if watched.is_empty() || !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let watched: Vec<String> = hosted.iter().map(|i| i.key()).collect();
     let done = |seen: &BTreeMap<String, FailoverClusterInstance>| {
         watched.iter().all(|k| {
             seen.get(k)
@@ -317,26 +331,35 @@ fn drained_off(i: &FailoverClusterInstance, node: &str) -> bool {
         })
 }
 
-pub async fn resume(client: Client, args: ResumeArgs) -> Result<ExitCode> {
-    let node = &args.node;
+/// Resumes `node`, as `resume` does: uncordoned and unmarked, its quarantine lifted with
+/// `clear_quarantine`, and with `failback` a planned move back asked for every instance the
+/// drain moved off. Each line `resume` prints goes to `say` as it happens; returns the
+/// instances asked to fail back (`ns/name`).
+pub(crate) async fn start_resume(
+    client: &Client,
+    node: &str,
+    clear_quarantine: bool,
+    failback: bool,
+    say: &mut (impl FnMut(String) + Send),
+) -> Result<Vec<String>> {
     Api::<Node>::all(client.clone())
         .get_opt(node)
         .await?
         .with_context(|| format!("no node {node}"))?;
-    set_drained(&client, node, false).await?;
-    println!("node/{node} resumed: it may host instances again");
-    if args.clear_quarantine {
+    set_drained(client, node, false).await?;
+    say(format!("node/{node} resumed: it may host instances again"));
+    if clear_quarantine {
         let patch = serde_json::json!({"metadata": {"annotations": {
             CLEAR_QUARANTINE_ANNOTATION: jiff::Timestamp::now().to_string(),
         }}});
-        merge_node(&client, node, &patch).await?;
-        println!(
+        merge_node(client, node, &patch).await?;
+        say(format!(
             "node/{node}: its quarantine, if any, is lifted (the controller clears it from the \
              cluster's status)"
-        );
+        ));
     }
-    if !args.failback {
-        return Ok(ExitCode::SUCCESS);
+    if !failback {
+        return Ok(Vec::new());
     }
     let all = Api::<FailoverClusterInstance>::all(client.clone());
     let mut back: Vec<FailoverClusterInstance> = all
@@ -349,8 +372,8 @@ pub async fn resume(client: Client, args: ResumeArgs) -> Result<ExitCode> {
         .collect();
     back.sort_by_key(|i| (i.spec.priority, i.key()));
     if back.is_empty() {
-        println!("no instance to fail back to {node}");
-        return Ok(ExitCode::SUCCESS);
+        say(format!("no instance to fail back to {node}"));
+        return Ok(Vec::new());
     }
     let id = jiff::Timestamp::now().to_string();
     for i in &back {
@@ -362,12 +385,24 @@ pub async fn resume(client: Client, args: ResumeArgs) -> Result<ExitCode> {
             serde_json::json!({ MOVE_ANNOTATION: id, MOVE_TO_ANNOTATION: node }),
         )
         .await?;
-        println!("{}: failback to {node} requested", i.key());
+        say(format!("{}: failback to {node} requested", i.key()));
     }
-    if !args.wait {
+    Ok(back.iter().map(|i| i.key()).collect())
+}
+
+pub async fn resume(client: Client, args: ResumeArgs) -> Result<ExitCode> {
+    let node = &args.node;
+    let watched = start_resume(
+        &client,
+        node,
+        args.clear_quarantine,
+        args.failback,
+        &mut |line| println!("{line}"),
+    )
+    .await?;
+    if watched.is_empty() || !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let watched: Vec<String> = back.iter().map(|i| i.key()).collect();
     let done = |seen: &BTreeMap<String, FailoverClusterInstance>| {
         watched
             .iter()

@@ -5,9 +5,11 @@
 //! This crate depends on the core (`kube-failover-core`) and kube only: no controller, no
 //! node agent, no gRPC or netlink, so that the plugin builds for Linux, macOS and Windows.
 
+mod dashboard;
 mod drain;
 mod history;
 mod move_verb;
+mod simulate;
 mod start_stop;
 mod status;
 mod update_run;
@@ -15,10 +17,12 @@ mod validate;
 
 use anyhow::Result;
 
+pub use dashboard::DashboardArgs;
 pub use drain::{DrainArgs, ResumeArgs};
 pub use history::{HistoryArgs, timeline};
 pub use kube_failover_core::validate::ValidateReport;
 pub use move_verb::MoveArgs;
+pub use simulate::{SimulateArgs, SimulateReport, Snapshot};
 pub use start_stop::{FIELD_MANAGER, StartStopArgs};
 pub use status::{StatusArgs, StatusReport};
 pub use update_run::UpdateRunArgs;
@@ -34,6 +38,11 @@ pub enum Verb {
     /// The moves of an instance (placements, failovers, planned moves), one line per step
     /// with its time.
     History(HistoryArgs),
+    /// A live map in the browser, served on 127.0.0.1 with your kubeconfig: each cluster's
+    /// members and quorum, each instance on its owner, moves step by step as they happen,
+    /// and a timeline of the recent moves to scrub back through. Read-only unless
+    /// `--allow-actions` (move, drain, resume).
+    Dashboard(DashboardArgs),
     /// Bring an instance online: one left Failed (its failover count is reset), Offline, or
     /// NoAutoStart.
     Start(StartStopArgs),
@@ -59,6 +68,12 @@ pub enum Verb {
     /// cluster's quorum, and each instance's owners, claims and virtual IPs. Each check says
     /// PASS, WARN or FAIL and what to do; the exit status is 1 when any fails.
     Validate(ValidateArgs),
+    /// What if: were these members to fail (`--fail NODE`) or be drained (`--drain NODE`),
+    /// where each instance would go, or why it would be held (quorum, threshold,
+    /// anti-affinity, no possible owner, a claim pinned to a node or zone), and how many
+    /// would move: the controller's own decisions over the cluster as it is now. Changes
+    /// nothing.
+    Simulate(SimulateArgs),
 }
 
 /// How a report is printed.
@@ -81,6 +96,7 @@ impl Verb {
         match self {
             Verb::Status(args) => status::run(client, args).await,
             Verb::History(args) => history::run(client, args).await,
+            Verb::Dashboard(args) => dashboard::run(client, args).await,
             Verb::Start(args) => start_stop::run(client, args, true).await,
             Verb::Move(args) => move_verb::run(client, args).await,
             Verb::Stop(args) => start_stop::run(client, args, false).await,
@@ -88,6 +104,7 @@ impl Verb {
             Verb::Resume(args) => drain::resume(client, args).await,
             Verb::UpdateRun(args) => update_run::run(client, args).await,
             Verb::Validate(args) => validate::run(client, args).await,
+            Verb::Simulate(args) => simulate::run(client, args).await,
         }
     }
 }

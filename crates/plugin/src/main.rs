@@ -4,7 +4,7 @@
 use clap::Parser;
 
 /// Operate failover cluster instances: status, history, move, start, stop, drain, resume,
-/// validate.
+/// update-run, validate, simulate, dashboard.
 #[derive(Parser)]
 #[command(
     name = "kubectl failover",

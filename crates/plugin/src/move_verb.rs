@@ -69,47 +69,85 @@ fn refusal(
     }
 }
 
+/// A planned move asked of the controller: the instance, where from and to, and the
+/// request's id (the value of its annotation).
+#[derive(Debug)]
+pub(crate) struct MoveRequested {
+    pub ns: String,
+    pub instance: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub id: String,
+}
+
+impl MoveRequested {
+    /// `ns/db: move from node-0 to node-2 requested`.
+    pub fn message(&self) -> String {
+        format!(
+            "{}/{}: move from {} to {} requested",
+            self.ns,
+            self.instance,
+            self.from.as_deref().unwrap_or("-"),
+            self.to.as_deref().unwrap_or("the next eligible owner")
+        )
+    }
+}
+
+/// Asks for a planned move of `ns/instance` to `to` (default: the next eligible owner), as
+/// `move` does: an error says why when the instance cannot be moved there; else the
+/// instance is annotated and the controller does the rest.
+pub(crate) async fn request_move(
+    client: &Client,
+    ns: &str,
+    instance: &str,
+    to: Option<&str>,
+) -> Result<MoveRequested> {
+    let api: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), ns);
+    let fci = api
+        .get_opt(instance)
+        .await?
+        .with_context(|| format!("no FailoverClusterInstance {instance} in namespace {ns}"))?;
+    let from = fci.status.as_ref().and_then(|s| s.owner_node.clone());
+    if let Some(to) = to {
+        let cluster = Api::<FailoverCluster>::all(client.clone())
+            .get_opt(&fci.spec.cluster_ref)
+            .await?;
+        if let Some(why) = refusal(&fci, cluster.as_ref(), to) {
+            bail!("cannot move {ns}/{instance} to {to}: {why}");
+        }
+    } else if let Some(why) = refusal(&fci, None, "").filter(|w| w.starts_with("it is")) {
+        bail!("cannot move {ns}/{instance}: {why}");
+    }
+    let id = jiff::Timestamp::now().to_string();
+    annotate(
+        &api,
+        instance,
+        serde_json::json!({ MOVE_ANNOTATION: id, MOVE_TO_ANNOTATION: to }),
+    )
+    .await?;
+    Ok(MoveRequested {
+        ns: ns.to_string(),
+        instance: instance.to_string(),
+        from,
+        to: to.map(str::to_string),
+        id,
+    })
+}
+
 pub async fn run(client: Client, args: MoveArgs) -> Result<ExitCode> {
     let MoveArgs { target: args, to } = args;
     let ns = match &args.namespace {
         Some(ns) => ns.clone(),
         None => default_namespace().await,
     };
-    let api: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns);
-    let fci = api.get_opt(&args.instance).await?.with_context(|| {
-        format!(
-            "no FailoverClusterInstance {} in namespace {ns}",
-            args.instance
-        )
-    })?;
-    let from = fci.status.as_ref().and_then(|s| s.owner_node.clone());
-    if let Some(to) = &to {
-        let cluster = Api::<FailoverCluster>::all(client)
-            .get_opt(&fci.spec.cluster_ref)
-            .await?;
-        if let Some(why) = refusal(&fci, cluster.as_ref(), to) {
-            bail!("cannot move {ns}/{} to {to}: {why}", args.instance);
-        }
-    } else if let Some(why) = refusal(&fci, None, "").filter(|w| w.starts_with("it is")) {
-        bail!("cannot move {ns}/{}: {why}", args.instance);
-    }
-    let id = jiff::Timestamp::now().to_string();
-    annotate(
-        &api,
-        &args.instance,
-        serde_json::json!({ MOVE_ANNOTATION: id, MOVE_TO_ANNOTATION: to }),
-    )
-    .await?;
-    println!(
-        "{ns}/{}: move from {} to {} requested",
-        args.instance,
-        from.as_deref().unwrap_or("-"),
-        to.as_deref().unwrap_or("the next eligible owner")
-    );
+    let requested = request_move(&client, &ns, &args.instance, to.as_deref()).await?;
+    println!("{}", requested.message());
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
 
+    let MoveRequested { id, from, .. } = requested;
+    let api: Api<FailoverClusterInstance> = Api::namespaced(client, &ns);
     let moved = move |i: Option<&FailoverClusterInstance>| {
         i.and_then(|i| i.status.as_ref()).is_some_and(|s| {
             s.move_request.as_deref() == Some(id.as_str())

@@ -168,16 +168,15 @@ fn member(m: &MemberStatus, now: Timestamp) -> MemberReport {
     }
 }
 
-/// The report as tables.
-pub fn render(r: &StatusReport, wide: bool) -> String {
-    let mut out = String::new();
-    if r.clusters.is_empty() {
-        out.push_str("No FailoverClusters.\n");
-    }
-    for c in &r.clusters {
-        // Votes, not members, once a witness or a member that does not vote counts.
-        let voting = c.members.iter().all(|m| !m.non_voting);
-        let counted = |q: &QuorumStatus| match &q.witness {
+impl ClusterReport {
+    /// The quorum in words (votes, not members, once a witness or a member that does not
+    /// vote counts), and whether it is lost.
+    pub fn quorum_text(&self) -> (String, bool) {
+        let (Some(q), Some(margin)) = (&self.quorum, self.quorum_margin) else {
+            return ("not yet computed".into(), false);
+        };
+        let voting = self.members.iter().all(|m| !m.non_voting);
+        let counted = match &q.witness {
             None if voting => format!("{} of {} members up", q.healthy, q.total),
             None => format!("{} of {} votes heard", q.healthy, q.total),
             Some(w) => format!(
@@ -186,26 +185,37 @@ pub fn render(r: &StatusReport, wide: bool) -> String {
                 q.total,
                 w.name,
                 if w.heard {
-                    "heard".to_string()
+                    "heard"
                 } else {
-                    w.reason.clone().unwrap_or_else(|| "not heard".into())
+                    w.reason.as_deref().unwrap_or("not heard")
                 }
             ),
         };
-        let quorum = match (&c.quorum, c.quorum_margin) {
-            (Some(q), Some(margin)) if margin >= 0 => format!(
-                "{}, {} required: {margin} more may fail",
-                counted(q),
-                q.required
-            ),
-            (Some(q), Some(margin)) => format!(
-                "LOST: {}, {} required ({} short): nothing fails over",
-                counted(q),
-                q.required,
-                -margin
-            ),
-            _ => "not yet computed".into(),
-        };
+        if margin >= 0 {
+            (
+                format!("{counted}, {} required: {margin} more may fail", q.required),
+                false,
+            )
+        } else {
+            (
+                format!(
+                    "LOST: {counted}, {} required ({} short): nothing fails over",
+                    q.required, -margin
+                ),
+                true,
+            )
+        }
+    }
+}
+
+/// The report as tables.
+pub fn render(r: &StatusReport, wide: bool) -> String {
+    let mut out = String::new();
+    if r.clusters.is_empty() {
+        out.push_str("No FailoverClusters.\n");
+    }
+    for c in &r.clusters {
+        let (quorum, _) = c.quorum_text();
         out.push_str(&format!("Cluster {}   quorum: {quorum}\n", c.name));
         let sites = c.members.iter().any(|m| m.site.is_some());
         let rows: Vec<Vec<String>> = c

@@ -3,10 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::kubectl_failover_command;
 use kube::api::{Api, PostParams};
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, MemberState, Phase};
 use kube_failover_lab::demo::instance;
@@ -29,27 +32,6 @@ fn kubectl_failover(args: &[&str]) -> (bool, String) {
         );
     }
     (out.status.success(), stdout)
-}
-
-fn kubectl_failover_command(args: &[&str]) -> Command {
-    let cp = control_plane();
-    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-failover"))
-        .parent()
-        .unwrap();
-    let path = std::env::join_paths(
-        [plugin_dir.to_path_buf(), cp.tools_bin().to_path_buf()]
-            .into_iter()
-            .chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )),
-    )
-    .unwrap();
-    let mut c = Command::new(cp.tools_bin().join("kubectl"));
-    c.arg("failover")
-        .args(args)
-        .env("PATH", path)
-        .env("KUBECONFIG", cp.kubeconfig());
-    c
 }
 
 /// Waits until the controller's status of cluster `name` says `up` members are Up and, if
@@ -1140,6 +1122,22 @@ async fn validate_passes_a_healthy_setup() {
         .unwrap();
         leases.create(&PostParams::default(), &lease).await.unwrap();
     }
+    // The controller judges resilience at most every 2 s while things change: wait for its
+    // verdict on the settled cluster (any one member may fail, db has another place).
+    wait_for(
+        Api::<FailoverCluster>::all(client.clone()),
+        "vok",
+        T,
+        "Resilient True",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Resilient" && c.status == "True")
+            })
+        },
+    )
+    .await;
 
     let sa_name = format!("{CONTROLLER_NS}/{CONTROLLER_SA}");
     let sa = sa_name.as_str();
@@ -1208,10 +1206,15 @@ async fn validate_passes_a_healthy_setup() {
         "PASS  cluster vok node agents",
         &["every member runs"],
     );
-    // 2 CRDs, leader, RBAC, version, 3 members, quorum, agents, address pools, owners,
-    // storage, virtual IPs, network name.
+    line_with(
+        &out,
+        "PASS  cluster vok",
+        &["every instance would have a place", "3 members checked"],
+    );
+    // 2 CRDs, leader, RBAC, version, 3 members, quorum, resilience, agents, address pools,
+    // owners, storage, virtual IPs, network name.
     assert!(
-        out.ends_with("\n15 passed, 0 warnings, 0 failed\n"),
+        out.ends_with("\n16 passed, 0 warnings, 0 failed\n"),
         "{out}"
     );
 
@@ -1282,4 +1285,164 @@ async fn validate_passes_a_healthy_setup() {
         &["not checked", "Nodes"],
     );
     attacher.abort();
+}
+
+/// `simulate --fail` answers before the failure what the controller then does: each
+/// instance the failure touches goes where the answer said, or is held for the reason it
+/// gave; the others stay. The cluster's `Resilient` condition names the one held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_answers_what_the_controller_then_does() {
+    let ns = TestNamespace::new("simulate").await;
+    let client = ns.client.clone();
+    let nodes = nodes_and_cluster(&client, "simulate", 4, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "simulate", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let make = |name: &str, preferred: &[&String], possible: &[&String]| {
+        let preferred: Vec<String> = preferred.iter().map(|s| s.to_string()).collect();
+        let mut fci = instance(name, "simulate", &preferred, None).unwrap();
+        fci.spec.virtual_ips = Vec::new();
+        fci.spec.owners.possible = possible.iter().map(|s| s.to_string()).collect();
+        fci
+    };
+    // On node 0: two that fail over to different nodes, one that may run nowhere else;
+    // on node 1: one the failure leaves alone.
+    let set = [
+        make("alpha", &[&nodes[0], &nodes[2]], &[]),
+        make("bravo", &[&nodes[0], &nodes[3]], &[]),
+        make("pinned", &[&nodes[0]], &[&nodes[0]]),
+        make("steady", &[&nodes[1]], &[]),
+    ];
+    for fci in &set {
+        fcis.create(&PostParams::default(), fci).await.unwrap();
+    }
+    for name in ["alpha", "bravo", "pinned"] {
+        wait_for(
+            fcis.clone(),
+            name,
+            T,
+            "online on node 0",
+            |i: Option<&FailoverClusterInstance>| {
+                online_owner(i).as_deref() == Some(nodes[0].as_str())
+            },
+        )
+        .await;
+    }
+    wait_for(
+        fcis.clone(),
+        "steady",
+        T,
+        "online on node 1",
+        |i: Option<&FailoverClusterInstance>| online_owner(i).as_deref() == Some(nodes[1].as_str()),
+    )
+    .await;
+
+    // The controller's own what-if, for each member: node 0's failure strands `pinned`.
+    let clusters: Api<FailoverCluster> = Api::all(client.clone());
+    let pinned_key = format!("{}/pinned", ns.name);
+    let cluster = wait_for(
+        clusters,
+        "simulate",
+        T,
+        "Resilient False",
+        |c: Option<&FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Resilient" && c.status == "False" && c.message.contains(&pinned_key)
+                })
+            })
+        },
+    )
+    .await;
+    let message = &cluster
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Resilient")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&format!("if {} fails, {pinned_key} is held", nodes[0])),
+        "{message}"
+    );
+    let (code, out) = validate(&["-n", &ns.name]);
+    assert!(
+        line_with(&out, "WARN  cluster simulate", &["would be held"]).contains(&pinned_key),
+        "exit {code}\n{out}"
+    );
+
+    let (ok, table_out) = kubectl_failover(&["simulate", "--fail", &nodes[0], "-n", &ns.name]);
+    assert!(ok, "{table_out}");
+    println!("{table_out}");
+    assert!(
+        table_out.contains(&format!("if {} fails: 2 move(s), 1 held", nodes[0])),
+        "{table_out}"
+    );
+    let (ok, json) = kubectl_failover(&[
+        "simulate", "--fail", &nodes[0], "-n", &ns.name, "-o", "json",
+    ]);
+    assert!(ok, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let answers = report["clusters"][0]["answers"].as_array().unwrap().clone();
+    assert_eq!(answers.len(), 4, "{report}");
+    let answer = |name: &str| {
+        answers
+            .iter()
+            .find(|a| a["instance"] == format!("{}/{name}", ns.name))
+            .unwrap_or_else(|| panic!("no answer for {name}: {report}"))
+            .clone()
+    };
+    assert_eq!(
+        answer("alpha")["outcome"]["to"],
+        nodes[2].as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        answer("bravo")["outcome"]["to"],
+        nodes[3].as_str(),
+        "{report}"
+    );
+    assert_eq!(answer("pinned")["outcome"]["kind"], "held", "{report}");
+    assert_eq!(answer("steady")["outcome"]["kind"], "stays", "{report}");
+
+    // Now node 0 fails for real: the controller does what the answer said.
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    for name in ["alpha", "bravo"] {
+        let a = answer(name);
+        assert_eq!(a["outcome"]["failover"], true, "{a}");
+        let to = a["outcome"]["to"].as_str().unwrap().to_string();
+        wait_for(
+            fcis.clone(),
+            name,
+            T,
+            "online where simulate said",
+            |i: Option<&FailoverClusterInstance>| online_owner(i).as_deref() == Some(to.as_str()),
+        )
+        .await;
+    }
+    let said = answer("pinned")["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = wait_for(
+        fcis.clone(),
+        "pinned",
+        T,
+        "held as simulate said",
+        |i: Option<&FailoverClusterInstance>| {
+            i.and_then(|i| i.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Online" && c.status == "False" && c.reason == said)
+            })
+        },
+    )
+    .await;
+    assert_ne!(held.status.unwrap().phase, Phase::Online);
+    let steady = fcis.get("steady").await.unwrap();
+    assert_eq!(
+        online_owner(Some(&steady)).as_deref(),
+        Some(nodes[1].as_str())
+    );
+    assert_eq!(steady.status.unwrap().history.len(), 1, "it never moved");
 }
