@@ -16,12 +16,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kube_failover_core::api::{FailoverClusterInstance, Move, Phase, reason};
-use kube_failover_lab::controlplane::play_csi_attacher;
+use kube_failover_lab::controlplane::{CONTROLLER_USER, play_csi_attacher};
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, create_instance, free_addr, has_oos_taint, http_get,
-    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, status, wait_for,
-    wait_gone,
+    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, status,
+    wait_each_instance, wait_for, wait_gone,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -496,6 +496,80 @@ async fn no_failover_without_quorum() {
         .await
         .unwrap();
     assert!(!has_oos_taint(&dead), "nothing fenced without quorum");
+}
+
+/// One fence per failed node, whatever the number of its instances: six instances own one
+/// node, the node dies, all six move, and the API server's audit log shows the controller
+/// writing that Node once (the taint), with no write of it lost to a conflict.
+#[tokio::test]
+async fn a_dead_node_is_tainted_once_whatever_the_number_of_its_instances() {
+    const N: usize = 6;
+    let ns = TestNamespace::new("fence-once").await;
+    let client = ns.client.clone();
+    let cluster = format!("f1{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "r1", true);
+    for i in 0..N {
+        create_instance(
+            &client,
+            &ns.name,
+            &format!("db-{i}"),
+            &cluster,
+            &nodes,
+            None,
+        )
+        .await;
+    }
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let first = nodes[0].clone();
+    wait_each_instance(&fcis, N, T, "Online on node 0", move |i| {
+        is_online(i) && i.and_then(owner).as_deref() == Some(first.as_str())
+    })
+    .await;
+
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    let dead = nodes[0].clone();
+    wait_each_instance(&fcis, N, T, "failed over and Online", move |i| {
+        is_online(i) && i.and_then(owner).is_some_and(|o| o != dead)
+    })
+    .await;
+
+    // The audit log is written before each response is sent (blocking mode): every write
+    // the controller made to the dead Node is in it by now.
+    let log = std::fs::read_to_string(control_plane().audit_log()).unwrap();
+    let writes: Vec<(String, i64)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == CONTROLLER_USER
+                && e["objectRef"]["resource"] == "nodes"
+                && e["objectRef"]["name"] == nodes[0].as_str()
+                && e["objectRef"]["subresource"].is_null()
+        })
+        .map(|e| {
+            (
+                e["verb"].as_str().unwrap_or_default().to_string(),
+                e["responseStatus"]["code"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let ok = writes.iter().filter(|(_, code)| (200..300).contains(code));
+    assert_eq!(
+        ok.count(),
+        1,
+        "one taint write for {N} instances: {writes:?}"
+    );
+    assert!(
+        !writes.iter().any(|(_, code)| *code == 409),
+        "no write of the Node lost to a conflict: {writes:?}"
+    );
+    assert!(has_oos_taint(
+        &Api::<Node>::all(client.clone())
+            .get(&nodes[0])
+            .await
+            .unwrap()
+    ));
 }
 
 #[tokio::test]

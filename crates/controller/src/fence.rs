@@ -5,6 +5,9 @@
 //! the same write, so that it can tell its own taint from one a person or another fencer
 //! added, and remove only its own.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
@@ -29,6 +32,81 @@ fn params() -> PostParams {
     }
 }
 
+/// The out-of-service taints this replica wrote, by node: one fence per failed node,
+/// whatever the number of its instances. Their moves all ask for it at about the same
+/// moment; the first writes the taint, the others wait on the node's lock and then find it
+/// written for the same silence (`basis`) at a resourceVersion the cache has not gone past,
+/// and write nothing: no read-modify-write of the same Node per instance, no
+/// conflicts, no retries.
+#[derive(Default)]
+pub struct Fences(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Written>>>>>);
+
+/// A taint in place: the silence it was decided on and the Node's resourceVersion that
+/// carries it.
+struct Written {
+    basis: HeartbeatBasis,
+    resource_version: String,
+}
+
+impl Fences {
+    fn slot(&self, node: &str) -> Arc<tokio::sync::Mutex<Option<Written>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// Whether resourceVersion `a` is no newer than `b`, both of one object. Kubernetes 1.35
+/// and later promise that a resource's versions are integers that only grow (KEP-5504);
+/// any other form is not judged (`false`).
+fn not_newer(a: &str, b: &str) -> bool {
+    let comparable =
+        |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
+    comparable(a) && comparable(b) && (a.len(), a) <= (b.len(), b)
+}
+
+/// Fences `node` for the silence `basis` once: see [`Fences`]. A taint this replica
+/// wrote for the same silence, that the cache has not gone past, is not written again; a
+/// cache past it that still asks for the taint (someone removed it since) gets the whole
+/// check and write again. A write that loses to another writer of the Node is
+/// tried again, from the checks, at once.
+pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<()> {
+    const TRIES: usize = 3;
+    let slot = ctx.fences.slot(node);
+    let mut written = slot.lock().await;
+    if let Some(w) = written.as_ref().filter(|w| w.basis == *basis) {
+        let cached = ctx.stores.nodes.get(&ObjectRef::new(node));
+        if cached.is_some_and(|n| {
+            not_newer(
+                &n.resource_version().unwrap_or_default(),
+                &w.resource_version,
+            )
+        }) {
+            return Ok(());
+        }
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match fence_checked(node, basis, ctx).await {
+            Ok(in_place) => {
+                *written = in_place.map(|resource_version| Written {
+                    basis: basis.clone(),
+                    resource_version,
+                });
+                return Ok(());
+            }
+            Err(e) if e.is_stale_write() && tries < TRIES => {
+                tracing::debug!(node, error = %e, "the Node changed under the taint; checking again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Adds the out-of-service taint, conditioned on the Node's resourceVersion, unless the
 /// API server shows the node's heartbeats other than the round that decided it saw them
 /// (`basis`): a renewal of the kubelet's Lease since (a node that heartbeats is never
@@ -37,11 +115,18 @@ fn params() -> PostParams {
 /// that detection used, from the API server, and compares them with what the decision was
 /// made from, not with a cache that may have caught up since (a node cut off, back and cut
 /// off again must not be fenced on a decision about its first silence).
-pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<()> {
+///
+/// Returns the Node's resourceVersion that carries the taint, or `None` when it is not to be
+/// added.
+async fn fence_checked(
+    node: &str,
+    basis: &HeartbeatBasis,
+    ctx: &Context,
+) -> Result<Option<String>> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
     let kubelet = leases.get_opt(node).await?;
     if !kubelet_as_seen(node, kubelet.as_ref(), basis, ctx) {
-        return Ok(());
+        return Ok(None);
     }
     let agent_name = agent_lease_name(node);
     let agent = leases.get_opt(&agent_name).await?;
@@ -59,7 +144,7 @@ pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<
             "not fencing: its agent renewed since the decision, and has not said it stopped \
              the instance workloads since the kubelet's last renewal"
         );
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<Node> = Api::all(ctx.client.clone());
     let mut n = api.get(node).await?;
@@ -69,7 +154,7 @@ pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<
         .taints
         .get_or_insert_with(Vec::new);
     if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
-        return Ok(());
+        return Ok(n.resource_version());
     }
     taints.push(Taint {
         key: OUT_OF_SERVICE_TAINT.into(),
@@ -84,9 +169,9 @@ pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<
             FENCED_AT_ANNOTATION.into(),
             ctx.stores.heartbeats.clock().now().to_string(),
         );
-    api.replace(node, &params(), &n).await?;
+    let stored = api.replace(node, &params(), &n).await?;
     tracing::info!(node, "fenced: out-of-service taint added");
-    Ok(())
+    Ok(stored.resource_version())
 }
 
 /// Asks the agent of `node`, whose kubelet is silent while the agent renews, to stop the
@@ -176,4 +261,22 @@ pub async fn unfence(node: &str, ctx: &Context) -> Result<bool> {
     api.replace(node, &params(), &n).await?;
     tracing::info!(node, "unfenced: out-of-service taint removed");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_newer;
+
+    #[test]
+    fn resource_versions_compare_as_growing_integers_or_not_at_all() {
+        assert!(not_newer("99", "100"));
+        assert!(not_newer("100", "100"));
+        assert!(!not_newer("101", "100"));
+        assert!(!not_newer("1000", "999"));
+        // Not the integers KEP-5504 promises: never judged no newer.
+        assert!(!not_newer("", "100"));
+        assert!(!not_newer("099", "100"));
+        assert!(!not_newer("abc", "abd"));
+        assert!(!not_newer("99", "1e3"));
+    }
 }

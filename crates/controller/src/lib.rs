@@ -61,6 +61,8 @@ pub struct Context {
     /// and whether it failed because the Service is another's), for its `NetworkName`
     /// condition.
     pub service_refused: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
+    /// The out-of-service taints this replica wrote: one per failed node.
+    pub fences: fence::Fences,
 }
 
 impl Context {

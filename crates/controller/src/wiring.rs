@@ -85,6 +85,7 @@ pub fn build_controller(
         health,
         written: Default::default(),
         service_refused: Default::default(),
+        fences: Default::default(),
         foreign_pods: Default::default(),
     });
     (controller, ctx)

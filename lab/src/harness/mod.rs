@@ -61,6 +61,9 @@ pub fn control_plane() -> &'static ControlPlane {
             rt.block_on(async {
                 let config = ControlPlaneConfig {
                     work_dir: work_dir(),
+                    // Node writes and pod deletes: what tests count the controller's
+                    // writes by (`ControlPlane::audit_log`).
+                    audit_log: true,
                     ..Default::default()
                 };
                 let cp = ControlPlane::start(config).await?;
