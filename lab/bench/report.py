@@ -78,7 +78,14 @@ base_table = "\n".join(
 md = root / "BENCHMARKS.md"
 text = md.read_text() if md.exists() else ""
 start, end = "<!-- results:start -->", "<!-- results:end -->"
-block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png)\n{end}"
+trace = ""
+if (root / "docs/bench/storm-trace.svg").exists():
+    trace = (
+        "\n\nThe storm, move by move (`--trace`): one row per move from the moment the heartbeats "
+        "stopped, each bar coloured by the step it waited for.\n\n"
+        "![the storm's moves, step by step](docs/bench/storm-trace.svg)"
+    )
+block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
 if start in text and end in text:
     text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
 else:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the benchmark scenarios and writes BENCHMARKS.md, docs/bench/results.json and
-# docs/bench/latency.png. About 10 minutes on 2 cores. SCENARIOS picks (small scale storm
-# by default; large and huge need a bigger machine).
+# Runs the benchmark scenarios and writes BENCHMARKS.md, docs/bench/results.json,
+# docs/bench/latency.png and the storm's timeline docs/bench/storm-trace.svg. About 10
+# minutes on 2 cores. SCENARIOS picks (small scale storm by default; large and huge need a
+# bigger machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash lab/tools/install.sh >/dev/null
@@ -16,7 +17,7 @@ for s in $SCENARIOS; do
   case $s in
     small) "$bin" bench --nodes 10 --instances 10 --baseline --baseline-bound-seconds 120 --json "$out" ;;
     scale) "$bin" bench --nodes 30 --instances 300 --json "$out" ;;
-    storm) "$bin" bench --nodes 30 --instances 300 --storm --json "$out" ;;
+    storm) "$bin" bench --nodes 30 --instances 300 --storm --json "$out" --trace docs/bench/storm-trace.svg ;;
     # Beyond what a 2-core machine holds (see BENCHMARKS.md): run on a bigger one.
     large) "$bin" bench --nodes 100 --instances 1000 --json "$out" ;;
     huge) "$bin" bench --nodes 1000 --instances 10000 --json "$out" ;;

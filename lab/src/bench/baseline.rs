@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use super::*;
 
 /// A StatefulSet (one replica, RWO claim from a template) and a Deployment (RWO claim),
-/// both preferring `node`; returns once both are Ready there.
-pub(super) async fn start_baselines(client: &Client, node: &str) -> Result<()> {
+/// both kept to `nodes` and preferring the first; returns once both are Ready there (the
+/// others cordoned meanwhile by the caller).
+pub(super) async fn start_baselines(client: &Client, nodes: &[String]) -> Result<()> {
+    let node = nodes[0].as_str();
     let ns = "baseline";
     ControlPlane::create_namespace_with(client, ns).await?;
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
@@ -36,7 +38,11 @@ pub(super) async fn start_baselines(client: &Client, node: &str) -> Result<()> {
             &pvc("deploy-data", "baseline-deploy")?,
         )
         .await?;
-    let affinity = serde_json::json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+    let affinity = serde_json::json!({"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}
+        ]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 100, "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}}
     ]}});
     let container = serde_json::json!({"name": "db", "image": "registry.example/db:1", "volumeMounts": [{"name": "data", "mountPath": "/data"}]});
@@ -71,6 +77,16 @@ pub(super) async fn start_baselines(client: &Client, node: &str) -> Result<()> {
         ready_pod_elsewhere(client, app, None, Duration::from_secs(120))
             .await?
             .with_context(|| format!("baseline {app} not Ready in 120 s"))?;
+        let on = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&kube::api::ListParams::default().labels(&format!("app={app}")))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|p| p.spec?.node_name)
+            .collect::<Vec<_>>();
+        if on != [node] {
+            bail!("baseline {app} runs on {on:?}, not on {node}: it would measure nothing");
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod floor;
 mod process;
 mod report;
 mod scenario;
+mod trace;
 
 use baseline::{ready_pod_elsewhere, start_baselines};
 use floor::floor;
@@ -60,6 +61,10 @@ pub struct BenchArgs {
     /// Append the scenario's result to this JSON file (an array).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the moves' timeline, one row per move and a bar per step, as an SVG Gantt
+    /// chart to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// The controller binary to measure; by default `kube-failover` beside this binary
     /// (`cargo build --release --workspace` builds both).
     #[arg(long)]
@@ -118,6 +123,9 @@ pub struct ScenarioResult {
     pub setup_seconds: f64,
     pub raw_totals: Vec<f64>,
     pub baselines: Vec<Baseline>,
+    /// Each move's steps, in seconds from the kill.
+    #[serde(default)]
+    pub trace: Vec<trace::MoveTrace>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]

@@ -84,6 +84,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let (rss, cpu_after) = proc_stat(ctrl.child.id())?;
 
     let times = failover_timings(&after, &victims, &affected, killed_at);
+    let trace = super::trace::traces(&after, &victims, &affected, killed_at);
     let per_failover = requests_per_failover(&metrics_before, &metrics_after, affected.len());
 
     eprintln!(
@@ -121,9 +122,19 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         setup_seconds: setup.elapsed().as_secs_f64(),
         raw_totals: times.total,
         baselines,
+        trace,
     };
     if let Some(path) = &args.json {
         save_json(path, &result)?;
+    }
+    if let Some(path) = &args.trace {
+        let svg = super::trace::gantt_svg(
+            &format!("{}: each move, step by step", result.name),
+            f64::from(stale),
+            &result.trace,
+        );
+        std::fs::write(path, svg)?;
+        eprintln!("[bench] the moves' timeline: {}", path.display());
     }
     print_result(&result);
     Ok(result)
@@ -270,12 +281,25 @@ async fn start_baseline_node(
     if !baseline {
         return Ok(None);
     }
+    // Two nodes outside the cluster: the baselines start on the first (killed with the
+    // victims), the second is where they may be replaced. The second is cordoned until
+    // they run on the first: a preference alone has been seen to lose to the scheduler's
+    // other scores, and a baseline that never ran on the killed node measures nothing.
     let node = cp.nodes.create("baseline", 2, &BTreeMap::new()).await?;
     eprintln!(
         "[bench] baselines: StatefulSet and Deployment with an RWO claim on {}",
         node[0]
     );
-    start_baselines(client, &node[0]).await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let cordon =
+        |on: bool| kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": on}}));
+    nodes
+        .patch(&node[1], &kube::api::PatchParams::default(), &cordon(true))
+        .await?;
+    start_baselines(client, &node).await?;
+    nodes
+        .patch(&node[1], &kube::api::PatchParams::default(), &cordon(false))
+        .await?;
     Ok(Some(node[0].clone()))
 }
 
