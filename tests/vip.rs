@@ -145,7 +145,8 @@ struct Round {
 /// to the VIP every 50 ms and asks by ARP who has it. Checked every time: no ARP request is
 /// answered by two MACs; the VIP is never on two nodes' interfaces at once (sampled every
 /// 20 ms); a partitioned owner took the VIP down and stopped its workload before the new
-/// owner's pod was created. Prints the client-observed failover times.
+/// owner's pod was created; between failovers every probe is answered. Prints the
+/// client-observed failover times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
@@ -351,6 +352,10 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // From the first answer of each owner to the next fault: the client must be answered
+    // throughout (these windows' starts; each ends at the next round's fault).
+    let mut steady_from = vec![answered_by(&owner, 0).unwrap().t];
+    let mut faults = Vec::new();
 
     let mut results = Vec::new();
     for round in 0..rounds {
@@ -361,6 +366,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         };
         let o = index(&owner);
         let t0 = now_ns();
+        faults.push(t0);
         if kind == "partition" {
             lab.partition(o, true).unwrap();
         } else {
@@ -392,6 +398,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        steady_from.push(answer.t);
         let m = moved
             .status
             .as_ref()
@@ -487,12 +494,29 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
         double.is_empty(),
         "ARP answered from two MACs at once: {double:?}"
     );
-    let answered = all.iter().filter(|p| p.answer.is_some()).count();
+    // Between failovers the VIP answers: every probe from an owner's first answer until the
+    // next fault (less a probe's 0.2 s timeout and some slack) was answered. How much of the
+    // whole run was answered depends on how quickly the test heals a node and cuts the next,
+    // not on the product: it is printed, not judged.
+    faults.push(now_ns());
+    let margin = 300_000_000;
+    let unanswered: Vec<(usize, &Probe)> = steady_from
+        .iter()
+        .zip(&faults)
+        .enumerate()
+        .flat_map(|(round, (from, to))| {
+            all.iter()
+                .filter(move |p| p.t >= *from && p.t < to - margin && p.answer.is_none())
+                .map(move |p| (round, p))
+        })
+        .take(5)
+        .collect();
     assert!(
-        answered > all.len() / 2,
-        "the client was mostly answered ({answered}/{})",
-        all.len()
+        unanswered.is_empty(),
+        "the VIP went unanswered between failovers (window, probe): {unanswered:?}; see {}",
+        dir.display()
     );
+    let answered = all.iter().filter(|p| p.answer.is_some()).count();
 
     let mut secs: Vec<f64> = results.iter().map(|r| r.client_seconds).collect();
     secs.sort_by(f64::total_cmp);
@@ -506,7 +530,7 @@ async fn the_agent_moves_the_vip_and_a_cut_off_owner_fences_itself() {
     eprintln!(
         "client-observed VIP failover over {} failovers ({partitions} partitions): p50 {p50:.2} s, max {max:.2} s, min {:.2} s; \
          partitioned owner stopped its workload at least {min_margin:.2} s before the new pod was created; \
-         {} probes, none answered by two MACs",
+         {} probes ({answered} answered, every one between failovers), none answered by two MACs",
         results.len(),
         secs[0],
         all.len()
