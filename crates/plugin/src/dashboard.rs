@@ -485,22 +485,11 @@ fn host_allowed(hosts: Option<&[String]>, host: Option<&str>) -> bool {
     }
 }
 
-/// A token no other page can guess: 128 bits from the standard library's randomly keyed
-/// hasher (the OS's randomness), without another dependency.
-fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    (0..2u8)
-        .map(|n| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u8(n);
-            h.write_u128(nanos);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
+/// A token no other page can guess: 128 bits from the operating system's random source.
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn router(dashboard: Shared) -> Router {
@@ -800,7 +789,7 @@ pub async fn run(client: Client, args: DashboardArgs) -> Result<ExitCode> {
         .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     let token = if args.allow_actions {
-        random_token()
+        random_token()?
     } else {
         String::new()
     };
@@ -1213,9 +1202,10 @@ mod tests {
         }
         assert!(INDEX_HTML.contains(r#"src="/app.js""#));
         assert!(INDEX_HTML.contains(r#"href="/style.css""#));
-        let a = random_token();
+        let a = random_token().unwrap();
         assert_eq!(a.len(), 32);
-        assert_ne!(a, random_token());
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, random_token().unwrap());
     }
 
     async fn call(
