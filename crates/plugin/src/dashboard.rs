@@ -213,29 +213,6 @@ pub struct InstanceAt {
     pub phase: &'static str,
 }
 
-type StepTime = fn(&Move) -> Option<&MicroTime>;
-
-/// The steps of a move, in the order of the failover sequence: key, label (as `history`
-/// prints them) and where the move records its time.
-const STEPS: [(&str, &str, StepTime); 8] = [
-    ("started", "started", |m| Some(&m.started)),
-    ("endpointWithdrawn", "endpoint withdrawn", |m| {
-        m.endpoint_withdrawn.as_ref()
-    }),
-    ("fenced", "old owner fenced", |m| m.fenced.as_ref()),
-    ("oldPodGone", "old pod gone", |m| m.old_pod_gone.as_ref()),
-    ("volumesDetached", "volumes detached", |m| {
-        m.volumes_detached.as_ref()
-    }),
-    ("vipReleased", "virtual IPs released", |m| {
-        m.vip_released.as_ref()
-    }),
-    ("podCreated", "new pod created", |m| m.pod_created.as_ref()),
-    ("online", "online, endpoint published", |m| {
-        m.online.as_ref()
-    }),
-];
-
 fn clock(t: &MicroTime) -> String {
     t.0.strftime("%H:%M:%S%.3f").to_string()
 }
@@ -325,16 +302,17 @@ fn moves_and_steps(instances: &[FailoverClusterInstance]) -> (Vec<MoveView>, Vec
     for (n, r) in recorded.iter().enumerate() {
         let id = format!("{}@{}", r.key, r.m.started.0);
         let heading = r.m.heading(r.in_progress);
-        let mut done: Vec<(&MicroTime, usize)> = STEPS
+        let all = r.m.steps();
+        let mut done: Vec<(&MicroTime, usize)> = all
             .iter()
             .enumerate()
-            .filter_map(|(order, (_, _, time))| Some((time(r.m)?, order)))
+            .filter_map(|(order, (_, _, time))| Some(((*time)?, order)))
             .collect();
         done.sort_by_key(|(t, order)| (t.0, *order));
         let mut node = r.m.from.clone();
         let last = done.len().saturating_sub(1);
         for (j, (t, order)) in done.iter().enumerate() {
-            let (step, label, _) = STEPS[*order];
+            let (step, label, _) = all[*order];
             if matches!(step, "podCreated" | "online") {
                 node = r.m.to.clone();
             }

@@ -21,19 +21,10 @@ pub struct HistoryArgs {
 
 /// The steps of `m` that were done, in the order of the failover sequence.
 fn steps(m: &Move) -> Vec<(&'static str, &MicroTime)> {
-    [
-        ("started", Some(&m.started)),
-        ("endpoint withdrawn", m.endpoint_withdrawn.as_ref()),
-        ("old owner fenced", m.fenced.as_ref()),
-        ("old pod gone", m.old_pod_gone.as_ref()),
-        ("volumes detached", m.volumes_detached.as_ref()),
-        ("virtual IPs released", m.vip_released.as_ref()),
-        ("new pod created", m.pod_created.as_ref()),
-        ("online, endpoint published", m.online.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(name, t)| Some((name, t?)))
-    .collect()
+    m.steps()
+        .into_iter()
+        .filter_map(|(_, label, t)| Some((label, t?)))
+        .collect()
 }
 
 /// The timeline of `moves` (oldest first; `current`, in progress, last): a heading per move,

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use kube::ResourceExt;
-use kube_failover_core::api::{FailoverClusterInstance, Move};
+use kube_failover_core::api::FailoverClusterInstance;
 use serde::{Deserialize, Serialize};
 
 /// One move's steps, in seconds from the kill.
@@ -21,7 +21,8 @@ pub struct MoveTrace {
     pub steps: Vec<(String, f64)>,
 }
 
-/// The steps of a move, in order, with the colour of the bar that ends at each and what it
+/// The colour of the bar that ends at each step of a move
+/// ([`Move::steps`](kube_failover_core::api::Move::steps)) and what it
 /// stands for in the legend.
 const STEPS: [(&str, &str, &str); 8] = [
     (
@@ -31,25 +32,12 @@ const STEPS: [(&str, &str, &str); 8] = [
     ),
     ("endpointWithdrawn", "#8da0cb", "endpoint withdrawn"),
     ("fenced", "#e78ac3", "node fenced (out-of-service taint)"),
-    ("vipReleased", "#a6d854", "virtual IPs released"),
     ("oldPodGone", "#fc8d62", "old pod gone"),
     ("volumesDetached", "#e5c494", "volumes detached"),
+    ("vipReleased", "#a6d854", "virtual IPs released"),
     ("podCreated", "#66c2a5", "new pod created"),
     ("online", "#1b9e77", "new pod Ready, endpoint published"),
 ];
-
-fn step_times(m: &Move) -> [Option<&jiff::Timestamp>; 8] {
-    [
-        Some(&m.started.0),
-        m.endpoint_withdrawn.as_ref().map(|t| &t.0),
-        m.fenced.as_ref().map(|t| &t.0),
-        m.vip_released.as_ref().map(|t| &t.0),
-        m.old_pod_gone.as_ref().map(|t| &t.0),
-        m.volumes_detached.as_ref().map(|t| &t.0),
-        m.pod_created.as_ref().map(|t| &t.0),
-        m.online.as_ref().map(|t| &t.0),
-    ]
-}
 
 /// The last move of each affected instance away from a victim, as steps from `killed_at`,
 /// ordered by when each started.
@@ -70,11 +58,14 @@ pub fn traces(
                 .iter()
                 .rev()
                 .find(|m| m.from.as_ref().is_some_and(|f| victims.contains(f)))?;
-            let steps = STEPS
-                .iter()
-                .zip(step_times(m))
-                .filter_map(|((name, _, _), t)| {
-                    Some((name.to_string(), t?.duration_since(killed_at).as_secs_f64()))
+            let steps = m
+                .steps()
+                .into_iter()
+                .filter_map(|(name, _, t)| {
+                    Some((
+                        name.to_string(),
+                        t?.0.duration_since(killed_at).as_secs_f64(),
+                    ))
                 })
                 .collect();
             Some(MoveTrace {

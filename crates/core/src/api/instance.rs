@@ -522,6 +522,33 @@ pub struct Move {
 }
 
 impl Move {
+    /// The steps of a move in the order of the failover sequence: the status field's name,
+    /// how people read it, and when it was done (none: not, or not yet).
+    pub fn steps(&self) -> [(&'static str, &'static str, Option<&MicroTime>); 8] {
+        [
+            ("started", "started", Some(&self.started)),
+            (
+                "endpointWithdrawn",
+                "endpoint withdrawn",
+                self.endpoint_withdrawn.as_ref(),
+            ),
+            ("fenced", "old owner fenced", self.fenced.as_ref()),
+            ("oldPodGone", "old pod gone", self.old_pod_gone.as_ref()),
+            (
+                "volumesDetached",
+                "volumes detached",
+                self.volumes_detached.as_ref(),
+            ),
+            (
+                "vipReleased",
+                "virtual IPs released",
+                self.vip_released.as_ref(),
+            ),
+            ("podCreated", "new pod created", self.pod_created.as_ref()),
+            ("online", "online, endpoint published", self.online.as_ref()),
+        ]
+    }
+
     /// `placement`, `planned move` or `failover`.
     pub fn kind(&self) -> &'static str {
         match (self.from.is_some(), self.planned) {
