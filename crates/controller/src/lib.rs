@@ -128,14 +128,17 @@ pub struct RunOptions {
 }
 
 /// Runs the controller with a client built from `config` that counts its API requests by
-/// verb (`kube_failover_api_requests_total`).
+/// verb and resource (`kube_failover_api_requests_total`).
 pub async fn run_with_config(config: kube::Config, opts: RunOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let counter = metrics.api_requests.clone();
     let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         let verb = metrics::verb(req.method(), req.uri());
         counter
-            .get_or_create(&metrics::VerbLabel { verb: verb.into() })
+            .get_or_create(&metrics::VerbLabel {
+                verb: verb.into(),
+                resource: metrics::resource(req.uri()),
+            })
             .inc();
         req
     });

@@ -45,6 +45,8 @@ pub struct ErrorLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabel {
     pub verb: String,
+    /// The resource, with its subresource if any (`pods`, `failoverclusterinstances/status`).
+    pub resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,7 +115,7 @@ pub struct Metrics {
     /// The name and type of each family, as registered.
     families: Vec<(String, MetricType)>,
     /// Requests this replica sent to the API server, by verb (get, list, watch, create,
-    /// update, patch, delete).
+    /// update, patch, delete) and resource.
     pub api_requests: Family<VerbLabel, Counter>,
     pub failovers: Family<ReasonLabel, Counter>,
     pub failover_duration: Histogram,
@@ -190,7 +192,7 @@ impl Default for Metrics {
         );
         let api_requests = r.add(
             "api_requests",
-            "Requests sent to the Kubernetes API server, by verb",
+            "Requests sent to the Kubernetes API server, by verb and resource",
             Family::default(),
         );
         let moves = r.add(
@@ -608,6 +610,26 @@ fn is_collection(path: &str) -> bool {
         other => other,
     };
     rest.len() == 1
+}
+
+/// The resource an API request is about, with its subresource (`pods`, `nodes`,
+/// `failoverclusterinstances/status`); `other` for paths that name none (discovery).
+pub fn resource(uri: &http::Uri) -> String {
+    let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segs.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return "other".into(),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    match rest {
+        [] => "other".into(),
+        [resource] | [resource, _] => (*resource).into(),
+        [resource, _, sub, ..] => format!("{resource}/{sub}"),
+    }
 }
 
 #[cfg(test)]
@@ -1087,7 +1109,10 @@ mod tests {
             unfence_due: Some(t(0)),
         }]);
         m.api_requests
-            .get_or_create(&VerbLabel { verb: "get".into() })
+            .get_or_create(&VerbLabel {
+                verb: "get".into(),
+                resource: "pods".into(),
+            })
             .inc();
         m.reconcile_errors
             .get_or_create(&ErrorLabel {
@@ -1137,5 +1162,25 @@ mod tests {
             v(http::Method::DELETE, "/api/v1/namespaces/a/pods/p"),
             "delete"
         );
+    }
+
+    #[test]
+    fn resources_from_requests() {
+        let r = |u: &str| resource(&u.parse().unwrap());
+        assert_eq!(r("/api/v1/namespaces/a/pods?labelSelector=x"), "pods");
+        assert_eq!(r("/api/v1/namespaces/a/pods/p"), "pods");
+        assert_eq!(r("/api/v1/nodes/n"), "nodes");
+        assert_eq!(r("/api/v1/namespaces"), "namespaces");
+        assert_eq!(r("/api/v1/namespaces/a"), "namespaces");
+        assert_eq!(
+            r("/apis/kube-failover.io/v1alpha1/namespaces/a/failoverclusterinstances/x/status"),
+            "failoverclusterinstances/status"
+        );
+        assert_eq!(
+            r("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n"),
+            "leases"
+        );
+        assert_eq!(r("/apis"), "other");
+        assert_eq!(r("/version"), "other");
     }
 }

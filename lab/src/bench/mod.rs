@@ -16,7 +16,7 @@ mod trace;
 use baseline::{ready_pod_elsewhere, start_baselines};
 use floor::floor;
 pub use process::controller_bin;
-use process::{proc_stat, requests_by_verb, spawn_controller};
+use process::{proc_stat, requests_by_resource, requests_by_verb, spawn_controller};
 pub use report::print_result;
 pub use scenario::run;
 
@@ -117,6 +117,9 @@ pub struct ScenarioResult {
     /// Seconds for a plain client to make the same minimum writes for as many instances.
     pub floor_wall: f64,
     pub api_requests_per_failover: BTreeMap<String, f64>,
+    /// The same, by `verb resource` (`get pods`).
+    #[serde(default)]
+    pub api_requests_by_resource: BTreeMap<String, f64>,
     pub controller_peak_rss_mib: f64,
     pub controller_cpu_seconds: f64,
     pub caches_synced_seconds: f64,

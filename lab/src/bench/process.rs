@@ -53,15 +53,39 @@ pub(super) fn proc_stat(pid: u32) -> Result<(f64, f64)> {
     Ok((hwm_kib / 1024.0, ticks / 100.0))
 }
 
+/// The controller's API requests so far, by verb (summed over resources).
 pub(super) fn requests_by_verb(metrics: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("kube_failover_api_requests_total{verb=\""))
-        .filter_map(|rest| {
-            let (verb, value) = rest.split_once("\"} ")?;
-            Some((verb.to_string(), value.trim().parse().ok()?))
-        })
+    let mut by_verb = BTreeMap::new();
+    for (verb, _, n) in requests(metrics) {
+        *by_verb.entry(verb).or_insert(0.0) += n;
+    }
+    by_verb
+}
+
+/// The controller's API requests so far, by `verb resource` (`get pods`).
+pub(super) fn requests_by_resource(metrics: &str) -> BTreeMap<String, f64> {
+    requests(metrics)
+        .map(|(verb, resource, n)| (format!("{verb} {resource}"), n))
         .collect()
+}
+
+/// `(verb, resource, count)` from `kube_failover_api_requests_total{verb="…",resource="…"} n`.
+fn requests(metrics: &str) -> impl Iterator<Item = (String, String, f64)> + '_ {
+    metrics.lines().filter_map(|l| {
+        let labels = l.strip_prefix("kube_failover_api_requests_total{")?;
+        let (labels, value) = labels.split_once("} ")?;
+        let label = |name: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        Some((
+            label("verb")?,
+            label("resource").unwrap_or_default(),
+            value.trim().parse().ok()?,
+        ))
+    })
 }
 
 pub(super) struct ControllerProcess {
@@ -105,4 +129,27 @@ pub(super) async fn spawn_controller(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok((proc, started.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_by_verb_and_resource() {
+        let m = "# TYPE kube_failover_api_requests counter\n\
+                 kube_failover_api_requests_total{verb=\"get\",resource=\"pods\"} 3\n\
+                 kube_failover_api_requests_total{verb=\"get\",resource=\"nodes\"} 2\n\
+                 kube_failover_api_requests_total{verb=\"update\",resource=\"failoverclusterinstances/status\"} 5\n\
+                 kube_failover_reconcile_errors_total{error=\"kube\"} 1\n";
+        assert_eq!(
+            requests_by_verb(m),
+            BTreeMap::from([("get".into(), 5.0), ("update".into(), 5.0)])
+        );
+        assert_eq!(
+            requests_by_resource(m).get("update failoverclusterinstances/status"),
+            Some(&5.0)
+        );
+        assert_eq!(requests_by_resource(m).len(), 3);
+    }
 }

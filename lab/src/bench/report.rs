@@ -34,6 +34,10 @@ pub fn print_result(r: &ScenarioResult) {
         r.api_requests_per_failover
     );
     println!(
+        "API requests per failover, by resource: {:?}",
+        r.api_requests_by_resource
+    );
+    println!(
         "controller peak RSS {:.1} MiB, CPU {:.2} s during the failover, caches synced {:.2} s after start",
         r.controller_peak_rss_mib, r.controller_cpu_seconds, r.caches_synced_seconds
     );

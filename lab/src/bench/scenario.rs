@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use super::{
     Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
     lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere,
-    requests_by_verb, scenario_name, spawn_controller, start_baselines, watch_instances,
+    requests_by_resource, requests_by_verb, scenario_name, spawn_controller, start_baselines,
+    watch_instances,
 };
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
@@ -85,7 +86,18 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
 
     let times = failover_timings(&after, &victims, &affected, killed_at);
     let trace = super::trace::traces(&after, &victims, &affected, killed_at);
-    let per_failover = requests_per_failover(&metrics_before, &metrics_after, affected.len());
+    let per_failover = requests_per_failover(
+        requests_by_verb,
+        &metrics_before,
+        &metrics_after,
+        affected.len(),
+    );
+    let per_resource = requests_per_failover(
+        requests_by_resource,
+        &metrics_before,
+        &metrics_after,
+        affected.len(),
+    );
 
     eprintln!(
         "[bench] failovers done in {done_wall:.1} s; measuring the floor for {} instances",
@@ -116,6 +128,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         controller_wall: times.last_online - times.first_start,
         floor_wall,
         api_requests_per_failover: per_failover,
+        api_requests_by_resource: per_resource,
         controller_peak_rss_mib: rss,
         controller_cpu_seconds: cpu_after - cpu_before,
         caches_synced_seconds: synced,
@@ -393,10 +406,15 @@ fn failover_timings(
     t
 }
 
-/// API requests by verb between the two scrapes, per affected instance.
-fn requests_per_failover(before: &str, after: &str, affected: usize) -> BTreeMap<String, f64> {
-    let before = requests_by_verb(before);
-    requests_by_verb(after)
+/// API requests (counted by `count`) between the two scrapes, per affected instance.
+fn requests_per_failover(
+    count: fn(&str) -> BTreeMap<String, f64>,
+    before: &str,
+    after: &str,
+    affected: usize,
+) -> BTreeMap<String, f64> {
+    let before = count(before);
+    count(after)
         .into_iter()
         .map(|(verb, v)| {
             let delta = v - before.get(&verb).copied().unwrap_or(0.0);

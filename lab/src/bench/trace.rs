@@ -16,6 +16,11 @@ pub struct MoveTrace {
     pub instance: String,
     pub from: String,
     pub to: String,
+    /// Why the move began (`status.move.reason`), and whether it was planned (graceful).
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub planned: bool,
     /// `(step, seconds)`, in the order the steps happen; `started` first. Steps a move did
     /// not go through (no virtual IP to release) are left out.
     pub steps: Vec<(String, f64)>,
@@ -72,6 +77,8 @@ pub fn traces(
                 instance: i.name_any(),
                 from: m.from.clone().unwrap_or_default(),
                 to: m.to.clone().unwrap_or_default(),
+                reason: m.reason.clone(),
+                planned: m.planned,
                 steps,
             })
         })
@@ -224,6 +231,8 @@ mod tests {
             instance: name.into(),
             from: "n0".into(),
             to: "n1".into(),
+            reason: "n0 failed".into(),
+            planned: false,
             steps: steps.iter().map(|(s, t)| (s.to_string(), *t)).collect(),
         }
     }
