@@ -501,8 +501,19 @@ async fn no_failover_without_quorum() {
 /// One fence per failed node, whatever the number of its instances: six instances own one
 /// node, the node dies, all six move, and the API server's audit log shows the controller
 /// writing that Node once (the taint), with no write of it lost to a conflict.
+/// The controller's requests that the shared control plane's audit log holds (see
+/// `AUDIT_POLICY`), as the API server completed them.
+fn controller_requests_audited() -> Vec<serde_json::Value> {
+    std::fs::read_to_string(control_plane().audit_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == CONTROLLER_USER)
+        .collect()
+}
+
 #[tokio::test]
-async fn a_dead_node_is_tainted_once_whatever_the_number_of_its_instances() {
+async fn a_dead_node_is_tainted_once_and_each_of_its_pods_deleted_once() {
     const N: usize = 6;
     let ns = TestNamespace::new("fence-once").await;
     let client = ns.client.clone();
@@ -536,14 +547,11 @@ async fn a_dead_node_is_tainted_once_whatever_the_number_of_its_instances() {
 
     // The audit log is written before each response is sent (blocking mode): every write
     // the controller made to the dead Node is in it by now.
-    let log = std::fs::read_to_string(control_plane().audit_log()).unwrap();
+    let log = controller_requests_audited();
     let writes: Vec<(String, i64)> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .iter()
         .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["user"]["username"] == CONTROLLER_USER
-                && e["objectRef"]["resource"] == "nodes"
+            e["objectRef"]["resource"] == "nodes"
                 && e["objectRef"]["name"] == nodes[0].as_str()
                 && e["objectRef"]["subresource"].is_null()
         })
@@ -570,6 +578,83 @@ async fn a_dead_node_is_tainted_once_whatever_the_number_of_its_instances() {
             .await
             .unwrap()
     ));
+
+    // Each old pod is deleted once: the round after the delete goes on from the API
+    // server's answer (the pod gone), and no round asks for it again.
+    let deletes: Vec<(String, i64)> = log
+        .iter()
+        .filter(|e| {
+            e["verb"] == "delete"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["namespace"] == ns.name.as_str()
+        })
+        .map(|e| {
+            (
+                e["objectRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["responseStatus"]["code"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let pods: BTreeSet<&str> = deletes.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(pods.len(), N, "one old pod per instance: {deletes:?}");
+    assert_eq!(
+        deletes.len(),
+        N,
+        "each old pod deleted once, not again while the cache catches up: {deletes:?}"
+    );
+}
+
+/// What the controller goes on from after a delete (`own_writes::gone_for_good`) is what the
+/// API server does: a pod deleted with no grace period, and no finalizer, is gone at once; one
+/// with a finalizer, or deleted with its grace period, is only marked for deletion.
+#[tokio::test]
+async fn a_delete_answer_says_whether_the_object_is_gone() {
+    use kube_failover_controller::own_writes::gone_for_good;
+    let ns = TestNamespace::new("delete-answer").await;
+    let client = ns.client.clone();
+    let cluster = format!("da{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 1, serde_json::json!({})).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pod = |name: &str, finalizer: bool| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "finalizers": if finalizer { vec!["example.com/hold"] } else { vec![] }},
+            "spec": {"nodeName": nodes[0], "containers": [{"name": "c", "image": "x"}]}
+        }))
+        .unwrap()
+    };
+    for (name, finalizer) in [("now", false), ("held", true), ("graceful", false)] {
+        pods.create(&PostParams::default(), &pod(name, finalizer))
+            .await
+            .unwrap();
+    }
+    let forced = DeleteParams::default().grace_period(0);
+    let answer = pods.delete("now", &forced).await;
+    assert!(gone_for_good(&answer, true), "{answer:?}");
+    assert!(pods.get_opt("now").await.unwrap().is_none());
+
+    let answer = pods.delete("held", &forced).await;
+    assert!(!gone_for_good(&answer, true), "{answer:?}");
+    assert!(pods.get_opt("held").await.unwrap().is_some());
+
+    let answer = pods.delete("graceful", &DeleteParams::default()).await;
+    assert!(!gone_for_good(&answer, false), "{answer:?}");
+
+    // A second delete of what is gone: 404, gone.
+    let answer = pods.delete("now", &forced).await;
+    assert!(gone_for_good(&answer, true), "{answer:?}");
+
+    // Let the held pod go.
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    pods.patch(
+        "held",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -548,6 +548,7 @@ impl Model {
                     uid: a.uid.to_string(),
                     node: node_name(a.node),
                     shared: false,
+                    terminating: false,
                 })
                 .collect(),
             pinned_claims: Default::default(),

@@ -12,12 +12,18 @@ use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
 use super::fence::{fence, request_workload_stop};
+use super::own_writes::gone_for_good;
 use super::{Context, FIELD_MANAGER, build, network};
 use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
 use kube_failover_core::decide::{self, Action};
 use kube_failover_core::rules::controlled_by;
 
-pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Context) -> Result<()> {
+pub async fn execute(
+    fci: &FailoverClusterInstance,
+    action: &Action,
+    ctx: &Context,
+    fresh: &FreshNodes,
+) -> Result<()> {
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let name = fci.name_any();
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
@@ -71,14 +77,25 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
         } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             // No grace period only on a node fenced now, read fresh: the round's view of
-            // the node may be older than its unfencing.
+            // the node may be older than its unfencing. The pod's node is the cache's when
+            // it has the pod of this UID bound: a binding never changes, and the delete is
+            // conditioned on the UID.
             let fenced = if *force {
-                let node = api
-                    .get_opt(pod)
-                    .await?
-                    .and_then(|p| p.spec.and_then(|s| s.node_name));
+                let cached = ctx
+                    .stores
+                    .pods
+                    .get(&ObjectRef::new(pod).within(&ns))
+                    .filter(|p| p.uid().as_deref() == Some(uid.as_str()))
+                    .and_then(|p| p.spec.as_ref()?.node_name.clone());
+                let node = match cached {
+                    Some(node) => Some(node),
+                    None => api
+                        .get_opt(pod)
+                        .await?
+                        .and_then(|p| p.spec.and_then(|s| s.node_name)),
+                };
                 match node {
-                    Some(node) => fenced_now(&node, ctx).await?,
+                    Some(node) => fresh.fenced_now(&node, ctx).await?,
                     None => false,
                 }
             } else {
@@ -95,25 +112,44 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
             } else {
                 DeleteParams::default()
             };
-            ignore_gone(api.delete(pod, &with_uid(dp, uid)).await)?;
+            let deleted = api.delete(pod, &with_uid(dp, uid)).await;
+            if gone_for_good(&deleted, fenced) {
+                ctx.stores.own.deleted(uid);
+            }
+            ignore_gone(deleted)?;
         }
         Action::DeleteAttachment { name: va, uid } => {
             let api: Api<VolumeAttachment> = Api::all(ctx.client.clone());
-            // Only off a node fenced now, read fresh (see DeletePod).
-            let Some(attachment) = api.get_opt(va).await? else {
-                return Ok(());
+            // Only off a node fenced now, read fresh (see DeletePod). The attachment's node
+            // is the cache's when it has the attachment of this UID: its spec never changes.
+            let cached = ctx
+                .stores
+                .attachments
+                .get(&ObjectRef::new(va))
+                .filter(|a| a.uid().as_deref() == Some(uid.as_str()))
+                .map(|a| a.spec.node_name.clone());
+            let node = match cached {
+                Some(node) => node,
+                None => match api.get_opt(va).await? {
+                    Some(attachment) => attachment.spec.node_name,
+                    None => return Ok(()),
+                },
             };
-            if !fenced_now(&attachment.spec.node_name, ctx).await? {
+            if !fresh.fenced_now(&node, ctx).await? {
                 tracing::info!(
                     attachment = va.as_str(),
-                    node = attachment.spec.node_name.as_str(),
+                    node = node.as_str(),
                     "its node is not fenced now: the attachment is left to the attach/detach \
                      controller"
                 );
                 return Ok(());
             }
             let dp = with_uid(DeleteParams::default(), uid);
-            ignore_gone(api.delete(va, &dp).await)?;
+            let deleted = api.delete(va, &dp).await;
+            if gone_for_good(&deleted, true) {
+                ctx.stores.own.deleted(uid);
+            }
+            ignore_gone(deleted)?;
         }
         Action::CreatePod { node, seq } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -138,6 +174,7 @@ pub async fn execute(fci: &FailoverClusterInstance, action: &Action, ctx: &Conte
                 ..Default::default()
             };
             match api.create(&params, &pod).await {
+                Ok(created) => ctx.stores.own.created_pod(created),
                 // The name is taken: by this pod (the round repeated), which is done, or by
                 // a pod someone else made, which never counts as the instance's. The round
                 // then fails and says so, rather than wait quietly for a pod that will never
@@ -236,22 +273,39 @@ pub async fn set_endpoints(
         return Ok(());
     }
     let slice = build::endpoint_slice(fci, family, addresses, pod.as_deref(), attach);
-    api.patch(
-        &fci.spec.network_name.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&slice),
-    )
-    .await?;
+    let applied = api
+        .patch(
+            &fci.spec.network_name.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&slice),
+        )
+        .await?;
+    ctx.stores.own.wrote_slice(applied);
     Ok(())
 }
 
-/// Whether `node` is fenced now, read from the API server: tainted out of service, or gone.
-async fn fenced_now(node: &str, ctx: &Context) -> Result<bool> {
-    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
-    Ok(api.get_opt(node).await?.is_none_or(|n| {
-        n.spec.and_then(|s| s.taints).is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t.key == decide::health::OUT_OF_SERVICE_TAINT)
-        })
-    }))
+/// The nodes one round read fresh to know whether they are fenced now: read once each per
+/// round, however many of the round's deletes ask (a pod and its volumes' attachments on
+/// the same node).
+#[derive(Default)]
+pub struct FreshNodes(tokio::sync::Mutex<std::collections::HashMap<String, bool>>);
+
+impl FreshNodes {
+    /// Whether `node` is fenced now, read from the API server: tainted out of service, or
+    /// gone.
+    async fn fenced_now(&self, node: &str, ctx: &Context) -> Result<bool> {
+        let mut read = self.0.lock().await;
+        if let Some(fenced) = read.get(node) {
+            return Ok(*fenced);
+        }
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+        let fenced = api.get_opt(node).await?.is_none_or(|n| {
+            n.spec.and_then(|s| s.taints).is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t.key == decide::health::OUT_OF_SERVICE_TAINT)
+            })
+        });
+        read.insert(node.to_string(), fenced);
+        Ok(fenced)
+    }
 }

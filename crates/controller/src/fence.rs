@@ -21,6 +21,7 @@ use kube_failover_core::decide::HeartbeatBasis;
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
 use super::observe::workloads_stopped_since;
+use super::own_writes::not_newer;
 use kube_failover_core::api::{
     FENCED_AT_ANNOTATION, NODE_LEASE_NAMESPACE, STOP_WORKLOADS_ANNOTATION, agent_lease_name,
 };
@@ -57,15 +58,6 @@ impl Fences {
             .or_default()
             .clone()
     }
-}
-
-/// Whether resourceVersion `a` is no newer than `b`, both of one object. Kubernetes 1.35
-/// and later promise that a resource's versions are integers that only grow (KEP-5504);
-/// any other form is not judged (`false`).
-fn not_newer(a: &str, b: &str) -> bool {
-    let comparable =
-        |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
-    comparable(a) && comparable(b) && (a.len(), a) <= (b.len(), b)
 }
 
 /// Fences `node` for the silence `basis` once: see [`Fences`]. A taint this replica
@@ -154,7 +146,9 @@ async fn fence_checked(
         .taints
         .get_or_insert_with(Vec::new);
     if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
-        return Ok(n.resource_version());
+        let version = n.resource_version();
+        ctx.stores.own.wrote_node(n);
+        return Ok(version);
     }
     taints.push(Taint {
         key: OUT_OF_SERVICE_TAINT.into(),
@@ -171,7 +165,9 @@ async fn fence_checked(
         );
     let stored = api.replace(node, &params(), &n).await?;
     tracing::info!(node, "fenced: out-of-service taint added");
-    Ok(stored.resource_version())
+    let version = stored.resource_version();
+    ctx.stores.own.wrote_node(stored);
+    Ok(version)
 }
 
 /// Asks the agent of `node`, whose kubelet is silent while the agent renews, to stop the
@@ -209,7 +205,8 @@ pub async fn request_workload_stop(
         .annotations
         .get_or_insert_with(Default::default)
         .insert(STOP_WORKLOADS_ANNOTATION.into(), value);
-    api.replace(node, &params(), &n).await?;
+    let stored = api.replace(node, &params(), &n).await?;
+    ctx.stores.own.wrote_node(stored);
     tracing::warn!(
         node,
         kubelet_last_renewed = %since,
@@ -258,25 +255,8 @@ pub async fn unfence(node: &str, ctx: &Context) -> Result<bool> {
     if let Some(taints) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) {
         taints.retain(|t| t.key != OUT_OF_SERVICE_TAINT);
     }
-    api.replace(node, &params(), &n).await?;
+    let stored = api.replace(node, &params(), &n).await?;
+    ctx.stores.own.wrote_node(stored);
     tracing::info!(node, "unfenced: out-of-service taint removed");
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_newer;
-
-    #[test]
-    fn resource_versions_compare_as_growing_integers_or_not_at_all() {
-        assert!(not_newer("99", "100"));
-        assert!(not_newer("100", "100"));
-        assert!(!not_newer("101", "100"));
-        assert!(!not_newer("1000", "999"));
-        // Not the integers KEP-5504 promises: never judged no newer.
-        assert!(!not_newer("", "100"));
-        assert!(!not_newer("099", "100"));
-        assert!(!not_newer("abc", "abd"));
-        assert!(!not_newer("99", "1e3"));
-    }
 }

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod network;
 pub mod observe;
+pub mod own_writes;
 mod reconcile;
 pub mod vip_holders;
 mod watches;

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
+use super::own_writes::OwnWrites;
 use super::vip_holders::vip_holders;
 use kube_failover_core::api::{
     FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
@@ -45,6 +46,39 @@ pub struct Stores {
     pub ip_addresses: Store<k8s_openapi::api::networking::v1::IPAddress>,
     /// When each node's heartbeats were seen, on this controller's clock.
     pub heartbeats: Heartbeats,
+    /// What this replica's writes returned that the caches may not show yet.
+    pub own: OwnWrites,
+}
+
+impl Stores {
+    /// The Node `name`: the cache's, or this replica's last write of it if the cache is
+    /// behind.
+    pub fn node(&self, name: &str) -> Option<std::sync::Arc<Node>> {
+        self.own.node(self.nodes.get(&ObjectRef::new(name)))
+    }
+
+    /// Every Node, each as [`Stores::node`] gives it.
+    pub fn nodes_now(&self) -> Vec<std::sync::Arc<Node>> {
+        self.nodes
+            .state()
+            .into_iter()
+            .map(|n| self.own.node(Some(n.clone())).unwrap_or(n))
+            .collect()
+    }
+
+    /// The EndpointSlice `namespace/name`: the cache's, or this replica's last write of it
+    /// if the cache is behind.
+    pub fn slice(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<EndpointSlice>> {
+        self.own.slice(
+            &format!("{namespace}/{name}"),
+            self.slices.get(&ObjectRef::new(name).within(namespace)),
+        )
+    }
+
+    /// Every pod as it is now (see `OwnWrites::pods`).
+    pub fn pods_now(&self) -> Vec<std::sync::Arc<Pod>> {
+        self.own.pods(self.pods.state())
+    }
 }
 
 use kube_failover_core::api::NODE_LEASE_NAMESPACE;
@@ -157,7 +191,7 @@ pub fn node_health_of(
     stores: &Stores,
     now: jiff::Timestamp,
 ) -> Option<NodeHealth> {
-    let node = stores.nodes.get(&ObjectRef::new(name))?;
+    let node = stores.node(name)?;
     let leases = NodeLeases::of(name, stores);
     let facts = node_facts(&node, &leases, &stores.heartbeats);
     Some(node_health(&facts, &heartbeat_of(cluster, &node), now))
@@ -187,7 +221,7 @@ pub fn member_health(
     stores: &Stores,
     now: jiff::Timestamp,
 ) -> Vec<(NodeFacts, NodeHealth)> {
-    let nodes = stores.nodes.state();
+    let nodes = stores.nodes_now();
     members(cluster, &nodes)
         .into_iter()
         .map(|node| {
@@ -328,7 +362,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     if let Some(cluster) = &cluster {
         observe_cluster(&mut obs, fci, cluster, stores);
     }
-    let pods = stores.pods.state();
+    let pods = stores.pods_now();
     obs.pods = labelled_pods(fci, &pods)
         .own
         .into_iter()
@@ -379,7 +413,7 @@ fn observe_cluster(
     }
     if cluster.spec.sites.is_some() {
         for name in obs.members.keys() {
-            if let Some(node) = stores.nodes.get(&ObjectRef::new(name))
+            if let Some(node) = stores.node(name)
                 && let Some(site) = site_of(cluster, &node)
             {
                 obs.sites.insert(name.clone(), site);
@@ -419,8 +453,12 @@ fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &S
         fci,
         |claim| stores.claims.get(&ObjectRef::new(claim).within(&ns)),
         |volume| stores.volumes.get(&ObjectRef::new(volume)),
-        |node| stores.nodes.get(&ObjectRef::new(node)),
-        stores.attachments.state(),
+        |node| stores.node(node),
+        stores
+            .attachments
+            .state()
+            .into_iter()
+            .filter(|a| !stores.own.is_gone(a.metadata.uid.as_deref())),
     );
 }
 
@@ -433,7 +471,7 @@ fn observe_network_name(obs: &mut Observed, fci: &FailoverClusterInstance, store
     obs.service_taken = service
         .as_deref()
         .is_some_and(|svc| !super::build::owned_by(&svc.metadata, fci));
-    if let Some(slice) = stores.slices.get(&ObjectRef::new(net).within(&ns)) {
+    if let Some(slice) = stores.slice(&ns, net) {
         // (The cache holds only slices labelled as the controller's: one that is not the
         // instance's carries a forged label.)
         obs.endpoint_slice_taken = !super::build::owned_by(&slice.metadata, fci);

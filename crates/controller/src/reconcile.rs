@@ -12,7 +12,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
-use super::actions::{execute, publish_event};
+use super::actions::{FreshNodes, execute, publish_event};
 use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
@@ -25,6 +25,12 @@ use kube_failover_core::decide::{self, Action};
 /// How long a status write may hold the anti-affinity lock.
 const ANTI_AFFINITY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many rounds one reconcile may go through. A round whose writes the API server took
+/// is followed at once by the next, decided on the answers (`own_writes`), not a watch
+/// event later: a failover's steps that need nothing but this controller's own writes
+/// (withdraw, fence, delete, create) go out back to back.
+const ROUNDS_PER_RECONCILE: usize = 8;
+
 pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> Result<Requeue> {
     if !ctx.leader.is_leader() {
         // Caches stay warm; everything is reconciled again on becoming leader.
@@ -33,6 +39,15 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
     if !ctx.synced() {
         // An empty cache is not an empty cluster: nothing is decided before every cache
         // has synced, and everything is reconciled again then.
+        return Ok(Requeue::await_change());
+    }
+    if ctx.stores.own.instance_behind(
+        &fci.key(),
+        fci.resource_version().as_deref().unwrap_or_default(),
+    ) {
+        // This replica has written the instance since the version cached, and went on
+        // from there: the watch event that brings its write is on its way, and wakes the
+        // instance again. Deciding on the older version would repeat what was done.
         return Ok(Requeue::await_change());
     }
     let started = std::time::Instant::now();
@@ -130,8 +145,26 @@ pub fn error_policy(
     }
 }
 
-/// One round: observe, decide, record the decision, act, and say when to look again.
+/// Rounds, one after the other while each acts and the API server takes its writes: the
+/// next round decides on the instance as the last status write returned it.
 async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
+    let mut stored: Option<FailoverClusterInstance> = None;
+    for _ in 1..ROUNDS_PER_RECONCILE {
+        let (requeue, next) = round(stored.as_ref().unwrap_or(fci), ctx).await?;
+        match next {
+            Some(next) => stored = Some(next),
+            None => return Ok(requeue),
+        }
+    }
+    Ok(round(stored.as_ref().unwrap_or(fci), ctx).await?.0)
+}
+
+/// One round: observe, decide, record the decision, act, and say when to look again; and,
+/// when it acted and every write was taken, the instance as its status write returned it.
+async fn round(
+    fci: &FailoverClusterInstance,
+    ctx: &Context,
+) -> Result<(Requeue, Option<FailoverClusterInstance>)> {
     // An instance with anti-affinity classes is decided one at a time, on its classmates'
     // statuses as last written (see `written::Written`).
     let mut written = if fci.spec.anti_affinity_classes.is_empty() {
@@ -161,8 +194,9 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
     observed.service_refused = ctx.service_refused(&fci.key());
     // The EndpointSlice is attached to the Service of its name unless that is another's: one
     // attached otherwise counts as unpublished, and is written again.
-    if let Some(slice) = ctx.stores.slices.get(
-        &ObjectRef::new(&fci.spec.network_name.name).within(&fci.namespace().unwrap_or_default()),
+    if let Some(slice) = ctx.stores.slice(
+        &fci.namespace().unwrap_or_default(),
+        &fci.spec.network_name.name,
     ) && slice
         .labels()
         .contains_key(super::build::SERVICE_NAME_LABEL)
@@ -179,17 +213,25 @@ async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> 
         fci.status.as_ref(),
         &observed,
     );
-    record(fci, &decision, ctx, written.as_deref_mut()).await?;
+    let changed = fci.status.as_ref() != Some(&decision.status);
+    let stored = record(fci, &decision, ctx, written.as_deref_mut()).await?;
     drop(written);
     act(fci, &decision, ctx).await?;
-    Ok(match decision.recheck_at {
+    let acted = decision
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event(_)));
+    let requeue = match decision.recheck_at {
         Some(at) => {
             let wait = now.duration_until(at).unsigned_abs();
             Requeue::requeue(wait.min(Duration::from_secs(300)) + Duration::from_millis(50))
         }
         None if decision.status.current_move.is_some() => Requeue::requeue(Duration::from_secs(5)),
         None => Requeue::requeue(Duration::from_secs(300)),
-    })
+    };
+    // The next round follows at once only from a round that got somewhere (its status
+    // changed) and wrote: one that repeats what it asked before waits for the world.
+    Ok((requeue, stored.filter(|_| acted && changed)))
 }
 
 /// What `decide` needs: the caches, with anti-affinity neighbours as last written and, while
@@ -242,18 +284,19 @@ async fn observe_round(
 /// write fails with a conflict and nothing is done. A round that would act writes even an
 /// unchanged status (the API server then stores nothing, but still checks the
 /// resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
+/// Returns the instance as the API server stored it, if written.
 async fn record(
     fci: &FailoverClusterInstance,
     decision: &decide::Decision,
     ctx: &Context,
     written: Option<&mut BTreeMap<String, written::Recorded>>,
-) -> Result<()> {
+) -> Result<Option<FailoverClusterInstance>> {
     let acts = decision
         .actions
         .iter()
         .any(|a| !matches!(a, Action::Event(_)));
     if !acts && fci.status.as_ref() == Some(&decision.status) {
-        return Ok(());
+        return Ok(None);
     }
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
@@ -266,7 +309,7 @@ async fn record(
     };
     let name = fci.name_any();
     let write = api.replace_status(&name, &params, &updated);
-    if let Some(written) = written {
+    let stored = if let Some(written) = written {
         // The lock waits for this write: it must not hold the other instances of the
         // class (and their failovers) for the client's whole read timeout.
         let stored = tokio::time::timeout(ANTI_AFFINITY_WRITE_TIMEOUT, write)
@@ -274,13 +317,17 @@ async fn record(
             .map_err(|_| {
                 Error::Timeout("status write of an instance with anti-affinity classes")
             })??;
-        written::record_written(written, stored, &ctx.stores);
+        written::record_written(written, stored.clone(), &ctx.stores);
+        stored
     } else {
-        write.await?;
-    }
+        write.await?
+    };
+    ctx.stores
+        .own
+        .wrote_instance(&fci.key(), stored.resource_version().unwrap_or_default());
     ctx.metrics
         .record_finished_moves(&fci.spec.cluster_ref, fci.status.as_ref(), &decision.status);
-    Ok(())
+    Ok(Some(stored))
 }
 
 /// The Service comes first (it may create the EndpointSlice); the actions of one round are
@@ -295,9 +342,10 @@ async fn act(
         .actions
         .iter()
         .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
+    let fresh = FreshNodes::default();
     for action in ensure {
         ctx.ensure_leader()?;
-        let done = execute(fci, action, ctx).await;
+        let done = execute(fci, action, ctx, &fresh).await;
         if matches!(action, Action::EnsureService) {
             // A Service that cannot be written (refused by a policy, or another's) withholds
             // the network name only: said in `NetworkName` next round, and the round's other
@@ -319,7 +367,8 @@ async fn act(
         .into_iter()
         .partition(|a| matches!(a, Action::Event(_)));
     let written =
-        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx))).await;
+        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx, &fresh)))
+            .await;
     // The round's intent is recorded in the status: its Events tell of it even when a write
     // of the round failed (a Fence refused, say), or they would never be told at all.
     for ev in events {

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use kube_failover_core::api::{AGENT_HOLDS_ANNOTATION, AGENT_LEASE_PREFIX, NODE_LEASE_NAMESPACE};
 use kube_failover_core::decide::SELF_FENCE_MARGIN;
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
@@ -70,7 +69,7 @@ pub fn vip_holders_among<'a>(
         {
             continue;
         }
-        let Some(n) = stores.nodes.get(&ObjectRef::new(&node)) else {
+        let Some(n) = stores.node(&node) else {
             continue;
         };
         let fenced = n

@@ -203,6 +203,7 @@ fn reflectors(
         service_cidrs,
         ip_addresses,
         heartbeats: heartbeats.clone(),
+        own: Default::default(),
     };
     let owned = Owned {
         pods: pods_s.boxed(),

@@ -105,6 +105,7 @@ pub fn observe_storage<C, V, N, A>(
                 uid: a.uid().unwrap_or_default(),
                 node: a.spec.node_name.clone(),
                 shared: *volumes.get(volume)?,
+                terminating: a.metadata.deletion_timestamp.is_some(),
             })
         })
         .collect();

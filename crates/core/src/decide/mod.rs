@@ -62,6 +62,8 @@ pub struct AttachmentFacts {
     /// The volume may be used from several nodes at once (ReadWriteMany or ReadOnlyMany):
     /// another node's attachment is legitimate and is never waited for.
     pub shared: bool,
+    /// Marked for deletion (its detach is under way): it is waited for, not deleted again.
+    pub terminating: bool,
 }
 
 /// Everything `decide` reads besides the instance itself.
@@ -395,6 +397,16 @@ pub fn decide(
     if obs.endpoint_slice_taken {
         d.actions.retain(|a| !matches!(a, Action::SetEndpoints(_)));
     }
+    // Asked for twice in one round (a failover withdraws the endpoint as it starts the
+    // move, and the move's first step asks again): done once.
+    let mut asked = Vec::with_capacity(d.actions.len());
+    d.actions.retain(|a| {
+        let again = asked.contains(a);
+        if !again {
+            asked.push(a.clone());
+        }
+        !again
+    });
 
     d.status.served = Some(Served {
         dns_name: obs.dns_name.clone(),

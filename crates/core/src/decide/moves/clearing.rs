@@ -355,7 +355,9 @@ pub(super) fn detach(r: &mut Round) -> Flow {
     for a in &blocking {
         // After an unplanned move the old owner is fenced; a planned move waits for the
         // attach/detach controller to detach gracefully.
-        if r.failover() && r.m.fenced.is_some() && Some(&a.node) == from.as_ref() {
+        // One being deleted already is only waited for.
+        if r.failover() && r.m.fenced.is_some() && Some(&a.node) == from.as_ref() && !a.terminating
+        {
             r.d.actions.push(Action::DeleteAttachment {
                 name: a.name.clone(),
                 uid: a.uid.clone(),

@@ -192,6 +192,7 @@ fn a_shared_volume_attached_elsewhere_does_not_block_a_move() {
         uid: "uid-va-c".into(),
         node: "c".into(),
         shared: true,
+        terminating: false,
     });
     obs.members.insert("a".into(), down(90));
     let acts = settle(&s, &mut st, &mut obs);

@@ -202,7 +202,16 @@ fn fails_over_in_order_fence_delete_detach_create_publish() {
         uid: "uid-va-1".into(),
         node: "a".into(),
         shared: false,
+        terminating: false,
     });
+    // The round that starts the failover withdraws the endpoint once.
+    let first = decide("db", Some(1), &s, Some(&st), &obs);
+    let withdrawals = first
+        .actions
+        .iter()
+        .filter(|a| **a == Action::SetEndpoints(vec![]))
+        .count();
+    assert_eq!(withdrawals, 1, "{:?}", first.actions);
     let acts = settle(&s, &mut st, &mut obs);
     let pos = |f: &dyn Fn(&Action) -> bool| acts.iter().position(f).expect("action present");
     let withdraw = pos(&|a| a == &Action::SetEndpoints(vec![]));
@@ -407,6 +416,9 @@ proptest! {
                 Step::Round => {}
             }
             let d = decide("db", Some(1), &s, Some(&st), &obs);
+            for (k, a) in d.actions.iter().enumerate() {
+                prop_assert!(!d.actions[..k].contains(a), "asked twice in one round: {:?}", d.actions);
+            }
             for a in &d.actions {
                 match a {
                     Action::CreatePod { node, seq } => {

@@ -51,6 +51,7 @@ fn world(members: &[(&str, NodeHealth)]) -> impl Fn(&FailoverClusterInstance) ->
                 uid: format!("va-uid-{name}"),
                 node: owner,
                 shared: false,
+                terminating: false,
             }];
         }
         obs
