@@ -49,7 +49,21 @@ pub(super) fn start_pod(r: &mut Round) -> Flow {
     let to = r.m.to.clone().unwrap_or_default();
     let now = r.now();
     if r.m.pod_created.is_some() {
-        return Flow::Next;
+        if r.obs.pods.iter().any(|p| p.name == r.new_pod) {
+            return Flow::Next;
+        }
+        // Created, and gone since while its node is up (`choose_owner` hands a failed one
+        // back): deleted by someone, or by Kubernetes while the node was out of service.
+        // Nothing would ever make it ready: it is created again, as in the steady state.
+        r.m.pod_created = None;
+        r.d.actions.push(event(
+            true,
+            reason::POD_MISSING,
+            format!(
+                "pod {} on {to} is gone before it was ready; creating it again",
+                r.new_pod
+            ),
+        ));
     }
     // A pod in the way after step 3 was made by an earlier round that went out late (a
     // leader paused and deposed), or for a target that failed before the pod was recorded.

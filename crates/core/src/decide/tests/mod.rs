@@ -253,6 +253,60 @@ fn fails_over_in_order_fence_delete_detach_create_publish() {
 }
 
 #[test]
+fn a_new_pod_gone_before_it_was_ready_is_created_again() {
+    let s = spec(&["a", "b", "c"]);
+    let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    obs.members.insert("a".into(), down(90));
+    // Rounds until the new pod is created on b; it never becomes ready.
+    let mut created = None;
+    for _ in 0..10 {
+        let d = decide("db", Some(1), &s, Some(&st), &obs);
+        st = d.status;
+        for a in d.actions {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e,
+                Action::Fence { node, .. } => {
+                    obs.members.insert(node, fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
+                Action::CreatePod { node, seq } => {
+                    obs.pods.push(pod(&pod_name("db", seq), &node, false));
+                    created = Some((node, seq));
+                }
+                _ => {}
+            }
+        }
+        if st
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.pod_created.is_some())
+        {
+            break;
+        }
+    }
+    let (node, seq) = created.expect("the new pod was created");
+    assert_eq!(node, "b");
+    // Deleted by someone while b is up: the move does not wait for it forever.
+    obs.pods.clear();
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(
+        d.actions.contains(&Action::CreatePod {
+            node: "b".into(),
+            seq
+        }),
+        "{:?}",
+        d.actions
+    );
+    assert!(
+        d.status
+            .current_move
+            .is_some_and(|m| m.pod_created.is_none())
+    );
+}
+
+#[test]
 fn no_failover_without_quorum() {
     let s = spec(&["a", "b", "c"]);
     let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
