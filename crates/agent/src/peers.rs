@@ -808,7 +808,7 @@ mod tests {
             state: MemberState::Up,
             last_heartbeat: None,
             reason: None,
-            instances: Vec::new(),
+            instance_count: 0,
             agent: None,
             non_voting,
             site: None,

@@ -33,7 +33,7 @@ pub fn desired_status(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
-    let mut hosted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut hosted: BTreeMap<String, u32> = BTreeMap::new();
     let mut held: Vec<String> = Vec::new();
     for i in ctx.stores.instances.state() {
         if i.spec.cluster_ref != cluster.name_any() {
@@ -45,11 +45,7 @@ pub fn desired_status(
             held.push(format!("{ns}/{}", i.name_any()));
         }
         if let Some(owner) = i.status.as_ref().and_then(|s| s.owner_node.clone()) {
-            hosted.entry(owner).or_default().push(format!(
-                "{}/{}",
-                i.namespace().unwrap_or_default(),
-                i.name_any()
-            ));
+            *hosted.entry(owner).or_default() += 1;
         }
     }
     let mut status = cluster.status.clone().unwrap_or_default();
@@ -62,8 +58,6 @@ pub fn desired_status(
         if let Some(at) = health.recheck_at {
             recheck = Some(recheck.map_or(at, |r: jiff::Timestamp| r.min(at)));
         }
-        let mut instances = hosted.remove(&facts.name).unwrap_or_default();
-        instances.sort();
         list.push(MemberStatus {
             name: facts.name.clone(),
             state: health.state,
@@ -72,7 +66,7 @@ pub fn desired_status(
                 .reason
                 .clone()
                 .or_else(|| health.agent_down().then(|| reason::AGENT_DOWN.to_string())),
-            instances,
+            instance_count: hosted.remove(&facts.name).unwrap_or_default(),
             agent: match health.agent {
                 AgentHealth::Absent => None,
                 AgentHealth::Live { .. } => Some(AgentState::Renewing),

@@ -648,7 +648,7 @@ mod tests {
             state,
             last_heartbeat: None,
             reason: None,
-            instances: Vec::new(),
+            instance_count: 0,
             agent,
             non_voting: false,
             site: None,

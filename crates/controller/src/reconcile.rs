@@ -52,7 +52,8 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
     }
     let started = std::time::Instant::now();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
-    if !cluster_lists_owner(&fci, &ctx) {
+    if fci.metadata.deletion_timestamp.is_some() {
+        // Its owner's count in the cluster's status goes down.
         ctx.cluster_changed.notify_one();
     }
     let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -97,27 +98,6 @@ fn hands_over_vips(fci: &FailoverClusterInstance) -> bool {
             .status
             .as_ref()
             .is_some_and(|s| s.current_move.is_some())
-}
-
-/// Whether the cluster's status already shows this instance under its current owner.
-fn cluster_lists_owner(fci: &FailoverClusterInstance, ctx: &Context) -> bool {
-    let Some(cluster) = ctx
-        .stores
-        .clusters
-        .get(&ObjectRef::new(&fci.spec.cluster_ref))
-    else {
-        return true;
-    };
-    let key = format!("{}/{}", fci.namespace().unwrap_or_default(), fci.name_any());
-    let owner = fci.status.as_ref().and_then(|s| s.owner_node.as_deref());
-    let members = cluster
-        .status
-        .as_ref()
-        .map(|s| s.members.as_slice())
-        .unwrap_or_default();
-    members
-        .iter()
-        .all(|m| (Some(m.name.as_str()) == owner) == m.instances.contains(&key))
 }
 
 pub fn error_policy(
@@ -327,6 +307,12 @@ async fn record(
         .wrote_instance(&fci.key(), stored.resource_version().unwrap_or_default());
     ctx.metrics
         .record_finished_moves(&fci.spec.cluster_ref, fci.status.as_ref(), &decision.status);
+    if fci.status.as_ref().and_then(|s| s.owner_node.as_ref())
+        != decision.status.owner_node.as_ref()
+    {
+        // The cluster's status counts each member's instances.
+        ctx.cluster_changed.notify_one();
+    }
     Ok(Some(stored))
 }
 

@@ -822,7 +822,7 @@ mod tests {
             state,
             last_heartbeat: Some(Time(at(heartbeat).0)),
             reason: why.map(Into::into),
-            instances: vec![],
+            instance_count: 0,
             agent: None,
             non_voting: false,
             site: None,

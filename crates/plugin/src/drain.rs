@@ -462,7 +462,7 @@ mod tests {
                     state: *s,
                     last_heartbeat: None,
                     reason: None,
-                    instances: vec![],
+                    instance_count: 0,
                     agent: None,
                     non_voting: false,
                     site: None,

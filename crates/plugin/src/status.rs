@@ -109,8 +109,14 @@ pub fn report(
                     .map(|q| i64::from(q.healthy) - i64::from(q.required)),
                 quorum,
                 members: {
+                    let cluster = c.name_any();
                     let mut members: Vec<MemberReport> = status
-                        .map(|s| s.members.iter().map(|m| member(m, now)).collect())
+                        .map(|s| {
+                            s.members
+                                .iter()
+                                .map(|m| member(m, owned_by(instances, &cluster, &m.name), now))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     members.sort_by(|a, b| a.name.cmp(&b.name));
                     members
@@ -148,7 +154,19 @@ pub fn report(
     }
 }
 
-fn member(m: &MemberStatus, now: Timestamp) -> MemberReport {
+/// The instances of `cluster` that `node` owns, as `namespace/name`, sorted.
+fn owned_by(instances: &[FailoverClusterInstance], cluster: &str, node: &str) -> Vec<String> {
+    let mut owned: Vec<String> = instances
+        .iter()
+        .filter(|i| i.spec.cluster_ref == cluster)
+        .filter(|i| i.status.as_ref().and_then(|s| s.owner_node.as_deref()) == Some(node))
+        .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+        .collect();
+    owned.sort();
+    owned
+}
+
+fn member(m: &MemberStatus, instances: Vec<String>, now: Timestamp) -> MemberReport {
     MemberReport {
         name: m.name.clone(),
         state: m.state,
@@ -157,7 +175,7 @@ fn member(m: &MemberStatus, now: Timestamp) -> MemberReport {
             .as_ref()
             .map(|t| now.duration_since(t.0).as_millis() as i64),
         reason: m.reason.clone(),
-        instances: m.instances.clone(),
+        instances,
         non_voting: m.non_voting,
         site: m.site.clone(),
         quarantined_until: m

@@ -255,7 +255,7 @@ async fn cluster_status_of(client: &kube::Client, name: &str, up: usize, owner: 
                     == up
                     && s.members
                         .iter()
-                        .any(|m| m.name == owner && !m.instances.is_empty())
+                        .any(|m| m.name == owner && m.instance_count > 0)
             })
         },
     )

@@ -54,7 +54,7 @@ async fn cluster_status_of(client: &kube::Client, name: &str, up: usize, owner: 
                     && owner.is_none_or(|o| {
                         s.members
                             .iter()
-                            .any(|m| m.name == o && !m.instances.is_empty())
+                            .any(|m| m.name == o && m.instance_count > 0)
                     })
             })
         },
@@ -102,6 +102,10 @@ async fn status_and_history_as_a_user_runs_them() {
             .find(|l| l.starts_with(&format!("{node} ")))
             .unwrap();
         assert!(row.contains(" Up "), "{row}");
+        // Each member's instances, from the instances' owners (the cluster's status counts
+        // them only).
+        let owns = row.contains(&format!("{}/db", ns.name));
+        assert_eq!(owns, node == &nodes[0], "{row}");
     }
     let row = out.lines().find(|l| l.starts_with(&ns.name)).unwrap();
     for cell in ["db", nodes[0].as_str(), "Online", "192.0.2.44"] {
@@ -117,6 +121,13 @@ async fn status_and_history_as_a_user_runs_them() {
         .find(|c| c["name"] == "plugin")
         .unwrap();
     assert_eq!(cluster["quorumMargin"], 1, "{cluster}");
+    let owner = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == nodes[0].as_str())
+        .unwrap();
+    assert_eq!(owner["instances"][0], format!("{}/db", ns.name), "{owner}");
     assert_eq!(report["instances"][0]["phase"], "Online");
     assert_eq!(report["instances"][0]["owner"], nodes[0].as_str());
 
@@ -615,7 +626,7 @@ async fn drain_and_resume_as_a_user_runs_them() {
                     && s.members.iter().any(|m| {
                         m.name == nodes[0]
                             && m.state == MemberState::Paused
-                            && m.instances.is_empty()
+                            && m.instance_count == 0
                     })
             })
         },

@@ -526,9 +526,11 @@ pub struct MemberStatus {
     /// Why the node is in this state, when it is not Up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Instances this node owns, as `namespace/name`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub instances: Vec<String>,
+    /// How many instances this node owns. A count, not their names: the status stays the
+    /// same size however many instances there are (`kubectl failover status` lists them,
+    /// from the instances' `status.ownerNode`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance_count: u32,
     /// The node agent, where one has a Lease: `Renewing`, or `Down` (silent for
     /// `heartbeat.leaseStaleSeconds`). An agent down while the kubelet heartbeats leaves the
     /// node `Up` with reason `AgentDown`: never fenced for it, and its virtual IPs are
@@ -604,4 +606,8 @@ pub struct WitnessStatus {
     /// Why it does not, when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

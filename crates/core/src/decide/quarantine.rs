@@ -101,7 +101,7 @@ mod tests {
             state,
             last_heartbeat: None,
             reason: None,
-            instances: Vec::new(),
+            instance_count: 0,
             agent: None,
             non_voting: false,
             site: None,
