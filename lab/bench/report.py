@@ -46,6 +46,13 @@ for r in results:
         f"{r['controller_peak_rss_mib']:.1f} | {r['controller_cpu_seconds']:.2f} | {r['caches_synced_seconds']:.2f} |"
     )
 
+by_resource = []
+for r in results:
+    per = r.get("api_requests_by_resource") or {}
+    if per:
+        cells = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+        by_resource.append(f"| {r['name']} | {sum(per.values()):.1f} | {cells} |")
+
 baselines = []
 for r in results:
     for b in r.get("baselines", []):
@@ -85,7 +92,19 @@ if (root / "docs/bench/storm-trace.svg").exists():
         "stopped, each bar coloured by the step it waited for.\n\n"
         "![the storm's moves, step by step](docs/bench/storm-trace.svg)"
     )
-block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
+if (root / "docs/bench/large-trace.svg").exists():
+    trace += (
+        "\n\nThe large storm (N=100/M=1,000, a third of the nodes killed), move by move.\n\n"
+        "![the large storm's moves, step by step](docs/bench/large-trace.svg)"
+    )
+resource_table = "\n".join(
+    [
+        "| scenario | API requests per failover | by verb and resource, most first |",
+        "|---|---|---|",
+        *by_resource,
+    ]
+)
+block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{resource_table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
 if start in text and end in text:
     text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
 else:

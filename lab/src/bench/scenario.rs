@@ -56,6 +56,9 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         "[bench] {m} instances Online after {:.1} s of set-up",
         setup.elapsed().as_secs_f64()
     );
+    // A quiet period: every node renews once more after the set-up's load, so that a node
+    // whose renewals the set-up delayed is not killed half-stale.
+    every_lease_renewed_since(&client, &nodes, jiff::Timestamp::now()).await?;
 
     let n = nodes.len();
     let (victims, affected) = pick_victims(&all, n, args.storm);
@@ -210,43 +213,109 @@ async fn start_cluster(
 
 /// `m` instances with one CSI volume each, spread over `nodes`; returns them once all are
 /// Online.
+/// Instances created at once, then waited for Online before the next batch: a 2-core API
+/// server given 1,000 at once stays at 100% CPU long enough for the simulated nodes'
+/// renewals to arrive late, and live nodes to look dead.
+const CREATE_BATCH: usize = 100;
+
 async fn create_instances(
     client: &Client,
     nodes: &[String],
     m: usize,
 ) -> Result<Vec<FailoverClusterInstance>> {
-    create_all(&Api::<PersistentVolume>::all(client.clone()), m, |i| {
-        pv(&format!("bench-{i}"), NS, &format!("d{i}"))
-    })
-    .await?;
-    create_all(
-        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS),
-        m,
-        |i| pvc(&format!("d{i}"), &format!("bench-{i}")),
-    )
-    .await?;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), NS);
     let n = nodes.len();
-    create_all(&fcis, m, |i| {
-        let preferred: Vec<String> = (0..3.min(n)).map(|k| nodes[(i + k) % n].clone()).collect();
-        let mut f = crate::demo::instance(
-            &format!("i{i}"),
-            "bench",
-            &preferred,
-            Some(&format!("d{i}")),
-        )?;
-        f.spec.network_name.name = format!("i{i}");
-        f.spec.virtual_ips = vec![crate::demo::nth_vip(i)];
-        Ok(f)
-    })
-    .await?;
-    watch_instances(
-        client,
-        Duration::from_secs(1800),
-        "all instances Online",
-        |all| all.len() == m && all.iter().all(online),
-    )
-    .await
+    let batch = if m > 3 * CREATE_BATCH {
+        CREATE_BATCH
+    } else {
+        m
+    };
+    let mut created = 0;
+    let mut all = Vec::new();
+    while created < m {
+        let upto = (created + batch).min(m);
+        let range = created..upto;
+        create_all(
+            &Api::<PersistentVolume>::all(client.clone()),
+            range.len(),
+            |k| {
+                let i = created + k;
+                pv(&format!("bench-{i}"), NS, &format!("d{i}"))
+            },
+        )
+        .await?;
+        create_all(
+            &Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS),
+            range.len(),
+            |k| {
+                let i = created + k;
+                pvc(&format!("d{i}"), &format!("bench-{i}"))
+            },
+        )
+        .await?;
+        create_all(&fcis, range.len(), |k| {
+            let i = created + k;
+            let preferred: Vec<String> =
+                (0..3.min(n)).map(|k| nodes[(i + k) % n].clone()).collect();
+            let mut f = crate::demo::instance(
+                &format!("i{i}"),
+                "bench",
+                &preferred,
+                Some(&format!("d{i}")),
+            )?;
+            f.spec.network_name.name = format!("i{i}");
+            f.spec.virtual_ips = vec![crate::demo::nth_vip(i)];
+            Ok(f)
+        })
+        .await?;
+        all = watch_instances(
+            client,
+            Duration::from_secs(1800),
+            "all instances Online",
+            |all| all.len() == upto && all.iter().all(online),
+        )
+        .await?;
+        created = upto;
+        if m > batch {
+            eprintln!("[bench] {upto} of {m} instances Online");
+        }
+    }
+    Ok(all)
+}
+
+/// Waits until the Lease of every node in `nodes` was renewed after `since`.
+async fn every_lease_renewed_since(
+    client: &Client,
+    nodes: &[String],
+    since: jiff::Timestamp,
+) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let (reader, writer) = kube::runtime::reflector::store();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let renewed = |node: &String| {
+            reader
+                .get(&kube::runtime::reflector::ObjectRef::new(node).within("kube-node-lease"))
+                .and_then(|l| l.spec.as_ref()?.renew_time.clone())
+                .is_some_and(|t| t.0 > since)
+        };
+        if nodes.iter().all(renewed) {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => anyhow::bail!("the Lease watch ended"),
+            Err(_) => anyhow::bail!("not every node renewed its Lease within 300 s"),
+        }
+    }
 }
 
 /// The victims: the node hosting the most instances, or a third of the nodes; and the
