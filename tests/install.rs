@@ -1370,16 +1370,33 @@ async fn examples_are_accepted_by_the_api_server() {
 /// A server-side dry run of `kubectl apply -f file` in `namespace`: the API server's own
 /// validation, nothing written.
 async fn apply_dry_run(namespace: &str, file: &Path) -> Run {
-    kubectl(&[
+    let file = file.display().to_string();
+    let args = [
         "apply",
         "--server-side",
         "--dry-run=server",
         "-n",
         namespace,
         "-f",
-        &file.display().to_string(),
-    ])
-    .await
+        &file,
+    ];
+    // The chart's admission policy reads FailoverClusters as its parameters. While another
+    // test of this control plane has just installed it (or the CRDs), the API server refuses
+    // every request it governs until its informer for them has synced: it says so, and that
+    // is no verdict on the manifest. Asked again until it gives one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        let r = kubectl(&args).await;
+        if r.ok
+            || !r.stderr.contains("not yet synced to use for admission")
+            || std::time::Instant::now() > deadline
+        {
+            return r;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+    }
 }
 
 /// The FailoverClusterInstance of an example, pointed at this test's cluster and nodes: the
