@@ -120,6 +120,10 @@ pub struct ScenarioResult {
     /// The same, by `verb resource` (`get pods`).
     #[serde(default)]
     pub api_requests_by_resource: BTreeMap<String, f64>,
+    /// Writes the controller sent in 20 s at rest (all Online, before the kill), by
+    /// `verb resource`.
+    #[serde(default)]
+    pub idle_writes: BTreeMap<String, f64>,
     pub controller_peak_rss_mib: f64,
     pub controller_cpu_seconds: f64,
     pub caches_synced_seconds: f64,

@@ -38,6 +38,10 @@ pub fn print_result(r: &ScenarioResult) {
         r.api_requests_by_resource
     );
     println!(
+        "writes in 20 s at rest, before the kill: {:?}",
+        r.idle_writes
+    );
+    println!(
         "controller peak RSS {:.1} MiB, CPU {:.2} s during the failover, caches synced {:.2} s after start",
         r.controller_peak_rss_mib, r.controller_cpu_seconds, r.caches_synced_seconds
     );

@@ -59,6 +59,21 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     // A quiet period: every node renews once more after the set-up's load, so that a node
     // whose renewals the set-up delayed is not killed half-stale.
     every_lease_renewed_since(&client, &nodes, jiff::Timestamp::now()).await?;
+    // At rest: what the controller sends while nothing changes but the nodes' renewals.
+    let (_, idle_before) = http_get(ctrl.addr, "/metrics").await?;
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let (_, idle_after) = http_get(ctrl.addr, "/metrics").await?;
+    let idle: BTreeMap<String, f64> =
+        requests_per_failover(requests_by_resource, &idle_before, &idle_after, 1)
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("watch ") && !k.starts_with("get ") && !k.starts_with("list ")
+            })
+            .collect();
+    eprintln!(
+        "[bench] at rest for {} s, the controller wrote: {idle:?}",
+        IDLE_WINDOW.as_secs()
+    );
 
     let n = nodes.len();
     let (victims, affected) = pick_victims(&all, n, args.storm);
@@ -132,6 +147,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         floor_wall,
         api_requests_per_failover: per_failover,
         api_requests_by_resource: per_resource,
+        idle_writes: idle,
         controller_peak_rss_mib: rss,
         controller_cpu_seconds: cpu_after - cpu_before,
         caches_synced_seconds: synced,
@@ -213,6 +229,9 @@ async fn start_cluster(
 
 /// `m` instances with one CSI volume each, spread over `nodes`; returns them once all are
 /// Online.
+/// How long the controller is watched at rest, every instance Online, before the kill.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
 /// Instances created at once, then waited for Online before the next batch: a 2-core API
 /// server given 1,000 at once stays at 100% CPU long enough for the simulated nodes'
 /// renewals to arrive late, and live nodes to look dead.
