@@ -173,6 +173,42 @@ fn settle(
     all
 }
 
+/// Runs the move's rounds, carrying out what they ask (the new pod is created not ready),
+/// until the move records its pod created; returns the pod's node and number.
+fn until_pod_created(
+    s: &FailoverClusterInstanceSpec,
+    st: &mut FailoverClusterInstanceStatus,
+    obs: &mut Observed,
+) -> (String, u64) {
+    let mut created = None;
+    for _ in 0..10 {
+        let d = decide("db", Some(1), s, Some(st), obs);
+        *st = d.status;
+        for a in d.actions {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e,
+                Action::Fence { node, .. } => {
+                    obs.members.insert(node, fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
+                Action::CreatePod { node, seq } => {
+                    obs.pods.push(pod(&pod_name("db", seq), &node, false));
+                    created = Some((node, seq));
+                }
+                _ => {}
+            }
+        }
+        if st
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.pod_created.is_some())
+        {
+            return created.expect("a pod recorded created was asked for");
+        }
+    }
+    panic!("no pod recorded created within ten rounds: {st:?}");
+}
+
 #[test]
 fn places_on_first_healthy_preferred_owner() {
     let s = spec(&["b", "a"]);
@@ -260,33 +296,7 @@ fn a_new_pod_gone_before_it_was_ready_is_created_again() {
     settle(&s, &mut st, &mut obs);
     obs.members.insert("a".into(), down(90));
     // Rounds until the new pod is created on b; it never becomes ready.
-    let mut created = None;
-    for _ in 0..10 {
-        let d = decide("db", Some(1), &s, Some(&st), &obs);
-        st = d.status;
-        for a in d.actions {
-            match a {
-                Action::SetEndpoints(e) => obs.endpoints = e,
-                Action::Fence { node, .. } => {
-                    obs.members.insert(node, fenced());
-                }
-                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
-                Action::CreatePod { node, seq } => {
-                    obs.pods.push(pod(&pod_name("db", seq), &node, false));
-                    created = Some((node, seq));
-                }
-                _ => {}
-            }
-        }
-        if st
-            .current_move
-            .as_ref()
-            .is_some_and(|m| m.pod_created.is_some())
-        {
-            break;
-        }
-    }
-    let (node, seq) = created.expect("the new pod was created");
+    let (node, seq) = until_pod_created(&s, &mut st, &mut obs);
     assert_eq!(node, "b");
     // Deleted by someone while b is up: the move does not wait for it forever.
     obs.pods.clear();

@@ -120,30 +120,7 @@ fn new_owner_failing_before_online_starts_a_new_failover() {
     settle(&s, &mut st, &mut obs);
     obs.members.insert("a".into(), down(90));
     // Run until the new pod exists on b but is not ready yet.
-    for _ in 0..10 {
-        let d = decide("db", Some(1), &s, Some(&st), &obs);
-        st = d.status;
-        for a in d.actions {
-            match a {
-                Action::SetEndpoints(e) => obs.endpoints = e,
-                Action::Fence { node, .. } => {
-                    obs.members.insert(node, fenced());
-                }
-                Action::DeletePod { name, .. } => obs.pods.retain(|p| p.name != name),
-                Action::CreatePod { node, seq } => {
-                    obs.pods.push(pod(&pod_name("db", seq), &node, false))
-                }
-                _ => {}
-            }
-        }
-        if st
-            .current_move
-            .as_ref()
-            .is_some_and(|m| m.pod_created.is_some())
-        {
-            break;
-        }
-    }
+    until_pod_created(&s, &mut st, &mut obs);
     assert_eq!(
         st.current_move
             .as_ref()
