@@ -59,11 +59,7 @@ impl Stores {
 
     /// Every Node, each as [`Stores::node`] gives it.
     pub fn nodes_now(&self) -> Vec<std::sync::Arc<Node>> {
-        self.nodes
-            .state()
-            .into_iter()
-            .map(|n| self.own.node(Some(n.clone())).unwrap_or(n))
-            .collect()
+        self.own.nodes(self.nodes.state())
     }
 
     /// The EndpointSlice `namespace/name`: the cache's, or this replica's last write of it

@@ -171,6 +171,23 @@ impl OwnWrites {
         fresher(cached, self.kept().nodes.get(&name), false)
     }
 
+    /// Every cached Node, each the fresher of the cache's and the one this replica wrote.
+    pub fn nodes(&self, cached: Vec<Arc<Node>>) -> Vec<Arc<Node>> {
+        let kept = self.kept();
+        if kept.nodes.is_empty() {
+            return cached;
+        }
+        cached
+            .into_iter()
+            .map(|n| {
+                let written = kept
+                    .nodes
+                    .get(n.metadata.name.as_deref().unwrap_or_default());
+                fresher(Some(n.clone()), written, false).unwrap_or(n)
+            })
+            .collect()
+    }
+
     /// The fresher of the cached EndpointSlice `namespace/name` and the one this replica
     /// wrote.
     pub fn slice(
@@ -316,6 +333,13 @@ mod tests {
         assert!(got(node("u1", "abc", false)).spec.is_none());
         // A node missing from the cache is not brought back by an old write.
         assert!(own.node(None).is_none());
+        // Every node at once: the same judgement.
+        let all = own.nodes(vec![
+            Arc::new(node("u1", "19", false)),
+            Arc::new(node("u2", "5", false)),
+        ]);
+        assert!(all[0].spec.is_some());
+        assert!(all[1].spec.is_none());
     }
 
     #[test]

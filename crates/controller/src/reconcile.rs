@@ -197,10 +197,6 @@ async fn round(
     let stored = record(fci, &decision, ctx, written.as_deref_mut()).await?;
     drop(written);
     act(fci, &decision, ctx).await?;
-    let acted = decision
-        .actions
-        .iter()
-        .any(|a| !matches!(a, Action::Event(_)));
     let requeue = match decision.recheck_at {
         Some(at) => {
             let wait = now.duration_until(at).unsigned_abs();
@@ -211,7 +207,15 @@ async fn round(
     };
     // The next round follows at once only from a round that got somewhere (its status
     // changed) and wrote: one that repeats what it asked before waits for the world.
-    Ok((requeue, stored.filter(|_| acted && changed)))
+    Ok((requeue, stored.filter(|_| acts(&decision) && changed)))
+}
+
+/// Whether the decision writes anything but Events.
+fn acts(decision: &decide::Decision) -> bool {
+    decision
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event(_)))
 }
 
 /// What `decide` needs: the caches, with anti-affinity neighbours as last written and, while
@@ -271,11 +275,7 @@ async fn record(
     ctx: &Context,
     written: Option<&mut BTreeMap<String, written::Recorded>>,
 ) -> Result<Option<FailoverClusterInstance>> {
-    let acts = decision
-        .actions
-        .iter()
-        .any(|a| !matches!(a, Action::Event(_)));
-    if !acts && fci.status.as_ref() == Some(&decision.status) {
+    if !acts(decision) && fci.status.as_ref() == Some(&decision.status) {
         return Ok(None);
     }
     ctx.ensure_leader()?;
