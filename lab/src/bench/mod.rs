@@ -26,6 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube_failover_core::api::{FailoverClusterInstance, Phase};
 use serde::Serialize;
@@ -211,7 +212,37 @@ async fn watch_instances<F>(
 where
     F: FnMut(&[FailoverClusterInstance]) -> bool,
 {
+    let all = |store: &Store<FailoverClusterInstance>| -> Vec<FailoverClusterInstance> {
+        store.state().iter().map(|i| (**i).clone()).collect()
+    };
     let api: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), NS);
+    let store = watch_until(api, timeout, what, |store| {
+        let all = all(store);
+        !all.is_empty() && done(&all)
+    })
+    .await?;
+    Ok(all(&store))
+}
+
+/// Waits until `done` holds for the objects of `api` seen by a watch, or the timeout; returns
+/// the watch's store as it was then.
+async fn watch_until<K, F>(
+    api: Api<K>,
+    timeout: Duration,
+    what: &str,
+    mut done: F,
+) -> Result<Store<K>>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    F: FnMut(&Store<K>) -> bool,
+{
     let (reader, writer) = kube::runtime::reflector::store();
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -220,10 +251,8 @@ where
         .boxed();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let all: Vec<FailoverClusterInstance> =
-            reader.state().iter().map(|i| (**i).clone()).collect();
-        if !all.is_empty() && done(&all) {
-            return Ok(all);
+        if done(&reader) {
+            return Ok(reader);
         }
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(_)) => {}

@@ -13,7 +13,7 @@ use super::{
     Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
     lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere,
     requests_by_resource, requests_by_verb, scenario_name, spawn_controller, start_baselines,
-    watch_instances,
+    watch_instances, watch_until,
 };
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
@@ -308,33 +308,21 @@ async fn every_lease_renewed_since(
     nodes: &[String],
     since: jiff::Timestamp,
 ) -> Result<()> {
-    use futures::StreamExt;
     use k8s_openapi::api::coordination::v1::Lease;
-    use kube::runtime::{WatchStreamExt, watcher};
-    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let (reader, writer) = kube::runtime::reflector::store();
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .boxed();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let renewed = |node: &String| {
-            reader
-                .get(&kube::runtime::reflector::ObjectRef::new(node).within("kube-node-lease"))
+    use kube::runtime::reflector::ObjectRef;
+    use kube_failover_core::api::NODE_LEASE_NAMESPACE;
+    let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+    let what = "every node's Lease renewed once more";
+    watch_until(api, Duration::from_secs(300), what, |leases| {
+        nodes.iter().all(|node| {
+            leases
+                .get(&ObjectRef::new(node).within(NODE_LEASE_NAMESPACE))
                 .and_then(|l| l.spec.as_ref()?.renew_time.clone())
                 .is_some_and(|t| t.0 > since)
-        };
-        if nodes.iter().all(renewed) {
-            return Ok(());
-        }
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => anyhow::bail!("the Lease watch ended"),
-            Err(_) => anyhow::bail!("not every node renewed its Lease within 300 s"),
-        }
-    }
+        })
+    })
+    .await?;
+    Ok(())
 }
 
 /// The victims: the node hosting the most instances, or a third of the nodes; and the
