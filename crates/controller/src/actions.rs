@@ -243,14 +243,17 @@ pub async fn set_endpoints(
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     // The pod the addresses are the instance's own pod's: a pod that only carries its label
     // (on the host network, say, with its node's address) is never named as the endpoint.
-    let pod = ctx.stores.pods.state().into_iter().find(|p| {
-        p.namespace().as_deref() == Some(&ns)
-            && controlled_by(&p.metadata, fci)
-            && p.status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_ref())
-                .is_some_and(|ip| addresses.contains(ip))
-    });
+    let pod = ctx
+        .stores
+        .pods_of(&ns, &fci.name_any())
+        .into_iter()
+        .find(|p| {
+            controlled_by(&p.metadata, fci)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .is_some_and(|ip| addresses.contains(ip))
+        });
     let net = &fci.spec.network_name.name;
     let service = ctx.stores.services.get(&ObjectRef::new(net).within(&ns));
     let family = build::slice_family(fci, addresses, service.as_deref());

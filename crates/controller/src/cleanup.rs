@@ -21,6 +21,7 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let name = fci.name_any();
+    ctx.foreign_pods.forget_instance(&format!("{ns}/{name}"));
     let owned = |meta: &kube::api::ObjectMeta| build::owned_by(meta, fci);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}"));

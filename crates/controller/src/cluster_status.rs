@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::fence::unfence;
 use super::observe::{member_health, site_of, witness_vote};
+use super::watches::key;
 use super::{Context, FIELD_MANAGER};
 use kube::runtime::reflector::ObjectRef;
 use kube_failover_core::api::CLEAR_QUARANTINE_ANNOTATION;
@@ -35,7 +36,10 @@ pub fn desired_status(
 ) -> (FailoverClusterStatus, Option<jiff::Timestamp>) {
     let mut hosted: BTreeMap<String, u32> = BTreeMap::new();
     let mut held: Vec<String> = Vec::new();
-    for i in ctx.stores.instances.state() {
+    for i in ctx
+        .stores
+        .instances_under(&key::cluster(&cluster.name_any()))
+    {
         if i.spec.cluster_ref != cluster.name_any() {
             continue;
         }
@@ -194,7 +198,7 @@ fn resilient(
 ) -> (Condition, Option<jiff::Timestamp>) {
     use std::hash::{Hash, Hasher};
     let name = cluster.name_any();
-    let all = ctx.stores.instances.state();
+    let all = ctx.stores.instances_under(&key::cluster(&name));
     let mine: Vec<&FailoverClusterInstance> = all
         .iter()
         .map(|i| i.as_ref())
@@ -405,7 +409,7 @@ async fn unfence_returned(
             next = Some(next.map_or(at, |n| n.min(at)));
             continue;
         }
-        let clearing = ctx.stores.instances.state().iter().any(|i| {
+        let clearing = ctx.stores.instances_under(key::MOVING).iter().any(|i| {
             i.status
                 .as_ref()
                 .and_then(|s| s.current_move.as_ref())
@@ -451,9 +455,20 @@ fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
     s
 }
 
+/// The least time between two passes. Each pass judges every member and counts every
+/// instance of each cluster, and with many nodes some node's deadline or event is always
+/// near: without it the loop would run back to back. Nothing here is on a failover's path
+/// (instances judge their owners themselves).
+const PASS_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs until the process ends.
 pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
+    let mut last_pass: Option<std::time::Instant> = None;
     loop {
+        if let Some(wait) = last_pass.and_then(|p| PASS_EVERY.checked_sub(p.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+        last_pass = Some(std::time::Instant::now());
         let now = ctx.stores.heartbeats.clock().now();
         let mut next: Option<jiff::Timestamp> = None;
         // No decision before every cache has synced: an empty cache is not an empty cluster.
@@ -462,12 +477,12 @@ pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
                 // A replica limited to one namespace sees only that namespace's instances:
                 // it keeps the status of the clusters they use and leaves the others alone.
                 if ctx.namespace.is_some()
-                    && !ctx
+                    && ctx
                         .stores
+                        .indexes
                         .instances
-                        .state()
-                        .iter()
-                        .any(|i| i.spec.cluster_ref == cluster.name_any())
+                        .count(&key::cluster(&cluster.name_any()))
+                        == 0
                 {
                     continue;
                 }

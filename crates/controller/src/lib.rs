@@ -7,11 +7,13 @@ mod actions;
 pub mod build;
 mod cleanup;
 pub mod cluster_status;
+mod deadlines;
 mod error;
 mod fence;
 mod foreign_pods;
 pub mod heartbeats;
 mod http_server;
+mod index;
 pub mod leader;
 pub mod metrics;
 pub mod network;
@@ -64,6 +66,8 @@ pub struct Context {
     pub service_refused: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
     /// The out-of-service taints this replica wrote: one per failed node.
     pub fences: fence::Fences,
+    /// One timer per node for the settled instances it hosts.
+    pub deadlines: deadlines::NodeDeadlines,
 }
 
 impl Context {

@@ -49,7 +49,7 @@ pub fn reserved(stores: &Stores) -> Reserved {
 }
 
 /// The canonical text of an address (the `IPAddress` object's name).
-fn canonical(vip: &str) -> Option<String> {
+pub(crate) fn canonical(vip: &str) -> Option<String> {
     vip.parse::<IpAddr>().ok().map(|ip| ip.to_string())
 }
 

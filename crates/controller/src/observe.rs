@@ -12,8 +12,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
+use super::index::Index;
 use super::own_writes::OwnWrites;
 use super::vip_holders::vip_holders;
+use super::watches::key;
 use kube_failover_core::api::{
     FENCED_AT_ANNOTATION, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
     PEER_GROUPS_ANNOTATION, WORKLOADS_STOPPED_ANNOTATION, agent_lease_name,
@@ -48,6 +50,7 @@ pub struct Stores {
     pub heartbeats: Heartbeats,
     /// What this replica's writes returned that the caches may not show yet.
     pub own: OwnWrites,
+    pub indexes: Indexes,
 }
 
 impl Stores {
@@ -71,9 +74,51 @@ impl Stores {
         )
     }
 
-    /// Every pod as it is now (see `OwnWrites::pods`).
-    pub fn pods_now(&self) -> Vec<std::sync::Arc<Pod>> {
-        self.own.pods(self.pods.state())
+    /// The pods labelled for the instance `namespace/name` as they are now (see
+    /// `OwnWrites::pods`).
+    pub fn pods_of(&self, namespace: &str, name: &str) -> Vec<std::sync::Arc<Pod>> {
+        let cached = self
+            .indexes
+            .pods
+            .get(&key::instance(namespace, name), &self.pods);
+        self.own.pods(cached, |p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
+        })
+    }
+
+    /// The instances the index files under `key` (see `watches::key`).
+    pub fn instances_under(&self, key: &str) -> Vec<std::sync::Arc<FailoverClusterInstance>> {
+        self.indexes.instances.get(key, &self.instances)
+    }
+
+    /// The attachments of the PersistentVolume `volume`, but those this replica deleted for
+    /// good.
+    pub fn attachments_of(&self, volume: &str) -> Vec<std::sync::Arc<VolumeAttachment>> {
+        self.indexes
+            .attachments
+            .get(volume, &self.attachments)
+            .into_iter()
+            .filter(|a| !self.own.is_gone(a.metadata.uid.as_deref()))
+            .collect()
+    }
+}
+
+/// The indexes over the stores (see `index`, and `watches::key` for their keys).
+#[derive(Clone)]
+pub struct Indexes {
+    pub instances: Index<FailoverClusterInstance>,
+    pub pods: Index<Pod>,
+    pub attachments: Index<VolumeAttachment>,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Self {
+            instances: Index::new(super::watches::instance_keys),
+            pods: Index::new(super::watches::pod_keys),
+            attachments: Index::new(super::watches::attachment_keys),
+        }
     }
 }
 
@@ -358,7 +403,7 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     if let Some(cluster) = &cluster {
         observe_cluster(&mut obs, fci, cluster, stores);
     }
-    let pods = stores.pods_now();
+    let pods = stores.pods_of(&ns, &name);
     obs.pods = labelled_pods(fci, &pods)
         .own
         .into_iter()
@@ -450,11 +495,7 @@ fn observe_storage(obs: &mut Observed, fci: &FailoverClusterInstance, stores: &S
         |claim| stores.claims.get(&ObjectRef::new(claim).within(&ns)),
         |volume| stores.volumes.get(&ObjectRef::new(volume)),
         |node| stores.node(node),
-        stores
-            .attachments
-            .state()
-            .into_iter()
-            .filter(|a| !stores.own.is_gone(a.metadata.uid.as_deref())),
+        |volume| stores.attachments_of(volume),
     );
 }
 
@@ -524,7 +565,8 @@ fn higher_priority_starting(
     if now.duration_since(ready.0) > jiff::SignedDuration::from_secs(hold) {
         return false;
     }
-    stores.instances.state().iter().any(|other| {
+    let starting = stores.instances_under(&key::starting(&fci.spec.cluster_ref));
+    starting.iter().any(|other| {
         other.spec.cluster_ref == fci.spec.cluster_ref
             && other.spec.priority < mine
             && other

@@ -198,9 +198,10 @@ impl OwnWrites {
         fresher(cached, self.kept().slices.get(name), true)
     }
 
-    /// The pods as they are now: the cache's, without those deleted for good, with those
-    /// this replica created that the cache does not show yet.
-    pub fn pods(&self, cached: Vec<Arc<Pod>>) -> Vec<Arc<Pod>> {
+    /// The pods as they are now: the cache's (`cached`), without those deleted for good,
+    /// with those this replica created for which `belongs` holds that the cache does not
+    /// show yet.
+    pub fn pods(&self, cached: Vec<Arc<Pod>>, belongs: impl Fn(&Pod) -> bool) -> Vec<Arc<Pod>> {
         let kept = self.kept();
         let mut seen = std::collections::HashSet::new();
         let mut pods: Vec<Arc<Pod>> = cached
@@ -216,7 +217,7 @@ impl OwnWrites {
         pods.extend(
             kept.created_pods
                 .iter()
-                .filter(|(k, a)| a.current() && !seen.contains(*k))
+                .filter(|(k, a)| a.current() && !seen.contains(*k) && belongs(&a.object))
                 .filter(|(_, a)| !kept.is_gone(a.object.meta().uid.as_deref()))
                 .map(|(_, a)| a.object.clone()),
         );
@@ -356,12 +357,17 @@ mod tests {
             n.sort();
             n
         };
-        assert_eq!(names(own.pods(cached.clone())), ["db-2", "x"]);
+        assert_eq!(names(own.pods(cached.clone(), |_| true)), ["db-2", "x"]);
+        // A created pod that is not of those asked for is left out.
+        assert_eq!(
+            names(own.pods(cached.clone(), |p| p.name_any() != "db-2")),
+            ["x"]
+        );
         // Once the cache shows the new pod, its copy is the cache's.
         let mut newer = pod("db-2", "new", "14");
         newer.metadata.labels = Some([("ready".to_string(), "yes".to_string())].into());
         let with_new = vec![Arc::new(newer)];
-        let got = own.pods(with_new);
+        let got = own.pods(with_new, |_| true);
         assert_eq!(got.len(), 1);
         assert!(got[0].metadata.labels.is_some());
         assert!(own.is_gone(Some("old")));

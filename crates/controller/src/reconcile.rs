@@ -198,6 +198,10 @@ async fn round(
     drop(written);
     act(fci, &decision, ctx).await?;
     let requeue = match decision.recheck_at {
+        Some(at) if hands_deadline(fci, &decision, &observed, at, ctx) => {
+            // Its owner's timer wakes it when the verdict changes; this is a last resort.
+            Requeue::requeue(Duration::from_secs(300))
+        }
         Some(at) => {
             let wait = now.duration_until(at).unsigned_abs();
             Requeue::requeue(wait.min(Duration::from_secs(300)) + Duration::from_millis(50))
@@ -208,6 +212,33 @@ async fn round(
     // The next round follows at once only from a round that got somewhere (its status
     // changed) and wrote: one that repeats what it asked before waits for the world.
     Ok((requeue, stored.filter(|_| acts(&decision) && changed)))
+}
+
+/// Hands a settled instance's next look to its owner's timer (see `deadlines`), when its
+/// decision looks again for nothing else; whether it did.
+fn hands_deadline(
+    fci: &FailoverClusterInstance,
+    decision: &decide::Decision,
+    observed: &decide::Observed,
+    at: jiff::Timestamp,
+    ctx: &Context,
+) -> bool {
+    let Some(owner) = decision.status.owner_node.as_deref() else {
+        return false;
+    };
+    let Some(health) = observed.node(owner) else {
+        return false;
+    };
+    decision.recheck_for_owner
+        && decision.status.current_move.is_none()
+        && health.recheck_at == Some(at)
+        && ctx.deadlines.hand(
+            ObjectRef::from(fci),
+            &fci.spec.cluster_ref,
+            owner,
+            health,
+            at,
+        )
 }
 
 /// Whether the decision writes anything but Events.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,8 +17,9 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::index::Index;
 use super::observe::Stores;
-use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Phase};
+use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Phase, VipMode};
 
 pub fn strip<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
@@ -212,11 +213,39 @@ where
         + Sync
         + 'static,
 {
+    reflect_indexed(watches, name, api, config, None)
+}
+
+/// [`reflect`], with `index` fed each event right after the store.
+pub fn reflect_indexed<K>(
+    watches: &Watches,
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<Index<K>>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let events = watcher(api, config)
         .backoff(QuickBackoff::default())
         .modify(strip)
-        .reflect(writer);
+        .reflect(writer)
+        .inspect(move |event| {
+            if let (Some(index), Ok(event)) = (&index, event) {
+                index.apply(event);
+            }
+        });
     (reader, watches.track(name, events).applied_objects())
 }
 
@@ -259,24 +288,104 @@ pub fn stream_from_watch(rx: watch::Receiver<()>) -> impl Stream<Item = ()> + Se
     })
 }
 
-/// A node event matters to instances it hosts, and to instances waiting for a node.
-pub fn affected_by_node(fci: &FailoverClusterInstance, node: &str) -> bool {
-    let Some(status) = fci.status.as_ref() else {
-        return true;
-    };
-    status.owner_node.as_deref() == Some(node)
-        || status.current_move.is_some()
-        || matches!(
-            status.phase,
-            Phase::Pending | Phase::Offline | Phase::Unknown
-        )
+/// The keys the indexes file objects under: instances by what wakes them, pods by their
+/// instance, attachments by their volume.
+pub mod key {
+    /// Every instance of the cluster.
+    pub fn cluster(name: &str) -> String {
+        format!("cluster:{name}")
+    }
+    /// Instances whose owner is the node.
+    pub fn owner(node: &str) -> String {
+        format!("owner:{node}")
+    }
+    /// Instances any node may concern: without a status, moving, or waiting for a node
+    /// (Pending, Offline, Unknown). A node's change wakes these and those it hosts.
+    pub const UNSETTLED: &str = "unsettled";
+    /// Instances moving.
+    pub const MOVING: &str = "moving";
+    /// Instances moving that hand their virtual IPs over through the node agents.
+    pub const MOVING_AGENT_VIPS: &str = "moving-agent-vips";
+    /// Instances of the cluster moving whose new pod is not created yet (they start in order
+    /// of priority).
+    pub fn starting(cluster: &str) -> String {
+        format!("starting:{cluster}")
+    }
+    /// Instances that mount the claim `namespace/name`: one of their `storage.claims`, or one
+    /// they create from their `storage.claimTemplates` (`<instance>-<template>`). A claim
+    /// created or bound after the instance then wakes it at once.
+    pub fn claim(namespace: &str, name: &str) -> String {
+        format!("claim:{namespace}/{name}")
+    }
+    /// Instances of the namespace.
+    pub fn namespace(name: &str) -> String {
+        format!("namespace:{name}")
+    }
+    /// Instances that declare the virtual IP (in canonical form).
+    pub fn address(address: &str) -> String {
+        format!("address:{address}")
+    }
+    /// Pods labelled for the instance `namespace/name`.
+    pub fn instance(namespace: &str, name: &str) -> String {
+        format!("{namespace}/{name}")
+    }
 }
 
-/// Whether instance `fci` mounts the claim `ns/name`: one of its `storage.claims`, or one it
-/// creates from its `storage.claimTemplates` (`<instance>-<template>`). A claim created or
-/// bound after the instance then wakes it at once.
-pub fn uses_claim(fci: &FailoverClusterInstance, ns: Option<&str>, name: &str) -> bool {
-    fci.namespace().as_deref() == ns && fci.claims().iter().any(|c| c.claim == name)
+/// Where an instance is filed in the instances' index (see [`key`]).
+pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
+    let ns = fci.namespace().unwrap_or_default();
+    let status = fci.status.as_ref();
+    let moving = status.and_then(|s| s.current_move.as_ref());
+    let mut keys = vec![key::cluster(&fci.spec.cluster_ref), key::namespace(&ns)];
+    if let Some(owner) = status.and_then(|s| s.owner_node.as_deref()) {
+        keys.push(key::owner(owner));
+    }
+    if status.is_none()
+        || moving.is_some()
+        || status
+            .is_some_and(|s| matches!(s.phase, Phase::Pending | Phase::Offline | Phase::Unknown))
+    {
+        keys.push(key::UNSETTLED.into());
+    }
+    if let Some(m) = moving {
+        keys.push(key::MOVING.into());
+        if fci.spec.vip_mode == VipMode::Agent {
+            keys.push(key::MOVING_AGENT_VIPS.into());
+        }
+        if m.pod_created.is_none() && m.from.is_some() {
+            keys.push(key::starting(&fci.spec.cluster_ref));
+        }
+    }
+    keys.extend(fci.claims().into_iter().map(|c| key::claim(&ns, &c.claim)));
+    keys.extend(
+        fci.spec
+            .virtual_ips
+            .iter()
+            .filter_map(|v| super::network::canonical(v))
+            .map(|a| key::address(&a)),
+    );
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Where a pod is filed: under the instance its label names.
+pub fn pod_keys(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    pod.labels()
+        .get(INSTANCE_LABEL)
+        .map(|name| key::instance(&pod.namespace().unwrap_or_default(), name))
+        .into_iter()
+        .collect()
+}
+
+/// Where an attachment is filed: under its PersistentVolume's name.
+pub fn attachment_keys(a: &k8s_openapi::api::storage::v1::VolumeAttachment) -> Vec<String> {
+    a.spec
+        .source
+        .persistent_volume_name
+        .clone()
+        .into_iter()
+        .collect()
 }
 
 /// The instance named by an object's instance label, in the object's namespace.
@@ -359,12 +468,11 @@ mod tests {
 }
 
 #[cfg(test)]
-mod claim_tests {
+mod key_tests {
     use super::*;
 
-    #[test]
-    fn a_claim_wakes_the_instances_that_mount_it_in_its_namespace() {
-        let fci: FailoverClusterInstance = serde_json::from_value(serde_json::json!({
+    fn fci(status: serde_json::Value) -> FailoverClusterInstance {
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "kube-failover.io/v1alpha1",
             "kind": "FailoverClusterInstance",
             "metadata": {"name": "db", "namespace": "apps"},
@@ -372,20 +480,72 @@ mod claim_tests {
                 "clusterRef": "c",
                 "networkName": {"name": "db", "ports": [{"name": "sql", "port": 5432}]},
                 "storage": {"claims": ["data"], "claimTemplates": [{"name": "logs", "spec": {}}]},
+                "virtualIPs": ["2001:db8:0::1"],
+                "vipMode": "Agent",
                 "template": {"spec": {"containers": [{"name": "db", "image": "db"}]}},
-            }
+            },
+            "status": status,
         }))
-        .unwrap();
-        assert!(uses_claim(&fci, Some("apps"), "data"));
-        assert!(uses_claim(&fci, Some("apps"), "db-logs"));
+        .unwrap()
+    }
+
+    #[test]
+    fn a_claim_wakes_the_instances_that_mount_it_in_its_namespace() {
+        let keys = instance_keys(&fci(serde_json::Value::Null));
+        assert!(keys.contains(&key::claim("apps", "data")));
+        assert!(keys.contains(&key::claim("apps", "db-logs")));
         assert!(
-            !uses_claim(&fci, Some("other"), "data"),
+            !keys.contains(&key::claim("other", "data")),
             "another namespace"
         );
         assert!(
-            !uses_claim(&fci, Some("apps"), "logs"),
+            !keys.contains(&key::claim("apps", "logs")),
             "a template's bare name"
         );
-        assert!(!uses_claim(&fci, Some("apps"), "db-data"));
+        assert!(!keys.contains(&key::claim("apps", "db-data")));
+        // Its virtual IP in the form an IPAddress is named.
+        assert!(keys.contains(&key::address("2001:db8::1")));
+        assert!(keys.contains(&key::cluster("c")) && keys.contains(&key::namespace("apps")));
+    }
+
+    #[test]
+    fn a_node_wakes_what_it_hosts_and_what_is_unsettled_and_a_move_is_filed_as_such() {
+        let has = |status: serde_json::Value, k: &str| {
+            instance_keys(&fci(status)).contains(&k.to_string())
+        };
+        // No status yet, or waiting for a node: any node concerns it.
+        assert!(has(serde_json::Value::Null, key::UNSETTLED));
+        for phase in ["Pending", "Offline", "Unknown"] {
+            assert!(
+                has(serde_json::json!({"phase": phase}), key::UNSETTLED),
+                "{phase}"
+            );
+        }
+        // Online on n1: only n1 concerns it.
+        let online = serde_json::json!({"phase": "Online", "ownerNode": "n1"});
+        assert!(has(online.clone(), &key::owner("n1")));
+        assert!(!has(online.clone(), key::UNSETTLED));
+        assert!(!has(online.clone(), key::MOVING));
+        assert!(!has(online, &key::owner("n2")));
+        // Moving off n1, its new pod not created: unsettled, moving, starting.
+        let moving = serde_json::json!({
+            "phase": "Online",
+            "ownerNode": "n1",
+            "move": {
+                "from": "n1", "started": "2026-01-01T00:00:00.000000Z", "reason": "NodeDown", "planned": false
+            },
+        });
+        for k in [
+            key::UNSETTLED,
+            key::MOVING,
+            key::MOVING_AGENT_VIPS,
+            &key::starting("c"),
+        ] {
+            assert!(has(moving.clone(), k), "{k}");
+        }
+        let mut created = moving.clone();
+        created["move"]["podCreated"] = serde_json::json!("2026-01-01T00:00:01Z");
+        assert!(!has(created.clone(), &key::starting("c")));
+        assert!(has(created, key::MOVING));
     }
 }

@@ -20,18 +20,18 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use kube_failover_core::api::{
     AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
-    NODE_LEASE_NAMESPACE, VipMode,
+    NODE_LEASE_NAMESPACE,
 };
 use tokio::sync::{Notify, watch};
 
+use super::deadlines::NodeDeadlines;
 use super::heartbeats::{self, Clock, Heartbeats};
 use super::http_server::Health;
 use super::leader::Leadership;
 use super::metrics::Metrics;
-use super::network;
-use super::observe::Stores;
+use super::observe::{Indexes, Stores};
 use super::watches::{
-    QuickBackoff, affected_by_node, by_label, reflect, stream_from_watch, uses_claim, wait_synced,
+    QuickBackoff, by_label, key, reflect, reflect_indexed, stream_from_watch, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
 
@@ -48,14 +48,21 @@ pub fn build_controller(
     // Every reflector registers in `health.watches`: /healthz reports one that ended.
     let health = Health::default();
     let heartbeats = Heartbeats::new(Clock::default());
-    let (instances, instance_stream) = reflect(
+    let indexes = Indexes::default();
+    let (instances, instance_stream) = reflect_indexed(
         &health.watches,
         "instances",
         scoped::<FailoverClusterInstance>(&client, &opts.namespace),
         watcher::Config::default(),
+        Some(indexes.instances.clone()),
     );
-    let (stores, owned, state) =
-        reflectors(&client, &opts.namespace, &health, &heartbeats, instances);
+    let (stores, owned, state) = reflectors(
+        &client,
+        &opts.namespace,
+        &health,
+        &heartbeats,
+        (instances, indexes),
+    );
     // Lease renewals need no reconcile: thresholds are timers (each reconcile requeues for
     // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
     // Each renewal is dated the moment it arrives, on this controller's clock.
@@ -65,8 +72,11 @@ pub fn build_controller(
     let controller = Controller::for_stream(instance_stream, stores.instances.clone())
         .trigger_backoff(QuickBackoff::default());
     let controller = on_owned_objects(controller, &stores, &cluster_changed, owned);
+    // Settled instances look again at their owners' deadlines through one timer per node.
+    let (deadlines, woken) = NodeDeadlines::start(stores.clone());
     let controller = on_cluster_state(controller, &stores, &cluster_changed, state)
-        .reconcile_all_on(reconcile_all);
+        .reconcile_all_on(reconcile_all)
+        .reconcile_on(woken);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -87,6 +97,7 @@ pub fn build_controller(
         service_refused: Default::default(),
         fences: Default::default(),
         foreign_pods: Default::default(),
+        deadlines,
     });
     (controller, ctx)
 }
@@ -126,7 +137,7 @@ fn reflectors(
     ns: &Option<String>,
     health: &Health,
     heartbeats: &Heartbeats,
-    instances: Store<FailoverClusterInstance>,
+    (instances, indexes): (Store<FailoverClusterInstance>, Indexes),
 ) -> (Stores, Owned, State) {
     let w = &health.watches;
     let labelled = watcher::Config::default().labels(INSTANCE_LABEL);
@@ -138,7 +149,13 @@ fn reflectors(
         Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         all(),
     );
-    let (pods, pods_s) = reflect(w, "pods", scoped::<Pod>(client, ns), labelled.clone());
+    let (pods, pods_s) = reflect_indexed(
+        w,
+        "pods",
+        scoped::<Pod>(client, ns),
+        labelled.clone(),
+        Some(indexes.pods.clone()),
+    );
     let (claims, claims_s) = reflect(w, "claims", scoped(client, ns), all());
     let (volumes, volume_stream) = reflect(
         w,
@@ -148,11 +165,12 @@ fn reflectors(
     );
     // Volumes are read from the store only; their stream just keeps it fed.
     tokio::spawn(volume_stream.for_each(|_| async {}));
-    let (attachments, attachments_s) = reflect(
+    let (attachments, attachments_s) = reflect_indexed(
         w,
         "attachments",
         Api::<VolumeAttachment>::all(client.clone()),
         all(),
+        Some(indexes.attachments.clone()),
     );
     let (services, services_s) = reflect(w, "services", scoped(client, ns), labelled.clone());
     let (slices, slices_s) = reflect(w, "slices", scoped(client, ns), labelled);
@@ -204,6 +222,7 @@ fn reflectors(
         ip_addresses,
         heartbeats: heartbeats.clone(),
         own: Default::default(),
+        indexes,
     };
     let owned = Owned {
         pods: pods_s.boxed(),
@@ -291,15 +310,12 @@ fn reconcile_all(
     stream_from_watch(reconcile_all_rx)
 }
 
-/// The instances in `store` for which `concerned` holds, as reconcile requests.
-fn instances_where(
-    store: &Store<FailoverClusterInstance>,
-    concerned: impl Fn(&FailoverClusterInstance) -> bool,
+/// Instances, as reconcile requests.
+fn refs(
+    instances: impl IntoIterator<Item = Arc<FailoverClusterInstance>>,
 ) -> Vec<ObjectRef<FailoverClusterInstance>> {
-    store
-        .state()
-        .iter()
-        .filter(|i| concerned(i))
+    instances
+        .into_iter()
         .map(|i| ObjectRef::from(i.as_ref()))
         .collect()
 }
@@ -314,7 +330,7 @@ fn on_owned_objects(
     cluster_changed: &Arc<Notify>,
     s: Owned,
 ) -> Controller<FailoverClusterInstance> {
-    let on_agent_lease = stores.instances.clone();
+    let on_agent_lease = stores.clone();
     let (clusters, witness_renewed) = (stores.clusters.clone(), cluster_changed.clone());
     controller
         .watches_stream(s.pods, |p: Pod| by_label(p.namespace(), p.labels()))
@@ -330,10 +346,7 @@ fn on_owned_objects(
             if !name.starts_with(AGENT_LEASE_PREFIX) {
                 return Vec::new();
             }
-            instances_where(&on_agent_lease, |i| {
-                i.spec.vip_mode == VipMode::Agent
-                    && i.status.as_ref().is_some_and(|s| s.current_move.is_some())
-            })
+            refs(on_agent_lease.instances_under(key::MOVING_AGENT_VIPS))
         })
 }
 
@@ -356,13 +369,13 @@ fn on_cluster_state(
     cluster_changed: &Arc<Notify>,
     s: State,
 ) -> Controller<FailoverClusterInstance> {
-    let on_address = stores.instances.clone();
+    let on_address = stores.clone();
     let (on_node, on_claim, on_attachment, on_cluster, on_namespace) = (
-        stores.instances.clone(),
-        stores.instances.clone(),
-        stores.instances.clone(),
-        stores.instances.clone(),
-        stores.instances.clone(),
+        stores.clone(),
+        stores.clone(),
+        stores.clone(),
+        stores.clone(),
+        stores.clone(),
     );
     let (node_changed, spec_changed, namespace_changed) = (
         cluster_changed.clone(),
@@ -373,35 +386,48 @@ fn on_cluster_state(
         .watches_stream(s.nodes, move |n: Node| {
             node_changed.notify_one();
             let name = n.name_any();
-            instances_where(&on_node, |i| affected_by_node(i, &name))
+            let mut woken = refs(on_node.instances_under(&key::owner(&name)));
+            woken.extend(refs(on_node.instances_under(key::UNSETTLED)));
+            woken
         })
         .watches_stream(s.claims, move |c: PersistentVolumeClaim| {
-            let (ns, name) = (c.namespace(), c.name_any());
-            instances_where(&on_claim, |i| uses_claim(i, ns.as_deref(), &name))
+            let ns = c.namespace().unwrap_or_default();
+            refs(on_claim.instances_under(&key::claim(&ns, &c.name_any())))
         })
-        .watches_stream(s.attachments, move |_: VolumeAttachment| {
-            instances_where(&on_attachment, |i| {
-                i.status.as_ref().is_some_and(|s| s.current_move.is_some())
-            })
+        // An attachment wakes the moving instances that mount its volume's claim; one whose
+        // volume or claim is not known, every moving instance.
+        .watches_stream(s.attachments, move |a: VolumeAttachment| {
+            let claim = a
+                .spec
+                .source
+                .persistent_volume_name
+                .as_ref()
+                .and_then(|v| on_attachment.volumes.get(&ObjectRef::new(v)))
+                .and_then(|pv| pv.spec.as_ref()?.claim_ref.clone())
+                .and_then(|c| Some((c.namespace?, c.name?)));
+            let concerned = match claim {
+                Some((ns, name)) => on_attachment.instances_under(&key::claim(&ns, &name)),
+                None => on_attachment.instances_under(key::MOVING),
+            };
+            refs(
+                concerned
+                    .into_iter()
+                    .filter(|i| i.status.as_ref().is_some_and(|s| s.current_move.is_some())),
+            )
         })
         .watches_stream(s.clusters, move |c: FailoverCluster| {
             // Its spec may have changed what its status says (members, tenancy).
             spec_changed.notify_one();
-            let name = c.name_any();
-            instances_where(&on_cluster, |i| i.spec.cluster_ref == name)
+            refs(on_cluster.instances_under(&key::cluster(&c.name_any())))
         })
         // A namespace relabelled may gain or lose the right to use a cluster.
         .watches_stream(s.namespaces, move |n: Namespace| {
             namespace_changed.notify_one();
-            let name = n.name_any();
-            instances_where(&on_namespace, |i| {
-                i.namespace().as_deref() == Some(name.as_str())
-            })
+            refs(on_namespace.instances_under(&key::namespace(&n.name_any())))
         })
         // A claim made or let go: every instance that declares its address (a loser gets
         // it when the holder lets it go).
         .watches_stream(s.ip_addresses, move |a: IPAddress| {
-            let address = a.name_any();
-            instances_where(&on_address, |i| network::declares(i, &address))
+            refs(on_address.instances_under(&key::address(&a.name_any())))
         })
 }

@@ -219,7 +219,12 @@ impl Snapshot {
             },
             |volume| self.volumes.get(volume),
             |node| self.nodes.get(node),
-            self.attachments.iter(),
+            |volume| {
+                self.attachments
+                    .iter()
+                    .filter(|a| a.spec.source.persistent_volume_name.as_deref() == Some(volume))
+                    .collect()
+            },
         );
         obs
     }

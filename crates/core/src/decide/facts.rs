@@ -37,14 +37,15 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
 /// The instance's claims (missing ones, ones pinned to a node, members their volumes
 /// cannot reach) and the attachments of their volumes, into `obs` (whose `members` are
 /// already known). `claim` looks a claim up in the instance's namespace, `volume` a
-/// PersistentVolume, `node` a Node; `attachments` are every VolumeAttachment.
+/// PersistentVolume, `node` a Node; `attachments` gives the VolumeAttachments of a
+/// PersistentVolume.
 pub fn observe_storage<C, V, N, A>(
     obs: &mut Observed,
     fci: &FailoverClusterInstance,
     claim: impl Fn(&str) -> Option<C>,
     volume: impl Fn(&str) -> Option<V>,
     node: impl Fn(&str) -> Option<N>,
-    attachments: impl IntoIterator<Item = A>,
+    attachments: impl Fn(&str) -> Vec<A>,
 ) where
     C: Deref<Target = PersistentVolumeClaim>,
     V: Deref<Target = PersistentVolume>,
@@ -96,8 +97,9 @@ pub fn observe_storage<C, V, N, A>(
             .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
         volumes.insert(volume_name, shared);
     }
-    obs.attachments = attachments
-        .into_iter()
+    obs.attachments = volumes
+        .keys()
+        .flat_map(|v| attachments(v))
         .filter_map(|a| {
             let volume = a.spec.source.persistent_volume_name.as_ref()?;
             Some(AttachmentFacts {

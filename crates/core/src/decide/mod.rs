@@ -300,6 +300,10 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// Look again at this time even if nothing changes (a threshold or a delay ends).
     pub recheck_at: Option<Timestamp>,
+    /// `recheck_at` is only when the owner's verdict may change by itself (a heartbeat
+    /// deadline of the owner node): a timer on that node that wakes the instance when its
+    /// verdict changes may stand in for the instance's own.
+    pub recheck_for_owner: bool,
 }
 
 /// The name of the pod of move `seq`: deterministic, so that a create repeated by another
@@ -354,6 +358,7 @@ pub fn decide(
         status: current.cloned().unwrap_or_default(),
         actions: Vec::new(),
         recheck_at: None,
+        recheck_for_owner: false,
     };
     let now = obs.now;
     d.status.observed_generation = generation;
@@ -416,6 +421,8 @@ pub fn decide(
     });
     placement::prune_counts(spec, &mut d.status, now);
     d.status.failover_count = failovers_in_period(spec, &d.status, now);
+    // A move started this round looks again on its own steps' times.
+    d.recheck_for_owner &= d.status.current_move.is_none();
     d
 }
 

@@ -422,6 +422,7 @@ fn healthy_owner(
 ) -> Then {
     let now = obs.now;
     d.recheck_at = health.recheck_at;
+    d.recheck_for_owner = true;
     let seq = d.status.move_seq;
     let Some(p) = obs.pods.iter().find(|p| p.name == pod_name(name, seq)) else {
         serve(name, obs, owner, d);

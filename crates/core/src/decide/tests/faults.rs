@@ -747,3 +747,24 @@ fn in_a_two_node_cluster_a_silent_agent_is_counted_on_only_while_its_peer_and_th
         );
     }
 }
+
+#[test]
+fn a_settled_instance_looks_again_only_at_its_owners_deadline_and_a_moving_one_on_its_own() {
+    let s = spec(&["a", "b", "c"]);
+    let mut owner = up();
+    owner.recheck_at = Some(t(140));
+    let mut obs = observed(&[("a", owner.clone()), ("b", up()), ("c", up())]);
+    let mut st = FailoverClusterInstanceStatus::default();
+    settle(&s, &mut st, &mut obs);
+    let on = st.owner_node.clone().unwrap();
+    obs.members.insert(on.clone(), owner);
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert_eq!(d.status.phase, Phase::Online);
+    assert!(d.recheck_for_owner, "only its owner's deadline");
+    assert_eq!(d.recheck_at, obs.members[&on].recheck_at);
+    // Its owner silent: the move looks again on its own steps' times.
+    obs.members.insert(on, down(100));
+    let d = decide("db", Some(1), &s, Some(&st), &obs);
+    assert!(d.status.current_move.is_some());
+    assert!(!d.recheck_for_owner);
+}
