@@ -16,7 +16,9 @@ mod trace;
 use baseline::{ready_pod_elsewhere, start_baselines};
 use floor::floor;
 pub use process::controller_bin;
-use process::{proc_stat, requests_by_resource, requests_by_verb, spawn_controller};
+use process::{
+    proc_stat, reconciles, requests_by_resource, requests_by_verb, rss_now, spawn_controller,
+};
 pub use report::print_result;
 pub use scenario::run;
 
@@ -49,6 +51,10 @@ pub struct BenchArgs {
     /// Kill a third of the nodes at once instead of the one hosting the most instances.
     #[arg(long)]
     pub storm: bool,
+    /// Kill this many nodes at once, those hosting the most instances first (instead of one,
+    /// or a third with `--storm`).
+    #[arg(long, conflicts_with = "storm")]
+    pub kill: Option<usize>,
     /// Also measure a StatefulSet and a Deployment with an RWO claim on the killed node.
     #[arg(long)]
     pub baseline: bool,
@@ -125,6 +131,9 @@ pub struct ScenarioResult {
     /// `verb resource`.
     #[serde(default)]
     pub idle_writes: BTreeMap<String, f64>,
+    /// The controller over the same 20 s at rest.
+    #[serde(default)]
+    pub at_rest: AtRest,
     pub controller_peak_rss_mib: f64,
     pub controller_cpu_seconds: f64,
     pub caches_synced_seconds: f64,
@@ -134,6 +143,16 @@ pub struct ScenarioResult {
     /// Each move's steps, in seconds from the kill.
     #[serde(default)]
     pub trace: Vec<trace::MoveTrace>,
+}
+
+/// The controller at rest: every instance Online, nothing changing but the nodes' renewals.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct AtRest {
+    /// Reconciles finished in the window.
+    pub reconciles: f64,
+    pub cpu_seconds: f64,
+    /// Resident memory at the end of the window.
+    pub rss_mib: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -150,7 +169,11 @@ fn scenario_name(a: &BenchArgs) -> String {
         "N={}/M={}{}",
         a.nodes,
         a.instances,
-        if a.storm { " storm (⅓ of nodes)" } else { "" }
+        match (a.kill, a.storm) {
+            (Some(k), _) => format!(" storm ({k} nodes)"),
+            (None, true) => " storm (⅓ of nodes)".to_string(),
+            (None, false) => String::new(),
+        }
     )
 }
 

@@ -29,11 +29,7 @@ pub fn controller_bin(given: Option<&Path>) -> Result<PathBuf> {
 
 pub(super) fn proc_stat(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
+    let hwm_kib = status_kib(&status, "VmHWM:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -51,6 +47,30 @@ pub(super) fn proc_stat(pid: u32) -> Result<(f64, f64)> {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
     Ok((hwm_kib / 1024.0, ticks / 100.0))
+}
+
+/// The process's resident memory now, in MiB.
+pub(super) fn rss_now(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status_kib(&status, "VmRSS:") / 1024.0)
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(status: &str, field: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// How many reconciles the controller has finished (`kube_failover_reconcile_duration_seconds_count`).
+pub(super) fn reconciles(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kube_failover_reconcile_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The controller's API requests so far, by verb (summed over resources).

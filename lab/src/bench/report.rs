@@ -42,6 +42,10 @@ pub fn print_result(r: &ScenarioResult) {
         r.idle_writes
     );
     println!(
+        "at rest: {} reconciles, CPU {:.2} s, RSS {:.1} MiB",
+        r.at_rest.reconciles, r.at_rest.cpu_seconds, r.at_rest.rss_mib
+    );
+    println!(
         "controller peak RSS {:.1} MiB, CPU {:.2} s during the failover, caches synced {:.2} s after start",
         r.controller_peak_rss_mib, r.controller_cpu_seconds, r.caches_synced_seconds
     );

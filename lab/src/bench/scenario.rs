@@ -10,10 +10,10 @@ use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
 
 use super::{
-    Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
-    lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere,
-    requests_by_resource, requests_by_verb, scenario_name, spawn_controller, start_baselines,
-    watch_instances, watch_until,
+    AtRest, Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
+    lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere, reconciles,
+    requests_by_resource, requests_by_verb, rss_now, scenario_name, spawn_controller,
+    start_baselines, watch_instances, watch_until,
 };
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
@@ -61,8 +61,15 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     every_lease_renewed_since(&client, &nodes, jiff::Timestamp::now()).await?;
     // At rest: what the controller sends while nothing changes but the nodes' renewals.
     let (_, idle_before) = http_get(ctrl.addr, "/metrics").await?;
+    let (_, idle_cpu_before) = proc_stat(ctrl.child.id())?;
     tokio::time::sleep(IDLE_WINDOW).await;
     let (_, idle_after) = http_get(ctrl.addr, "/metrics").await?;
+    let (_, idle_cpu_after) = proc_stat(ctrl.child.id())?;
+    let rest = AtRest {
+        reconciles: reconciles(&idle_after) - reconciles(&idle_before),
+        cpu_seconds: idle_cpu_after - idle_cpu_before,
+        rss_mib: rss_now(ctrl.child.id())?,
+    };
     let idle: BTreeMap<String, f64> =
         requests_per_failover(requests_by_resource, &idle_before, &idle_after, 1)
             .into_iter()
@@ -71,12 +78,12 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
             })
             .collect();
     eprintln!(
-        "[bench] at rest for {} s, the controller wrote: {idle:?}",
+        "[bench] at rest for {} s, the controller wrote: {idle:?}; {rest:?}",
         IDLE_WINDOW.as_secs()
     );
 
     let n = nodes.len();
-    let (victims, affected) = pick_victims(&all, n, args.storm);
+    let (victims, affected) = pick_victims(&all, n, args.kill, args.storm);
     let baseline_node = start_baseline_node(&cp, &client, args.baseline).await?;
 
     let (_, metrics_before) = http_get(ctrl.addr, "/metrics").await?;
@@ -148,6 +155,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         api_requests_per_failover: per_failover,
         api_requests_by_resource: per_resource,
         idle_writes: idle,
+        at_rest: rest,
         controller_peak_rss_mib: rss,
         controller_cpu_seconds: cpu_after - cpu_before,
         caches_synced_seconds: synced,
@@ -330,6 +338,7 @@ async fn every_lease_renewed_since(
 fn pick_victims(
     all: &[FailoverClusterInstance],
     n: usize,
+    kill: Option<usize>,
     storm: bool,
 ) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut hosted: BTreeMap<String, usize> = BTreeMap::new();
@@ -340,7 +349,7 @@ fn pick_victims(
     }
     let mut by_load: Vec<(String, usize)> = hosted.into_iter().collect();
     by_load.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let kill_count = if storm { (n / 3).max(1) } else { 1 };
+    let kill_count = kill.unwrap_or(if storm { (n / 3).max(1) } else { 1 });
     let victims: BTreeSet<String> = by_load
         .iter()
         .take(kill_count)
