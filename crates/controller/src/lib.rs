@@ -6,6 +6,7 @@
 mod actions;
 pub mod build;
 mod cleanup;
+mod client;
 pub mod cluster_status;
 mod deadlines;
 mod error;
@@ -132,12 +133,12 @@ pub struct RunOptions {
     pub identity: String,
 }
 
-/// Runs the controller with a client built from `config` that counts its API requests by
-/// verb and resource (`kube_failover_api_requests_total`).
+/// Runs the controller with a client built from `config` (on HTTP/2, see `client`) that
+/// counts its API requests by verb and resource (`kube_failover_api_requests_total`).
 pub async fn run_with_config(config: kube::Config, opts: RunOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let counter = metrics.api_requests.clone();
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+    let client = client::http2_client(config, move |req| {
         let verb = metrics::verb(req.method(), req.uri());
         counter
             .get_or_create(&metrics::VerbLabel {
@@ -145,11 +146,7 @@ pub async fn run_with_config(config: kube::Config, opts: RunOptions) -> anyhow::
                 resource: metrics::resource(req.uri()),
             })
             .inc();
-        req
-    });
-    let client = kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&layer)
-        .build();
+    })?;
     run_inner(client, opts, metrics).await
 }
 

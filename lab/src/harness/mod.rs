@@ -472,8 +472,8 @@ impl Replica {
             identity: identity.to_string(),
         };
         rt.spawn(async move {
-            let client = Client::try_from(config).expect("client");
-            if let Err(e) = kube_failover_controller::run(client, opts).await {
+            // As the binary runs it: the same client (HTTP/2), counting its requests.
+            if let Err(e) = kube_failover_controller::run_with_config(config, opts).await {
                 eprintln!("replica stopped: {e:#}");
             }
         });
