@@ -17,6 +17,8 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod, PodCondition, PodSpec, PodStatus};
+
 use super::index::Index;
 use super::observe::Stores;
 use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Phase, VipMode};
@@ -27,6 +29,55 @@ pub fn strip<K: Resource>(obj: &mut K) {
         .annotations
         .as_mut()
         .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
+}
+
+/// A pod as the controller reads it: its owner, labels and deletion, its node, and its
+/// phase, readiness, address and restarts. The rest of its spec and status (containers,
+/// volumes, tolerations, container states) is most of its size and never read: dropped as it
+/// arrives.
+pub fn slim_pod(pod: &mut Pod) {
+    strip(pod);
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            phase: status.phase.take(),
+            pod_ip: status.pod_ip.take(),
+            conditions: status.conditions.take().map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "Ready")
+                    .map(|c| PodCondition {
+                        message: None,
+                        reason: None,
+                        ..c
+                    })
+                    .collect()
+            }),
+            container_statuses: status.container_statuses.take().map(|cs| {
+                cs.into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        ready: c.ready,
+                        restart_count: c.restart_count,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        };
+    }
+}
+
+/// A Node without its images (the bulk of a Node, never read).
+pub fn slim_node(node: &mut Node) {
+    strip(node);
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
 }
 
 /// How long a watch waits before trying again after an error: from 250 ms, doubling, at
@@ -213,16 +264,18 @@ where
         + Sync
         + 'static,
 {
-    reflect_indexed(watches, name, api, config, None)
+    reflect_indexed(watches, name, api, config, None, strip)
 }
 
-/// [`reflect`], with `index` fed each event right after the store.
+/// [`reflect`], with `index` fed each event right after the store, and `slim` leaving out of
+/// each object what is never read (at least [`strip`]).
 pub fn reflect_indexed<K>(
     watches: &Watches,
     name: &'static str,
     api: Api<K>,
     config: watcher::Config,
     index: Option<Index<K>>,
+    slim: fn(&mut K),
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -239,7 +292,7 @@ where
     let (reader, writer) = reflector::store();
     let events = watcher(api, config)
         .backoff(QuickBackoff::default())
-        .modify(strip)
+        .modify(slim)
         .reflect(writer)
         .inspect(move |event| {
             if let (Some(index), Ok(event)) = (&index, event) {
@@ -464,6 +517,57 @@ mod tests {
         assert!(!watches.views()[0].ended);
         drop(events);
         assert!(watches.views()[0].ended);
+    }
+}
+
+#[cfg(test)]
+mod slim_tests {
+    use super::*;
+    use kube_failover_core::decide::facts::pod_facts;
+
+    #[test]
+    fn a_slim_pod_says_all_the_controller_reads_of_it() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "db-3", "namespace": "apps", "uid": "u1", "resourceVersion": "7",
+                "labels": {"kube-failover.io/instance": "db"},
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "ownerReferences": [{"apiVersion": "kube-failover.io/v1alpha1",
+                    "kind": "FailoverClusterInstance", "name": "db", "uid": "i1", "controller": true}],
+                "managedFields": [{"manager": "kubelet"}],
+            },
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{"name": "db", "image": "db:1", "args": ["--big"]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                "tolerations": [{"key": "a", "operator": "Exists"}],
+            },
+            "status": {
+                "phase": "Failed",
+                "podIP": "10.0.0.3",
+                "hostIP": "192.168.0.1",
+                "conditions": [
+                    {"type": "Ready", "status": "True", "message": "m"},
+                    {"type": "PodScheduled", "status": "True"},
+                ],
+                "containerStatuses": [{"name": "db", "image": "db:1", "imageID": "x",
+                    "ready": true, "restartCount": 4, "state": {"running": {}}}],
+            },
+        }))
+        .unwrap();
+        let mut slim = pod.clone();
+        slim_pod(&mut slim);
+        assert_eq!(pod_facts(&slim), pod_facts(&pod));
+        assert_eq!(pod_facts(&slim).restarts, 4);
+        assert_eq!(
+            slim.metadata.owner_references,
+            pod.metadata.owner_references
+        );
+        assert_eq!(slim.metadata.labels, pod.metadata.labels);
+        assert!(slim.metadata.managed_fields.is_none());
+        let spec = slim.spec.unwrap();
+        assert!(spec.containers.is_empty() && spec.volumes.is_none() && spec.tolerations.is_none());
+        assert!(slim.status.unwrap().host_ip.is_none());
     }
 }
 

@@ -31,7 +31,8 @@ use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
 use super::watches::{
-    QuickBackoff, by_label, key, reflect, reflect_indexed, stream_from_watch, wait_synced,
+    QuickBackoff, by_label, key, reflect, reflect_indexed, slim_node, slim_pod, stream_from_watch,
+    strip, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
 
@@ -55,6 +56,7 @@ pub fn build_controller(
         scoped::<FailoverClusterInstance>(&client, &opts.namespace),
         watcher::Config::default(),
         Some(indexes.instances.clone()),
+        strip,
     );
     let (stores, owned, state) = reflectors(
         &client,
@@ -142,7 +144,14 @@ fn reflectors(
     let w = &health.watches;
     let labelled = watcher::Config::default().labels(INSTANCE_LABEL);
     let all = watcher::Config::default;
-    let (nodes, node_stream) = reflect(w, "nodes", Api::<Node>::all(client.clone()), all());
+    let (nodes, node_stream) = reflect_indexed(
+        w,
+        "nodes",
+        Api::<Node>::all(client.clone()),
+        all(),
+        None,
+        slim_node,
+    );
     let (leases, lease_stream) = reflect(
         w,
         "leases",
@@ -155,6 +164,7 @@ fn reflectors(
         scoped::<Pod>(client, ns),
         labelled.clone(),
         Some(indexes.pods.clone()),
+        slim_pod,
     );
     let (claims, claims_s) = reflect(w, "claims", scoped(client, ns), all());
     let (volumes, volume_stream) = reflect(
@@ -171,6 +181,7 @@ fn reflectors(
         Api::<VolumeAttachment>::all(client.clone()),
         all(),
         Some(indexes.attachments.clone()),
+        strip,
     );
     let (services, services_s) = reflect(w, "services", scoped(client, ns), labelled.clone());
     let (slices, slices_s) = reflect(w, "slices", scoped(client, ns), labelled);
@@ -247,15 +258,10 @@ fn dated_nodes(
     seen: Heartbeats,
 ) -> Objects<Node> {
     nodes
-        .map(move |r| {
-            r.map(|mut n: Node| {
-                seen.observe_node(&n);
-                // Images are the bulk of a Node and never read.
-                if let Some(s) = n.status.as_mut() {
-                    s.images = None;
-                }
-                n
-            })
+        .inspect(move |r| {
+            if let Ok(n) = r {
+                seen.observe_node(n);
+            }
         })
         .boxed()
 }
