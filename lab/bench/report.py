@@ -53,6 +53,15 @@ for r in results:
         cells = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
         by_resource.append(f"| {r['name']} | {sum(per.values()):.1f} | {cells} |")
 
+at_rest = []
+for r in results:
+    rest = r.get("at_rest")
+    if rest:
+        writes = ", ".join(f"{k} {v:.0f}" for k, v in sorted((r.get("idle_writes") or {}).items())) or "none"
+        at_rest.append(
+            f"| {r['name']} | {rest['reconciles']:.0f} | {rest['cpu_seconds']:.2f} | {rest['rss_mib']:.1f} | {writes} |"
+        )
+
 baselines = []
 for r in results:
     for b in r.get("baselines", []):
@@ -104,7 +113,14 @@ resource_table = "\n".join(
         *by_resource,
     ]
 )
-block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{resource_table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
+rest_table = "\n".join(
+    [
+        "| scenario | reconciles in 20 s at rest | CPU (s) | RSS at rest (MiB) | writes in those 20 s |",
+        "|---|---|---|---|---|",
+        *at_rest,
+    ]
+)
+block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{resource_table}\n\n{rest_table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
 if start in text and end in text:
     text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
 else:
