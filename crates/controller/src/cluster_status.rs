@@ -455,20 +455,9 @@ fn without_heartbeats(s: &FailoverClusterStatus) -> FailoverClusterStatus {
     s
 }
 
-/// The least time between two passes. Each pass judges every member and counts every
-/// instance of each cluster, and with many nodes some node's deadline or event is always
-/// near: without it the loop would run back to back. Nothing here is on a failover's path
-/// (instances judge their owners themselves).
-const PASS_EVERY: Duration = Duration::from_secs(1);
-
 /// Runs until the process ends.
 pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
-    let mut last_pass: Option<std::time::Instant> = None;
     loop {
-        if let Some(wait) = last_pass.and_then(|p| PASS_EVERY.checked_sub(p.elapsed())) {
-            tokio::time::sleep(wait).await;
-        }
-        last_pass = Some(std::time::Instant::now());
         let now = ctx.stores.heartbeats.clock().now();
         let mut next: Option<jiff::Timestamp> = None;
         // No decision before every cache has synced: an empty cache is not an empty cluster.

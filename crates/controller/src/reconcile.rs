@@ -229,7 +229,17 @@ fn hands_deadline(
     let Some(health) = observed.node(owner) else {
         return false;
     };
+    // Virtual IPs withheld from their owner wait on other agents' Leases, whose self-fence
+    // times run out with no event: such an instance keeps its own timer.
+    let vips_withheld = fci.spec.vip_mode == kube_failover_core::api::VipMode::Agent
+        && !fci.spec.virtual_ips.is_empty()
+        && decision
+            .status
+            .served
+            .as_ref()
+            .is_none_or(|s| s.vip_node.is_none());
     decision.recheck_for_owner
+        && !vips_withheld
         && decision.status.current_move.is_none()
         && health.recheck_at == Some(at)
         && ctx.deadlines.hand(

@@ -30,6 +30,7 @@ use super::http_server::Health;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
+use super::vip_holders::agent_holds;
 use super::watches::{
     QuickBackoff, by_label, key, reflect, reflect_indexed, slim_node, slim_pod, stream_from_watch,
     strip, wait_synced,
@@ -337,6 +338,7 @@ fn on_owned_objects(
     s: Owned,
 ) -> Controller<FailoverClusterInstance> {
     let on_agent_lease = stores.clone();
+    let holdings = Holdings::default();
     let (clusters, witness_renewed) = (stores.clusters.clone(), cluster_changed.clone());
     controller
         .watches_stream(s.pods, |p: Pod| by_label(p.namespace(), p.labels()))
@@ -352,8 +354,51 @@ fn on_owned_objects(
             if !name.starts_with(AGENT_LEASE_PREFIX) {
                 return Vec::new();
             }
-            refs(on_agent_lease.instances_under(key::MOVING_AGENT_VIPS))
+            // The instances whose virtual IPs the agent's holdings decide: those moving, and
+            // those it took up or let go since its last renewal (a settled owner's are
+            // withheld while another node's agent says it holds them).
+            let mut woken = refs(on_agent_lease.instances_under(key::MOVING_AGENT_VIPS));
+            woken.extend(
+                holdings
+                    .changed(&name, agent_holds(&l))
+                    .iter()
+                    .filter_map(|held| {
+                        let (ns, name) = held.split_once('/')?;
+                        Some(ObjectRef::<FailoverClusterInstance>::new(name).within(ns))
+                    }),
+            );
+            woken
         })
+}
+
+/// What each agent's Lease last said it holds, to tell the instances it took up or let go.
+#[derive(Default)]
+struct Holdings(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
+
+impl Holdings {
+    /// The instances (`namespace/name`) in `now` or in what the Lease `lease` said before, but
+    /// not in both.
+    fn changed(&self, lease: &str, mut now: Vec<String>) -> Vec<String> {
+        now.sort();
+        now.dedup();
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let before = all.get(lease).cloned().unwrap_or_default();
+        if before == now {
+            return Vec::new();
+        }
+        let changed = before
+            .iter()
+            .filter(|k| !now.contains(k))
+            .chain(now.iter().filter(|k| !before.contains(k)))
+            .cloned()
+            .collect();
+        if now.is_empty() {
+            all.remove(lease);
+        } else {
+            all.insert(lease.to_string(), now);
+        }
+        changed
+    }
 }
 
 /// Whether the Lease `name` in `kube-node-lease` gives a cluster's witness vote.
@@ -436,4 +481,28 @@ fn on_cluster_state(
         .watches_stream(s.ip_addresses, move |a: IPAddress| {
             refs(on_address.instances_under(&key::address(&a.name_any())))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn an_agents_holdings_wake_what_it_took_up_or_let_go_and_nothing_while_they_stay() {
+        let h = Holdings::default();
+        assert_eq!(h.changed("a", v(&["ns/db"])), v(&["ns/db"]));
+        assert!(h.changed("a", v(&["ns/db"])).is_empty(), "a renewal alone");
+        assert_eq!(h.changed("a", v(&["ns/web", "ns/db"])), v(&["ns/web"]));
+        assert!(
+            h.changed("b", v(&[])).is_empty(),
+            "another agent holding nothing"
+        );
+        assert_eq!(h.changed("a", v(&["ns/web"])), v(&["ns/db"]), "let go");
+        assert_eq!(h.changed("a", v(&[])), v(&["ns/web"]));
+        assert!(h.0.lock().unwrap().is_empty());
+    }
 }
