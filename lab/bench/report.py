@@ -103,7 +103,7 @@ if (root / "docs/bench/storm-trace.svg").exists():
     )
 if (root / "docs/bench/large-trace.svg").exists():
     trace += (
-        "\n\nThe large storm (N=100/M=1,000, a third of the nodes killed), move by move.\n\n"
+        "\n\nThe large storm (N=100/M=1,000, a third of the nodes killed), move by move, from its last run.\n\n"
         "![the large storm's moves, step by step](docs/bench/large-trace.svg)"
     )
 resource_table = "\n".join(
