@@ -251,11 +251,12 @@ fn judge_resilience(
     let instances: Vec<FailoverClusterInstance> = mine.iter().map(|i| (*i).clone()).collect();
     let states: Vec<(String, kube_failover_core::api::MemberState)> =
         members.iter().map(|m| (m.name.clone(), m.state)).collect();
+    let view = super::observe::ClusterView::of(cluster, &ctx.stores, now);
     let unprotected = whatif::one_failure(
         cluster,
         &instances,
         &states,
-        |i| super::observe::observe(i, &ctx.stores, now),
+        |i| super::observe::observe_in(i, &ctx.stores, now, Some(&view)),
         |ns| super::observe::namespace_labels(&ctx.stores, ns),
     );
     let checked = states.iter().filter(|(_, s)| s.heard()).count();

@@ -23,7 +23,7 @@ use kube_failover_core::api::{
 use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 use kube_failover_core::decide::quorum::{WitnessFacts, WitnessVote, judge_witness, non_voting};
 use kube_failover_core::decide::{
-    AgentFacts, NodeFacts, NodeHealth, Observed, node_health, required_healthy,
+    AgentFacts, NodeFacts, NodeHealth, Observed, Shared, node_health, required_healthy,
 };
 use kube_failover_core::rules::{controlled_by, is_member, kubelet_lease_stale_seconds};
 
@@ -110,6 +110,8 @@ pub struct Indexes {
     pub instances: Index<FailoverClusterInstance>,
     pub pods: Index<Pod>,
     pub attachments: Index<VolumeAttachment>,
+    /// Address claims, by the instance that made them.
+    pub ip_addresses: Index<k8s_openapi::api::networking::v1::IPAddress>,
 }
 
 impl Default for Indexes {
@@ -118,6 +120,7 @@ impl Default for Indexes {
             instances: Index::new(super::watches::instance_keys),
             pods: Index::new(super::watches::pod_keys),
             attachments: Index::new(super::watches::attachment_keys),
+            ip_addresses: Index::new(super::watches::claim_keys),
         }
     }
 }
@@ -358,14 +361,86 @@ pub use kube_failover_core::decide::facts::requests;
 
 /// Everything `decide` needs of one instance, from the caches.
 pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timestamp) -> Observed {
+    let cluster = stores.clusters.get(&ObjectRef::new(&fci.spec.cluster_ref));
+    let view = cluster.as_deref().map(|c| ClusterView::of(c, stores, now));
+    observe_in(fci, stores, now, view.as_ref())
+}
+
+/// What every instance of a cluster observes of the cluster itself at one moment: its
+/// members' health, the witness, the quorum, quarantines and sites. Made once and shared
+/// by all the instances observed at that moment (see [`Shared`]): at 1,000 members, a copy
+/// per instance is what would grow with instances × members.
+#[derive(Clone)]
+pub struct ClusterView {
+    now: jiff::Timestamp,
+    members: Shared<BTreeMap<String, NodeHealth>>,
+    witness: Option<WitnessVote>,
+    non_voting: BTreeSet<String>,
+    quarantined: Shared<BTreeMap<String, jiff::Timestamp>>,
+    sites: Shared<BTreeMap<String, String>>,
+    quorum_required: u32,
+}
+
+impl ClusterView {
+    pub fn of(cluster: &FailoverCluster, stores: &Stores, now: jiff::Timestamp) -> Self {
+        let members = member_health(cluster, stores, now);
+        let witness = witness_vote(cluster, &members, stores, now);
+        let sites = match cluster.spec.sites {
+            Some(_) => members
+                .iter()
+                .filter_map(|(facts, _)| {
+                    let node = stores.node(&facts.name)?;
+                    Some((facts.name.clone(), site_of(cluster, &node)?))
+                })
+                .collect(),
+            None => Shared::default(),
+        };
+        let members: Shared<BTreeMap<String, NodeHealth>> = members
+            .into_iter()
+            .map(|(facts, health)| (facts.name, health))
+            .collect();
+        let non_voting = non_voting(&cluster.spec.quorum);
+        let total = kube_failover_core::decide::quorum::count_votes(
+            members.iter().map(|(n, h)| (n.as_str(), h.state)),
+            &non_voting,
+            witness.as_ref(),
+            &cluster.spec.quorum.min_healthy,
+        )
+        .total;
+        Self {
+            now,
+            quorum_required: required_healthy(&cluster.spec.quorum.min_healthy, total),
+            quarantined: cluster
+                .status
+                .as_ref()
+                .map(|s| kube_failover_core::decide::quarantine::quarantined(&s.members, now))
+                .unwrap_or_default()
+                .into(),
+            members,
+            witness,
+            non_voting,
+            sites,
+        }
+    }
+}
+
+/// [`observe`], with the cluster's side already made (`view`, made at `now`; `None` when
+/// the instance's cluster does not exist).
+pub fn observe_in(
+    fci: &FailoverClusterInstance,
+    stores: &Stores,
+    now: jiff::Timestamp,
+    view: Option<&ClusterView>,
+) -> Observed {
     let ns = fci.namespace().unwrap_or_default();
     let name = fci.name_any();
     let cluster = stores.clusters.get(&ObjectRef::new(&fci.spec.cluster_ref));
+    debug_assert!(view.is_none_or(|v| v.now == now));
     let mut obs = Observed {
         now,
         cluster_found: cluster.is_some(),
         namespace_allowed: false,
-        members: BTreeMap::new(),
+        members: Shared::default(),
         quorum_required: 0,
         non_voting: BTreeSet::new(),
         witness: None,
@@ -375,9 +450,9 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
         pinned_claims: BTreeMap::new(),
         missing_claims: Vec::new(),
         unreachable: BTreeMap::new(),
-        sites: BTreeMap::new(),
+        sites: Shared::default(),
         dependencies_pending: None,
-        quarantined: BTreeMap::new(),
+        quarantined: Shared::default(),
         outside: BTreeMap::new(),
         endpoints: Vec::new(),
         endpoint_slice_taken: false,
@@ -400,8 +475,8 @@ pub fn observe(fci: &FailoverClusterInstance, stores: &Stores, now: jiff::Timest
     {
         obs.vip_holders = vip_holders(&format!("{ns}/{name}"), stores, cluster.as_deref(), now);
     }
-    if let Some(cluster) = &cluster {
-        observe_cluster(&mut obs, fci, cluster, stores);
+    if let (Some(cluster), Some(view)) = (&cluster, view) {
+        observe_cluster(&mut obs, fci, cluster, view, stores);
     }
     let pods = stores.pods_of(&ns, &name);
     obs.pods = labelled_pods(fci, &pods)
@@ -436,32 +511,18 @@ fn observe_cluster(
     obs: &mut Observed,
     fci: &FailoverClusterInstance,
     cluster: &FailoverCluster,
+    view: &ClusterView,
     stores: &Stores,
 ) {
     let ns = fci.namespace().unwrap_or_default();
     let labels = namespace_labels(stores, &ns);
     obs.namespace_allowed = cluster.spec.allowed_namespaces.allows(&ns, &labels);
-    let members = member_health(cluster, stores, obs.now);
-    obs.witness = witness_vote(cluster, &members, stores, obs.now);
-    obs.members = members
-        .into_iter()
-        .map(|(facts, health)| (facts.name, health))
-        .collect();
-    obs.non_voting = non_voting(&cluster.spec.quorum);
-    if let Some(status) = &cluster.status {
-        obs.quarantined =
-            kube_failover_core::decide::quarantine::quarantined(&status.members, obs.now);
-    }
-    if cluster.spec.sites.is_some() {
-        for name in obs.members.keys() {
-            if let Some(node) = stores.node(name)
-                && let Some(site) = site_of(cluster, &node)
-            {
-                obs.sites.insert(name.clone(), site);
-            }
-        }
-    }
-    obs.quorum_required = required_healthy(&cluster.spec.quorum.min_healthy, obs.votes().total);
+    obs.members = view.members.clone();
+    obs.witness = view.witness.clone();
+    obs.non_voting = view.non_voting.clone();
+    obs.quarantined = view.quarantined.clone();
+    obs.sites = view.sites.clone();
+    obs.quorum_required = view.quorum_required;
     obs.fencing = cluster.spec.fencing.clone();
     let status = fci.status.as_ref();
     let involved = status.and_then(|s| s.owner_node.clone()).into_iter().chain(

@@ -158,7 +158,7 @@ impl Snapshot {
             now: self.now,
             cluster_found: true,
             namespace_allowed: allowed,
-            members,
+            members: members.into(),
             outside: BTreeMap::new(),
             quorum_required: status.quorum.as_ref().map_or(0, |q| q.required),
             non_voting: non_voting(&cluster.spec.quorum),
@@ -183,7 +183,7 @@ impl Snapshot {
                 .iter()
                 .filter_map(|m| Some((m.name.clone(), m.site.clone()?)))
                 .collect(),
-            quarantined: quarantined(&status.members, self.now),
+            quarantined: quarantined(&status.members, self.now).into(),
             dependencies_pending: dependencies_pending(fci, |name| {
                 self.instances
                     .iter()

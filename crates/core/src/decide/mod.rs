@@ -13,6 +13,7 @@ mod moves;
 mod placement;
 pub mod quarantine;
 pub mod quorum;
+mod shared;
 mod steady;
 pub mod whatif;
 
@@ -31,6 +32,7 @@ pub use health::{
 };
 pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
+pub use shared::Shared;
 
 /// How many finished moves `status.history` keeps.
 pub const HISTORY_LIMIT: usize = 10;
@@ -74,8 +76,9 @@ pub struct Observed {
     pub cluster_found: bool,
     /// The cluster allows the instance's namespace (`spec.allowedNamespaces`).
     pub namespace_allowed: bool,
-    /// Member nodes of the cluster and their health.
-    pub members: BTreeMap<String, NodeHealth>,
+    /// Member nodes of the cluster and their health: the same for every instance of the
+    /// cluster observed at one moment, and shared between them.
+    pub members: Shared<BTreeMap<String, NodeHealth>>,
     /// Nodes that the instance involves (its owner, the ends of its move) which exist but
     /// are not members of the cluster (relabelled away), and their health. A node named by
     /// the instance and in neither map has been deleted.
@@ -97,10 +100,10 @@ pub struct Observed {
     /// node → why.
     pub unreachable: BTreeMap<String, String>,
     /// Each member's site, when the cluster groups its members in sites (`spec.sites`).
-    pub sites: BTreeMap<String, String>,
+    pub sites: Shared<BTreeMap<String, String>>,
     /// Members quarantined now (the cluster's status), and until when: nothing is placed on
     /// them.
-    pub quarantined: BTreeMap<String, Timestamp>,
+    pub quarantined: Shared<BTreeMap<String, Timestamp>>,
     /// What keeps the instance from starting among those it depends on (`spec.dependsOn`):
     /// `None` when every one is Online.
     pub dependencies_pending: Option<Dependencies>,

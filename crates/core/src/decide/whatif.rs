@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::ResourceExt;
 use serde::Serialize;
 
-use super::{Action, AgentHealth, HeartbeatBasis, Observed, decide};
+use super::{Action, AgentHealth, HeartbeatBasis, NodeHealth, Observed, Shared, decide};
 use crate::api::{
     FailoverCluster, FailoverClusterInstance, FailoverClusterInstanceStatus, MemberState, Phase,
     condition, reason,
@@ -132,12 +132,17 @@ pub fn simulate(
         )
     });
     let mut answers = Vec::with_capacity(order.len());
+    let mut edits = Edits::default();
     for i in order {
         let fci = world[i].clone();
         let mut obs = observe(&fci);
         obs.neighbours = neighbours(&fci, world.iter(), Some(cluster), &labels);
-        apply(&mut obs, scenario);
-        let outcome = rounds(&fci, obs);
+        let now = obs.now;
+        edits.make(&mut obs.members, Edit::Scenario, |m| {
+            apply_to_members(m, scenario, now)
+        });
+        apply_to_outside(&mut obs, scenario);
+        let outcome = rounds(&fci, obs, &mut edits);
         if let Outcome::Moves { to, .. } = &outcome {
             // Counted where it goes for the anti-affinity of those that come after it.
             let status = world[i].status.get_or_insert_with(Default::default);
@@ -157,57 +162,28 @@ pub fn simulate(
 }
 
 /// The scenario as `decide` would observe it: failed members silent (kubelet and agent,
-/// from now on), drained ones cordoned.
+/// from now on), drained ones cordoned. Writes nothing that is so already, so that members
+/// shared with other instances' observations are copied only when they change (see
+/// [`Edits`]).
 pub fn apply(obs: &mut Observed, scenario: &Scenario) {
-    let now = obs.now;
+    apply_to_members(&mut obs.members, scenario, obs.now);
+    apply_to_outside(obs, scenario);
+}
+
+/// [`apply`] to the members.
+fn apply_to_members(members: &mut Members, scenario: &Scenario, now: jiff::Timestamp) {
     for node in &scenario.fail {
-        let Some(h) = obs
-            .members
-            .get_mut(node)
-            .or_else(|| obs.outside.get_mut(node))
-        else {
-            continue;
-        };
-        if h.failed() {
-            continue;
+        if members.get(node).is_some_and(|h| !h.failed())
+            && let Some(h) = members.get_mut(node)
+        {
+            fail(h, now);
         }
-        h.state = MemberState::Down;
-        h.reason = Some(reason::LEASE_STALE.into());
-        h.down_since = Some(now);
-        h.heartbeat_stale = true;
-        h.heartbeat_seen = Some(now);
-        h.recheck_at = None;
-        h.basis = HeartbeatBasis {
-            kubelet_seen: Some(now),
-            agent_seen: Some(now),
-        };
-        h.agent = match std::mem::take(&mut h.agent) {
-            AgentHealth::Absent => AgentHealth::Absent,
-            // Silent with its node: it fences itself after its self-fence time.
-            AgentHealth::Live { .. } => AgentHealth::Silent {
-                seen: now,
-                self_fence: h.self_fence,
-                before_kubelet: false,
-                peer_groups: Vec::new(),
-            },
-            // Already down before its node: nothing there is known to stop the workloads.
-            AgentHealth::Silent {
-                seen,
-                self_fence,
-                peer_groups,
-                ..
-            } => AgentHealth::Silent {
-                seen,
-                self_fence,
-                before_kubelet: true,
-                peer_groups,
-            },
-        };
-        h.agent_steady_since = None;
     }
     for node in &scenario.drain {
-        if let Some(h) = obs.members.get_mut(node)
-            && h.state == MemberState::Up
+        if members
+            .get(node)
+            .is_some_and(|h| h.state == MemberState::Up)
+            && let Some(h) = members.get_mut(node)
         {
             h.state = MemberState::Paused;
             h.reason = Some(reason::UNSCHEDULABLE.into());
@@ -215,8 +191,93 @@ pub fn apply(obs: &mut Observed, scenario: &Scenario) {
     }
 }
 
+/// [`apply`] to the nodes the instance involves that are not members.
+fn apply_to_outside(obs: &mut Observed, scenario: &Scenario) {
+    for node in &scenario.fail {
+        if !obs.members.contains_key(node)
+            && let Some(h) = obs.outside.get_mut(node)
+            && !h.failed()
+        {
+            fail(h, obs.now);
+        }
+    }
+}
+
+/// A node powered off at `now`: its kubelet and agent silent from then on.
+fn fail(h: &mut NodeHealth, now: jiff::Timestamp) {
+    h.state = MemberState::Down;
+    h.reason = Some(reason::LEASE_STALE.into());
+    h.down_since = Some(now);
+    h.heartbeat_stale = true;
+    h.heartbeat_seen = Some(now);
+    h.recheck_at = None;
+    h.basis = HeartbeatBasis {
+        kubelet_seen: Some(now),
+        agent_seen: Some(now),
+    };
+    h.agent = match std::mem::take(&mut h.agent) {
+        AgentHealth::Absent => AgentHealth::Absent,
+        // Silent with its node: it fences itself after its self-fence time.
+        AgentHealth::Live { .. } => AgentHealth::Silent {
+            seen: now,
+            self_fence: h.self_fence,
+            before_kubelet: false,
+            peer_groups: Vec::new(),
+        },
+        // Already down before its node: nothing there is known to stop the workloads.
+        AgentHealth::Silent {
+            seen,
+            self_fence,
+            peer_groups,
+            ..
+        } => AgentHealth::Silent {
+            seen,
+            self_fence,
+            before_kubelet: true,
+            peer_groups,
+        },
+    };
+    h.agent_steady_since = None;
+}
+
+type Members = Shared<BTreeMap<String, NodeHealth>>;
+
+/// The edits one simulation makes to members' health (the scenario, a fence, a workload
+/// stop), each made once and shared by every instance that observed the same members and
+/// makes the same edit: with the members shared between instances (as the controller
+/// observes them, see [`Shared`]), a simulation copies them a few times, not once per
+/// instance.
+#[derive(Default)]
+struct Edits {
+    done: Vec<(Members, Edit, Members)>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Edit {
+    Scenario,
+    Fence(String),
+    StopWorkloads(String),
+}
+
+impl Edits {
+    /// `members` after `edit`, made by `make` unless made before from the very same members.
+    fn make(&mut self, members: &mut Members, edit: Edit, make: impl FnOnce(&mut Members)) {
+        if let Some((_, _, after)) = self
+            .done
+            .iter()
+            .find(|(before, e, _)| Shared::same(before, members) && *e == edit)
+        {
+            *members = after.clone();
+            return;
+        }
+        let before = members.clone();
+        make(members);
+        self.done.push((before, edit, members.clone()));
+    }
+}
+
 /// Rounds of `decide` for one instance in a world that does at once what each asks.
-fn rounds(fci: &FailoverClusterInstance, mut obs: Observed) -> Outcome {
+fn rounds(fci: &FailoverClusterInstance, mut obs: Observed, edits: &mut Edits) -> Outcome {
     let name = fci.name_any();
     let generation = fci.metadata.generation;
     let mut status = fci.status.clone();
@@ -239,21 +300,27 @@ fn rounds(fci: &FailoverClusterInstance, mut obs: Observed) -> Outcome {
                     changed = true;
                 }
                 Action::Fence { node, .. } => {
-                    if let Some(h) = obs
-                        .members
-                        .get_mut(node)
-                        .or_else(|| obs.outside.get_mut(node))
-                    {
+                    if obs.members.contains_key(node) {
+                        edits.make(&mut obs.members, Edit::Fence(node.clone()), |m| {
+                            if let Some(h) = m.get_mut(node) {
+                                h.state = MemberState::Fenced;
+                            }
+                        });
+                    } else if let Some(h) = obs.outside.get_mut(node) {
                         h.state = MemberState::Fenced;
                     }
                     obs.vip_holders.remove(node);
                     changed = true;
                 }
                 Action::RequestWorkloadStop { node, .. } => {
-                    if let Some(h) = obs.members.get_mut(node) {
-                        h.agent = AgentHealth::Live {
-                            stopped_workloads: true,
-                        };
+                    if obs.members.contains_key(node) {
+                        edits.make(&mut obs.members, Edit::StopWorkloads(node.clone()), |m| {
+                            if let Some(h) = m.get_mut(node) {
+                                h.agent = AgentHealth::Live {
+                                    stopped_workloads: true,
+                                };
+                            }
+                        });
                     }
                     changed = true;
                 }

@@ -10,7 +10,8 @@ fn two_sites() -> (FailoverClusterInstanceSpec, Observed) {
     obs.quorum_required = 2;
     obs.sites = [("a0", "a"), ("a1", "a"), ("b0", "b"), ("b1", "b")]
         .map(|(n, s)| (n.to_string(), s.to_string()))
-        .into();
+        .into_iter()
+        .collect();
     (s, obs)
 }
 
