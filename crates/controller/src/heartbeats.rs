@@ -22,7 +22,7 @@
 //! probe missed: when every heartbeat in the cluster stops at once, the pipe is at fault,
 //! not the nodes).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -108,11 +108,20 @@ struct Sight {
     last_delivery: Option<Timestamp>,
 }
 
+/// Every Lease's and Node's [`Seen`], by name, and how many announce each renewal
+/// interval (so that the longest is known without a scan: it is asked for at every
+/// verdict on every node).
+#[derive(Default)]
+struct SeenAll {
+    by_name: HashMap<String, Seen>,
+    renew_every: BTreeMap<SignedDuration, usize>,
+}
+
 /// When this controller saw each node's heartbeats change.
 #[derive(Clone, Default)]
 pub struct Heartbeats {
     clock: Clock,
-    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    seen: Arc<Mutex<SeenAll>>,
     sight: Arc<Mutex<Sight>>,
     /// Time the tests move on by hand, added to the clock's.
     #[cfg(test)]
@@ -199,10 +208,9 @@ impl Heartbeats {
     fn quiet_limit(&self) -> SignedDuration {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let longest = seen
-            .values()
-            .filter_map(|s| s.renew_every)
-            .max()
-            .unwrap_or(SignedDuration::ZERO);
+            .renew_every
+            .last_key_value()
+            .map_or(SignedDuration::ZERO, |(every, _)| *every);
         (longest * QUIET_INTERVALS).max(QUIET_FLOOR)
     }
 
@@ -281,15 +289,18 @@ impl Heartbeats {
     fn with<T>(&self, node: &str, f: impl FnOnce(&mut Seen, Timestamp) -> T) -> T {
         let now = self.now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = seen.entry(node.to_string()).or_insert_with(|| Seen {
-            renew_time: None,
-            renewal_observed: now,
-            ready: None,
-            ready_observed: now,
-            renew_every: None,
-            steady_since: now,
-            duration: None,
-        });
+        let entry = seen
+            .by_name
+            .entry(node.to_string())
+            .or_insert_with(|| Seen {
+                renew_time: None,
+                renewal_observed: now,
+                ready: None,
+                ready_observed: now,
+                renew_every: None,
+                steady_since: now,
+                duration: None,
+            });
         f(entry, now)
     }
 
@@ -355,7 +366,29 @@ impl Heartbeats {
             .as_ref()
             .and_then(|s| s.lease_duration_seconds)
             .and_then(|d| SignedDuration::try_from_secs_f64(f64::from(d) * RENEW_FRACTION).ok());
-        self.with(&name, |s, _| s.renew_every = every);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let SeenAll {
+            by_name,
+            renew_every,
+        } = &mut *seen;
+        let Some(s) = by_name.get_mut(&name) else {
+            return;
+        };
+        if s.renew_every == every {
+            return;
+        }
+        if let Some(was) = s.renew_every
+            && let Some(n) = renew_every.get_mut(&was)
+        {
+            *n -= 1;
+            if *n == 0 {
+                renew_every.remove(&was);
+            }
+        }
+        if let Some(every) = every {
+            *renew_every.entry(every).or_default() += 1;
+        }
+        s.renew_every = every;
     }
 
     /// Called for every Node the watch delivers.
@@ -658,6 +691,19 @@ mod tests {
         assert_eq!(hb.quiet_limit(), SignedDuration::from_secs(30));
         hb.advance(SignedDuration::from_secs(20));
         assert_eq!(hb.out_of_sight(), None, "10 s Leases may all be 20 s apart");
+        // The longest Lease shortened: the limit follows it down, and back up.
+        deliver(&hb, &lease_object("a", 8, 1));
+        assert_eq!(hb.quiet_limit(), SignedDuration::from_secs(6));
+        deliver(&hb, &lease_object("b", 40, 0));
+        deliver(&hb, &lease_object("c", 40, 0));
+        deliver(&hb, &lease_object("b", 4, 1));
+        assert_eq!(
+            hb.quiet_limit(),
+            SignedDuration::from_secs(30),
+            "c still says 40 s"
+        );
+        deliver(&hb, &lease_object("c", 4, 1));
+        assert_eq!(hb.quiet_limit(), SignedDuration::from_secs(6));
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub fn owner_order<'a>(
         spec.owners.possible.iter().collect()
     };
     let mut out: Vec<&String> = Vec::new();
+    let mut taken: BTreeSet<&String> = BTreeSet::new();
     for n in spec.owners.preferred.iter().chain(possible) {
-        if members.contains(n) && !out.contains(&n) {
+        if members.contains(n) && taken.insert(n) {
             out.push(n);
         }
     }
