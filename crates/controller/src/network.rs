@@ -5,12 +5,13 @@
 //! downstream (the Service, the status the agents read, `decide`) is handed the admitted
 //! instance, so that what a tenant declares beyond its grant reaches nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{IPAddress, IPAddressSpec, ParentReference};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube_failover_core::api::{FailoverCluster, FailoverClusterInstance, reason};
 pub use kube_failover_core::rules::claimed_by;
 use kube_failover_core::rules::{
@@ -70,20 +71,21 @@ pub fn admit(
         to_release: Vec::new(),
     };
     let mut served = Vec::new();
-    let reserved = reserved(stores);
-    let mut claims: BTreeMap<String, std::sync::Arc<IPAddress>> = stores
-        .ip_addresses
-        .state()
-        .into_iter()
-        .map(|c| (c.name_any(), c))
-        .collect();
-    for c in fresh {
-        claims.insert(c.name_any(), std::sync::Arc::new(c.clone()));
-    }
+    // The cluster's own addresses: read from every Node, so only when there is a virtual
+    // IP to judge.
+    let reserved = (!fci.spec.virtual_ips.is_empty()).then(|| reserved(stores));
+    // The claims on an address: as the API server answered this round, else as cached.
+    let claim_on = |name: &str| {
+        fresh
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .map(|c| std::sync::Arc::new(c.clone()))
+            .or_else(|| stores.ip_addresses.get(&ObjectRef::new(name)))
+    };
     for vip in &fci.spec.virtual_ips {
-        let verdict = match cluster {
-            Some(c) => judge_vip(vip, &ns, &labels, &c.spec, &reserved),
-            None => VipVerdict::NotInPool { pools: vec![] },
+        let verdict = match (cluster, &reserved) {
+            (Some(c), Some(reserved)) => judge_vip(vip, &ns, &labels, &c.spec, reserved),
+            _ => VipVerdict::NotInPool { pools: vec![] },
         };
         match verdict {
             VipVerdict::Allowed { .. } => {}
@@ -112,13 +114,13 @@ pub fn admit(
             }
         }
         let Some(name) = canonical(vip) else { continue };
-        match claims.get(&name) {
-            Some(c) if claimed_by(c, fci) => served.push(vip.clone()),
+        match claim_on(&name) {
+            Some(c) if claimed_by(&c, fci) => served.push(vip.clone()),
             Some(c) => admitted.withheld.push((
                 reason::VIRTUAL_IP_IN_USE.into(),
                 format!(
                     "virtual IP {vip} is held by {}; it is served here once that lets it go",
-                    claim_holder(c)
+                    claim_holder(&c)
                 ),
             )),
             None => {
@@ -130,10 +132,19 @@ pub fn admit(
             }
         }
     }
-    admitted.to_release = claims
-        .values()
-        .filter(|c| claimed_by(c, fci))
+    let mut mine: BTreeSet<String> = claims_of(fci, stores)
+        .iter()
         .map(|c| c.name_any())
+        .collect();
+    for c in fresh {
+        if claimed_by(c, fci) {
+            mine.insert(c.name_any());
+        } else {
+            mine.remove(&c.name_any());
+        }
+    }
+    admitted.to_release = mine
+        .into_iter()
         .filter(|name| !served.iter().any(|v| canonical(v).as_ref() == Some(name)))
         .filter(|name| !admitted.to_claim.contains(name))
         .collect();
@@ -186,9 +197,11 @@ pub fn claim(fci: &FailoverClusterInstance, address: &str) -> IPAddress {
 
 /// This instance's claims, as the cache shows them.
 pub fn claims_of(fci: &FailoverClusterInstance, stores: &Stores) -> Vec<std::sync::Arc<IPAddress>> {
+    let key = super::watches::key::instance(&fci.namespace().unwrap_or_default(), &fci.name_any());
     stores
+        .indexes
         .ip_addresses
-        .state()
+        .get(&key, &stores.ip_addresses)
         .into_iter()
         .filter(|c| claimed_by(c, fci))
         .collect()

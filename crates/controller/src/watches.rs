@@ -441,6 +441,17 @@ pub fn attachment_keys(a: &k8s_openapi::api::storage::v1::VolumeAttachment) -> V
         .collect()
 }
 
+/// Where an address claim is filed: under the instance that claims it, if one does (the
+/// Service allocator's are filed nowhere).
+pub fn claim_keys(a: &k8s_openapi::api::networking::v1::IPAddress) -> Vec<String> {
+    let p = &a.spec.parent_ref;
+    (p.group.as_deref() == Some(kube_failover_core::rules::CLAIM_PARENT_GROUP)
+        && p.resource == kube_failover_core::rules::CLAIM_PARENT_RESOURCE)
+        .then(|| key::instance(p.namespace.as_deref().unwrap_or_default(), &p.name))
+        .into_iter()
+        .collect()
+}
+
 /// The instance named by an object's instance label, in the object's namespace.
 pub fn by_label(
     obj_ns: Option<String>,
@@ -591,6 +602,17 @@ mod key_tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_address_claim_is_filed_under_its_instance_and_the_service_allocators_nowhere() {
+        let fci = fci(serde_json::Value::Null);
+        let ours = crate::network::claim(&fci, "192.0.2.7");
+        assert_eq!(claim_keys(&ours), [key::instance("apps", "db")]);
+        let mut service = ours.clone();
+        service.spec.parent_ref.group = None;
+        service.spec.parent_ref.resource = "services".into();
+        assert!(claim_keys(&service).is_empty());
     }
 
     #[test]

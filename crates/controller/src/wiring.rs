@@ -212,11 +212,13 @@ fn reflectors(
     );
     // Service ranges are read from the store only.
     tokio::spawn(service_cidrs_s.for_each(|_| async {}));
-    let (ip_addresses, ip_addresses_s) = reflect(
+    let (ip_addresses, ip_addresses_s) = reflect_indexed(
         w,
         "ipaddresses",
         Api::<IPAddress>::all(client.clone()),
         all(),
+        Some(indexes.ip_addresses.clone()),
+        strip,
     );
     let stores = Stores {
         instances,
