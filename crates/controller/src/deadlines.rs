@@ -238,8 +238,13 @@ async fn run(
         tokio::select! {
             h = handed.recv() => {
                 let Some(h) = h else { return };
-                for i in timers.hand(h) {
-                    let _ = wake.send(i);
+                // Every deadline handed meanwhile, before the timers are looked over again
+                // (a look is over every node's timer: once per batch, not per deadline).
+                let more = std::iter::from_fn(|| handed.try_recv().ok());
+                for h in std::iter::once(h).chain(more) {
+                    for i in timers.hand(h) {
+                        let _ = wake.send(i);
+                    }
                 }
             }
             _ = sleep(wait) => {}
