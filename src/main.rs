@@ -69,6 +69,12 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "KUBE_FAILOVER_LOG_JSON", default_value_t = false)]
     log_json: bool,
+    /// Instances reconciled at once, at most (never two rounds of one instance at once).
+    /// Each round in flight holds what it observed of its cluster, so this bounds the
+    /// controller's memory in a storm; the API server's throughput, not this, bounds how
+    /// fast a storm is done.
+    #[arg(long, env = "KUBE_FAILOVER_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrent_reconciles: u16,
 }
 
 #[derive(clap::Args)]
@@ -220,6 +226,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     leader,
                     metrics_addr: Some(args.metrics_addr),
                     identity,
+                    concurrent_reconciles: args.concurrent_reconciles,
                 },
             )
             .await?;

@@ -235,6 +235,7 @@ pub async fn run() -> Result<()> {
             leader: None,
             metrics_addr: None,
             identity: "demo".into(),
+            concurrent_reconciles: controller::DEFAULT_CONCURRENT_RECONCILES,
         },
     ));
     let attacher = tokio::spawn(crate::controlplane::play_csi_attacher(

@@ -131,7 +131,15 @@ pub struct RunOptions {
     pub leader: Option<LeaderConfig>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub identity: String,
+    /// Instances reconciled at once, at most (see [`DEFAULT_CONCURRENT_RECONCILES`]).
+    pub concurrent_reconciles: u16,
 }
+
+/// How many instances are reconciled at once by default. A round in flight holds what it
+/// observed (at 1,000 members, its cluster's member verdicts alone are about 100 KiB), and
+/// unbounded, a set-up or a storm had thousands in flight; 64 rounds, each mostly waiting
+/// on one API request, keep a 2-core API server's queue full.
+pub const DEFAULT_CONCURRENT_RECONCILES: u16 = 64;
 
 /// Runs the controller with a client built from `config` (on HTTP/2, see `client`) that
 /// counts its API requests by verb and resource (`kube_failover_api_requests_total`).

@@ -73,6 +73,9 @@ pub fn build_controller(
     let cluster_changed = Arc::new(Notify::new());
     let reconcile_all = reconcile_all(&leader, &stores, &health, &cluster_changed);
     let controller = Controller::for_stream(instance_stream, stores.instances.clone())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(opts.concurrent_reconciles),
+        )
         .trigger_backoff(QuickBackoff::default());
     let controller = on_owned_objects(controller, &stores, &cluster_changed, owned);
     // Settled instances look again at their owners' deadlines through one timer per node.

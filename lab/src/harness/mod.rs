@@ -470,6 +470,7 @@ impl Replica {
             }),
             metrics_addr,
             identity: identity.to_string(),
+            concurrent_reconciles: kube_failover_controller::DEFAULT_CONCURRENT_RECONCILES,
         };
         rt.spawn(async move {
             // As the binary runs it: the same client (HTTP/2), counting its requests.

@@ -178,6 +178,7 @@ pub(super) fn start_controller(
                 leader: None,
                 metrics_addr: Some(metrics_addr),
                 identity: "playground".into(),
+                concurrent_reconciles: controller::DEFAULT_CONCURRENT_RECONCILES,
             },
         )
         .await;
