@@ -1,6 +1,7 @@
 //! Wiring: the reflectors that feed the stores, and which instances each watched change
 //! wakes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -426,6 +427,7 @@ fn on_cluster_state(
     s: State,
 ) -> Controller<FailoverClusterInstance> {
     let on_address = stores.clone();
+    let read_by_instances = ReadByInstances::default();
     let (on_node, on_claim, on_attachment, on_cluster, on_namespace) = (
         stores.clone(),
         stores.clone(),
@@ -474,6 +476,12 @@ fn on_cluster_state(
         .watches_stream(s.clusters, move |c: FailoverCluster| {
             // Its spec may have changed what its status says (members, tenancy).
             spec_changed.notify_one();
+            // Its instances read its spec and its quarantines only: the rest of its status,
+            // written by this controller at each change of a member or an instance, would
+            // otherwise wake every instance of the cluster each time.
+            if !read_by_instances.changed(&c) {
+                return Vec::new();
+            }
             refs(on_cluster.instances_under(&key::cluster(&c.name_any())))
         })
         // A namespace relabelled may gain or lose the right to use a cluster.
@@ -488,9 +496,63 @@ fn on_cluster_state(
         })
 }
 
+/// What the instances of each cluster read of it (its identity, its spec's generation, its
+/// quarantines), as a digest per cluster, to tell a change they must see from one of the
+/// rest of the status.
+#[derive(Default)]
+struct ReadByInstances(std::sync::Mutex<HashMap<String, u64>>);
+
+impl ReadByInstances {
+    /// Whether what the instances read of `cluster` changed since it was last seen (a
+    /// cluster seen for the first time has changed).
+    fn changed(&self, cluster: &FailoverCluster) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut digest = std::hash::DefaultHasher::new();
+        cluster.metadata.uid.hash(&mut digest);
+        cluster.metadata.generation.hash(&mut digest);
+        for m in cluster.status.iter().flat_map(|s| &s.members) {
+            if let Some(q) = &m.quarantine {
+                (&m.name, q.until.0).hash(&mut digest);
+            }
+        }
+        let digest = digest.finish();
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(cluster.name_any(), digest) != Some(digest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_wakes_its_instances_for_its_spec_and_quarantines_not_the_rest_of_its_status() {
+        let mut c: FailoverCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-failover.io/v1alpha1",
+            "kind": "FailoverCluster",
+            "metadata": {"name": "c", "uid": "u1", "generation": 1},
+            "spec": {},
+            "status": {"members": [{"name": "n1", "state": "Up"}]},
+        }))
+        .unwrap();
+        let read = ReadByInstances::default();
+        assert!(read.changed(&c), "seen for the first time");
+        assert!(!read.changed(&c));
+        // A member's state or heartbeat, the quorum, a condition: written by the status
+        // loop, read by no instance.
+        let status = c.status.as_mut().unwrap();
+        status.members[0].state = kube_failover_core::api::MemberState::Down;
+        status.members[0].instance_count = 7;
+        assert!(!read.changed(&c));
+        c.status.as_mut().unwrap().members[0].quarantine = Some(serde_json::from_value(
+            serde_json::json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T01:00:00Z"}),
+        ).unwrap());
+        assert!(read.changed(&c), "a quarantine");
+        c.metadata.generation = Some(2);
+        assert!(read.changed(&c), "a new spec");
+        c.metadata.uid = Some("u2".into());
+        assert!(read.changed(&c), "deleted and made again");
+    }
 
     fn v(xs: &[&str]) -> Vec<String> {
         xs.iter().map(|x| x.to_string()).collect()
