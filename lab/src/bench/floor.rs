@@ -27,10 +27,14 @@ pub(super) async fn floor(
     let vas: Api<VolumeAttachment> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), ns);
+    // Tolerating every taint: the dead node's (unreachable, and the out-of-service taint
+    // of the controller's fence) would have its pods evicted and collected before the floor
+    // deletes them.
     let pod = |name: String, node: &str| -> Result<Pod> {
         Ok(serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}],
+                     "tolerations": [{"operator": "Exists"}]}
         }))?)
     };
     create_all(&pods, k, |i| pod(format!("f{i}-1"), dead_node)).await?;
