@@ -289,6 +289,56 @@ where
         + Sync
         + 'static,
 {
+    reflect_with(watches, name, api, config, index, slim, false)
+}
+
+/// [`reflect_indexed`], whose stream also yields each object deleted (its last state), for
+/// kinds whose deletion is the news: an address claim let go frees the address for another
+/// instance, and no update comes before its deletion.
+pub fn reflect_with_deletes<K>(
+    watches: &Watches,
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<Index<K>>,
+    slim: fn(&mut K),
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    reflect_with(watches, name, api, config, index, slim, true)
+}
+
+fn reflect_with<K>(
+    watches: &Watches,
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<Index<K>>,
+    slim: fn(&mut K),
+    deletes: bool,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let events = watcher(api, config)
         .backoff(QuickBackoff::default())
@@ -299,7 +349,13 @@ where
                 index.apply(event);
             }
         });
-    (reader, watches.track(name, events).applied_objects())
+    let tracked = watches.track(name, events);
+    let objects = if deletes {
+        tracked.touched_objects()
+    } else {
+        tracked.applied_objects()
+    };
+    (reader, objects)
 }
 
 pub async fn wait_synced(stores: &Stores) {

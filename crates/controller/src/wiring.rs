@@ -33,8 +33,8 @@ use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
 use super::vip_holders::agent_holds;
 use super::watches::{
-    QuickBackoff, by_label, key, reflect, reflect_indexed, slim_node, slim_pod, stream_from_watch,
-    strip, wait_synced,
+    QuickBackoff, by_label, key, reflect, reflect_indexed, reflect_with_deletes, slim_node,
+    slim_pod, stream_from_watch, strip, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
 
@@ -216,7 +216,8 @@ fn reflectors(
     );
     // Service ranges are read from the store only.
     tokio::spawn(service_cidrs_s.for_each(|_| async {}));
-    let (ip_addresses, ip_addresses_s) = reflect_indexed(
+    // A claim deleted wakes the instances that declare its address (see `on_cluster_state`).
+    let (ip_addresses, ip_addresses_s) = reflect_with_deletes(
         w,
         "ipaddresses",
         Api::<IPAddress>::all(client.clone()),
@@ -489,8 +490,8 @@ fn on_cluster_state(
             namespace_changed.notify_one();
             refs(on_namespace.instances_under(&key::namespace(&n.name_any())))
         })
-        // A claim made or let go: every instance that declares its address (a loser gets
-        // it when the holder lets it go).
+        // A claim made or let go (deleted: this stream yields deletions too): every instance
+        // that declares its address (a loser gets it when the holder lets it go).
         .watches_stream(s.ip_addresses, move |a: IPAddress| {
             refs(on_address.instances_under(&key::address(&a.name_any())))
         })
