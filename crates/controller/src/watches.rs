@@ -264,11 +264,22 @@ where
         + Sync
         + 'static,
 {
-    reflect_indexed(watches, name, api, config, None, strip)
+    reflect_indexed(watches, name, api, config, None, strip, Yields::Changes)
 }
 
-/// [`reflect`], with `index` fed each event right after the store, and `slim` leaving out of
-/// each object what is never read (at least [`strip`]).
+/// What a reflector's stream yields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Yields {
+    /// Each object created or changed.
+    Changes,
+    /// Those and each object deleted (its last state), for kinds whose deletion is the
+    /// news: an address claim let go frees the address for another instance, and no update
+    /// comes before its deletion.
+    ChangesAndDeletions,
+}
+
+/// [`reflect`], with `index` fed each event right after the store, `slim` leaving out of
+/// each object what is never read (at least [`strip`]), and a stream of what `yields` says.
 pub fn reflect_indexed<K>(
     watches: &Watches,
     name: &'static str,
@@ -276,56 +287,7 @@ pub fn reflect_indexed<K>(
     config: watcher::Config,
     index: Option<Index<K>>,
     slim: fn(&mut K),
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_with(watches, name, api, config, index, slim, false)
-}
-
-/// [`reflect_indexed`], whose stream also yields each object deleted (its last state), for
-/// kinds whose deletion is the news: an address claim let go frees the address for another
-/// instance, and no update comes before its deletion.
-pub fn reflect_with_deletes<K>(
-    watches: &Watches,
-    name: &'static str,
-    api: Api<K>,
-    config: watcher::Config,
-    index: Option<Index<K>>,
-    slim: fn(&mut K),
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_with(watches, name, api, config, index, slim, true)
-}
-
-fn reflect_with<K>(
-    watches: &Watches,
-    name: &'static str,
-    api: Api<K>,
-    config: watcher::Config,
-    index: Option<Index<K>>,
-    slim: fn(&mut K),
-    deletes: bool,
+    yields: Yields,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -350,10 +312,9 @@ where
             }
         });
     let tracked = watches.track(name, events);
-    let objects = if deletes {
-        tracked.touched_objects()
-    } else {
-        tracked.applied_objects()
+    let objects = match yields {
+        Yields::Changes => tracked.applied_objects(),
+        Yields::ChangesAndDeletions => tracked.touched_objects(),
     };
     (reader, objects)
 }

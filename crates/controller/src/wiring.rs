@@ -33,8 +33,8 @@ use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
 use super::vip_holders::agent_holds;
 use super::watches::{
-    QuickBackoff, by_label, key, reflect, reflect_indexed, reflect_with_deletes, slim_node,
-    slim_pod, stream_from_watch, strip, wait_synced,
+    QuickBackoff, Yields, by_label, key, reflect, reflect_indexed, slim_node, slim_pod,
+    stream_from_watch, strip, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
 
@@ -59,6 +59,7 @@ pub fn build_controller(
         watcher::Config::default(),
         Some(indexes.instances.clone()),
         strip,
+        Yields::Changes,
     );
     let (stores, owned, state) = reflectors(
         &client,
@@ -156,6 +157,7 @@ fn reflectors(
         all(),
         None,
         slim_node,
+        Yields::Changes,
     );
     let (leases, lease_stream) = reflect(
         w,
@@ -170,6 +172,7 @@ fn reflectors(
         labelled.clone(),
         Some(indexes.pods.clone()),
         slim_pod,
+        Yields::Changes,
     );
     let (claims, claims_s) = reflect(w, "claims", scoped(client, ns), all());
     let (volumes, volume_stream) = reflect(
@@ -187,6 +190,7 @@ fn reflectors(
         all(),
         Some(indexes.attachments.clone()),
         strip,
+        Yields::Changes,
     );
     let (services, services_s) = reflect(w, "services", scoped(client, ns), labelled.clone());
     let (slices, slices_s) = reflect(w, "slices", scoped(client, ns), labelled);
@@ -217,13 +221,14 @@ fn reflectors(
     // Service ranges are read from the store only.
     tokio::spawn(service_cidrs_s.for_each(|_| async {}));
     // A claim deleted wakes the instances that declare its address (see `on_cluster_state`).
-    let (ip_addresses, ip_addresses_s) = reflect_with_deletes(
+    let (ip_addresses, ip_addresses_s) = reflect_indexed(
         w,
         "ipaddresses",
         Api::<IPAddress>::all(client.clone()),
         all(),
         Some(indexes.ip_addresses.clone()),
         strip,
+        Yields::ChangesAndDeletions,
     );
     let stores = Stores {
         instances,
