@@ -13,6 +13,7 @@ mod moves;
 mod placement;
 pub mod quarantine;
 pub mod quorum;
+mod recording;
 mod shared;
 mod steady;
 pub mod whatif;
@@ -32,6 +33,7 @@ pub use health::{
 };
 pub use moves::{GRANT_HANDOVER, SELF_FENCE_MARGIN};
 pub use placement::{candidates, failover_threshold, failovers_in_period};
+pub use recording::may_act_before_recording;
 pub use shared::Shared;
 
 /// How many finished moves `status.history` keeps.

@@ -390,7 +390,7 @@ fn move_off(
 
 /// Counts the pod's restarts not yet counted: container restarts by the kubelet, and the
 /// pod's failure. Each is counted once, whatever the number of rounds that see it.
-fn count_restarts(p: &PodFacts, d: &mut Decision, now: jiff::Timestamp) {
+pub(super) fn count_restarts(p: &PodFacts, d: &mut Decision, now: jiff::Timestamp) {
     let seen = match &d.status.restarts_seen {
         Some(s) if s.pod_uid == p.uid => s.clone(),
         _ => RestartsSeen {

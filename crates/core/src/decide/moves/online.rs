@@ -145,13 +145,13 @@ pub(super) fn start_pod(r: &mut Round) -> Flow {
 pub(super) fn publish(r: &mut Round) -> Flow {
     let to = r.m.to.clone().unwrap_or_default();
     let now = r.now();
-    let ip = r
+    let pod = r
         .obs
         .pods
         .iter()
         .find(|p| p.name == r.new_pod)
-        .filter(|p| p.ready && !p.terminating && !p.failed)
-        .and_then(|p| p.ip.clone());
+        .filter(|p| p.ready && !p.terminating && !p.failed);
+    let ip = pod.and_then(|p| p.ip.clone());
     let Some(ip) = ip else {
         let msg = format!("waiting for pod {} on {to} to be ready", r.new_pod);
         return Flow::Park(reason::WAITING_FOR_READY, msg);
@@ -187,6 +187,11 @@ pub(super) fn publish(r: &mut Round) -> Flow {
         r.d.actions.push(Action::SetEndpoints(vec![ip]));
         let msg = format!("pod {} ready on {to}; publishing its endpoint", r.new_pod);
         return Flow::Park(reason::PUBLISHING_ENDPOINT, msg);
+    }
+    if let Some(p) = pod {
+        // Counted from here as in the steady state, whose first round then finds nothing
+        // new to write.
+        super::super::steady::count_restarts(p, r.d, now);
     }
     let mut m = r.m.clone();
     m.online = Some(micro(now));

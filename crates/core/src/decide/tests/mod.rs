@@ -226,8 +226,12 @@ fn places_on_first_healthy_preferred_owner() {
     assert_eq!(st.failover_count, 0, "placement is not a failover");
 }
 
-#[test]
-fn fails_over_in_order_fence_delete_detach_create_publish() {
+/// An instance settled Online on node "a" with a volume attached there; then "a" dies.
+fn online_on_a_when_a_dies_with_its_volume() -> (
+    FailoverClusterInstanceSpec,
+    Observed,
+    FailoverClusterInstanceStatus,
+) {
     let s = spec(&["a", "b", "c"]);
     let mut obs = observed(&[("a", up()), ("b", up()), ("c", up())]);
     let mut st = FailoverClusterInstanceStatus::default();
@@ -240,6 +244,12 @@ fn fails_over_in_order_fence_delete_detach_create_publish() {
         shared: false,
         terminating: false,
     });
+    (s, obs, st)
+}
+
+#[test]
+fn fails_over_in_order_fence_delete_detach_create_publish() {
+    let (s, mut obs, mut st) = online_on_a_when_a_dies_with_its_volume();
     // The round that starts the failover withdraws the endpoint once.
     let first = decide("db", Some(1), &s, Some(&st), &obs);
     let withdrawals = first
@@ -510,4 +520,85 @@ proptest! {
             prop_assert!(failovers_in_period(&s, &st, obs.now) <= threshold);
         }
     }
+}
+
+/// The rounds of a failover, as the controller runs them: a round that
+/// `may_act_before_recording` acts without writing, and the next round writes what it
+/// carried. Counts the status writes, and which actions went out before their round's write.
+#[test]
+fn a_failover_writes_its_status_four_times() {
+    let (s, mut obs, st) = online_on_a_when_a_dies_with_its_volume();
+    let mut written = st.clone();
+    let mut carried = st.clone();
+    let (mut writes, mut unwritten) = (0, Vec::new());
+    for _ in 0..20 {
+        let d = decide("db", Some(1), &s, Some(&carried), &obs);
+        let acts: Vec<Action> = d
+            .actions
+            .iter()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    Action::Event(_) | Action::EnsureService | Action::EnsureClaims
+                )
+            })
+            .cloned()
+            .collect();
+        if acts.is_empty() && d.status == written {
+            // Waiting for the new pod (created not ready, as by a kubelet): it becomes ready.
+            match obs.pods.iter_mut().find(|p| !p.ready) {
+                Some(p) => {
+                    p.ready = true;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        if may_act_before_recording(Some(&written), &d) {
+            unwritten.extend(acts.iter().cloned());
+        } else {
+            writes += 1;
+            written = d.status.clone();
+        }
+        carried = d.status;
+        for a in &acts {
+            match a {
+                Action::SetEndpoints(e) => obs.endpoints = e.clone(),
+                Action::Fence { node, .. } => {
+                    obs.members.insert(node.clone(), fenced());
+                }
+                Action::DeletePod { name, .. } => obs.pods.retain(|p| &p.name != name),
+                Action::DeleteAttachment { name, .. } => {
+                    obs.attachments.retain(|a| &a.name != name)
+                }
+                Action::CreatePod { node, seq } => {
+                    obs.pods.push(pod(&pod_name("db", *seq), node, false))
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(written.phase, Phase::Online, "{written:?}");
+    assert_eq!(written.owner_node.as_deref(), Some("b"));
+    // Started (withdraw, fence); owner chosen (create); pod created; online. The deletes
+    // and the publication went out before the writes that recorded them.
+    assert_eq!(writes, 4, "{written:?}");
+    assert!(
+        unwritten
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { force: true, .. }))
+            && unwritten
+                .iter()
+                .any(|a| matches!(a, Action::DeleteAttachment { .. }))
+            && unwritten
+                .iter()
+                .any(|a| matches!(a, Action::SetEndpoints(e) if !e.is_empty())),
+        "{unwritten:?}"
+    );
+    assert!(
+        !unwritten
+            .iter()
+            .any(|a| matches!(a, Action::Fence { .. } | Action::CreatePod { .. })),
+        "{unwritten:?}"
+    );
 }
