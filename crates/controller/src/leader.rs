@@ -41,6 +41,9 @@ pub struct Leadership {
     renewed: Arc<AtomicU64>,
     /// The Lease's duration; `None` when leadership is not elected.
     lease_duration: Option<Duration>,
+    /// How many times this replica has become leader: a write made in one term says nothing
+    /// of what another leader may have done before a later one.
+    term: Arc<AtomicU64>,
     changes: watch::Receiver<bool>,
 }
 
@@ -64,6 +67,7 @@ impl Leadership {
             valid_until: Arc::new(AtomicU64::new(u64::MAX)),
             renewed: Arc::new(AtomicU64::new(0)),
             lease_duration: None,
+            term: Arc::new(AtomicU64::new(1)),
             changes: rx,
         }
     }
@@ -71,6 +75,12 @@ impl Leadership {
     pub fn is_leader(&self) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64;
         now < self.valid_until.load(Ordering::Acquire)
+    }
+
+    /// The current term: it grows each time this replica becomes leader again (0 before
+    /// the first time).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
     }
 
     /// Resolves when leadership flips either way.
@@ -112,6 +122,7 @@ pub fn start(client: Client, cfg: LeaderConfig) -> Leadership {
         valid_until: Arc::new(AtomicU64::new(0)),
         renewed: Arc::new(AtomicU64::new(0)),
         lease_duration: Some(cfg.lease_duration),
+        term: Arc::new(AtomicU64::new(0)),
         changes: rx,
     };
     let shared = leadership.clone();
@@ -139,6 +150,7 @@ pub fn start(client: Client, cfg: LeaderConfig) -> Leadership {
                         .store(shared.nanos(attempt).max(1), Ordering::Release);
                     if shared.is_leader() && !*tx.borrow() {
                         tracing::info!(identity = %cfg.identity, "acquired leadership");
+                        shared.term.fetch_add(1, Ordering::AcqRel);
                         let _ = tx.send(true);
                     }
                 }

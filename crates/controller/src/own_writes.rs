@@ -34,8 +34,9 @@ struct Kept {
     created_pods: HashMap<String, Answer<Pod>>,
     /// UIDs of objects this replica deleted for good, and when.
     gone: HashMap<String, Instant>,
-    /// The resourceVersion of each instance's last status write, by `namespace/name`.
-    instances: HashMap<String, (String, Instant)>,
+    /// The resourceVersion of each instance's last status write, by `namespace/name`: when,
+    /// and in which leadership term.
+    instances: HashMap<String, (String, Instant, u64)>,
     pruned: Option<Instant>,
 }
 
@@ -145,12 +146,15 @@ impl OwnWrites {
         kept.gone.insert(uid.to_string(), Instant::now());
     }
 
-    /// The status of `instance` (`namespace/name`) was written at this resourceVersion.
-    pub fn wrote_instance(&self, instance: &str, resource_version: String) {
+    /// The status of `instance` (`namespace/name`) was written at this resourceVersion, in
+    /// leadership term `term`.
+    pub fn wrote_instance(&self, instance: &str, resource_version: String, term: u64) {
         let mut kept = self.kept();
         kept.prune();
-        kept.instances
-            .insert(instance.to_string(), (resource_version, Instant::now()));
+        kept.instances.insert(
+            instance.to_string(),
+            (resource_version, Instant::now(), term),
+        );
     }
 
     /// Whether this replica has written the instance's status at a version newer than
@@ -160,7 +164,22 @@ impl OwnWrites {
         self.kept()
             .instances
             .get(instance)
-            .is_some_and(|(written, at)| at.elapsed() < KEPT_FOR && older(cached_version, written))
+            .is_some_and(|(written, at, _)| {
+                at.elapsed() < KEPT_FOR && older(cached_version, written)
+            })
+    }
+
+    /// Whether `version` is the one this replica's last status write of the instance
+    /// returned, within [`KEPT_FOR`] and in leadership term `term`.
+    pub fn wrote_last(&self, instance: &str, version: &str, term: u64) -> bool {
+        !version.is_empty()
+            && self
+                .kept()
+                .instances
+                .get(instance)
+                .is_some_and(|(written, at, t)| {
+                    at.elapsed() < KEPT_FOR && written == version && *t == term
+                })
     }
 
     /// The fresher of the cached Node and the one this replica wrote.
@@ -249,7 +268,8 @@ impl Kept {
         self.slices.retain(|_, a| a.current());
         self.created_pods.retain(|_, a| a.current());
         self.gone.retain(|_, at| at.elapsed() < KEPT_FOR);
-        self.instances.retain(|_, (_, at)| at.elapsed() < KEPT_FOR);
+        self.instances
+            .retain(|_, (_, at, _)| at.elapsed() < KEPT_FOR);
     }
 }
 
@@ -378,10 +398,18 @@ mod tests {
     #[test]
     fn an_instance_is_behind_while_its_cached_version_is_older_than_the_last_write() {
         let own = OwnWrites::default();
-        own.wrote_instance("a/db", "50".into());
+        own.wrote_instance("a/db", "50".into(), 3);
         assert!(own.instance_behind("a/db", "49"));
         assert!(!own.instance_behind("a/db", "50"));
         assert!(!own.instance_behind("a/db", "51"));
         assert!(!own.instance_behind("a/other", "1"));
+        // Only the very version written, in the same leadership term, is this replica's
+        // last write.
+        assert!(own.wrote_last("a/db", "50", 3));
+        assert!(!own.wrote_last("a/db", "50", 4));
+        assert!(!own.wrote_last("a/db", "51", 3));
+        assert!(!own.wrote_last("a/db", "49", 3));
+        assert!(!own.wrote_last("a/other", "50", 3));
+        assert!(!own.wrote_last("a/other", "", 3));
     }
 }

@@ -126,25 +126,44 @@ pub fn error_policy(
 }
 
 /// Rounds, one after the other while each acts and the API server takes its writes: the
-/// next round decides on the instance as the last status write returned it.
+/// next round decides on the instance as the last status write returned it, or as the round
+/// before carried it without writing (`decide::may_act_before_recording`). The last round
+/// always writes what it carries.
 async fn apply(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Requeue> {
-    let mut stored: Option<FailoverClusterInstance> = None;
-    for _ in 1..ROUNDS_PER_RECONCILE {
-        let (requeue, next) = round(stored.as_ref().unwrap_or(fci), ctx).await?;
+    let mut carried: Option<Carried> = None;
+    let mut n = 1;
+    loop {
+        let last = n == ROUNDS_PER_RECONCILE;
+        let (requeue, next) = round(fci, carried.as_ref(), !last, ctx).await?;
         match next {
-            Some(next) => stored = Some(next),
-            None => return Ok(requeue),
+            Some(next) if !last => carried = Some(next),
+            _ => return Ok(requeue),
         }
+        n += 1;
     }
-    Ok(round(stored.as_ref().unwrap_or(fci), ctx).await?.0)
+}
+
+/// The instance a round hands to the next one: as its status write returned it, or with the
+/// status it decided and did not write (`unwritten`).
+struct Carried {
+    instance: FailoverClusterInstance,
+    unwritten: bool,
 }
 
 /// One round: observe, decide, record the decision, act, and say when to look again; and,
-/// when it acted and every write was taken, the instance as its status write returned it.
+/// when it acted and every write was taken, the instance for the next round. It decides on
+/// `carried` when the round before handed it on, else on `cached`. With `may_defer`, a
+/// round whose decision may go out before it is written (`may_act_before_recording`) on a
+/// status this replica wrote last acts first, and hands its status on unwritten.
 async fn round(
-    fci: &FailoverClusterInstance,
+    cached: &FailoverClusterInstance,
+    carried: Option<&Carried>,
+    may_defer: bool,
     ctx: &Context,
-) -> Result<(Requeue, Option<FailoverClusterInstance>)> {
+) -> Result<(Requeue, Option<Carried>)> {
+    let fci = carried.map_or(cached, |c| &c.instance);
+    let unwritten = carried.is_some_and(|c| c.unwritten);
+    let input = fci;
     // An instance with anti-affinity classes is decided one at a time, on its classmates'
     // statuses as last written (see `written::Written`).
     let mut written = if fci.spec.anti_affinity_classes.is_empty() {
@@ -194,7 +213,23 @@ async fn round(
         &observed,
     );
     let changed = fci.status.as_ref() != Some(&decision.status);
-    let stored = record(fci, &decision, ctx, written.as_deref_mut()).await?;
+    // Acting first needs the instance's version to be this replica's own last write (no
+    // one else has written it since, as far as this replica can know), and a next round to
+    // write what this one leaves unwritten: it follows only a round that changed something.
+    let defer = may_defer
+        && changed
+        && written.is_none()
+        && ctx.stores.own.wrote_last(
+            &fci.key(),
+            input.resource_version().as_deref().unwrap_or_default(),
+            ctx.leader.term(),
+        )
+        && decide::may_act_before_recording(fci.status.as_ref(), &decision);
+    let stored = if defer {
+        None
+    } else {
+        record(fci, &decision, unwritten, ctx, written.as_deref_mut()).await?
+    };
     drop(written);
     act(fci, &decision, ctx).await?;
     let requeue = match decision.recheck_at {
@@ -210,8 +245,23 @@ async fn round(
         None => Requeue::requeue(Duration::from_secs(300)),
     };
     // The next round follows at once only from a round that got somewhere (its status
-    // changed) and wrote: one that repeats what it asked before waits for the world.
-    Ok((requeue, stored.filter(|_| acts(&decision) && changed)))
+    // changed) and wrote, or acted before writing: one that repeats what it asked before
+    // waits for the world.
+    let go_on = acts(&decision) && changed;
+    let next = if defer {
+        let mut instance = input.clone();
+        instance.status = Some(decision.status);
+        Some(Carried {
+            instance,
+            unwritten: true,
+        })
+    } else {
+        stored.map(|instance| Carried {
+            instance,
+            unwritten: false,
+        })
+    };
+    Ok((requeue, next.filter(|_| go_on)))
 }
 
 /// Hands a settled instance's next look to its owner's timer (see `deadlines`), when its
@@ -309,16 +359,20 @@ async fn observe_round(
 /// write fails with a conflict and nothing is done. A round that would act writes even an
 /// unchanged status (the API server then stores nothing, but still checks the
 /// resourceVersion): a leader that was paused past its Lease cannot act on a stale view.
-/// Returns the instance as the API server stored it, if written.
+/// `unwritten`: the status decided on was carried from a round that acted before writing it,
+/// and is written now even if this round changes nothing. Returns the instance as the API
+/// server stored it, if written.
 async fn record(
     fci: &FailoverClusterInstance,
     decision: &decide::Decision,
+    unwritten: bool,
     ctx: &Context,
     written: Option<&mut BTreeMap<String, written::Recorded>>,
 ) -> Result<Option<FailoverClusterInstance>> {
-    if !acts(decision) && fci.status.as_ref() == Some(&decision.status) {
+    if !unwritten && !acts(decision) && fci.status.as_ref() == Some(&decision.status) {
         return Ok(None);
     }
+    let term = ctx.leader.term();
     ctx.ensure_leader()?;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let mut updated = fci.clone();
@@ -343,9 +397,11 @@ async fn record(
     } else {
         write.await?
     };
-    ctx.stores
-        .own
-        .wrote_instance(&fci.key(), stored.resource_version().unwrap_or_default());
+    ctx.stores.own.wrote_instance(
+        &fci.key(),
+        stored.resource_version().unwrap_or_default(),
+        term,
+    );
     ctx.metrics
         .record_finished_moves(&fci.spec.cluster_ref, fci.status.as_ref(), &decision.status);
     if fci.status.as_ref().and_then(|s| s.owner_node.as_ref())
