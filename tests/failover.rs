@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -536,6 +536,21 @@ async fn a_dead_node_is_tainted_once_and_each_of_its_pods_deleted_once() {
     })
     .await;
 
+    let status_writes = |log: &[serde_json::Value]| -> BTreeMap<String, usize> {
+        let mut by_instance = BTreeMap::new();
+        for e in log.iter().filter(|e| {
+            e["verb"] == "update"
+                && e["objectRef"]["resource"] == "failoverclusterinstances"
+                && e["objectRef"]["subresource"] == "status"
+                && e["objectRef"]["namespace"] == ns.name.as_str()
+                && e["responseStatus"]["code"] == 200
+        }) {
+            let name = e["objectRef"]["name"].as_str().unwrap_or_default();
+            *by_instance.entry(name.to_string()).or_insert(0) += 1;
+        }
+        by_instance
+    };
+    let before = status_writes(&controller_requests_audited());
     control_plane().nodes.kill(&nodes[0]).await.unwrap();
     let dead = nodes[0].clone();
     wait_each_instance(&fcis, N, T, "failed over and Online", move |i| {
@@ -602,6 +617,20 @@ async fn a_dead_node_is_tainted_once_and_each_of_its_pods_deleted_once() {
         deletes.len(),
         N,
         "each old pod deleted once, not again while the cache catches up: {deletes:?}"
+    );
+
+    // The status is written when a failover starts, when its new pod's owner is chosen,
+    // when that pod is created and when it is online: the deletes and the publication go
+    // out before the write that records them (`decide::may_act_before_recording`).
+    let after = status_writes(&controller_requests_audited());
+    let during: BTreeMap<&String, usize> = after
+        .iter()
+        .map(|(name, n)| (name, n - before.get(name).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(during.len(), N, "{during:?}");
+    assert!(
+        during.values().all(|n| *n <= 4),
+        "at most four status writes per failover: {during:?}"
     );
 }
 

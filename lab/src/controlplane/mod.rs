@@ -91,6 +91,8 @@ impl Default for ControlPlaneConfig {
 /// their request (the DeleteOptions: `gracePeriodSeconds: 0` is a force delete) and who sent
 /// them; writes to Nodes (not their status) with the request and the Node as stored after
 /// it, so that whether a node carried a taint at any moment can be read from the log alone.
+/// Writes of an instance's status are logged with who sent them and the answer only, to
+/// count them.
 pub const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -107,6 +109,11 @@ rules:
     resources:
       - group: ""
         resources: ["nodes"]
+  - level: Metadata
+    verbs: ["update", "patch"]
+    resources:
+      - group: "kube-failover.io"
+        resources: ["failoverclusterinstances/status"]
   - level: None
 "#;
 
