@@ -93,11 +93,14 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         victims.len(),
         affected.len()
     );
-    let killed_at = jiff::Timestamp::now();
     let kill_instant = Instant::now();
-    for v in victims.iter().chain(baseline_node.iter()) {
-        cp.nodes.kill(v).await?;
+    if let Some(b) = &baseline_node {
+        cp.nodes.kill(b).await?;
     }
+    // All victims fall silent in one instant: their moves are due together, the heaviest
+    // storm for the controller, and the span from the first move to the last is its work.
+    let victim_names: Vec<String> = victims.iter().cloned().collect();
+    let killed_at = cp.nodes.kill_together(&victim_names).await?;
     let baseline_tasks = watch_baselines(
         &client,
         baseline_node.as_deref(),

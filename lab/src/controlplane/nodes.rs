@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 
@@ -74,6 +76,30 @@ impl SimulatedNodes {
     /// updated. Pods bound to it stay as they are, as on a node that lost power.
     pub async fn kill(&self, name: &str) -> Result<()> {
         self.set_alive(name, false).await
+    }
+
+    /// Stops the heartbeats of `names` together, each just after one last renewal of its
+    /// Lease written here: the nodes fall silent in the same instant, as a rack that loses
+    /// power does, rather than each a different time after its last renewal by KWOK (up to
+    /// a quarter of the Lease apart). Returns the time of the last renewals.
+    pub async fn kill_together(&self, names: &[String]) -> Result<jiff::Timestamp> {
+        futures::future::try_join_all(names.iter().map(|n| self.kill(n))).await?;
+        let leases: Api<Lease> =
+            Api::namespaced(Client::try_from(self.config.clone())?, "kube-node-lease");
+        let now = jiff::Timestamp::now();
+        let renewed = MicroTime(now);
+        futures::future::try_join_all(names.iter().map(|n| {
+            let patch = serde_json::json!({"spec": {"renewTime": renewed}});
+            let leases = leases.clone();
+            async move {
+                leases
+                    .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .with_context(|| format!("renewing the Lease of node {n} a last time"))
+            }
+        }))
+        .await?;
+        Ok(now)
     }
 
     /// Restarts the node's heartbeats.
