@@ -22,7 +22,7 @@ pub async fn execute(
     fci: &FailoverClusterInstance,
     action: &Action,
     ctx: &Context,
-    fresh: &FreshNodes,
+    observed: std::time::Instant,
 ) -> Result<()> {
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let name = fci.name_any();
@@ -95,7 +95,7 @@ pub async fn execute(
                         .and_then(|p| p.spec.and_then(|s| s.node_name)),
                 };
                 match node {
-                    Some(node) => fresh.fenced_now(&node, ctx).await?,
+                    Some(node) => ctx.fresh_nodes.fenced_now(&node, observed, ctx).await?,
                     None => false,
                 }
             } else {
@@ -135,7 +135,7 @@ pub async fn execute(
                     None => return Ok(()),
                 },
             };
-            if !fresh.fenced_now(&node, ctx).await? {
+            if !ctx.fresh_nodes.fenced_now(&node, observed, ctx).await? {
                 tracing::info!(
                     attachment = va.as_str(),
                     node = node.as_str(),
@@ -287,20 +287,51 @@ pub async fn set_endpoints(
     Ok(())
 }
 
-/// The nodes one round read fresh to know whether they are fenced now: read once each per
-/// round, however many of the round's deletes ask (a pod and its volumes' attachments on
-/// the same node).
+/// Whether nodes are fenced now, read from the API server before a pod or an attachment on
+/// them is deleted without its grace period. A read serves every round that observed what it
+/// decided on before the read began: it is as fresh to each of them as a read of its own
+/// would be (the read is newer than the round's view, which is all the check asks), so the
+/// moves of a failed node's instances, deleting at about the same moment, share one read
+/// instead of reading the same Node once each. A round that observed after the last read
+/// began reads again.
 #[derive(Default)]
-pub struct FreshNodes(tokio::sync::Mutex<std::collections::HashMap<String, bool>>);
+pub struct FreshNodes(
+    std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<NodeRead>>>>,
+    >,
+);
+
+/// A read of a Node: when it began and whether it showed the node fenced.
+#[derive(Clone, Copy)]
+struct NodeRead {
+    began: std::time::Instant,
+    fenced: bool,
+}
 
 impl FreshNodes {
-    /// Whether `node` is fenced now, read from the API server: tainted out of service, or
-    /// gone.
-    async fn fenced_now(&self, node: &str, ctx: &Context) -> Result<bool> {
-        let mut read = self.0.lock().await;
-        if let Some(fenced) = read.get(node) {
-            return Ok(*fenced);
+    /// Whether `node` is fenced now (tainted out of service, or gone), by a read from the
+    /// API server that began after `observed` (when the asking round began to observe).
+    async fn fenced_now(
+        &self,
+        node: &str,
+        observed: std::time::Instant,
+        ctx: &Context,
+    ) -> Result<bool> {
+        let slot = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_string())
+            .or_default()
+            .clone();
+        // Rounds asking at once wait for one read, then each takes it if it is new enough.
+        let mut last = slot.lock().await;
+        if let Some(read) = *last
+            && read.began >= observed
+        {
+            return Ok(read.fenced);
         }
+        let began = std::time::Instant::now();
         let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
         let fenced = api.get_opt(node).await?.is_none_or(|n| {
             n.spec.and_then(|s| s.taints).is_some_and(|ts| {
@@ -308,7 +339,7 @@ impl FreshNodes {
                     .any(|t| t.key == decide::health::OUT_OF_SERVICE_TAINT)
             })
         });
-        read.insert(node.to_string(), fenced);
+        *last = Some(NodeRead { began, fenced });
         Ok(fenced)
     }
 }

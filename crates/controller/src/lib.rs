@@ -67,6 +67,8 @@ pub struct Context {
     pub service_refused: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
     /// The out-of-service taints this replica wrote: one per failed node.
     pub fences: fence::Fences,
+    /// Nodes read fresh before deletes without a grace period, shared by rounds.
+    pub fresh_nodes: actions::FreshNodes,
     /// One timer per node for the settled instances it hosts.
     pub deadlines: deadlines::NodeDeadlines,
 }

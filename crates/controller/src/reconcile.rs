@@ -12,7 +12,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
-use super::actions::{FreshNodes, execute, publish_event};
+use super::actions::{execute, publish_event};
 use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
@@ -172,6 +172,8 @@ async fn round(
         Some(ctx.written.lock().await)
     };
     let now = ctx.stores.heartbeats.clock().now();
+    // Reads made from here on are newer than what the round decides on (see `FreshNodes`).
+    let observed_at = std::time::Instant::now();
     // From here on, the instance is what it may serve: what its namespace was not granted of
     // its network name reaches no Service, no status and no agent.
     let cluster = ctx
@@ -231,7 +233,7 @@ async fn round(
         record(fci, &decision, unwritten, ctx, written.as_deref_mut()).await?
     };
     drop(written);
-    act(fci, &decision, ctx).await?;
+    act(fci, &decision, ctx, observed_at).await?;
     let requeue = match decision.recheck_at {
         Some(at) if hands_deadline(fci, &decision, &observed, at, ctx) => {
             // Its owner's timer wakes it when the verdict changes; this is a last resort.
@@ -420,15 +422,15 @@ async fn act(
     fci: &FailoverClusterInstance,
     decision: &decide::Decision,
     ctx: &Context,
+    observed: std::time::Instant,
 ) -> Result<()> {
     let (ensure, rest): (Vec<&Action>, Vec<&Action>) = decision
         .actions
         .iter()
         .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
-    let fresh = FreshNodes::default();
     for action in ensure {
         ctx.ensure_leader()?;
-        let done = execute(fci, action, ctx, &fresh).await;
+        let done = execute(fci, action, ctx, observed).await;
         if matches!(action, Action::EnsureService) {
             // A Service that cannot be written (refused by a policy, or another's) withholds
             // the network name only: said in `NetworkName` next round, and the round's other
@@ -450,7 +452,7 @@ async fn act(
         .into_iter()
         .partition(|a| matches!(a, Action::Event(_)));
     let written =
-        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx, &fresh)))
+        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx, observed)))
             .await;
     // The round's intent is recorded in the status: its Events tell of it even when a write
     // of the round failed (a Fence refused, say), or they would never be told at all.

@@ -104,6 +104,7 @@ pub fn build_controller(
         written: Default::default(),
         service_refused: Default::default(),
         fences: Default::default(),
+        fresh_nodes: Default::default(),
         foreign_pods: Default::default(),
         deadlines,
     });
