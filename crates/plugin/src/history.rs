@@ -89,20 +89,7 @@ mod tests {
 
     /// A move started at `started` with no step done yet.
     fn started(from: Option<&str>, reason: &str, planned: bool, started: i64) -> Move {
-        Move {
-            from: from.map(Into::into),
-            to: None,
-            reason: reason.into(),
-            planned,
-            started: at(started),
-            endpoint_withdrawn: None,
-            fenced: None,
-            vip_released: None,
-            old_pod_gone: None,
-            volumes_detached: None,
-            pod_created: None,
-            online: None,
-        }
+        Move::started(from.map(Into::into), None, reason, planned, at(started))
     }
 
     #[test]

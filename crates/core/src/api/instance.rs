@@ -522,6 +522,30 @@ pub struct Move {
 }
 
 impl Move {
+    /// A move started at `started`, no step of it done yet.
+    pub fn started(
+        from: Option<String>,
+        to: Option<String>,
+        reason: &str,
+        planned: bool,
+        started: MicroTime,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            reason: reason.into(),
+            planned,
+            started,
+            endpoint_withdrawn: None,
+            fenced: None,
+            vip_released: None,
+            old_pod_gone: None,
+            volumes_detached: None,
+            pod_created: None,
+            online: None,
+        }
+    }
+
     /// The steps of a move in the order of the failover sequence: the status field's name,
     /// how people read it, and when it was done (none: not, or not yet).
     pub fn steps(&self) -> [(&'static str, &'static str, Option<&MicroTime>); 8] {

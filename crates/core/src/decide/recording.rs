@@ -95,20 +95,13 @@ mod tests {
             owner_node: Some("a".into()),
             phase: Phase::Moving,
             move_seq: 2,
-            current_move: Some(Move {
-                from: Some("a".into()),
-                to: None,
-                reason: "NodeDown".into(),
-                planned: false,
-                started: at(10),
-                endpoint_withdrawn: None,
-                fenced: None,
-                vip_released: None,
-                old_pod_gone: None,
-                volumes_detached: None,
-                pod_created: None,
-                online: None,
-            }),
+            current_move: Some(Move::started(
+                Some("a".into()),
+                None,
+                "NodeDown",
+                false,
+                at(10),
+            )),
             conditions: vec![online("Fencing")],
             ..Default::default()
         }

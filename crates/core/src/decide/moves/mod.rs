@@ -116,20 +116,7 @@ pub(super) fn start_move(
 ) {
     d.status.move_seq += 1;
     d.status.moved_by_operator = reason == crate::api::reason::MOVE_REQUESTED;
-    d.status.current_move = Some(Move {
-        from,
-        to,
-        reason: reason.into(),
-        planned,
-        started: micro(now),
-        endpoint_withdrawn: None,
-        fenced: None,
-        vip_released: None,
-        old_pod_gone: None,
-        volumes_detached: None,
-        pod_created: None,
-        online: None,
-    });
+    d.status.current_move = Some(Move::started(from, to, reason, planned, micro(now)));
     d.status.phase = if d.status.owner_node.is_some() {
         Phase::Moving
     } else {
