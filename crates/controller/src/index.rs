@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use tokio::sync::Notify;
 
 /// What an index maps: key → references, and reference → its keys (to move or drop it).
 struct Entries<K: Resource<DynamicType = ()>> {
@@ -31,20 +32,24 @@ impl<K: Resource<DynamicType = ()>> Default for Entries<K> {
 }
 
 impl<K: Resource<DynamicType = ()>> Entries<K> {
-    fn remove(&mut self, object: &ObjectRef<K>) {
-        for key in self.keys.remove(object).unwrap_or_default() {
-            if let Some(set) = self.by_key.get_mut(&key) {
+    /// Drops `object`; whether it was under any key.
+    fn remove(&mut self, object: &ObjectRef<K>) -> bool {
+        let keys = self.keys.remove(object).unwrap_or_default();
+        for key in &keys {
+            if let Some(set) = self.by_key.get_mut(key) {
                 set.remove(object);
                 if set.is_empty() {
-                    self.by_key.remove(&key);
+                    self.by_key.remove(key);
                 }
             }
         }
+        !keys.is_empty()
     }
 
-    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) {
-        if self.keys.get(&object) == Some(&keys) {
-            return;
+    /// Files `object` under `keys`; whether they are not the ones it was under.
+    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) -> bool {
+        if self.keys.get(&object).map_or(keys.is_empty(), |k| *k == keys) {
+            return false;
         }
         self.remove(&object);
         for key in &keys {
@@ -56,6 +61,7 @@ impl<K: Resource<DynamicType = ()>> Entries<K> {
         if !keys.is_empty() {
             self.keys.insert(object, keys);
         }
+        true
     }
 }
 
@@ -71,6 +77,9 @@ type KeysOf<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
 pub struct Index<K: Resource<DynamicType = ()>> {
     state: Arc<RwLock<State<K>>>,
     keys_of: KeysOf<K>,
+    /// Told each time an object comes under other keys (or none), after the store and the
+    /// index both show it so.
+    rekeyed: Option<Arc<Notify>>,
 }
 
 impl<K: Resource<DynamicType = ()>> Clone for Index<K> {
@@ -78,6 +87,7 @@ impl<K: Resource<DynamicType = ()>> Clone for Index<K> {
         Self {
             state: self.state.clone(),
             keys_of: self.keys_of.clone(),
+            rekeyed: self.rekeyed.clone(),
         }
     }
 }
@@ -93,31 +103,48 @@ where
                 relisting: None,
             })),
             keys_of: Arc::new(keys_of),
+            rekeyed: None,
         }
+    }
+
+    /// Tells `notify` each time an object comes under other keys: a new object, one deleted,
+    /// one whose keys changed, and every relist (which may have changed any).
+    pub fn notifying(mut self, notify: Arc<Notify>) -> Self {
+        self.rekeyed = Some(notify);
+        self
     }
 
     /// Follows one watch event, as the store did.
     pub fn apply(&self, event: &watcher::Event<K>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        match event {
+        let rekeyed = match event {
             watcher::Event::Apply(object) => {
                 let keys = (self.keys_of)(object);
-                state.live.insert(ObjectRef::from(object), keys);
+                state.live.insert(ObjectRef::from(object), keys)
             }
             watcher::Event::Delete(object) => state.live.remove(&ObjectRef::from(object)),
-            watcher::Event::Init => state.relisting = Some(Entries::default()),
+            watcher::Event::Init => {
+                state.relisting = Some(Entries::default());
+                false
+            }
             watcher::Event::InitApply(object) => {
                 let keys = (self.keys_of)(object);
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
                     .insert(ObjectRef::from(object), keys);
+                false
             }
             watcher::Event::InitDone => {
                 if let Some(built) = state.relisting.take() {
                     state.live = built;
                 }
+                true
             }
+        };
+        drop(state);
+        if let (true, Some(notify)) = (rekeyed, &self.rekeyed) {
+            notify.notify_one();
         }
     }
 
@@ -198,6 +225,44 @@ mod tests {
         assert!(names(&index, "any").is_empty());
         let state = index.state.read().unwrap();
         assert!(state.live.by_key.is_empty() && state.live.keys.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_object_a_change_of_keys_a_delete_and_a_relist_are_told_and_nothing_else() {
+        let notify = Arc::new(Notify::new());
+        let index = by_group().notifying(notify.clone());
+        let told = |what: &str| {
+            let told = notify.notified();
+            futures::pin_mut!(told);
+            // A permit stored by `notify_one` makes the first poll ready.
+            assert!(
+                futures::FutureExt::now_or_never(told).is_some(),
+                "{what} is told"
+            );
+        };
+        let untold = |what: &str| {
+            let told = notify.notified();
+            futures::pin_mut!(told);
+            assert!(
+                futures::FutureExt::now_or_never(told).is_none(),
+                "{what} is not told"
+            );
+        };
+        index.apply(&Event::Apply(cm("a", Some("x"))));
+        told("a new object");
+        index.apply(&Event::Apply(cm("a", Some("x"))));
+        untold("the same keys again");
+        index.apply(&Event::Apply(cm("a", Some("y"))));
+        told("new keys");
+        index.apply(&Event::Apply(cm("c", None)));
+        untold("an object under no key");
+        index.apply(&Event::Delete(cm("a", Some("y"))));
+        told("a delete");
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(cm("b", Some("x"))));
+        untold("a relist under way");
+        index.apply(&Event::InitDone);
+        told("a relist done");
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub struct Context {
     pub client: Client,
     /// The namespace this replica is limited to, if any.
     pub namespace: Option<String>,
-    /// Notified on every node or instance change: the cluster status loop recomputes.
+    /// Notified when a Node, a cluster or a namespace changes, and when the cache shows an
+    /// instance under another owner, cluster or namespace: the cluster status loop recomputes.
     pub cluster_changed: Arc<tokio::sync::Notify>,
     pub stores: Stores,
     pub recorder: Recorder,

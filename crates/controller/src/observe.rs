@@ -114,10 +114,12 @@ pub struct Indexes {
     pub ip_addresses: Index<k8s_openapi::api::networking::v1::IPAddress>,
 }
 
-impl Default for Indexes {
-    fn default() -> Self {
+impl Indexes {
+    /// The indexes; `rekeyed` is told each time an instance comes under other keys (another
+    /// owner, cluster or namespace, made or deleted): what the clusters' status counts.
+    pub fn new(rekeyed: std::sync::Arc<tokio::sync::Notify>) -> Self {
         Self {
-            instances: Index::new(super::watches::instance_keys),
+            instances: Index::new(super::watches::instance_keys).notifying(rekeyed),
             pods: Index::new(super::watches::pod_keys),
             attachments: Index::new(super::watches::attachment_keys),
             ip_addresses: Index::new(super::watches::claim_keys),

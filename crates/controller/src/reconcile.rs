@@ -52,10 +52,6 @@ pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> 
     }
     let started = std::time::Instant::now();
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
-    if fci.metadata.deletion_timestamp.is_some() {
-        // Its owner's count in the cluster's status goes down.
-        ctx.cluster_changed.notify_one();
-    }
     let api: Api<FailoverClusterInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, fci, |event| async {
         match event {
@@ -406,12 +402,6 @@ async fn record(
     );
     ctx.metrics
         .record_finished_moves(&fci.spec.cluster_ref, fci.status.as_ref(), &decision.status);
-    if fci.status.as_ref().and_then(|s| s.owner_node.as_ref())
-        != decision.status.owner_node.as_ref()
-    {
-        // The cluster's status counts each member's instances.
-        ctx.cluster_changed.notify_one();
-    }
     Ok(Some(stored))
 }
 

@@ -72,12 +72,34 @@ pub fn slim_pod(pod: &mut Pod) {
     }
 }
 
-/// A Node without its images (the bulk of a Node, never read).
+/// A Node without what is never read and changes on its own: its images (the bulk of a
+/// Node), the volumes its kubelet mounts and the attach/detach controller attaches (the
+/// controller reads VolumeAttachments), and the times of its conditions (a kubelet moves
+/// `lastHeartbeatTime` on at each status report, every few minutes with nothing changed).
 pub fn slim_node(node: &mut Node) {
     strip(node);
     if let Some(status) = node.status.as_mut() {
         status.images = None;
+        status.volumes_in_use = None;
+        status.volumes_attached = None;
+        for c in status.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+            c.last_transition_time = None;
+        }
     }
+}
+
+/// A digest of what the store keeps of `obj`, its version aside: an event whose object has
+/// the digest of the one before it brings a reader of the store nothing new (for
+/// `predicate_filter`: a slimmed Node whose kubelet only reported its status again).
+pub fn kept_digest<K: Resource + serde::Serialize + Clone>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut kept = obj.clone();
+    kept.meta_mut().resource_version = None;
+    let json = serde_json::to_vec(&kept).ok()?;
+    let mut digest = std::hash::DefaultHasher::new();
+    json.hash(&mut digest);
+    Some(digest.finish())
 }
 
 /// How long a watch waits before trying again after an error: from 250 ms, doubling, at
@@ -486,6 +508,55 @@ mod tests {
     use kube::runtime::watcher::{Error, Event};
 
     use super::*;
+
+    fn node(ready: &str, heartbeat: i64, rv: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "uid": "u1", "resourceVersion": rv,
+                         "labels": {"zone": "a"}},
+            "spec": {},
+            "status": {
+                "conditions": [{
+                    "type": "Ready", "status": ready, "reason": "KubeletReady",
+                    "lastHeartbeatTime": jiff::Timestamp::from_second(heartbeat).unwrap(),
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "volumesInUse": ["kubernetes.io/csi/d^v1"],
+            }
+        }))
+        .unwrap()
+    }
+
+    fn kept(mut n: Node) -> Option<u64> {
+        slim_node(&mut n);
+        kept_digest(&n)
+    }
+
+    #[test]
+    fn a_status_report_with_nothing_changed_is_no_news_and_a_change_of_what_is_read_is() {
+        let before = kept(node("True", 1_800_000_000, "1"));
+        assert!(before.is_some());
+        // A kubelet's periodic report: new heartbeat time and version, volumes mounted.
+        let mut report = node("True", 1_800_000_300, "2");
+        report.status.as_mut().unwrap().volumes_in_use = None;
+        assert_eq!(kept(report), before);
+        // What instances and the cluster status read: readiness, labels, taints, addresses.
+        assert_ne!(kept(node("Unknown", 1_800_000_300, "3")), before);
+        let mut relabelled = node("True", 1_800_000_300, "4");
+        relabelled.metadata.labels.as_mut().unwrap().insert("zone".into(), "b".into());
+        assert_ne!(kept(relabelled), before);
+        let mut tainted = node("True", 1_800_000_300, "5");
+        tainted.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "node.kubernetes.io/out-of-service".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        }]);
+        assert_ne!(kept(tainted), before);
+        let mut readdressed = node("True", 1_800_000_300, "6");
+        readdressed.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address =
+            "10.0.0.2".into();
+        assert_ne!(kept(readdressed), before);
+    }
 
     #[tokio::test]
     async fn a_tracked_watch_lists_then_is_complete_and_ends_with_its_stream() {

@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use kube_failover_core::api::{
     AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
@@ -33,7 +33,7 @@ use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
 use super::vip_holders::agent_holds;
 use super::watches::{
-    QuickBackoff, Yields, by_label, key, reflect, reflect_indexed, slim_node, slim_pod,
+    QuickBackoff, Yields, by_label, key, kept_digest, reflect, reflect_indexed, slim_node, slim_pod,
     stream_from_watch, strip, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
@@ -51,7 +51,11 @@ pub fn build_controller(
     // Every reflector registers in `health.watches`: /healthz reports one that ended.
     let health = Health::default();
     let heartbeats = Heartbeats::new(Clock::default());
-    let indexes = Indexes::default();
+    // The cluster status loop's wake-up: Node, cluster and namespace changes, and an instance
+    // under another owner, cluster or namespace once the cache shows it (its count is
+    // read from the cache: told at the write, the loop could count the instance as it was).
+    let cluster_changed = Arc::new(Notify::new());
+    let indexes = Indexes::new(cluster_changed.clone());
     let (instances, instance_stream) = reflect_indexed(
         &health.watches,
         "instances",
@@ -72,7 +76,6 @@ pub fn build_controller(
     // the moment its owner's Lease would go stale). Revived nodes arrive through Node events.
     // Each renewal is dated the moment it arrives, on this controller's clock.
     tokio::spawn(heartbeats::probe_api(client.clone(), heartbeats));
-    let cluster_changed = Arc::new(Notify::new());
     let reconcile_all = reconcile_all(&leader, &stores, &health, &cluster_changed);
     let controller = Controller::for_stream(instance_stream, stores.instances.clone())
         .with_config(
@@ -447,8 +450,11 @@ fn on_cluster_state(
         cluster_changed.clone(),
         cluster_changed.clone(),
     );
+    // A Node whose kubelet only reported its status again (every few minutes on each node,
+    // with nothing changed) wakes nothing: only a change of what the store keeps does.
+    let nodes = s.nodes.predicate_filter(kept_digest::<Node>, PredicateConfig::default());
     controller
-        .watches_stream(s.nodes, move |n: Node| {
+        .watches_stream(nodes, move |n: Node| {
             node_changed.notify_one();
             let name = n.name_any();
             let mut woken = refs(on_node.instances_under(&key::owner(&name)));

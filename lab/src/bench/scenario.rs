@@ -59,9 +59,12 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     // A quiet period: every node renews once more after the set-up's load, so that a node
     // whose renewals the set-up delayed is not killed half-stale.
     every_lease_renewed_since(&client, &nodes, jiff::Timestamp::now()).await?;
-    // At rest: what the controller sends while nothing changes but the nodes' renewals.
+    // At rest: what the controller sends while nothing changes but the nodes' renewals and
+    // one status report of each node (kubelets report every few minutes, KWOK every ten: a
+    // window of 20 s would see one by chance, or none).
     let (_, idle_before) = http_get(ctrl.addr, "/metrics").await?;
     let (_, idle_cpu_before) = proc_stat(ctrl.child.id())?;
+    cp.nodes.report_status(&nodes).await?;
     tokio::time::sleep(IDLE_WINDOW).await;
     let (_, idle_after) = http_get(ctrl.addr, "/metrics").await?;
     let (_, idle_cpu_after) = proc_stat(ctrl.child.id())?;
@@ -239,8 +242,6 @@ async fn start_cluster(
     Ok((cp, client, nodes))
 }
 
-/// `m` instances with one CSI volume each, spread over `nodes`; returns them once all are
-/// Online.
 /// How long the controller is watched at rest, every instance Online, before the kill.
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
@@ -249,6 +250,8 @@ const IDLE_WINDOW: Duration = Duration::from_secs(20);
 /// renewals to arrive late, and live nodes to look dead.
 const CREATE_BATCH: usize = 100;
 
+/// `m` instances with one CSI volume each, spread over `nodes`; returns them once all are
+/// Online.
 async fn create_instances(
     client: &Client,
     nodes: &[String],

@@ -102,6 +102,28 @@ impl SimulatedNodes {
         Ok(now)
     }
 
+    /// Each node reports its status once, as a kubelet does every few minutes with nothing
+    /// changed (KWOK every ten): the Ready condition's `lastHeartbeatTime` moves on, nothing
+    /// else. Controllers watching Nodes see one update per node.
+    pub async fn report_status(&self, names: &[String]) -> Result<()> {
+        let api = self.api()?;
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let patch = serde_json::json!({
+            "status": {"conditions": [{"type": "Ready", "lastHeartbeatTime": now}]}
+        });
+        futures::future::try_join_all(names.iter().map(|n| {
+            let api = api.clone();
+            let patch = &patch;
+            async move {
+                api.patch_status(n, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await
+                    .with_context(|| format!("reporting the status of node {n}"))
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
     /// Restarts the node's heartbeats.
     pub async fn revive(&self, name: &str) -> Result<()> {
         self.set_alive(name, true).await
