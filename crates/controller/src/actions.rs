@@ -18,12 +18,29 @@ use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
 use kube_failover_core::decide::{self, Action};
 use kube_failover_core::rules::controlled_by;
 
+/// What a round read for its writes: when it began to observe (reads from then on are newer
+/// than what it decided on), and, when it creates a pod, the instance's pods as listed from
+/// the API server while its status write went out.
+pub struct Reads {
+    pub observed: std::time::Instant,
+    pub pods: Option<Vec<Pod>>,
+}
+
+/// The pods labelled for the instance, from the API server.
+pub async fn list_pods(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Vec<Pod>> {
+    let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{INSTANCE_LABEL}={}", fci.name_any());
+    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+}
+
 pub async fn execute(
     fci: &FailoverClusterInstance,
     action: &Action,
     ctx: &Context,
-    observed: std::time::Instant,
+    reads: &Reads,
 ) -> Result<()> {
+    let observed = reads.observed;
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let name = fci.name_any();
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
@@ -158,11 +175,11 @@ pub async fn execute(
             // The API server's word, not the cache's: no other pod of the instance may exist.
             // Only the pods the instance controls count: one that merely carries its label
             // is anyone's, and must not hold a failover up.
-            let existing = api
-                .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
-                .await?;
+            let existing = match &reads.pods {
+                Some(listed) => listed.clone(),
+                None => list_pods(fci, ctx).await?,
+            };
             if let Some(other) = existing
-                .items
                 .iter()
                 .find(|p| p.name_any() != pod_name && controlled_by(&p.metadata, fci))
             {

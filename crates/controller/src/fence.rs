@@ -116,12 +116,19 @@ async fn fence_checked(
     ctx: &Context,
 ) -> Result<Option<String>> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    let kubelet = leases.get_opt(node).await?;
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let agent_name = agent_lease_name(node);
+    // The three reads go out together (one round trip, not three): the checks below read
+    // them as before, and the taint is written only after all of them, conditioned on the
+    // Node's resourceVersion as read.
+    let (kubelet, agent, mut n) = tokio::try_join!(
+        leases.get_opt(node),
+        leases.get_opt(&agent_name),
+        api.get(node),
+    )?;
     if !kubelet_as_seen(node, kubelet.as_ref(), basis, ctx) {
         return Ok(None);
     }
-    let agent_name = agent_lease_name(node);
-    let agent = leases.get_opt(&agent_name).await?;
     let as_seen = match (&agent, basis.agent_seen) {
         (Some(a), Some(seen)) => ctx.stores.heartbeats.lease(&agent_name, renew_time(a)) == seen,
         (None, None) => true,
@@ -138,8 +145,6 @@ async fn fence_checked(
         );
         return Ok(None);
     }
-    let api: Api<Node> = Api::all(ctx.client.clone());
-    let mut n = api.get(node).await?;
     let taints = n
         .spec
         .get_or_insert_with(Default::default)

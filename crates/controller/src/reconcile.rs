@@ -12,7 +12,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
-use super::actions::{execute, publish_event};
+use super::actions::{self, execute, publish_event};
 use super::cleanup::cleanup;
 use super::error::{Error, Result};
 use super::metrics;
@@ -223,13 +223,32 @@ async fn round(
             ctx.leader.term(),
         )
         && decide::may_act_before_recording(fci.status.as_ref(), &decision);
+    let creates_pod = decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CreatePod { .. }));
+    let mut reads = actions::Reads {
+        observed: observed_at,
+        pods: None,
+    };
     let stored = if defer {
         None
+    } else if creates_pod {
+        // The list that a pod's creation waits on (no other pod of the instance) goes out
+        // with the status write that records the creation: one round trip, not two. The
+        // pod goes out only once both are answered, and not at all if the write is refused.
+        let (stored, pods) = tokio::join!(
+            record(fci, &decision, unwritten, ctx, written.as_deref_mut()),
+            actions::list_pods(fci, ctx),
+        );
+        let stored = stored?;
+        reads.pods = Some(pods?);
+        stored
     } else {
         record(fci, &decision, unwritten, ctx, written.as_deref_mut()).await?
     };
     drop(written);
-    act(fci, &decision, ctx, observed_at).await?;
+    act(fci, &decision, ctx, &reads).await?;
     let requeue = match decision.recheck_at {
         Some(at) if hands_deadline(fci, &decision, &observed, at, ctx) => {
             // Its owner's timer wakes it when the verdict changes; this is a last resort.
@@ -412,7 +431,7 @@ async fn act(
     fci: &FailoverClusterInstance,
     decision: &decide::Decision,
     ctx: &Context,
-    observed: std::time::Instant,
+    reads: &actions::Reads,
 ) -> Result<()> {
     let (ensure, rest): (Vec<&Action>, Vec<&Action>) = decision
         .actions
@@ -420,7 +439,7 @@ async fn act(
         .partition(|a| matches!(a, Action::EnsureService | Action::EnsureClaims));
     for action in ensure {
         ctx.ensure_leader()?;
-        let done = execute(fci, action, ctx, observed).await;
+        let done = execute(fci, action, ctx, reads).await;
         if matches!(action, Action::EnsureService) {
             // A Service that cannot be written (refused by a policy, or another's) withholds
             // the network name only: said in `NetworkName` next round, and the round's other
@@ -442,7 +461,7 @@ async fn act(
         .into_iter()
         .partition(|a| matches!(a, Action::Event(_)));
     let written =
-        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx, observed)))
+        futures::future::try_join_all(writes.into_iter().map(|a| execute(fci, a, ctx, reads)))
             .await;
     // The round's intent is recorded in the status: its Events tell of it even when a write
     // of the round failed (a Fence refused, say), or they would never be told at all.
