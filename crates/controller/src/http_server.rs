@@ -88,6 +88,7 @@ fn scrape(ctx: &Context) -> String {
     m.record_fences(&fence_taints(&clusters, ctx));
     let names: std::collections::BTreeSet<String> = clusters.iter().map(|c| c.name_any()).collect();
     m.retain_clusters(|c| leading && names.contains(c));
+    m.record_watch_changes(&ctx.health.watches.views());
     m.render()
 }
 
@@ -192,6 +193,7 @@ mod tests {
             name,
             ended,
             listing_since,
+            changes: 0,
         }
     }
 

@@ -38,6 +38,11 @@ pub struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabel {
+    pub watch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub error: String,
 }
@@ -122,6 +127,8 @@ pub struct Metrics {
     pub instances: Family<PhaseLabel, Gauge>,
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub reconcile_duration: Histogram,
+    /// Objects each watch saw changed or deleted (its lists aside): what wakes reconciles.
+    watch_changes: Family<WatchLabel, Counter>,
     /// Finished moves by cluster and kind (placement, planned, unplanned).
     pub moves: Family<ClusterKindLabels, Counter>,
     /// Each step of each finished move, by step and kind.
@@ -189,6 +196,11 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        );
+        let watch_changes = r.add(
+            "watch_changes",
+            "Objects a watch saw changed or deleted since it started (its lists aside), by watch",
+            Family::default(),
         );
         let api_requests = r.add(
             "api_requests",
@@ -271,6 +283,7 @@ impl Default for Metrics {
             instances,
             reconcile_errors,
             reconcile_duration,
+            watch_changes,
             moves,
             move_step_duration,
             moving_instances,
@@ -550,6 +563,19 @@ impl Metrics {
             }
             if let Some(due) = t.unfence_due {
                 self.unfence_due.get_or_create(&node).set(unix_seconds(due));
+            }
+        }
+    }
+
+    /// Brings the watch change counters up to what the watches counted.
+    pub fn record_watch_changes(&self, watches: &[super::watches::WatchView]) {
+        for w in watches {
+            let counter = self.watch_changes.get_or_create(&WatchLabel {
+                watch: w.name.to_string(),
+            });
+            let seen = counter.get();
+            if w.changes > seen {
+                counter.inc_by(w.changes - seen);
             }
         }
     }
@@ -1120,6 +1146,12 @@ mod tests {
             })
             .inc();
         m.reconcile_duration.observe(0.1);
+        m.record_watch_changes(&[crate::watches::WatchView {
+            name: "pods",
+            ended: false,
+            listing_since: None,
+            changes: 3,
+        }]);
         let rendered: BTreeSet<String> = m
             .render()
             .lines()
@@ -1128,6 +1160,27 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(rendered, names);
+    }
+
+    #[test]
+    fn watch_changes_follow_the_watches_counts_without_counting_twice() {
+        let m = Metrics::default();
+        let pods = |changes| crate::watches::WatchView {
+            name: "pods",
+            ended: false,
+            listing_since: None,
+            changes,
+        };
+        m.record_watch_changes(&[pods(3)]);
+        m.record_watch_changes(&[pods(3)]);
+        m.record_watch_changes(&[pods(5)]);
+        assert!(
+            m.render()
+                .lines()
+                .any(|l| l == "kube_failover_watch_changes_total{watch=\"pods\"} 5"),
+            "{}",
+            m.render()
+        );
     }
 
     #[test]

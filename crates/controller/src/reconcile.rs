@@ -32,6 +32,8 @@ const ANTI_AFFINITY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const ROUNDS_PER_RECONCILE: usize = 8;
 
 pub async fn reconcile(fci: Arc<FailoverClusterInstance>, ctx: Arc<Context>) -> Result<Requeue> {
+    // Inside the runtime's span, which names what woke the instance (`object.reason`).
+    tracing::trace!("reconcile");
     if !ctx.leader.is_leader() {
         // Caches stay warm; everything is reconciled again on becoming leader.
         return Ok(Requeue::await_change());

@@ -162,6 +162,8 @@ struct WatchState {
     /// `NOT_LISTING` once the list completed. A watch starts by listing (at `epoch`).
     listing_since: AtomicU64,
     ended: AtomicBool,
+    /// Objects changed or deleted since the watch started, its lists aside.
+    changes: AtomicU64,
 }
 
 const NOT_LISTING: u64 = u64::MAX;
@@ -174,6 +176,8 @@ pub struct WatchView {
     pub ended: bool,
     /// Listing, with no page since then; `None` when its cache is complete.
     pub listing_since: Option<Instant>,
+    /// Objects changed or deleted since it started (what a list brings aside).
+    pub changes: u64,
 }
 
 impl Watches {
@@ -187,6 +191,7 @@ impl Watches {
                     ended: w.ended.load(Ordering::Acquire),
                     listing_since: (since != NOT_LISTING)
                         .then(|| w.epoch + Duration::from_nanos(since)),
+                    changes: w.changes.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -207,6 +212,7 @@ impl Watches {
             epoch: Instant::now(),
             listing_since: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
         });
         self.all
             .lock()
@@ -253,7 +259,10 @@ where
                 Some(Ok(watcher::Event::InitDone)) => {
                     w.listing_since.store(NOT_LISTING, Ordering::Release);
                 }
-                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) | Err(_)) => {}
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                    w.changes.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(_)) => {}
             }
         }
         next
@@ -590,6 +599,11 @@ mod tests {
         tx.unbounded_send(Ok(Event::InitDone)).unwrap();
         events.next().await.unwrap().unwrap();
         assert_eq!(view().listing_since, None);
+        assert_eq!(view().changes, 0, "what a list brings is not a change");
+        for e in [Event::Apply(ConfigMap::default()), Event::Delete(ConfigMap::default())] {
+            tx.unbounded_send(Ok(e)).unwrap();
+            events.next().await.unwrap().unwrap();
+        }
         // Errors while watching leave it alive: the watcher retries.
         tx.unbounded_send(Err(Error::NoResourceVersion)).unwrap();
         events.next().await.unwrap().unwrap_err();
@@ -598,7 +612,8 @@ mod tests {
             WatchView {
                 name: "configmaps",
                 ended: false,
-                listing_since: None
+                listing_since: None,
+                changes: 2,
             }
         );
         drop(tx);

@@ -89,6 +89,19 @@ pub(super) fn requests_by_resource(metrics: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Objects each of the controller's watches saw changed so far, by watch
+/// (`kube_failover_watch_changes_total{watch="pods"} n`).
+pub(super) fn watch_changes(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("kube_failover_watch_changes_total{watch=\"")?;
+            let (watch, value) = rest.split_once("\"} ")?;
+            Some((watch.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// `(verb, resource, count)` from `kube_failover_api_requests_total{verb="…",resource="…"} n`.
 fn requests(metrics: &str) -> impl Iterator<Item = (String, String, f64)> + '_ {
     metrics.lines().filter_map(|l| {
@@ -126,16 +139,22 @@ pub(super) async fn spawn_controller(
 ) -> Result<(ControllerProcess, f64)> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let started = Instant::now();
+    // Its log goes to stdout; both streams to the control plane's logs directory.
+    let log = std::fs::File::create(cp.logs_dir().join("kube-failover.log"))?;
     let child = Command::new(bin)
         .args(["run", "--watch-namespace", NS, "--leader-elect", "false"])
         .args(["--metrics-addr", &addr.to_string()])
         .env("KUBECONFIG", cp.kubeconfig())
-        .env("RUST_LOG", "warn")
+        // `KUBE_FAILOVER_BENCH_LOG` sets the controller's log filter (its log is in the
+        // control plane's logs directory), e.g. `kube_failover_controller=trace` to see
+        // what woke each reconcile.
+        .env(
+            "RUST_LOG",
+            std::env::var("KUBE_FAILOVER_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(
-            cp.logs_dir().join("kube-failover.log"),
-        )?)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()?;
     let proc = ControllerProcess { child, addr };
     loop {

@@ -13,7 +13,7 @@ use super::{
     AtRest, Baseline, BenchArgs, MEMBER_LABEL, NS, ScenarioResult, Stats, create_all, floor,
     lease_settings, online, print_result, proc_stat, pv, pvc, ready_pod_elsewhere, reconciles,
     requests_by_resource, requests_by_verb, rss_now, scenario_name, spawn_controller,
-    start_baselines, watch_instances, watch_until,
+    start_baselines, watch_changes, watch_instances, watch_until,
 };
 use crate::controlplane::{ControlPlane, ControlPlaneConfig, http_get, play_csi_attacher};
 use crate::demo::{SIM_CSI_DRIVER, ensure_tools};
@@ -56,6 +56,15 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         "[bench] {m} instances Online after {:.1} s of set-up",
         setup.elapsed().as_secs_f64()
     );
+    // Kubernetes' own controllers lag behind a set-up of thousands (the claims bound and the
+    // volumes attached minutes after the instances are Online, none of which waits for
+    // them): the cluster is at rest only once they have caught up, every claim Bound and
+    // every volume attached.
+    every_claim_bound_and_attached(&client, m).await?;
+    eprintln!(
+        "[bench] every claim bound and volume attached after {:.1} s of set-up",
+        setup.elapsed().as_secs_f64()
+    );
     // A quiet period: every node renews once more after the set-up's load, so that a node
     // whose renewals the set-up delayed is not killed half-stale.
     every_lease_renewed_since(&client, &nodes, jiff::Timestamp::now()).await?;
@@ -81,8 +90,10 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
             });
     // Reads at rest too: a watch started again, or a relist, wakes the instances it
     // concerns, and tells reconciles at rest from a timer's.
+    // And what its watches saw change meanwhile: what may have woken those reconciles.
+    let changed = requests_per_failover(watch_changes, &idle_before, &idle_after, 1);
     eprintln!(
-        "[bench] at rest for {} s, the controller wrote: {idle:?}; read: {idle_reads:?}; {rest:?}",
+        "[bench] at rest for {} s, the controller wrote: {idle:?}; read: {idle_reads:?}; its watches saw changed: {changed:?}; {rest:?}",
         IDLE_WINDOW.as_secs()
     );
 
@@ -306,7 +317,7 @@ async fn create_instances(
             client,
             Duration::from_secs(1800),
             "all instances Online",
-            |all| all.len() == upto && all.iter().all(online),
+            |all| all.len() == upto && all.iter().all(|i| online(i)),
         )
         .await?;
         created = upto;
@@ -315,6 +326,42 @@ async fn create_instances(
         }
     }
     Ok(all)
+}
+
+/// Waits until the `m` claims of the bench's instances are Bound and `m` VolumeAttachments
+/// attached.
+async fn every_claim_bound_and_attached(client: &Client, m: usize) -> Result<()> {
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    let timeout = Duration::from_secs(1800);
+    watch_until(
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS),
+        timeout,
+        "every claim Bound",
+        |claims| {
+            claims
+                .state()
+                .iter()
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+                .count()
+                >= m
+        },
+    )
+    .await?;
+    watch_until(
+        Api::<VolumeAttachment>::all(client.clone()),
+        timeout,
+        "every volume attached",
+        |attachments| {
+            attachments
+                .state()
+                .iter()
+                .filter(|a| a.status.as_ref().is_some_and(|s| s.attached))
+                .count()
+                >= m
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Waits until the Lease of every node in `nodes` was renewed after `since`.
