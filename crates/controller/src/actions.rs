@@ -31,7 +31,10 @@ pub async fn list_pods(fci: &FailoverClusterInstance, ctx: &Context) -> Result<V
     let ns = fci.namespace().ok_or(Error::Missing("namespace"))?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!("{INSTANCE_LABEL}={}", fci.name_any());
-    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 pub async fn execute(

@@ -48,7 +48,11 @@ impl<K: Resource<DynamicType = ()>> Entries<K> {
 
     /// Files `object` under `keys`; whether they are not the ones it was under.
     fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) -> bool {
-        if self.keys.get(&object).map_or(keys.is_empty(), |k| *k == keys) {
+        if self
+            .keys
+            .get(&object)
+            .map_or(keys.is_empty(), |k| *k == keys)
+        {
             return false;
         }
         self.remove(&object);

@@ -552,7 +552,12 @@ mod tests {
         // What instances and the cluster status read: readiness, labels, taints, addresses.
         assert_ne!(kept(node("Unknown", 1_800_000_300, "3")), before);
         let mut relabelled = node("True", 1_800_000_300, "4");
-        relabelled.metadata.labels.as_mut().unwrap().insert("zone".into(), "b".into());
+        relabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("zone".into(), "b".into());
         assert_ne!(kept(relabelled), before);
         let mut tainted = node("True", 1_800_000_300, "5");
         tainted.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
@@ -562,8 +567,14 @@ mod tests {
         }]);
         assert_ne!(kept(tainted), before);
         let mut readdressed = node("True", 1_800_000_300, "6");
-        readdressed.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address =
-            "10.0.0.2".into();
+        readdressed
+            .status
+            .as_mut()
+            .unwrap()
+            .addresses
+            .as_mut()
+            .unwrap()[0]
+            .address = "10.0.0.2".into();
         assert_ne!(kept(readdressed), before);
     }
 
@@ -600,7 +611,10 @@ mod tests {
         events.next().await.unwrap().unwrap();
         assert_eq!(view().listing_since, None);
         assert_eq!(view().changes, 0, "what a list brings is not a change");
-        for e in [Event::Apply(ConfigMap::default()), Event::Delete(ConfigMap::default())] {
+        for e in [
+            Event::Apply(ConfigMap::default()),
+            Event::Delete(ConfigMap::default()),
+        ] {
             tx.unbounded_send(Ok(e)).unwrap();
             events.next().await.unwrap().unwrap();
         }

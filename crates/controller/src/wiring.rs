@@ -33,8 +33,8 @@ use super::metrics::Metrics;
 use super::observe::{Indexes, Stores};
 use super::vip_holders::agent_holds;
 use super::watches::{
-    QuickBackoff, Yields, by_label, key, kept_digest, reflect, reflect_indexed, slim_node, slim_pod,
-    stream_from_watch, strip, wait_synced,
+    QuickBackoff, Yields, by_label, kept_digest, key, reflect, reflect_indexed, slim_node,
+    slim_pod, stream_from_watch, strip, wait_synced,
 };
 use super::{Context, FIELD_MANAGER, RunOptions};
 
@@ -452,7 +452,9 @@ fn on_cluster_state(
     );
     // A Node whose kubelet only reported its status again (every few minutes on each node,
     // with nothing changed) wakes nothing: only a change of what the store keeps does.
-    let nodes = s.nodes.predicate_filter(kept_digest::<Node>, PredicateConfig::default());
+    let nodes = s
+        .nodes
+        .predicate_filter(kept_digest::<Node>, PredicateConfig::default());
     controller
         .watches_stream(nodes, move |n: Node| {
             node_changed.notify_one();
