@@ -178,9 +178,13 @@ pub async fn execute(
             // The API server's word, not the cache's: no other pod of the instance may exist.
             // Only the pods the instance controls count: one that merely carries its label
             // is anyone's, and must not hold a failover up.
+            let listed_now;
             let existing = match &reads.pods {
-                Some(listed) => listed.clone(),
-                None => list_pods(fci, ctx).await?,
+                Some(listed) => listed,
+                None => {
+                    listed_now = list_pods(fci, ctx).await?;
+                    &listed_now
+                }
             };
             if let Some(other) = existing
                 .iter()

@@ -7,9 +7,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action as Requeue;
 
+use super::actions::list_pods;
 use super::error::{Error, Result, ignore_gone, ignore_missing, with_uid};
 use super::{Context, build, network};
-use kube_failover_core::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance, INSTANCE_LABEL};
+use kube_failover_core::api::{CLAIM_TEMPLATE_LABEL, FailoverClusterInstance};
 use kube_failover_core::rules::controlled_by;
 
 /// Deleting an instance removes what the controller created for it, and nothing else: the
@@ -24,12 +25,9 @@ pub async fn cleanup(fci: &FailoverClusterInstance, ctx: &Context) -> Result<Req
     ctx.foreign_pods.forget_instance(&format!("{ns}/{name}"));
     let owned = |meta: &kube::api::ObjectMeta| build::owned_by(meta, fci);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}"));
     // Only the pods the instance controls: the label is anyone's to set.
-    for p in pods
-        .list(&selector)
+    for p in list_pods(fci, ctx)
         .await?
-        .items
         .iter()
         .filter(|p| controlled_by(&p.metadata, fci))
     {

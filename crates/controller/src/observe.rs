@@ -115,8 +115,9 @@ pub struct Indexes {
 }
 
 impl Indexes {
-    /// The indexes; `rekeyed` is told each time an instance comes under other keys (another
-    /// owner, cluster or namespace, made or deleted): what the clusters' status counts.
+    /// The indexes; `rekeyed` is told each time an instance comes under other keys (made or
+    /// deleted, or another owner, cluster, namespace or phase key): among them every change
+    /// the clusters' status counts.
     pub fn new(rekeyed: std::sync::Arc<tokio::sync::Notify>) -> Self {
         Self {
             instances: Index::new(super::watches::instance_keys).notifying(rekeyed),
