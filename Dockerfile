@@ -16,10 +16,11 @@ ARG RUST_VERSION=1.95.0
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim AS build
 ARG TARGETARCH
-# musl-gcc compiles the C parts of ring (TLS) for the static musl target; protoc, the
-# container runtime's gRPC API (the agent stops pods through it).
+# musl-gcc compiles the C parts of ring (TLS) and of jemalloc (the allocator; make drives
+# its build) for the static musl target; protoc, the container runtime's gRPC API (the agent
+# stops pods through it).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools protobuf-compiler \
+ && apt-get install -y --no-install-recommends musl-tools make protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 RUN case "${TARGETARCH:-amd64}" in \
       amd64) echo x86_64-unknown-linux-musl ;; \

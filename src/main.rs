@@ -273,3 +273,7 @@ mod tests {
         assert_eq!(choose_identity(None, None, false).unwrap(), "kube-failover");
     }
 }
+
+/// jemalloc (see Cargo.toml): memory a burst took goes back to the system.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
