@@ -136,8 +136,8 @@ async fn a_pod_only_labelled_for_the_instance_is_never_touched_and_reported_once
         "the impostor was never deleted"
     );
 
-    // Reported exactly once, on the instance: one Event, never repeated (the recorder would
-    // count a repeat in the Event's series).
+    // Reported exactly once, on the instance: one Event, never repeated (a repeat would be a
+    // second Event, or a count in this one's series).
     let events = Api::<Event>::namespaced(client.clone(), &ns.name)
         .list(&ListParams::default())
         .await

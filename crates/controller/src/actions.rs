@@ -6,13 +6,15 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
+use super::events::Events;
 use super::fence::{fence, request_workload_stop};
 use super::own_writes::gone_for_good;
+use super::per_node::PerNode;
 use super::{Context, FIELD_MANAGER, build, network};
 use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL};
 use kube_failover_core::decide::{self, Action};
@@ -233,13 +235,13 @@ pub async fn execute(
                 ignore_gone(api.delete(&c.name_any(), &dp).await)?;
             }
         }
-        Action::Event(ev) => publish_event(fci, ev, ctx.recorder.clone()),
+        Action::Event(ev) => publish_event(fci, ev, ctx.events.clone()),
     }
     Ok(())
 }
 
 /// Publishes an Event in the background: a slow events API must not slow a failover.
-pub fn publish_event(fci: &FailoverClusterInstance, ev: &decide::Event, recorder: Recorder) {
+pub fn publish_event(fci: &FailoverClusterInstance, ev: &decide::Event, events: Events) {
     let reference: ObjectReference = fci.object_ref(&());
     let event = KubeEvent {
         type_: if ev.warning {
@@ -253,7 +255,7 @@ pub fn publish_event(fci: &FailoverClusterInstance, ev: &decide::Event, recorder
         secondary: None,
     };
     tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = events.publish(&event, &reference).await {
             tracing::warn!(error = %e, "publishing an event failed");
         }
     });
@@ -319,11 +321,7 @@ pub async fn set_endpoints(
 /// instead of reading the same Node once each. A round that observed after the last read
 /// began reads again.
 #[derive(Default)]
-pub struct FreshNodes(
-    std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<NodeRead>>>>,
-    >,
-);
+pub struct FreshNodes(PerNode<NodeRead>);
 
 /// A read of a Node: when it began and whether it showed the node fenced.
 #[derive(Clone, Copy)]
@@ -341,13 +339,7 @@ impl FreshNodes {
         observed: std::time::Instant,
         ctx: &Context,
     ) -> Result<bool> {
-        let slot = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(node.to_string())
-            .or_default()
-            .clone();
+        let slot = self.0.slot(node, |n| ctx.stores.node(n).is_some());
         // Rounds asking at once wait for one read, then each takes it if it is new enough.
         let mut last = slot.lock().await;
         if let Some(read) = *last

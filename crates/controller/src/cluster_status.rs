@@ -434,7 +434,7 @@ async fn unfence_returned(
                     action: "Unfence".into(),
                     secondary: None,
                 };
-                let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+                let _ = ctx.events.publish(&event, &cluster.object_ref(&())).await;
             }
             Ok(false) => {}
             Err(e) => {
@@ -556,7 +556,7 @@ async fn write(
             action: "Observe".into(),
             secondary: None,
         };
-        let _ = ctx.recorder.publish(&event, &cluster.object_ref(&())).await;
+        let _ = ctx.events.publish(&event, &cluster.object_ref(&())).await;
     }
     Ok(())
 }

@@ -5,9 +5,6 @@
 //! the same write, so that it can tell its own taint from one a person or another fencer
 //! added, and remove only its own.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
@@ -22,6 +19,7 @@ use kube_failover_core::decide::health::OUT_OF_SERVICE_TAINT;
 
 use super::observe::workloads_stopped_since;
 use super::own_writes::not_newer;
+use super::per_node::PerNode;
 use kube_failover_core::api::{
     FENCED_AT_ANNOTATION, NODE_LEASE_NAMESPACE, STOP_WORKLOADS_ANNOTATION, agent_lease_name,
 };
@@ -40,24 +38,13 @@ fn params() -> PostParams {
 /// and write nothing: no read-modify-write of the same Node per instance, no
 /// conflicts, no retries.
 #[derive(Default)]
-pub struct Fences(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Written>>>>>);
+pub struct Fences(PerNode<Written>);
 
 /// A taint in place: the silence it was decided on and the Node's resourceVersion that
 /// carries it.
 struct Written {
     basis: HeartbeatBasis,
     resource_version: String,
-}
-
-impl Fences {
-    fn slot(&self, node: &str) -> Arc<tokio::sync::Mutex<Option<Written>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(node.to_string())
-            .or_default()
-            .clone()
-    }
 }
 
 /// Fences `node` for the silence `basis` once: see [`Fences`]. A taint this replica
@@ -67,7 +54,7 @@ impl Fences {
 /// tried again, from the checks, at once.
 pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<()> {
     const TRIES: usize = 3;
-    let slot = ctx.fences.slot(node);
+    let slot = ctx.fences.0.slot(node, |n| ctx.stores.node(n).is_some());
     let mut written = slot.lock().await;
     if let Some(w) = written.as_ref().filter(|w| w.basis == *basis) {
         let cached = ctx.stores.nodes.get(&ObjectRef::new(node));

@@ -16,9 +16,8 @@ use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, reason};
 
 /// The UIDs of the foreign pods this replica has reported, by instance (`namespace/name`).
 /// Kept in memory: reporting is for people, and a new leader reporting a pod once more is
-/// harmless, while an Event per reconcile would bury every other Event of the instance (the
-/// recorder would fold them into one series with a growing count, still written on every
-/// round).
+/// harmless, while an Event per reconcile would bury every other Event of the instance and
+/// write one on every round.
 #[derive(Clone, Default)]
 pub struct Reported(Arc<Mutex<HashMap<String, BTreeSet<String>>>>);
 
@@ -94,12 +93,12 @@ pub fn report(fci: &FailoverClusterInstance, ctx: &Context) {
         let uid = pod.uid().unwrap_or_default();
         let event = foreign_pod_event(fci, pod);
         tracing::warn!(instance = %fci.name_any(), pod = %pod.name_any(), "ignoring a pod labelled for the instance that it does not control");
-        let recorder = ctx.recorder.clone();
+        let events = ctx.events.clone();
         let reported = ctx.foreign_pods.clone();
         let reference = reference.clone();
         let instance = instance.clone();
         tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
+            if let Err(e) = events.publish(&event, &reference).await {
                 tracing::warn!(error = %e, "publishing an event failed");
                 reported.forget(&instance, &uid);
             }

@@ -124,9 +124,9 @@ where
         let rekeyed = match event {
             watcher::Event::Apply(object) => {
                 let keys = (self.keys_of)(object);
-                state.live.insert(ObjectRef::from(object), keys)
+                state.live.insert(bare(object), keys)
             }
-            watcher::Event::Delete(object) => state.live.remove(&ObjectRef::from(object)),
+            watcher::Event::Delete(object) => state.live.remove(&bare(object)),
             watcher::Event::Init => {
                 state.relisting = Some(Entries::default());
                 false
@@ -136,7 +136,7 @@ where
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
-                    .insert(ObjectRef::from(object), keys);
+                    .insert(bare(object), keys);
                 false
             }
             watcher::Event::InitDone => {
@@ -173,6 +173,14 @@ where
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.live.by_key.get(key).map_or(0, HashSet::len)
     }
+}
+
+/// A reference to `object` by kind, namespace and name only: its version and UID (which
+/// references are not compared by) would be two more strings in each of its keys' entries.
+fn bare<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let mut r = ObjectRef::from(object);
+    r.extra = Default::default();
+    r
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod client;
 pub mod cluster_status;
 mod deadlines;
 mod error;
+pub mod events;
 mod fence;
 mod foreign_pods;
 pub mod heartbeats;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod network;
 pub mod observe;
 pub mod own_writes;
+mod per_node;
 mod reconcile;
 pub mod vip_holders;
 mod watches;
@@ -31,7 +33,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 pub use error::{Error, Result};
 pub use http_server::Health;
@@ -54,7 +55,7 @@ pub struct Context {
     /// instance under another owner, cluster or namespace: the cluster status loop recomputes.
     pub cluster_changed: Arc<tokio::sync::Notify>,
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub leader: Leadership,
     pub metrics: Arc<Metrics>,
     pub health: Health,

@@ -3,13 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube_failover_core::kinds::{Attachment, Volume};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
 use super::index::Index;
@@ -36,8 +34,8 @@ pub struct Stores {
     pub leases: Store<Lease>,
     pub pods: Store<Pod>,
     pub claims: Store<PersistentVolumeClaim>,
-    pub volumes: Store<PersistentVolume>,
-    pub attachments: Store<VolumeAttachment>,
+    pub volumes: Store<Volume>,
+    pub attachments: Store<Attachment>,
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     /// Namespaces (metadata only): their labels decide which clusters they may use.
@@ -94,7 +92,7 @@ impl Stores {
 
     /// The attachments of the PersistentVolume `volume`, but those this replica deleted for
     /// good.
-    pub fn attachments_of(&self, volume: &str) -> Vec<std::sync::Arc<VolumeAttachment>> {
+    pub fn attachments_of(&self, volume: &str) -> Vec<std::sync::Arc<Attachment>> {
         self.indexes
             .attachments
             .get(volume, &self.attachments)
@@ -109,7 +107,7 @@ impl Stores {
 pub struct Indexes {
     pub instances: Index<FailoverClusterInstance>,
     pub pods: Index<Pod>,
-    pub attachments: Index<VolumeAttachment>,
+    pub attachments: Index<Attachment>,
     /// Address claims, by the instance that made them.
     pub ip_addresses: Index<k8s_openapi::api::networking::v1::IPAddress>,
 }

@@ -469,7 +469,7 @@ async fn act(
     // of the round failed (a Fence refused, say), or they would never be told at all.
     for ev in events {
         if let Action::Event(ev) = ev {
-            publish_event(fci, ev, ctx.recorder.clone());
+            publish_event(fci, ev, ctx.events.clone());
         }
     }
     written?;

@@ -480,7 +480,7 @@ pub fn pod_keys(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
 }
 
 /// Where an attachment is filed: under its PersistentVolume's name.
-pub fn attachment_keys(a: &k8s_openapi::api::storage::v1::VolumeAttachment) -> Vec<String> {
+pub fn attachment_keys(a: &kube_failover_core::kinds::Attachment) -> Vec<String> {
     a.spec
         .source
         .persistent_volume_name

@@ -7,15 +7,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
-use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -23,6 +20,7 @@ use kube_failover_core::api::{
     AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
     NODE_LEASE_NAMESPACE,
 };
+use kube_failover_core::kinds::{Attachment, Volume};
 use tokio::sync::{Notify, watch};
 
 use super::deadlines::NodeDeadlines;
@@ -88,7 +86,7 @@ pub fn build_controller(
     let controller = on_cluster_state(controller, &stores, &cluster_changed, state)
         .reconcile_all_on(reconcile_all)
         .reconcile_on(woken);
-    let recorder = Recorder::new(
+    let events = super::events::Events::new(
         client.clone(),
         Reporter {
             controller: FIELD_MANAGER.into(),
@@ -100,7 +98,7 @@ pub fn build_controller(
         namespace: opts.namespace.clone(),
         cluster_changed,
         stores,
-        recorder,
+        events,
         leader,
         metrics,
         health,
@@ -137,7 +135,7 @@ struct Owned {
 struct State {
     nodes: Objects<Node>,
     claims: Objects<PersistentVolumeClaim>,
-    attachments: Objects<VolumeAttachment>,
+    attachments: Objects<Attachment>,
     clusters: Objects<FailoverCluster>,
     namespaces: Objects<Namespace>,
     ip_addresses: Objects<IPAddress>,
@@ -179,18 +177,13 @@ fn reflectors(
         Yields::Changes,
     );
     let (claims, claims_s) = reflect(w, "claims", scoped(client, ns), all());
-    let (volumes, volume_stream) = reflect(
-        w,
-        "volumes",
-        Api::<PersistentVolume>::all(client.clone()),
-        all(),
-    );
+    let (volumes, volume_stream) = reflect(w, "volumes", Api::<Volume>::all(client.clone()), all());
     // Volumes are read from the store only; their stream just keeps it fed.
     tokio::spawn(volume_stream.for_each(|_| async {}));
     let (attachments, attachments_s) = reflect_indexed(
         w,
         "attachments",
-        Api::<VolumeAttachment>::all(client.clone()),
+        Api::<Attachment>::all(client.clone()),
         all(),
         Some(indexes.attachments.clone()),
         strip,
@@ -469,7 +462,7 @@ fn on_cluster_state(
         })
         // An attachment wakes the moving instances that mount its volume's claim; one whose
         // volume or claim is not known, every moving instance.
-        .watches_stream(s.attachments, move |a: VolumeAttachment| {
+        .watches_stream(s.attachments, move |a: Attachment| {
             let claim = a
                 .spec
                 .source

@@ -14,5 +14,6 @@
 pub mod api;
 pub mod crd;
 pub mod decide;
+pub mod kinds;
 pub mod rules;
 pub mod validate;

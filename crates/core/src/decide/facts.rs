@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::VolumeAttachment;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 
 use super::{AttachmentFacts, Observed, PodFacts};
 use crate::api::{FailoverClusterInstance, InstanceClaim};
+use crate::kinds::{AttachmentView, VolumeView};
 use crate::rules::{describe_affinity, pinned_node, volume_reaches};
 
 /// A pod as `decide` sees it.
@@ -38,7 +38,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
 /// cannot reach) and the attachments of their volumes, into `obs` (whose `members` are
 /// already known). `claim` looks a claim up in the instance's namespace, `volume` a
 /// PersistentVolume, `node` a Node; `attachments` gives the VolumeAttachments of a
-/// PersistentVolume.
+/// PersistentVolume (each as the API gives it or as cached: `kinds`).
 pub fn observe_storage<C, V, N, A>(
     obs: &mut Observed,
     fci: &FailoverClusterInstance,
@@ -48,9 +48,9 @@ pub fn observe_storage<C, V, N, A>(
     attachments: impl Fn(&str) -> Vec<A>,
 ) where
     C: Deref<Target = PersistentVolumeClaim>,
-    V: Deref<Target = PersistentVolume>,
+    V: Deref<Target: VolumeView>,
     N: Deref<Target = Node>,
-    A: Deref<Target = VolumeAttachment>,
+    A: Deref<Target: AttachmentView>,
 {
     // Volume name → whether several nodes may use it at once.
     let mut volumes: std::collections::BTreeMap<String, bool> = Default::default();
@@ -90,7 +90,7 @@ pub fn observe_storage<C, V, N, A>(
         }
         let modes = pv
             .as_deref()
-            .and_then(|pv| pv.spec.as_ref()?.access_modes.clone())
+            .map(|pv| pv.access_modes())
             .unwrap_or_default();
         let shared = modes
             .iter()
@@ -101,13 +101,13 @@ pub fn observe_storage<C, V, N, A>(
         .keys()
         .flat_map(|v| attachments(v))
         .filter_map(|a| {
-            let volume = a.spec.source.persistent_volume_name.as_ref()?;
+            let meta = a.meta();
             Some(AttachmentFacts {
-                name: a.name_any(),
-                uid: a.uid().unwrap_or_default(),
-                node: a.spec.node_name.clone(),
-                shared: *volumes.get(volume)?,
-                terminating: a.metadata.deletion_timestamp.is_some(),
+                name: meta.name.clone().unwrap_or_default(),
+                uid: meta.uid.clone().unwrap_or_default(),
+                node: a.node_name().to_string(),
+                shared: *volumes.get(a.volume_name()?)?,
+                terminating: meta.deletion_timestamp.is_some(),
             })
         })
         .collect();

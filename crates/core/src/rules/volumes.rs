@@ -2,19 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PersistentVolume};
+use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+
+use crate::kinds::VolumeView;
 
 /// The node a volume is pinned to, if its node affinity names exactly one hostname: its
 /// instance can only run there (the controller places by it, `validate` reports it).
-pub fn pinned_node(pv: &PersistentVolume) -> Option<String> {
-    let terms = &pv
-        .spec
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
+pub fn pinned_node(pv: &(impl VolumeView + ?Sized)) -> Option<String> {
+    let terms = &pv.node_affinity()?.required.as_ref()?.node_selector_terms;
     let mut hosts = terms
         .iter()
         .flat_map(|t| t.match_expressions.iter().flatten())
@@ -32,7 +27,7 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<String> {
 /// controller never chooses an owner its volumes cannot reach (a claim pinned to a zone
 /// stays in that zone), and `validate` says which members a claim cannot follow to.
 pub fn volume_reaches(
-    pv: &PersistentVolume,
+    pv: &(impl VolumeView + ?Sized),
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
@@ -58,8 +53,10 @@ pub fn volume_reaches(
 }
 
 /// The volume's required node affinity, if it has one.
-fn required_affinity(pv: &PersistentVolume) -> Option<&k8s_openapi::api::core::v1::NodeSelector> {
-    pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref()
+fn required_affinity(
+    pv: &(impl VolumeView + ?Sized),
+) -> Option<&k8s_openapi::api::core::v1::NodeSelector> {
+    pv.node_affinity()?.required.as_ref()
 }
 
 fn matches(e: &NodeSelectorRequirement, value: Option<&str>) -> bool {
@@ -82,7 +79,7 @@ fn matches(e: &NodeSelectorRequirement, value: Option<&str>) -> bool {
 
 /// A volume's required node affinity, as messages tell it:
 /// `topology.kubernetes.io/zone In [zone-b]`, terms joined by `or`.
-pub fn describe_affinity(pv: &PersistentVolume) -> String {
+pub fn describe_affinity(pv: &(impl VolumeView + ?Sized)) -> String {
     let Some(required) = required_affinity(pv) else {
         return "none".into();
     };
@@ -109,6 +106,8 @@ pub fn describe_affinity(pv: &PersistentVolume) -> String {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+
     use super::*;
 
     fn pv(affinity: serde_json::Value) -> PersistentVolume {
