@@ -20,8 +20,8 @@ use kube_failover_lab::controlplane::{CONTROLLER_USER, play_csi_attacher};
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
 use kube_failover_lab::harness::{
     Replica, TestNamespace, control_plane, create_instance, free_addr, has_oos_taint, http_get,
-    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, status,
-    wait_each_instance, wait_for, wait_gone,
+    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, patch_node,
+    status, wait_each_instance, wait_for, wait_gone,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -1177,4 +1177,110 @@ async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
         shared.is_empty(),
         "pods of two instances shared a node: {shared:?}"
     );
+}
+
+/// The value of the sample `series` (a metric's name, with its labels if it has any) on a
+/// replica's /metrics, 0 if it is not there yet.
+async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let (code, text) = http_get(addr, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const RECONCILES: &str = "kube_failover_reconcile_duration_seconds_count";
+const NODE_CHANGES: &str = "kube_failover_watch_changes_total{watch=\"nodes\"}";
+
+/// Awaits `cond`, asked every 50 ms, for at most `T`.
+async fn until<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {T:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Awaits the replica at rest: no reconcile over a whole second (checked every 250 ms). What
+/// it counts then.
+async fn reconciles_at_rest(addr: std::net::SocketAddr) -> f64 {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut last = (metric(addr, RECONCILES).await, tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = metric(addr, RECONCILES).await;
+        if now != last.0 {
+            last = (now, tokio::time::Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(1) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "at rest within {T:?}"
+        );
+    }
+}
+
+/// A kubelet reports its Node's status every few minutes with nothing changed but the
+/// heartbeat time (KWOK every ten seconds): each report woke every instance of the node and
+/// the cluster's status. Now what the Node cache keeps decides: a report wakes nothing, a
+/// change of a label (read for volumes' node affinity and sites) wakes the node's instances.
+#[tokio::test]
+async fn a_node_status_report_with_nothing_changed_wakes_no_instance() {
+    const N: usize = 6;
+    let ns = TestNamespace::new("reports").await;
+    let client = ns.client.clone();
+    let cluster = format!("sr{:x}", std::process::id() & 0xfff);
+    let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
+    let http = free_addr();
+    let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
+    for i in 0..N {
+        create_instance(
+            &client,
+            &ns.name,
+            &format!("db-{i}"),
+            &cluster,
+            &nodes,
+            None,
+        )
+        .await;
+    }
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    wait_each_instance(&fcis, N, T, "Online", is_online).await;
+
+    let before = reconciles_at_rest(http).await;
+    let seen = metric(http, NODE_CHANGES).await;
+    control_plane().nodes.report_status(&nodes).await.unwrap();
+    // Each report has reached the replica's Node watch...
+    let reports = nodes.len() as f64;
+    until("the status reports seen by the Node watch", || async {
+        metric(http, NODE_CHANGES).await >= seen + reports
+    })
+    .await;
+    // ...and woke nothing: at rest again, with the count it had.
+    assert_eq!(
+        reconciles_at_rest(http).await,
+        before,
+        "a status report woke instances"
+    );
+
+    // What the cache keeps changes: the node's instances are woken (the check above can fail).
+    let touched = nodes[0].clone();
+    patch_node(
+        &client,
+        &touched,
+        serde_json::json!({"metadata": {"labels": {"example.com/rack": "r2"}}}),
+    )
+    .await;
+    until("a label change to wake the node's instances", || async {
+        metric(http, RECONCILES).await > before
+    })
+    .await;
 }

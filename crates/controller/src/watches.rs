@@ -75,13 +75,22 @@ pub fn slim_pod(pod: &mut Pod) {
 /// A Node without what is never read and changes on its own: its images (the bulk of a
 /// Node), the volumes its kubelet mounts and the attach/detach controller attaches (the
 /// controller reads VolumeAttachments), and the times of its conditions (a kubelet moves
-/// `lastHeartbeatTime` on at each status report, every few minutes with nothing changed).
+/// `lastHeartbeatTime` on at each status report, every few minutes with nothing changed);
+/// nor what the kubelet tells of itself and its resources (versions, capacity, endpoints,
+/// runtime handlers).
 pub fn slim_node(node: &mut Node) {
     strip(node);
     if let Some(status) = node.status.as_mut() {
         status.images = None;
         status.volumes_in_use = None;
         status.volumes_attached = None;
+        status.node_info = None;
+        status.capacity = None;
+        status.allocatable = None;
+        status.daemon_endpoints = None;
+        status.runtime_handlers = None;
+        status.features = None;
+        status.config = None;
         for c in status.conditions.iter_mut().flatten() {
             c.last_heartbeat_time = None;
             c.last_transition_time = None;
