@@ -19,9 +19,9 @@ use kube_failover_core::api::{FailoverClusterInstance, Move, Phase, reason};
 use kube_failover_lab::controlplane::{CONTROLLER_USER, play_csi_attacher};
 use kube_failover_lab::demo::{SIM_CSI_DRIVER, csi_claim, instance};
 use kube_failover_lab::harness::{
-    Replica, TestNamespace, control_plane, create_instance, free_addr, has_oos_taint, http_get,
-    in_phase, is_online, nodes_and_cluster, online_message, online_reason, owner, patch_node,
-    status, wait_each_instance, wait_for, wait_gone,
+    Replica, TestNamespace, control_plane, create_instance, create_spread_instances, free_addr,
+    has_oos_taint, http_get, in_phase, is_online, nodes_and_cluster, online_message, online_reason,
+    owner, patch_node, status, wait_each_instance, wait_for, wait_gone,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -1241,17 +1241,7 @@ async fn a_node_status_report_with_nothing_changed_wakes_no_instance() {
     let nodes = nodes_and_cluster(&client, &cluster, 3, serde_json::json!({})).await;
     let http = free_addr();
     let _replica = Replica::start_serving(&ns.name, "r1", false, Some(http));
-    for i in 0..N {
-        create_instance(
-            &client,
-            &ns.name,
-            &format!("db-{i}"),
-            &cluster,
-            &nodes,
-            None,
-        )
-        .await;
-    }
+    create_spread_instances(&client, &ns.name, &cluster, &nodes, N).await;
     let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
     wait_each_instance(&fcis, N, T, "Online", is_online).await;
 
