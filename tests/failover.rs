@@ -737,6 +737,46 @@ async fn failover_threshold_leaves_the_instance_failed() {
     );
 }
 
+/// `failback.mode: Immediate`: once the most preferred node is back (its taint lifted), the
+/// instance moves back to it at once, woken by that node's change, not by its five-minute
+/// last look (longer than `T`).
+#[tokio::test]
+async fn an_instance_fails_back_once_its_preferred_node_returns() {
+    let ns = TestNamespace::new("failback").await;
+    let client = ns.client.clone();
+    let (cluster, nodes) = ns
+        .cluster(
+            3,
+            serde_json::json!({"fencing": {"unfenceAfterSeconds": 2}}),
+        )
+        .await;
+    let _replica = Replica::start(&ns.name, "r", false);
+    let mut fci = instance("db", &cluster, &nodes, None).unwrap();
+    fci.spec.failback.mode = kube_failover_core::api::FailbackMode::Immediate;
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    fcis.create(&PostParams::default(), &fci).await.unwrap();
+    let on = |n: &str| kube_failover_lab::harness::online_on(n.to_string());
+    wait_for(fcis.clone(), "db", T, "online on node 0", on(&nodes[0])).await;
+
+    control_plane().nodes.kill(&nodes[0]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "db",
+        T,
+        "failed over to node 1",
+        on(&nodes[1]),
+    )
+    .await;
+    control_plane().nodes.revive(&nodes[0]).await.unwrap();
+    let back = wait_for(fcis.clone(), "db", T, "back on node 0", on(&nodes[0])).await;
+    let last = status(&back).history.last().cloned().unwrap();
+    assert_eq!(
+        (last.from.as_deref(), last.to.as_deref(), last.planned),
+        (Some(nodes[1].as_str()), Some(nodes[0].as_str()), true),
+        "a planned move back: {last:?}"
+    );
+}
+
 #[tokio::test]
 async fn local_volume_on_the_failed_node_keeps_the_instance_down() {
     let ns = TestNamespace::new("local").await;

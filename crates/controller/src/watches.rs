@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod, PodCondition, PodSp
 
 use super::index::Index;
 use super::observe::Stores;
-use kube_failover_core::api::{FailoverClusterInstance, INSTANCE_LABEL, Phase, VipMode};
+use kube_failover_core::api::{
+    FailbackMode, FailoverClusterInstance, INSTANCE_LABEL, Phase, VipMode,
+};
 
 pub fn strip<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
@@ -409,6 +411,12 @@ pub mod key {
     pub fn owner(node: &str) -> String {
         format!("owner:{node}")
     }
+    /// Instances that would fail back to the node once it is up: their failback allowed
+    /// (`failback.mode` not `Never`), not put where they are by an operator, and the node
+    /// preferred to their owner. A node back from a failure wakes these too.
+    pub fn failback(node: &str) -> String {
+        format!("failback:{node}")
+    }
     /// Instances any node may concern: without a status, moving, or waiting for a node
     /// (Pending, Offline, Unknown). A node's change wakes these and those it hosts.
     pub const UNSETTLED: &str = "unsettled";
@@ -449,6 +457,18 @@ pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
     let mut keys = vec![key::cluster(&fci.spec.cluster_ref), key::namespace(&ns)];
     if let Some(owner) = status.and_then(|s| s.owner_node.as_deref()) {
         keys.push(key::owner(owner));
+        if fci.spec.failback.mode != FailbackMode::Never
+            && status.is_some_and(|s| !s.moved_by_operator)
+        {
+            keys.extend(
+                fci.spec
+                    .owners
+                    .preferred
+                    .iter()
+                    .take_while(|n| *n != owner)
+                    .map(|n| key::failback(n)),
+            );
+        }
     }
     if status.is_none()
         || moving.is_some()
@@ -799,5 +819,41 @@ mod key_tests {
         created["move"]["podCreated"] = serde_json::json!("2026-01-01T00:00:01Z");
         assert!(!has(created.clone(), &key::starting("c")));
         assert!(has(created, key::MOVING));
+    }
+
+    #[test]
+    fn an_instance_that_may_fail_back_is_filed_under_the_nodes_it_prefers_to_its_owner() {
+        let with = |mode: &str, status: serde_json::Value| {
+            let mut f = fci(status);
+            f.spec.owners.preferred = ["n1", "n2", "n3"].map(String::from).to_vec();
+            f.spec.failback.mode = serde_json::from_value(serde_json::json!(mode)).unwrap();
+            instance_keys(&f)
+        };
+        let on = |owner: &str| serde_json::json!({"phase": "Online", "ownerNode": owner});
+        let keys = with("Immediate", on("n3"));
+        assert!(keys.contains(&key::failback("n1")) && keys.contains(&key::failback("n2")));
+        assert!(!keys.contains(&key::failback("n3")), "its own node");
+        let keys = with("Immediate", on("n2"));
+        assert!(keys.contains(&key::failback("n1")) && !keys.contains(&key::failback("n3")));
+        assert!(
+            !with("Immediate", on("n1"))
+                .iter()
+                .any(|k| k.starts_with("failback:"))
+        );
+        // Not on a preferred node: any preferred node would take it back.
+        assert!(with("Window", on("x")).contains(&key::failback("n3")));
+        // Never failing back, or put there by an operator: no node's return concerns it.
+        assert!(
+            !with("Never", on("n3"))
+                .iter()
+                .any(|k| k.starts_with("failback:"))
+        );
+        let mut moved = on("n3");
+        moved["movedByOperator"] = serde_json::json!(true);
+        assert!(
+            !with("Immediate", moved)
+                .iter()
+                .any(|k| k.starts_with("failback:"))
+        );
     }
 }

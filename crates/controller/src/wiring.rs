@@ -454,6 +454,8 @@ fn on_cluster_state(
             let name = n.name_any();
             let mut woken = refs(on_node.instances_under(&key::owner(&name)));
             woken.extend(refs(on_node.instances_under(key::UNSETTLED)));
+            // A node back up (its taint lifted, Ready again) takes back what prefers it.
+            woken.extend(refs(on_node.instances_under(&key::failback(&name))));
             woken
         })
         .watches_stream(s.claims, move |c: PersistentVolumeClaim| {
