@@ -8,6 +8,7 @@
 
 mod baseline;
 mod floor;
+mod lone;
 mod process;
 mod report;
 mod scenario;
@@ -73,6 +74,10 @@ pub struct BenchArgs {
     /// chart to this file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// After the scenario, this many lone failovers one after the other (a node hosting one
+    /// instance killed, then revived): one instance's reaction, often enough for a p99.
+    #[arg(long, default_value_t = 0)]
+    pub lone_failovers: usize,
     /// The controller binary to measure; by default `kube-failover` beside this binary
     /// (`cargo build --release --workspace` builds both).
     #[arg(long)]
@@ -144,6 +149,9 @@ pub struct ScenarioResult {
     /// Each move's steps, in seconds from the kill.
     #[serde(default)]
     pub trace: Vec<trace::MoveTrace>,
+    /// One instance's reaction over lone failovers (`--lone-failovers`).
+    #[serde(default)]
+    pub lone: Option<lone::LoneFailovers>,
 }
 
 /// The controller at rest: every instance Online, nothing changing but the nodes' renewals.
@@ -268,10 +276,11 @@ where
     F: FnMut(&Store<K>) -> bool,
 {
     let (reader, writer) = kube::runtime::reflector::store();
+    // Judged at every event, the end of the initial list included: a store filled by the
+    // list of a world already at rest gets no event after it.
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .applied_objects()
         .boxed();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -279,7 +288,8 @@ where
             return Ok(reader);
         }
         match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(_)) => {}
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => tracing::debug!(error = %e, "bench watch error; it retries"),
             Ok(None) => bail!("watch ended while waiting for {what}"),
             Err(_) => bail!("{what}: not within {timeout:?}"),
         }

@@ -49,6 +49,18 @@ pub fn print_result(r: &ScenarioResult) {
         "controller peak RSS {:.1} MiB, CPU {:.2} s during the failover, caches synced {:.2} s after start",
         r.controller_peak_rss_mib, r.controller_cpu_seconds, r.caches_synced_seconds
     );
+    if let Some(lone) = &r.lone {
+        println!(
+            "one instance's reaction over {} lone failovers ({} moves): p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            lone.rounds, lone.reaction.n, lone.reaction.p50, lone.reaction.p99, lone.reaction.max
+        );
+        for (step, s) in &lone.steps {
+            println!(
+                "  {step} after the move started: p50 {:.3} s, p99 {:.3} s",
+                s.p50, s.p99
+            );
+        }
+    }
     for b in &r.baselines {
         match b.recovered_after {
             Some(s) => println!("baseline {}: Ready elsewhere after {s:.1} s", b.workload),

@@ -155,6 +155,20 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
     let floor_wall = floor(&client, affected.len(), &live, &dead).await?;
 
     let baselines = collect_baselines(baseline_tasks, args.baseline_bound_seconds).await?;
+    let lone = if args.lone_failovers > 0 {
+        // The scenario's victims come back (their taint lifted after the cluster's
+        // unfenceAfterSeconds) and may be picked again.
+        for v in &victims {
+            cp.nodes.revive(v).await?;
+        }
+        eprintln!(
+            "[bench] {} lone failovers, one after the other",
+            args.lone_failovers
+        );
+        Some(super::lone::run(&cp, &client, &nodes, args.lone_failovers).await?)
+    } else {
+        None
+    };
     attacher.abort();
     drop(ctrl);
     let result = ScenarioResult {
@@ -181,6 +195,7 @@ pub async fn run(args: BenchArgs) -> Result<ScenarioResult> {
         raw_totals: times.total,
         baselines,
         trace,
+        lone,
     };
     if let Some(path) = &args.json {
         save_json(path, &result)?;
@@ -235,6 +250,10 @@ async fn start_cluster(
         "metadata": {"name": "bench"},
         "spec": {"nodeSelector": {MEMBER_LABEL: "true"}, "allowedNamespaces": {"names": [NS]},
                  "heartbeat": {"leaseStaleSeconds": stale, "notReadySeconds": stale},
+                 // Lone failovers (`--lone-failovers`) kill each node again and again: a
+                 // revived node is usable again 5 s after it is back, and never quarantined.
+                 "fencing": {"unfenceAfterSeconds": 5},
+                 "quarantine": {"threshold": 0},
                  // Where the instances' virtual IPs come from (`demo::nth_vip`).
                  "addressPools": [{"name": "lab", "cidrs": ["192.0.2.0/24", "2001:db8::/64"]}]}
     }))?;
