@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result, ignore_exists, ignore_gone, with_uid};
 use super::events::Events;
-use super::fence::{fence, request_workload_stop};
+use super::fence::{Begun, fence, request_workload_stop};
 use super::own_writes::gone_for_good;
 use super::per_node::PerNode;
 use super::{Context, FIELD_MANAGER, build, network};
@@ -21,11 +21,12 @@ use kube_failover_core::decide::{self, Action};
 use kube_failover_core::rules::controlled_by;
 
 /// What a round read for its writes: when it began to observe (reads from then on are newer
-/// than what it decided on), and, when it creates a pod, the instance's pods as listed from
-/// the API server while its status write went out.
+/// than what it decided on); when it creates a pod, the instance's pods as listed from the
+/// API server while its status write went out; when it fences, the fence begun then.
 pub struct Reads {
     pub observed: std::time::Instant,
     pub pods: Option<Vec<Pod>>,
+    pub fence: std::sync::Mutex<Option<Begun>>,
 }
 
 /// The pods labelled for the instance, from the API server.
@@ -88,7 +89,14 @@ pub async fn execute(
             }
         }
         Action::SetEndpoints(addresses) => set_endpoints(fci, addresses, ctx).await?,
-        Action::Fence { node, basis } => fence(node, basis, ctx).await?,
+        Action::Fence { node, basis } => {
+            let begun = reads
+                .fence
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            fence(node, basis, begun, ctx).await?
+        }
         Action::RequestWorkloadStop { node, basis } => {
             request_workload_stop(node, basis, ctx).await?
         }

@@ -47,30 +47,106 @@ struct Written {
     resource_version: String,
 }
 
-/// Fences `node` for the silence `basis` once: see [`Fences`]. A taint this replica
-/// wrote for the same silence, that the cache has not gone past, is not written again; a
-/// cache past it that still asks for the taint (someone removed it since) gets the whole
-/// check and write again. A write that loses to another writer of the Node is
-/// tried again, from the checks, at once.
-pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<()> {
-    const TRIES: usize = 3;
-    let slot = ctx.fences.0.slot(node, |n| ctx.stores.node(n).is_some());
-    let mut written = slot.lock().await;
-    if let Some(w) = written.as_ref().filter(|w| w.basis == *basis) {
-        let cached = ctx.stores.nodes.get(&ObjectRef::new(node));
-        if cached.is_some_and(|n| {
+/// A fence begun before the status write that records the decision to fence: the node's
+/// lock taken, and the three reads the checks need (see [`fence_checked`]) sent alongside
+/// that write, one round trip instead of two. The taint still goes out only after the status
+/// write is taken ([`fence`] runs in the round's actions), and the reads began after the
+/// round observed, as they would after the write.
+pub struct Begun {
+    node: String,
+    basis: HeartbeatBasis,
+    guard: tokio::sync::OwnedMutexGuard<Option<Written>>,
+    reads: Option<Result<Heartbeats>>,
+}
+
+/// The fresh reads of a fence: the kubelet's Lease, the agent's Lease, the Node.
+type Heartbeats = (Option<Lease>, Option<Lease>, Node);
+
+impl Begun {
+    /// Begins the fence of `node` for `basis`, unless another round holds the node's lock
+    /// (it fences, or has; this round then waits for it in [`fence`], as without a begun
+    /// fence) or this replica has written the taint for the same silence already (nothing to
+    /// read). Reads nothing yet: [`Begun::read`] does, alongside the status write.
+    pub fn claim(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Option<Self> {
+        let slot = ctx.fences.0.slot(node, |n| ctx.stores.node(n).is_some());
+        let guard = slot.try_lock_owned().ok()?;
+        if written_for(guard.as_ref(), basis, node, ctx) {
+            return None;
+        }
+        Some(Self {
+            node: node.into(),
+            basis: basis.clone(),
+            guard,
+            reads: None,
+        })
+    }
+
+    /// Sends the fence's reads.
+    pub async fn read(&mut self, ctx: &Context) {
+        self.reads = Some(read_heartbeats(&self.node, ctx).await);
+    }
+
+    /// Whether it is the fence `node`/`basis` asks for.
+    fn is_for(&self, node: &str, basis: &HeartbeatBasis) -> bool {
+        self.node == node && self.basis == *basis
+    }
+}
+
+/// Whether this replica wrote the taint for the silence `basis` at a resourceVersion the
+/// cache has not gone past.
+fn written_for(
+    written: Option<&Written>,
+    basis: &HeartbeatBasis,
+    node: &str,
+    ctx: &Context,
+) -> bool {
+    let Some(w) = written.filter(|w| w.basis == *basis) else {
+        return false;
+    };
+    ctx.stores
+        .nodes
+        .get(&ObjectRef::new(node))
+        .is_some_and(|n| {
             not_newer(
                 &n.resource_version().unwrap_or_default(),
                 &w.resource_version,
             )
-        }) {
-            return Ok(());
+        })
+}
+
+/// Fences `node` for the silence `basis` once: see [`Fences`]. A taint this replica
+/// wrote for the same silence, that the cache has not gone past, is not written again; a
+/// cache past it that still asks for the taint (someone removed it since) gets the whole
+/// check and write again. A write that loses to another writer of the Node is
+/// tried again, from the checks, at once. `begun`: this round began the fence before its
+/// status write (its first checks read what was read then).
+pub async fn fence(
+    node: &str,
+    basis: &HeartbeatBasis,
+    begun: Option<Begun>,
+    ctx: &Context,
+) -> Result<()> {
+    const TRIES: usize = 3;
+    let begun = begun.filter(|b| b.is_for(node, basis));
+    let (mut written, mut first_reads) = match begun {
+        Some(b) => (b.guard, b.reads),
+        None => {
+            let slot = ctx.fences.0.slot(node, |n| ctx.stores.node(n).is_some());
+            let written = slot.lock_owned().await;
+            if written_for(written.as_ref(), basis, node, ctx) {
+                return Ok(());
+            }
+            (written, None)
         }
-    }
+    };
     let mut tries = 0;
     loop {
         tries += 1;
-        match fence_checked(node, basis, ctx).await {
+        let reads = match first_reads.take() {
+            Some(reads) => reads?,
+            None => read_heartbeats(node, ctx).await?,
+        };
+        match fence_checked(node, basis, reads, ctx).await {
             Ok(in_place) => {
                 *written = in_place.map(|resource_version| Written {
                     basis: basis.clone(),
@@ -86,6 +162,18 @@ pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<
     }
 }
 
+/// The three reads of a fence, sent together (one round trip, not three).
+async fn read_heartbeats(node: &str, ctx: &Context) -> Result<Heartbeats> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let agent_name = agent_lease_name(node);
+    Ok(tokio::try_join!(
+        leases.get_opt(node),
+        leases.get_opt(&agent_name),
+        api.get(node),
+    )?)
+}
+
 /// Adds the out-of-service taint, conditioned on the Node's resourceVersion, unless the
 /// API server shows the node's heartbeats other than the round that decided it saw them
 /// (`basis`): a renewal of the kubelet's Lease since (a node that heartbeats is never
@@ -96,23 +184,17 @@ pub async fn fence(node: &str, basis: &HeartbeatBasis, ctx: &Context) -> Result<
 /// off again must not be fenced on a decision about its first silence).
 ///
 /// Returns the Node's resourceVersion that carries the taint, or `None` when it is not to be
-/// added.
+/// added. `reads`: the Leases and the Node, read after the round observed.
 async fn fence_checked(
     node: &str,
     basis: &HeartbeatBasis,
+    (kubelet, agent, mut n): Heartbeats,
     ctx: &Context,
 ) -> Result<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
     let api: Api<Node> = Api::all(ctx.client.clone());
     let agent_name = agent_lease_name(node);
-    // The three reads go out together (one round trip, not three): the checks below read
-    // them as before, and the taint is written only after all of them, conditioned on the
-    // Node's resourceVersion as read.
-    let (kubelet, agent, mut n) = tokio::try_join!(
-        leases.get_opt(node),
-        leases.get_opt(&agent_name),
-        api.get(node),
-    )?;
+    // The taint is written only after all three reads, conditioned on the Node's
+    // resourceVersion as read.
     if !kubelet_as_seen(node, kubelet.as_ref(), basis, ctx) {
         return Ok(None);
     }

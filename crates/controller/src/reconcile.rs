@@ -15,6 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::actions::{self, execute, publish_event};
 use super::cleanup::cleanup;
 use super::error::{Error, Result};
+use super::fence::Begun;
 use super::metrics;
 use super::{Context, FIELD_MANAGER};
 use super::{foreign_pods, network, observe, vip_holders, written};
@@ -229,26 +230,48 @@ async fn round(
         .actions
         .iter()
         .any(|a| matches!(a, Action::CreatePod { .. }));
+    // A fence's reads go out with the status write that records it (`fence::Begun`).
+    let mut begun = if defer {
+        None
+    } else {
+        decision.actions.iter().find_map(|a| match a {
+            Action::Fence { node, basis } => Begun::claim(node, basis, ctx),
+            _ => None,
+        })
+    };
     let mut reads = actions::Reads {
         observed: observed_at,
         pods: None,
+        fence: Default::default(),
     };
     let stored = if defer {
         None
-    } else if creates_pod {
+    } else {
         // The list that a pod's creation waits on (no other pod of the instance) goes out
         // with the status write that records the creation: one round trip, not two. The
         // pod goes out only once both are answered, and not at all if the write is refused.
-        let (stored, pods) = tokio::join!(
+        let pods = async {
+            if creates_pod {
+                Some(actions::list_pods(fci, ctx).await)
+            } else {
+                None
+            }
+        };
+        let fence_reads = async {
+            if let Some(b) = begun.as_mut() {
+                b.read(ctx).await;
+            }
+        };
+        let (stored, pods, ()) = tokio::join!(
             record(fci, &decision, unwritten, ctx, written.as_deref_mut()),
-            actions::list_pods(fci, ctx),
+            pods,
+            fence_reads,
         );
         let stored = stored?;
-        reads.pods = Some(pods?);
+        reads.pods = pods.transpose()?;
         stored
-    } else {
-        record(fci, &decision, unwritten, ctx, written.as_deref_mut()).await?
     };
+    reads.fence = std::sync::Mutex::new(begun);
     drop(written);
     act(fci, &decision, ctx, &reads).await?;
     let requeue = match decision.recheck_at {
