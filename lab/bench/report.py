@@ -62,6 +62,17 @@ for r in results:
             f"| {r['name']} | {rest['reconciles']:.0f} | {rest['cpu_seconds']:.2f} | {rest['rss_mib']:.1f} | {writes} |"
         )
 
+lone = []
+for r in results:
+    l = r.get("lone")
+    if l:
+        x = l["reaction"]
+        steps = ", ".join(f"{name} {fmt(st['p50'])} / {fmt(st['p99'])}" for name, st in l["steps"])
+        lone.append(
+            f"| {r['name']} | {l['rounds']} ({x['n']} moves) | {fmt(x['p50'])} / {fmt(x['p95'])} / "
+            f"{fmt(x['p99'])} / {fmt(x['max'])} | {steps} |"
+        )
+
 baselines = []
 for r in results:
     for b in r.get("baselines", []):
@@ -120,7 +131,15 @@ rest_table = "\n".join(
         *at_rest,
     ]
 )
-block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{resource_table}\n\n{rest_table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
+lone_table = "\n".join(
+    [
+        "| scenario | lone failovers, one after the other | reaction p50 / p95 / p99 / max (s) "
+        "| each step from the move's start, p50 / p99 (s) |",
+        "|---|---|---|---|",
+        *lone,
+    ]
+)
+block = f"{start}\nMachine: {machine()}.\n\n{table}\n\n{resource_table}\n\n{rest_table}\n\n{lone_table}\n\n{base_table}\n\n![failover latency](docs/bench/latency.png){trace}\n{end}"
 if start in text and end in text:
     text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
 else:

@@ -15,7 +15,8 @@ rm -f "$out"
 : "${SCENARIOS:=small scale storm}"
 for s in $SCENARIOS; do
   case $s in
-    small) "$bin" bench --nodes 10 --instances 10 --baseline --baseline-bound-seconds 120 --json "$out" ;;
+    # Then 30 lone failovers one after the other: one instance's reaction, p99 of 30.
+    small) "$bin" bench --nodes 10 --instances 10 --baseline --baseline-bound-seconds 120 --lone-failovers 30 --json "$out" ;;
     scale) "$bin" bench --nodes 30 --instances 300 --json "$out" ;;
     storm) "$bin" bench --nodes 30 --instances 300 --storm --json "$out" --trace docs/bench/storm-trace.svg ;;
     # A third of 100 nodes killed at once. On 2 cores the set-up (created 100 at a time)
