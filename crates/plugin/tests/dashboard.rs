@@ -176,6 +176,18 @@ const MEMBER_STATE: &str = r#"
     return card ? card.dataset.state : null;
 "#;
 
+/// The text of the element `css` as drawn now, read in one call (empty if there is none).
+async fn inner_text(page: &Client, css: &str) -> String {
+    let v = page
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    v.as_str().unwrap_or_default().to_string()
+}
+
 /// The toast's text while it is shown, or null.
 const TOAST: &str = r#"
     const toast = document.getElementById('toast');
@@ -337,33 +349,19 @@ async fn the_dashboard_shows_a_failover_as_it_happens_in_a_browser() {
     )
     .await;
     println!("before: {shown}");
-    let cluster_card = page
-        .find(Locator::Css(r#".cluster[data-cluster="dash"]"#))
-        .await
-        .unwrap();
-    let text = cluster_card.text().await.unwrap();
+    // Read by scripts, each in one call: the page redraws as events arrive, and an element
+    // found a moment before may be gone by the time it is read.
+    let text = inner_text(page, r#".cluster[data-cluster="dash"]"#).await;
     assert!(
         text.contains("Quorum: 3 of 3 members up, 2 required: 1 more may fail"),
         "{text}"
     );
     assert!(text.contains("192.0.2.44"), "the VIP: {text}");
     for node in &nodes {
-        let state = page
-            .find(Locator::Css(&format!(r#".member[data-node="{node}"]"#)))
-            .await
-            .unwrap()
-            .attr("data-state")
-            .await
-            .unwrap();
-        assert_eq!(state.as_deref(), Some("Up"), "{node}");
+        let state = page.execute(MEMBER_STATE, vec![json!(node)]).await.unwrap();
+        assert_eq!(state, json!("Up"), "{node}");
     }
-    let hb = page
-        .find(Locator::Css(&format!(r#".member[data-node="{n0}"] .hb"#)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let hb = inner_text(page, &format!(r#".member[data-node="{n0}"] .hb"#)).await;
     assert!(hb.starts_with("heartbeat ") && hb.ends_with(" ago"), "{hb}");
 
     // Read-only: no buttons, and the action endpoints refuse, even from the page itself.
