@@ -455,11 +455,11 @@ pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
     let status = fci.status.as_ref();
     let moving = status.and_then(|s| s.current_move.as_ref());
     let mut keys = vec![key::cluster(&fci.spec.cluster_ref), key::namespace(&ns)];
-    if let Some(owner) = status.and_then(|s| s.owner_node.as_deref()) {
+    if let Some(s) = status
+        && let Some(owner) = s.owner_node.as_deref()
+    {
         keys.push(key::owner(owner));
-        if fci.spec.failback.mode != FailbackMode::Never
-            && status.is_some_and(|s| !s.moved_by_operator)
-        {
+        if fci.spec.failback.mode != FailbackMode::Never && !s.moved_by_operator {
             keys.extend(
                 fci.spec
                     .owners
