@@ -1219,6 +1219,77 @@ async fn an_anti_affinity_class_keeps_its_instances_apart_through_a_failover() {
     );
 }
 
+/// Two instances of a class share the only node left to them; once a free node is up
+/// again, the lower-ranked one moves there by a planned move, although it prefers the node
+/// it shares to the free one (no failback would take it there).
+#[tokio::test]
+async fn instances_sharing_a_node_part_once_a_free_node_is_up() {
+    let ns = TestNamespace::new("aaparts").await;
+    let client = ns.client.clone();
+    // Five members (the quorum holds with two down); the instances may run on three.
+    let (cluster, nodes) = ns.cluster(5, serde_json::json!({})).await;
+    let _replica = Replica::start(&ns.name, "r", false);
+    let fcis: Api<FailoverClusterInstance> = Api::namespaced(client.clone(), &ns.name);
+    let three = nodes[..3].to_vec();
+    let on = |n: &str| kube_failover_lab::harness::online_on(n.to_string());
+    // One after the other, so that sql-a takes node 0 and sql-b node 1.
+    for (name, node) in [("sql-a", &nodes[0]), ("sql-b", &nodes[1])] {
+        let mut fci = instance(name, &cluster, &three, None).unwrap();
+        fci.spec.owners.possible = three.clone();
+        fci.spec.anti_affinity_classes = vec!["sql".into()];
+        fci.spec.failback.mode = kube_failover_core::api::FailbackMode::Immediate;
+        fcis.create(&PostParams::default(), &fci).await.unwrap();
+        wait_for(fcis.clone(), name, T, "online on its own node", on(node)).await;
+    }
+
+    // Node 2 goes down, then node 1: sql-b has nowhere to go but node 0, and shares it.
+    control_plane().nodes.kill(&nodes[2]).await.unwrap();
+    let clusters: Api<kube_failover_core::api::FailoverCluster> = Api::all(client.clone());
+    let down = nodes[2].clone();
+    wait_for(
+        clusters,
+        &cluster,
+        T,
+        "node 2 down",
+        move |c: Option<&kube_failover_core::api::FailoverCluster>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.members.iter().any(|m| {
+                    m.name == down && m.state == kube_failover_core::api::MemberState::Down
+                })
+            })
+        },
+    )
+    .await;
+    control_plane().nodes.kill(&nodes[1]).await.unwrap();
+    wait_for(
+        fcis.clone(),
+        "sql-b",
+        T,
+        "sql-b shares node 0",
+        on(&nodes[0]),
+    )
+    .await;
+    let a = fcis.get("sql-a").await.unwrap();
+    assert_eq!(owner(&a).as_deref(), Some(nodes[0].as_str()), "sql-a stays");
+
+    // Node 2 is back: sql-b (ranked below sql-a by name) moves there, planned.
+    control_plane().nodes.revive(&nodes[2]).await.unwrap();
+    let parted = wait_for(fcis.clone(), "sql-b", T, "sql-b on node 2", on(&nodes[2])).await;
+    let last = status(&parted).history.last().cloned().unwrap();
+    assert_eq!(
+        (last.from.as_deref(), last.to.as_deref(), last.planned),
+        (Some(nodes[0].as_str()), Some(nodes[2].as_str()), true),
+        "a planned move off the shared node: {last:?}"
+    );
+    let a = fcis.get("sql-a").await.unwrap();
+    assert!(is_online(Some(&a)), "sql-a still online");
+    assert_eq!(
+        owner(&a).as_deref(),
+        Some(nodes[0].as_str()),
+        "sql-a untouched"
+    );
+}
+
 /// The value of the sample `series` (a metric's name, with its labels if it has any) on a
 /// replica's /metrics, 0 if it is not there yet.
 async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {

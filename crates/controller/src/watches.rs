@@ -417,6 +417,10 @@ pub mod key {
     pub fn failback(node: &str) -> String {
         format!("failback:{node}")
     }
+    /// Instances with an owner that belong to an anti-affinity class: two of a class may
+    /// share a node while no free one is up, and a member of their cluster turning Up (as
+    /// the cluster's status judges it) wakes these, wherever they prefer it in their order.
+    pub const CLASSED: &str = "classed";
     /// Instances any node may concern: without a status, moving, or waiting for a node
     /// (Pending, Offline, Unknown). A node's change wakes these and those it hosts.
     pub const UNSETTLED: &str = "unsettled";
@@ -459,6 +463,9 @@ pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
         && let Some(owner) = s.owner_node.as_deref()
     {
         keys.push(key::owner(owner));
+        if !fci.spec.anti_affinity_classes.is_empty() {
+            keys.push(key::CLASSED.into());
+        }
         if fci.spec.failback.mode != FailbackMode::Never && !s.moved_by_operator {
             keys.extend(
                 fci.spec
@@ -854,6 +861,24 @@ mod key_tests {
             !with("Immediate", moved)
                 .iter()
                 .any(|k| k.starts_with("failback:"))
+        );
+    }
+
+    #[test]
+    fn an_instance_of_an_anti_affinity_class_with_an_owner_is_filed_as_classed() {
+        let on = serde_json::json!({"phase": "Online", "ownerNode": "n1"});
+        let mut f = fci(on.clone());
+        assert!(
+            !instance_keys(&f).contains(&key::CLASSED.to_string()),
+            "no class"
+        );
+        f.spec.anti_affinity_classes = vec!["sql".into()];
+        assert!(instance_keys(&f).contains(&key::CLASSED.to_string()));
+        let mut placed_nowhere = fci(serde_json::json!({"phase": "Pending"}));
+        placed_nowhere.spec.anti_affinity_classes = vec!["sql".into()];
+        assert!(
+            !instance_keys(&placed_nowhere).contains(&key::CLASSED.to_string()),
+            "no owner: unsettled, woken by any node already"
         );
     }
 }

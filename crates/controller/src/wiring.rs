@@ -1,7 +1,7 @@
 //! Wiring: the reflectors that feed the stores, and which instances each watched change
 //! wakes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -17,7 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use kube_failover_core::api::{
-    AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL,
+    AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, MemberState,
     NODE_LEASE_NAMESPACE,
 };
 use kube_failover_core::kinds::{Attachment, Volume};
@@ -431,6 +431,7 @@ fn on_cluster_state(
 ) -> Controller<FailoverClusterInstance> {
     let on_address = stores.clone();
     let read_by_instances = ReadByInstances::default();
+    let members_up = MembersUp::default();
     let (on_node, on_claim, on_attachment, on_cluster, on_namespace) = (
         stores.clone(),
         stores.clone(),
@@ -489,10 +490,28 @@ fn on_cluster_state(
             // Its instances read its spec and its quarantines only: the rest of its status,
             // written by this controller at each change of a member or an instance, would
             // otherwise wake every instance of the cluster each time.
-            if !read_by_instances.changed(&c) {
-                return Vec::new();
+            let name = c.name_any();
+            // A member that came up (back from silence, unfenced, uncordoned), as the
+            // cluster's status judges it from the Leases: what would move to it, to fail back
+            // or to leave a node it shares with an instance of its anti-affinity class. A
+            // node back from silence alone changes no Node object.
+            let came_up = members_up.came_up(&c);
+            let mut woken = Vec::new();
+            for node in &came_up {
+                woken.extend(refs(on_cluster.instances_under(&key::failback(node))));
             }
-            refs(on_cluster.instances_under(&key::cluster(&c.name_any())))
+            if !came_up.is_empty() {
+                woken.extend(refs(
+                    on_cluster
+                        .instances_under(key::CLASSED)
+                        .into_iter()
+                        .filter(|i| i.spec.cluster_ref == name),
+                ));
+            }
+            if read_by_instances.changed(&c) {
+                woken.extend(refs(on_cluster.instances_under(&key::cluster(&name))));
+            }
+            woken
         })
         // A namespace relabelled may gain or lose the right to use a cluster.
         .watches_stream(s.namespaces, move |n: Namespace| {
@@ -504,6 +523,34 @@ fn on_cluster_state(
         .watches_stream(s.ip_addresses, move |a: IPAddress| {
             refs(on_address.instances_under(&key::address(&a.name_any())))
         })
+}
+
+/// The members each cluster's status shows Up, to tell which came up since it was last
+/// seen.
+#[derive(Default)]
+struct MembersUp(std::sync::Mutex<HashMap<String, HashSet<String>>>);
+
+impl MembersUp {
+    /// The members of `cluster` Up now that were not when it was last seen (none the first
+    /// time it is seen: at start every instance is decided anyway).
+    fn came_up(&self, cluster: &FailoverCluster) -> Vec<String> {
+        let up: HashSet<String> = cluster
+            .status
+            .iter()
+            .flat_map(|s| &s.members)
+            .filter(|m| m.state == MemberState::Up)
+            .map(|m| m.name.clone())
+            .collect();
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.insert(cluster.name_any(), up.clone()) {
+            None => Vec::new(),
+            Some(before) => {
+                let mut came: Vec<String> = up.difference(&before).cloned().collect();
+                came.sort();
+                came
+            }
+        }
+    }
 }
 
 /// What the instances of each cluster read of it (its identity, its spec's generation, its
@@ -534,6 +581,53 @@ impl ReadByInstances {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_that_turns_up_is_told_once() {
+        let cluster = |states: &[(&str, &str)]| -> FailoverCluster {
+            let members: Vec<_> = states
+                .iter()
+                .map(|(n, s)| serde_json::json!({"name": n, "state": s}))
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "kube-failover.io/v1alpha1", "kind": "FailoverCluster",
+                "metadata": {"name": "c"},
+                "spec": {},
+                "status": {"members": members},
+            }))
+            .unwrap()
+        };
+        let up = MembersUp::default();
+        assert!(
+            up.came_up(&cluster(&[("a", "Up"), ("b", "Down")]))
+                .is_empty(),
+            "first sight"
+        );
+        assert!(
+            up.came_up(&cluster(&[("a", "Up"), ("b", "Down")]))
+                .is_empty()
+        );
+        assert_eq!(
+            up.came_up(&cluster(&[("a", "Fenced"), ("b", "Up")])),
+            ["b"],
+            "back from silence"
+        );
+        assert_eq!(
+            up.came_up(&cluster(&[("a", "Up"), ("b", "Up")])),
+            ["a"],
+            "unfenced"
+        );
+        assert!(up.came_up(&cluster(&[("a", "Up"), ("b", "Up")])).is_empty());
+        assert_eq!(
+            up.came_up(&cluster(&[("a", "Paused"), ("b", "Up")])).len(),
+            0
+        );
+        assert_eq!(
+            up.came_up(&cluster(&[("a", "Up"), ("b", "Up")])),
+            ["a"],
+            "uncordoned"
+        );
+    }
 
     #[test]
     fn a_cluster_wakes_its_instances_for_its_spec_and_quarantines_not_the_rest_of_its_status() {
