@@ -210,7 +210,7 @@ pub fn endpoint_slice(
 /// The workload pod of move `seq`, pinned to `node`, with every claim as a volume named after
 /// the claim (unless the template already defines a volume of that name).
 pub fn pod(fci: &FailoverClusterInstance, node: &str, seq: u64) -> Pod {
-    let template = &fci.spec.template;
+    let template = fci.spec.template.spec();
     let mut labels = template
         .metadata
         .as_ref()
@@ -226,7 +226,7 @@ pub fn pod(fci: &FailoverClusterInstance, node: &str, seq: u64) -> Pod {
         .metadata
         .as_ref()
         .and_then(|m| m.annotations.clone());
-    let mut spec = template.spec.clone().unwrap_or_default();
+    let mut spec = template.spec.unwrap_or_default();
     spec.node_name = Some(node.to_string());
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     for InstanceClaim { claim, volume, .. } in fci.claims() {

@@ -1,4 +1,4 @@
-use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -59,9 +59,8 @@ pub struct FailoverClusterInstanceSpec {
     /// The workload, run as exactly one pod pinned to the owner node. Its readiness probe
     /// is the health check. Each storage claim is added as a volume named after the claim;
     /// mount it with a volumeMount of that name.
-    // Boxed: a PodTemplateSpec is nearly 2 KiB inline, in every cached and cloned instance.
     #[schemars(schema_with = "preserve_unknown_object")]
-    pub template: Box<PodTemplateSpec>,
+    pub template: super::PodTemplate,
     /// Which nodes may own the instance, and in what order.
     #[serde(default)]
     pub owners: Owners,

@@ -8,10 +8,12 @@
 mod cluster;
 mod conditions;
 mod instance;
+mod template;
 
 pub use cluster::*;
 pub use conditions::{condition, reason, set_condition};
 pub use instance::*;
+pub use template::PodTemplate;
 
 pub const GROUP: &str = "kube-failover.io";
 pub const FINALIZER: &str = "kube-failover.io/cleanup";

@@ -454,8 +454,8 @@ fn invalid(spec: &FailoverClusterInstanceSpec, obs: &Observed) -> Option<(&'stat
         ))
     } else if spec
         .template
+        .spec()
         .spec
-        .as_ref()
         .is_none_or(|s| s.containers.is_empty())
     {
         Some((
