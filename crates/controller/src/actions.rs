@@ -208,7 +208,7 @@ pub async fn execute(
                 ..Default::default()
             };
             match api.create(&params, &pod).await {
-                Ok(created) => ctx.stores.own.created_pod(created),
+                Ok(created) => ctx.stores.own.created_pod(&created),
                 // The name is taken: by this pod (the round repeated), which is done, or by
                 // a pod someone else made, which never counts as the instance's. The round
                 // then fails and says so, rather than wait quietly for a pod that will never

@@ -155,7 +155,7 @@ pub fn endpoint_slice(
     fci: &FailoverClusterInstance,
     family: &str,
     addresses: &[String],
-    pod: Option<&Pod>,
+    pod: Option<&kube_failover_core::kinds::CachedPod>,
     attach: bool,
 ) -> EndpointSlice {
     let net = fci.spec.network_name.name.clone();

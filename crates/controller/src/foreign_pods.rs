@@ -6,9 +6,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use kube_failover_core::kinds::CachedPod;
 
 use super::Context;
 use super::observe::labelled_pods;
@@ -107,7 +108,7 @@ pub fn report(fci: &FailoverClusterInstance, ctx: &Context) {
 }
 
 /// The Event that reports `pod`: what it is, and that the controller ignores it.
-fn foreign_pod_event(fci: &FailoverClusterInstance, pod: &Pod) -> Event {
+fn foreign_pod_event(fci: &FailoverClusterInstance, pod: &CachedPod) -> Event {
     let note = format!(
         "pod {} carries the label {INSTANCE_LABEL}={} but is not controlled by this instance \
          (no owner reference to it with controller: true); the controller ignores it: it is \

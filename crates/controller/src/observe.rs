@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube_failover_core::kinds::CachedPod;
 use kube_failover_core::kinds::{Attachment, Volume};
 
 use super::heartbeats::{Heartbeats, has_ready_condition, ready_fact, ready_status, renew_time};
@@ -32,7 +33,7 @@ pub struct Stores {
     pub clusters: Store<FailoverCluster>,
     pub nodes: Store<Node>,
     pub leases: Store<Lease>,
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub claims: Store<PersistentVolumeClaim>,
     pub volumes: Store<Volume>,
     pub attachments: Store<Attachment>,
@@ -74,7 +75,7 @@ impl Stores {
 
     /// The pods labelled for the instance `namespace/name` as they are now (see
     /// `OwnWrites::pods`).
-    pub fn pods_of(&self, namespace: &str, name: &str) -> Vec<std::sync::Arc<Pod>> {
+    pub fn pods_of(&self, namespace: &str, name: &str) -> Vec<std::sync::Arc<CachedPod>> {
         let cached = self
             .indexes
             .pods
@@ -106,7 +107,7 @@ impl Stores {
 #[derive(Clone)]
 pub struct Indexes {
     pub instances: Index<FailoverClusterInstance>,
-    pub pods: Index<Pod>,
+    pub pods: Index<CachedPod>,
     pub attachments: Index<Attachment>,
     /// Address claims, by the instance that made them.
     pub ip_addresses: Index<k8s_openapi::api::networking::v1::IPAddress>,
@@ -337,16 +338,16 @@ use kube_failover_core::decide::facts::pod_facts;
 pub struct LabelledPods<'a> {
     /// Those the instance controls (`rules::controlled_by`): the only pods any decision
     /// counts, deletes or waits for.
-    pub own: Vec<&'a Pod>,
+    pub own: Vec<&'a CachedPod>,
     /// The others. Anyone who may create a pod in the namespace can set the label; such a
     /// pod is ignored, and reported once (`foreign_pods`).
-    pub foreign: Vec<&'a Pod>,
+    pub foreign: Vec<&'a CachedPod>,
 }
 
 /// The pods among `pods` labelled for `fci`, its own apart from the foreign ones.
 pub fn labelled_pods<'a>(
     fci: &FailoverClusterInstance,
-    pods: &'a [std::sync::Arc<Pod>],
+    pods: &'a [std::sync::Arc<CachedPod>],
 ) -> LabelledPods<'a> {
     let ns = fci.namespace();
     let name = fci.name_any();
@@ -681,7 +682,7 @@ mod tests {
         me.metadata.uid = Some("u-db".into());
         let made = kube::Resource::controller_owner_ref(&me, &()).unwrap();
         let pod = |ns: &str, name: &str, label: Option<&str>, owner_uid: Option<&str>| {
-            let mut p = Pod::default();
+            let mut p = CachedPod::default();
             p.metadata.namespace = Some(ns.into());
             p.metadata.name = Some(name.into());
             p.metadata.labels = label.map(|l| BTreeMap::from([(INSTANCE_LABEL.into(), l.into())]));
@@ -706,7 +707,7 @@ mod tests {
             pod("a", "plain", None, Some("u-db")),
         ];
         let got = labelled_pods(&me, &pods);
-        let names = |ps: &[&Pod]| ps.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        let names = |ps: &[&CachedPod]| ps.iter().map(|p| p.name_any()).collect::<Vec<_>>();
         assert_eq!(names(&got.own), ["db-1"]);
         assert_eq!(names(&got.foreign), ["db-impostor", "db-old"]);
         assert_eq!(got.own[0].namespace().as_deref(), Some("a"));

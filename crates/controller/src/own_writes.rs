@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Resource, ResourceExt};
+use kube_failover_core::kinds::CachedPod;
 
 /// How long an answer stands in for the cache: the watch delivers the same change long
 /// before (as for `written::Written`).
@@ -31,7 +32,7 @@ struct Kept {
     /// By `namespace/name`.
     slices: HashMap<String, Answer<EndpointSlice>>,
     /// Pods this replica created, by `namespace/name`.
-    created_pods: HashMap<String, Answer<Pod>>,
+    created_pods: HashMap<String, Answer<CachedPod>>,
     /// UIDs of objects this replica deleted for good, and when.
     gone: HashMap<String, Instant>,
     /// The resourceVersion of each instance's last status write, by `namespace/name`: when,
@@ -129,8 +130,11 @@ impl OwnWrites {
         kept.slices.insert(key(&slice), Answer::new(slice));
     }
 
-    /// A pod this replica created, as the API server returned it.
-    pub fn created_pod(&self, pod: Pod) {
+    /// A pod this replica created, as the API server returned it (kept as the cache keeps
+    /// pods).
+    pub fn created_pod(&self, pod: &Pod) {
+        let mut pod = CachedPod::from(pod);
+        super::watches::slim_pod(&mut pod);
         let mut kept = self.kept();
         kept.prune();
         kept.created_pods.insert(key(&pod), Answer::new(pod));
@@ -220,10 +224,14 @@ impl OwnWrites {
     /// The pods as they are now: the cache's (`cached`), without those deleted for good,
     /// with those this replica created for which `belongs` holds that the cache does not
     /// show yet.
-    pub fn pods(&self, cached: Vec<Arc<Pod>>, belongs: impl Fn(&Pod) -> bool) -> Vec<Arc<Pod>> {
+    pub fn pods(
+        &self,
+        cached: Vec<Arc<CachedPod>>,
+        belongs: impl Fn(&CachedPod) -> bool,
+    ) -> Vec<Arc<CachedPod>> {
         let kept = self.kept();
         let mut seen = std::collections::HashSet::new();
-        let mut pods: Vec<Arc<Pod>> = cached
+        let mut pods: Vec<Arc<CachedPod>> = cached
             .into_iter()
             .filter(|p| !kept.is_gone(p.meta().uid.as_deref()))
             .map(|p| {
@@ -314,8 +322,14 @@ mod tests {
         n
     }
 
-    fn pod(name: &str, uid: &str, rv: &str) -> Pod {
+    fn api_pod(name: &str, uid: &str, rv: &str) -> Pod {
         let mut p = Pod::default();
+        p.metadata = pod(name, uid, rv).metadata;
+        p
+    }
+
+    fn pod(name: &str, uid: &str, rv: &str) -> CachedPod {
+        let mut p = CachedPod::default();
         p.metadata.namespace = Some("a".into());
         p.metadata.name = Some(name.into());
         p.metadata.uid = Some(uid.into());
@@ -371,8 +385,8 @@ mod tests {
             Arc::new(pod("x", "x", "3")),
         ];
         own.deleted("old");
-        own.created_pod(pod("db-2", "new", "12"));
-        let names = |ps: Vec<Arc<Pod>>| {
+        own.created_pod(&api_pod("db-2", "new", "12"));
+        let names = |ps: Vec<Arc<CachedPod>>| {
             let mut n: Vec<String> = ps.iter().map(|p| p.name_any()).collect();
             n.sort();
             n

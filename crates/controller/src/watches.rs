@@ -17,7 +17,8 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::Node;
+use kube_failover_core::kinds::CachedPod;
 
 use super::index::Index;
 use super::observe::Stores;
@@ -33,44 +34,18 @@ pub fn strip<K: Resource>(obj: &mut K) {
         .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
 }
 
-/// A pod as the controller reads it: its owner, labels and deletion, its node, and its
-/// phase, readiness, address and restarts. The rest of its spec and status (containers,
-/// volumes, tolerations, container states) is most of its size and never read: dropped as it
-/// arrives.
-pub fn slim_pod(pod: &mut Pod) {
+/// A pod as the controller reads it (`kinds::CachedPod`: its owner, labels and deletion,
+/// its node, and its phase, readiness, address and restarts; the rest of its spec and
+/// status is never read and never decoded), with only its Ready condition, and that without
+/// its words.
+pub fn slim_pod(pod: &mut CachedPod) {
     strip(pod);
-    if let Some(spec) = pod.spec.as_mut() {
-        *spec = PodSpec {
-            node_name: spec.node_name.take(),
-            ..Default::default()
-        };
-    }
-    if let Some(status) = pod.status.as_mut() {
-        *status = PodStatus {
-            phase: status.phase.take(),
-            pod_ip: status.pod_ip.take(),
-            conditions: status.conditions.take().map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready")
-                    .map(|c| PodCondition {
-                        message: None,
-                        reason: None,
-                        ..c
-                    })
-                    .collect()
-            }),
-            container_statuses: status.container_statuses.take().map(|cs| {
-                cs.into_iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name,
-                        ready: c.ready,
-                        restart_count: c.restart_count,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        };
+    if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        conditions.retain(|c| c.type_ == "Ready");
+        for c in conditions {
+            c.message = None;
+            c.reason = None;
+        }
     }
 }
 
@@ -507,7 +482,7 @@ pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
 }
 
 /// Where a pod is filed: under the instance its label names.
-pub fn pod_keys(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+pub fn pod_keys(pod: &CachedPod) -> Vec<String> {
     pod.labels()
         .get(INSTANCE_LABEL)
         .map(|name| key::instance(&pod.namespace().unwrap_or_default(), name))
@@ -691,7 +666,7 @@ mod slim_tests {
 
     #[test]
     fn a_slim_pod_says_all_the_controller_reads_of_it() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "db-3", "namespace": "apps", "uid": "u1", "resourceVersion": "7",
                 "labels": {"kube-failover.io/instance": "db"},
@@ -719,7 +694,9 @@ mod slim_tests {
             },
         }))
         .unwrap();
-        let mut slim = pod.clone();
+        // As the watch decodes it, then slimmed.
+        let mut slim: CachedPod =
+            serde_json::from_value(serde_json::to_value(&pod).unwrap()).unwrap();
         slim_pod(&mut slim);
         assert_eq!(pod_facts(&slim), pod_facts(&pod));
         assert_eq!(pod_facts(&slim).restarts, 4);
@@ -729,9 +706,9 @@ mod slim_tests {
         );
         assert_eq!(slim.metadata.labels, pod.metadata.labels);
         assert!(slim.metadata.managed_fields.is_none());
-        let spec = slim.spec.unwrap();
-        assert!(spec.containers.is_empty() && spec.volumes.is_none() && spec.tolerations.is_none());
-        assert!(slim.status.unwrap().host_ip.is_none());
+        let conditions = slim.status.unwrap().conditions.unwrap();
+        assert_eq!(conditions.len(), 1, "Ready only");
+        assert!(conditions[0].message.is_none());
     }
 }
 

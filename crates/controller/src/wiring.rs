@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use kube::api::Api;
@@ -20,7 +20,7 @@ use kube_failover_core::api::{
     AGENT_LEASE_PREFIX, FailoverCluster, FailoverClusterInstance, INSTANCE_LABEL, MemberState,
     NODE_LEASE_NAMESPACE,
 };
-use kube_failover_core::kinds::{Attachment, Volume};
+use kube_failover_core::kinds::{Attachment, CachedPod, Volume};
 use tokio::sync::{Notify, watch};
 
 use super::deadlines::NodeDeadlines;
@@ -125,7 +125,7 @@ where
 
 /// The change streams of what belongs to instances (labelled with theirs).
 struct Owned {
-    pods: Objects<Pod>,
+    pods: Objects<CachedPod>,
     services: Objects<Service>,
     slices: Objects<EndpointSlice>,
     leases: Objects<Lease>,
@@ -170,7 +170,7 @@ fn reflectors(
     let (pods, pods_s) = reflect_indexed(
         w,
         "pods",
-        scoped::<Pod>(client, ns),
+        scoped::<CachedPod>(client, ns),
         labelled.clone(),
         Some(indexes.pods.clone()),
         slim_pod,
@@ -350,7 +350,7 @@ fn on_owned_objects(
     let holdings = Holdings::default();
     let (clusters, witness_renewed) = (stores.clusters.clone(), cluster_changed.clone());
     controller
-        .watches_stream(s.pods, |p: Pod| by_label(p.namespace(), p.labels()))
+        .watches_stream(s.pods, |p: CachedPod| by_label(p.namespace(), p.labels()))
         .watches_stream(s.services, |s: Service| by_label(s.namespace(), s.labels()))
         .watches_stream(s.slices, |s: EndpointSlice| {
             by_label(s.namespace(), s.labels())

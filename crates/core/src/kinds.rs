@@ -3,11 +3,14 @@
 //! Those types hold every field inline, set or not: a PersistentVolume is about 3.4 KiB before
 //! any of its content, and a VolumeAttachment 3.5 KiB (it carries a PersistentVolumeSpec, with
 //! a field for each of some thirty volume sources). A cache of thousands of volumes and
-//! attachments held several KiB per instance of nothing. Each kind is read through a trait
+//! attachments held several KiB per instance of nothing; so did pods (2.4 KiB inline, and
+//! 2.1 KiB for each container's status). Each kind is read through a trait
 //! that both its cached and its API type implement, for the code (`validate`, the plugin's
 //! simulation) that reads the API's.
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, VolumeNodeAffinity};
+use k8s_openapi::api::core::v1::{
+    ObjectReference, PersistentVolume, Pod, PodCondition, VolumeNodeAffinity,
+};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,73 @@ pub struct AttachmentSource {
     pub persistent_volume_name: Option<String>,
 }
 
+/// A Pod: its metadata (owner, labels, deletion), its node, and its phase, readiness,
+/// address and restarts.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedPod {
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<CachedPodSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CachedPodStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<PodCondition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_statuses: Option<Vec<ContainerRestarts>>,
+}
+
+/// Of a container's status, its name, readiness and restarts.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRestarts {
+    pub name: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub restart_count: i32,
+}
+
+impl From<&Pod> for CachedPod {
+    fn from(pod: &Pod) -> Self {
+        Self {
+            metadata: pod.metadata.clone(),
+            spec: pod.spec.as_ref().map(|s| CachedPodSpec {
+                node_name: s.node_name.clone(),
+            }),
+            status: pod.status.as_ref().map(|s| CachedPodStatus {
+                phase: s.phase.clone(),
+                pod_ip: s.pod_ip.clone(),
+                conditions: s.conditions.clone(),
+                container_statuses: s.container_statuses.as_ref().map(|cs| {
+                    cs.iter()
+                        .map(|c| ContainerRestarts {
+                            name: c.name.clone(),
+                            ready: c.ready,
+                            restart_count: c.restart_count,
+                        })
+                        .collect()
+                }),
+            }),
+        }
+    }
+}
+
 macro_rules! cached_kind {
     ($ty:ty, $api:ty, $list:literal) => {
         impl k8s_openapi::Resource for $ty {
@@ -85,6 +155,58 @@ macro_rules! cached_kind {
 
 cached_kind!(Volume, PersistentVolume, "PersistentVolumeList");
 cached_kind!(Attachment, VolumeAttachment, "VolumeAttachmentList");
+cached_kind!(CachedPod, Pod, "PodList");
+
+/// What is read of a Pod.
+pub trait PodView {
+    fn meta(&self) -> &ObjectMeta;
+    fn node_name(&self) -> Option<&str>;
+    fn phase(&self) -> Option<&str>;
+    fn pod_ip(&self) -> Option<&str>;
+    fn ready(&self) -> bool;
+    /// Restarts of all its containers.
+    fn restarts(&self) -> u32;
+}
+
+// As for volumes.
+macro_rules! pod_views {
+    ($($ty:ty),*) => {$(
+        impl PodView for $ty {
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn node_name(&self) -> Option<&str> {
+                self.spec.as_ref()?.node_name.as_deref()
+            }
+
+            fn phase(&self) -> Option<&str> {
+                self.status.as_ref()?.phase.as_deref()
+            }
+
+            fn pod_ip(&self) -> Option<&str> {
+                self.status.as_ref()?.pod_ip.as_deref()
+            }
+
+            fn ready(&self) -> bool {
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            }
+
+            fn restarts(&self) -> u32 {
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
+                    .unwrap_or(0)
+            }
+        }
+    )*};
+}
+
+pod_views!(CachedPod, Pod);
 
 /// What is read of a PersistentVolume.
 pub trait VolumeView {
@@ -180,6 +302,36 @@ mod tests {
         assert_eq!(cached.volume_name(), api.volume_name());
         assert_eq!(cached.meta(), api.meta());
 
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "db-1", "namespace": "ns", "uid": "u3",
+                         "labels": {"kube-failover.io/instance": "db"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "db", "image": "i"}]},
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.7",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [
+                    {"name": "db", "image": "i", "imageID": "", "ready": true, "restartCount": 3},
+                    {"name": "log", "image": "i", "imageID": "", "ready": false, "restartCount": 1}
+                ]
+            }
+        });
+        let api: Pod = serde_json::from_value(pod.clone()).unwrap();
+        let cached: CachedPod = serde_json::from_value(pod).unwrap();
+        assert_eq!(CachedPod::from(&api), cached);
+        for p in [&api as &dyn PodView, &cached] {
+            assert_eq!(p.meta().name.as_deref(), Some("db-1"));
+            assert_eq!(p.node_name(), Some("n1"));
+            assert_eq!(p.phase(), Some("Running"));
+            assert_eq!(p.pod_ip(), Some("10.0.0.7"));
+            assert!(p.ready());
+            assert_eq!(p.restarts(), 4);
+        }
+        let mut not_ready = cached.clone();
+        not_ready.status.as_mut().unwrap().conditions = None;
+        assert!(!not_ready.ready());
+
+        assert!(size_of::<CachedPod>() * 4 < size_of::<Pod>());
         assert!(size_of::<Volume>() * 4 < size_of::<PersistentVolume>());
         assert!(size_of::<Attachment>() * 4 < size_of::<VolumeAttachment>());
     }

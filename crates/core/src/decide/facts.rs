@@ -5,32 +5,26 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use kube::ResourceExt;
 
 use super::{AttachmentFacts, Observed, PodFacts};
 use crate::api::{FailoverClusterInstance, InstanceClaim};
-use crate::kinds::{AttachmentView, VolumeView};
+use crate::kinds::{AttachmentView, PodView, VolumeView};
 use crate::rules::{describe_affinity, pinned_node, volume_reaches};
 
-/// A pod as `decide` sees it.
-pub fn pod_facts(pod: &Pod) -> PodFacts {
-    let status = pod.status.as_ref();
-    let restarts = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
-        .unwrap_or(0);
+/// A pod as `decide` sees it (as the API gives it or as cached: `kinds`).
+pub fn pod_facts<P: PodView + ?Sized>(pod: &P) -> PodFacts {
+    let meta = pod.meta();
     PodFacts {
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
-        restarts,
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        ip: status.and_then(|s| s.pod_ip.clone()),
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-        failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        restarts: pod.restarts(),
+        node: pod.node_name().map(String::from),
+        ready: pod.ready(),
+        ip: pod.pod_ip().map(String::from),
+        terminating: meta.deletion_timestamp.is_some(),
+        failed: pod.phase() == Some("Failed"),
     }
 }
 
