@@ -323,9 +323,10 @@ mod tests {
     }
 
     fn api_pod(name: &str, uid: &str, rv: &str) -> Pod {
-        let mut p = Pod::default();
-        p.metadata = pod(name, uid, rv).metadata;
-        p
+        Pod {
+            metadata: pod(name, uid, rv).metadata,
+            ..Default::default()
+        }
     }
 
     fn pod(name: &str, uid: &str, rv: &str) -> CachedPod {
