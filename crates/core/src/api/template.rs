@@ -16,26 +16,41 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// and to check that it lists a container. As JSON it is the size of what the user wrote,
 /// shared by the copies. It is decoded as a `PodTemplateSpec` when it arrives (a template
 /// that is not one is refused as before), and encoded from that, so that two templates that
-/// say the same are equal.
+/// say the same are equal. Whether it lists a container, which every round checks (and
+/// the cluster's what-if runs, for every instance and member), is noted as it arrives.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PodTemplate(Arc<str>);
+pub struct PodTemplate {
+    json: Arc<str>,
+    lists_a_container: bool,
+}
 
 impl PodTemplate {
     pub fn new(template: &PodTemplateSpec) -> Self {
         // Encoding a decoded k8s-openapi object cannot fail: its maps are keyed by strings.
         let json = serde_json::to_string(template).unwrap_or_else(|_| "{}".into());
-        Self(json.into())
+        Self {
+            json: json.into(),
+            lists_a_container: template
+                .spec
+                .as_ref()
+                .is_some_and(|s| !s.containers.is_empty()),
+        }
     }
 
     /// The template, decoded.
     pub fn spec(&self) -> PodTemplateSpec {
         // It was encoded from a PodTemplateSpec (`new`): it decodes as one.
-        serde_json::from_str(&self.0).unwrap_or_default()
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+
+    /// Whether `spec.containers` lists at least one container.
+    pub fn lists_a_container(&self) -> bool {
+        self.lists_a_container
     }
 
     /// The template as JSON.
     pub fn json(&self) -> &str {
-        &self.0
+        &self.json
     }
 }
 
@@ -53,7 +68,7 @@ impl Default for PodTemplate {
 
 impl fmt::Debug for PodTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PodTemplate").field(&&*self.0).finish()
+        f.debug_tuple("PodTemplate").field(&&*self.json).finish()
     }
 }
 
@@ -115,6 +130,9 @@ mod tests {
         let c =
             template(serde_json::json!({"spec": {"containers": [{"name": "a", "image": "j"}]}}));
         assert_ne!(a, c);
+        assert!(a.lists_a_container());
+        assert!(!template(serde_json::json!({"spec": {"containers": []}})).lists_a_container());
+        assert!(!template(serde_json::json!({"metadata": {}})).lists_a_container());
         // A copy shares the JSON.
         let copy = a.clone();
         assert!(std::ptr::eq(copy.json(), a.json()));

@@ -452,12 +452,7 @@ fn invalid(spec: &FailoverClusterInstanceSpec, obs: &Observed) -> Option<(&'stat
                 spec.cluster_ref
             ),
         ))
-    } else if spec
-        .template
-        .spec()
-        .spec
-        .is_none_or(|s| s.containers.is_empty())
-    {
+    } else if !spec.template.lists_a_container() {
         Some((
             reason::NO_CONTAINERS,
             "spec.template.spec.containers must list at least one container".to_string(),

@@ -460,6 +460,32 @@ fn a_namespace_no_longer_allowed_holds_the_instance_and_disturbs_nothing() {
     assert!(again.actions.is_empty(), "{:?}", again.actions);
 }
 
+#[test]
+fn a_template_without_a_container_holds_the_instance_invalid() {
+    let mut s = spec(&["a", "b"]);
+    let obs = observed(&[("a", up()), ("b", up())]);
+    assert!(s.template.lists_a_container());
+    s.template = serde_json::from_value(serde_json::json!({"spec": {"containers": []}})).unwrap();
+    let d = decide("db", Some(1), &s, None, &obs);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. })),
+        "{:?}",
+        d.actions
+    );
+    let valid = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::VALID)
+        .expect("a Valid condition");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", reason::NO_CONTAINERS)
+    );
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Kill(usize),
