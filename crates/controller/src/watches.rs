@@ -392,10 +392,12 @@ pub mod key {
     pub fn failback(node: &str) -> String {
         format!("failback:{node}")
     }
-    /// Instances with an owner that belong to an anti-affinity class: two of a class may
-    /// share a node while no free one is up, and a member of their cluster turning Up (as
-    /// the cluster's status judges it) wakes these, wherever they prefer it in their order.
-    pub const CLASSED: &str = "classed";
+    /// Instances of the cluster with an owner that belong to an anti-affinity class: two of
+    /// a class may share a node while no free one is up, and a member of the cluster turning
+    /// Up (as its status judges it) wakes these, wherever they prefer it in their order.
+    pub fn classed(cluster: &str) -> String {
+        format!("classed:{cluster}")
+    }
     /// Instances any node may concern: without a status, moving, or waiting for a node
     /// (Pending, Offline, Unknown). A node's change wakes these and those it hosts.
     pub const UNSETTLED: &str = "unsettled";
@@ -439,7 +441,7 @@ pub fn instance_keys(fci: &FailoverClusterInstance) -> Vec<String> {
     {
         keys.push(key::owner(owner));
         if !fci.spec.anti_affinity_classes.is_empty() {
-            keys.push(key::CLASSED.into());
+            keys.push(key::classed(&fci.spec.cluster_ref));
         }
         if fci.spec.failback.mode != FailbackMode::Never && !s.moved_by_operator {
             keys.extend(
@@ -845,16 +847,13 @@ mod key_tests {
     fn an_instance_of_an_anti_affinity_class_with_an_owner_is_filed_as_classed() {
         let on = serde_json::json!({"phase": "Online", "ownerNode": "n1"});
         let mut f = fci(on.clone());
-        assert!(
-            !instance_keys(&f).contains(&key::CLASSED.to_string()),
-            "no class"
-        );
+        assert!(!instance_keys(&f).contains(&key::classed("c")), "no class");
         f.spec.anti_affinity_classes = vec!["sql".into()];
-        assert!(instance_keys(&f).contains(&key::CLASSED.to_string()));
+        assert!(instance_keys(&f).contains(&key::classed("c")));
         let mut placed_nowhere = fci(serde_json::json!({"phase": "Pending"}));
         placed_nowhere.spec.anti_affinity_classes = vec!["sql".into()];
         assert!(
-            !instance_keys(&placed_nowhere).contains(&key::CLASSED.to_string()),
+            !instance_keys(&placed_nowhere).contains(&key::classed("c")),
             "no owner: unsettled, woken by any node already"
         );
     }

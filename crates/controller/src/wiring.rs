@@ -501,12 +501,7 @@ fn on_cluster_state(
                 woken.extend(refs(on_cluster.instances_under(&key::failback(node))));
             }
             if !came_up.is_empty() {
-                woken.extend(refs(
-                    on_cluster
-                        .instances_under(key::CLASSED)
-                        .into_iter()
-                        .filter(|i| i.spec.cluster_ref == name),
-                ));
+                woken.extend(refs(on_cluster.instances_under(&key::classed(&name))));
             }
             if read_by_instances.changed(&c) {
                 woken.extend(refs(on_cluster.instances_under(&key::cluster(&name))));
@@ -542,14 +537,13 @@ impl MembersUp {
             .map(|m| m.name.clone())
             .collect();
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.insert(cluster.name_any(), up.clone()) {
+        let mut came: Vec<String> = match seen.get(&cluster.name_any()) {
             None => Vec::new(),
-            Some(before) => {
-                let mut came: Vec<String> = up.difference(&before).cloned().collect();
-                came.sort();
-                came
-            }
-        }
+            Some(before) => up.difference(before).cloned().collect(),
+        };
+        came.sort();
+        seen.insert(cluster.name_any(), up);
+        came
     }
 }
 
